@@ -1,0 +1,104 @@
+/* The bridge's configuration: a JSON file loaded, validated and resolved into plain structs.
+ * Every key is documented in conf/README.md; errors name the offending key ("listen.port: expected ..."). */
+#ifndef DWB_CONFIG_H
+#define DWB_CONFIG_H
+
+#include <stddef.h>
+
+#include "dwb_log.h"
+#include "dwb_status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DWB_AE_MAX 16 /* DICOM AE titles are at most 16 characters */
+
+typedef enum dwb_auth_type { DWB_AUTH_NONE = 0, DWB_AUTH_BEARER, DWB_AUTH_BASIC } dwb_auth_type;
+
+/* A secret comes from exactly one of: inline value, file (first line, trailing newline stripped), env var.
+ * The loader resolves it into `value` at load time; `source` says where it came from for messages. */
+typedef struct dwb_secret {
+    char *value;  /* resolved secret, NULL if not configured */
+    char *source; /* e.g. "file /run/secrets/token", "env STORE_TOKEN", "inline" */
+} dwb_secret;
+
+typedef struct dwb_auth_conf {
+    dwb_auth_type type;
+    dwb_secret token;    /* bearer: token | token_file | token_env */
+    char *username;      /* basic */
+    dwb_secret password; /* basic: password | password_file | password_env */
+} dwb_auth_conf;
+
+typedef enum dwb_metadata_format { DWB_META_JSON = 0, DWB_META_XML } dwb_metadata_format;
+
+typedef struct dwb_upstream_conf {
+    char ae_title[DWB_AE_MAX + 1];
+    char *base_url; /* without trailing slash */
+    dwb_auth_conf auth;
+    int qido_page_size;      /* default 1000 */
+    int timeout_s;           /* whole-request timeout for QIDO/metadata; default 60 */
+    int connect_timeout_s;   /* default 10 */
+    int low_speed_time_s;    /* abort a transfer slower than 1 byte/s for this long; default 60 */
+    int max_retries;         /* retries after the first attempt; default 5 */
+    int retry_budget_s;      /* total time spent waiting between retries; default 120 */
+    int tls_verify;          /* default 1 */
+    char *ca_bundle;         /* optional path */
+    dwb_metadata_format metadata_format; /* "json" (default) | "xml" */
+    int max_concurrent_requests;         /* default 16 */
+} dwb_upstream_conf;
+
+typedef struct dwb_destination_conf {
+    char ae_title[DWB_AE_MAX + 1];
+    char *host;
+    int port;
+    char calling_ae_title[DWB_AE_MAX + 1]; /* "" = listen.ae_title */
+    char called_ae_title[DWB_AE_MAX + 1];  /* "" = ae_title */
+    int max_associations;                  /* default 1 */
+    char *preferred_transfer_syntax;       /* optional UID, NULL = as stored */
+    int series_burst;                      /* default 0 */
+} dwb_destination_conf;
+
+typedef struct dwb_config {
+    char *path; /* the file it was loaded from, NULL for strings */
+    struct {
+        int port;                           /* default 11112 */
+        char ae_title[DWB_AE_MAX + 1];      /* default "DWBRIDGE" */
+        int max_associations;               /* default 32 */
+        int max_pdu;                        /* default 131072 */
+        int acse_timeout_s;                 /* default 30 */
+        int dimse_timeout_s;                /* default 0 = none (idle associations wait for the peer) */
+        char **allow_calling_ae; size_t n_allow_calling_ae; /* empty = all */
+        char **allow_hosts; size_t n_allow_hosts;           /* IPv4/IPv6 literals; empty = all */
+    } listen;
+    dwb_upstream_conf *upstreams;
+    size_t n_upstreams;
+    dwb_destination_conf *destinations;
+    size_t n_destinations;
+    struct {
+        char *dir; /* default "/var/spool/dicomweb-bridge" */
+    } spool;
+    struct {
+        int port; /* default 8080; 0 = disabled */
+    } http;
+    struct {
+        dwb_log_level level;   /* default info */
+        dwb_log_format format; /* default text */
+    } log;
+} dwb_config;
+
+/* Loads and validates. Relative paths in the file are resolved against the file's directory.
+ * On failure err->message starts with the key path, e.g. "upstreams[0].base_url: expected an http(s) URL". */
+dwb_status dwb_config_load_file(const char *path, dwb_config **out, dwb_error *err);
+/* Same for a JSON text; base_dir resolves relative paths (NULL = current directory). */
+dwb_status dwb_config_load_string(const char *json, const char *base_dir, dwb_config **out, dwb_error *err);
+void dwb_config_free(dwb_config *cfg);
+
+/* Case-sensitive, trailing-space-insensitive AE lookups (DICOM pads AE titles with spaces). NULL if none. */
+const dwb_upstream_conf *dwb_config_find_upstream(const dwb_config *cfg, const char *ae_title);
+const dwb_destination_conf *dwb_config_find_destination(const dwb_config *cfg, const char *ae_title);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

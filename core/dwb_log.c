@@ -1,0 +1,183 @@
+#include "dwb_log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static dwb_log_level g_level = DWB_LOG_INFO;
+static dwb_log_format g_format = DWB_LOG_TEXT;
+static void (*g_sink)(void *, const char *);
+static void *g_sink_ud;
+
+static const char *const level_names[] = {"trace", "debug", "info", "warn", "error", "off"};
+
+void dwb_log_init(dwb_log_level level, dwb_log_format format)
+{
+    g_level = level;
+    g_format = format;
+}
+
+dwb_status dwb_log_parse_level(const char *s, dwb_log_level *out)
+{
+    for (int i = 0; i <= DWB_LOG_OFF; i++) {
+        if (s && strcmp(s, level_names[i]) == 0) {
+            *out = (dwb_log_level)i;
+            return DWB_OK;
+        }
+    }
+    if (s && strcmp(s, "warning") == 0) {
+        *out = DWB_LOG_WARN;
+        return DWB_OK;
+    }
+    return DWB_E_INVALID;
+}
+
+dwb_status dwb_log_parse_format(const char *s, dwb_log_format *out)
+{
+    if (s && strcmp(s, "text") == 0)
+        *out = DWB_LOG_TEXT;
+    else if (s && strcmp(s, "json") == 0)
+        *out = DWB_LOG_JSON;
+    else
+        return DWB_E_INVALID;
+    return DWB_OK;
+}
+
+int dwb_log_enabled(dwb_log_level level) { return level >= g_level && level < DWB_LOG_OFF; }
+
+void dwb_log_set_sink(void (*sink)(void *ud, const char *line), void *ud)
+{
+    g_sink = sink;
+    g_sink_ud = ud;
+}
+
+typedef struct {
+    char *p;
+    size_t len, cap;
+} linebuf;
+
+static void put(linebuf *b, const char *s, size_t n)
+{
+    if (b->len + n >= b->cap)
+        n = b->cap - 1 - b->len; /* truncate a too-long line rather than allocate in the logger */
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void puts_(linebuf *b, const char *s) { put(b, s, strlen(s)); }
+
+/* JSON string body escaping; also used for text so a hostile value cannot forge a second log line. */
+static void put_escaped(linebuf *b, const char *s, int json)
+{
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        char esc[8];
+        if (c == '\n') {
+            puts_(b, "\\n");
+        } else if (c == '\r') {
+            puts_(b, "\\r");
+        } else if (c == '\t') {
+            puts_(b, json ? "\\t" : " ");
+        } else if (json && (c == '"' || c == '\\')) {
+            esc[0] = '\\';
+            esc[1] = (char)c;
+            put(b, esc, 2);
+        } else if (c < 0x20 || c == 0x7f) {
+            snprintf(esc, sizeof esc, "\\u%04x", c);
+            puts_(b, esc);
+        } else {
+            put(b, (const char *)&c, 1);
+        }
+    }
+}
+
+static void put_field(linebuf *b, const char *key, const char *val, int json)
+{
+    if (!val || !*val)
+        return;
+    if (json) {
+        puts_(b, ",\"");
+        puts_(b, key);
+        puts_(b, "\":\"");
+        put_escaped(b, val, 1);
+        puts_(b, "\"");
+    } else {
+        puts_(b, " ");
+        puts_(b, key);
+        puts_(b, "=");
+        put_escaped(b, val, 0);
+    }
+}
+
+void dwb_log(dwb_log_level level, const dwb_log_ctx *ctx, const char *fmt, ...)
+{
+    if (!dwb_log_enabled(level))
+        return;
+    char msg[2048], line[4096], ts[40];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+
+    struct timespec now;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &now);
+    gmtime_r(&now.tv_sec, &tm);
+    size_t n = strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(ts + n, sizeof ts - n, ".%03ldZ", now.tv_nsec / 1000000L);
+
+    linebuf b = {line, 0, sizeof line};
+    line[0] = '\0';
+    int json = g_format == DWB_LOG_JSON;
+    if (json) {
+        puts_(&b, "{\"ts\":\"");
+        puts_(&b, ts);
+        puts_(&b, "\",\"level\":\"");
+        puts_(&b, level_names[level]);
+        puts_(&b, "\"");
+        if (ctx) {
+            put_field(&b, "assoc", ctx->assoc, 1);
+            put_field(&b, "upstream", ctx->upstream, 1);
+            put_field(&b, "request_id", ctx->request_id, 1);
+            put_field(&b, "peer", ctx->peer, 1);
+        }
+        puts_(&b, ",\"msg\":\"");
+        put_escaped(&b, msg, 1);
+        /* keep room for the closing characters even when the message was truncated */
+        if (b.len > b.cap - 4)
+            b.len = b.cap - 4;
+        b.p[b.len] = '\0';
+        puts_(&b, "\"}\n");
+    } else {
+        puts_(&b, ts);
+        puts_(&b, " ");
+        puts_(&b, level_names[level]);
+        puts_(&b, " ");
+        put_escaped(&b, msg, 0);
+        if (ctx) {
+            put_field(&b, "assoc", ctx->assoc, 0);
+            put_field(&b, "upstream", ctx->upstream, 0);
+            put_field(&b, "req", ctx->request_id, 0);
+            put_field(&b, "peer", ctx->peer, 0);
+        }
+        if (b.len > b.cap - 2)
+            b.len = b.cap - 2;
+        b.p[b.len] = '\0';
+        puts_(&b, "\n");
+    }
+    if (g_sink) {
+        g_sink(g_sink_ud, line);
+        return;
+    }
+    /* a single write(2) keeps concurrent lines whole */
+    ssize_t off = 0, len = (ssize_t)b.len;
+    while (off < len) {
+        ssize_t w = write(STDERR_FILENO, line + off, (size_t)(len - off));
+        if (w <= 0)
+            break;
+        off += w;
+    }
+}
