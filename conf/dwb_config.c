@@ -1,1 +1,583 @@
-/* placeholder: being written */
+/* Config loader: JSON (jansson) into dwb_config, validated key by key. Every message starts with the key path
+ * so that an administrator knows where to look; unknown keys are errors because a typo in a PACS config must
+ * not silently fall back to a default. */
+#include "dwb_config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct loader {
+    const char *base_dir;
+    dwb_error *err;
+} loader;
+
+static dwb_status bad(loader *L, const char *path, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static dwb_status bad(loader *L, const char *path, const char *fmt, ...) {
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return dwb_error_set(L->err, DWB_E_INVALID, "%s: %s", path, msg);
+}
+
+static void join(char *out, size_t cap, const char *path, const char *key) {
+    /* Key paths are short (a few nested keys); truncation would only shorten a message. */
+    int n = snprintf(out, cap, "%.100s%s%.60s", path, path[0] ? "." : "", key);
+    (void)n;
+}
+
+/* Rejects keys not in the NULL-terminated list, naming the known ones. */
+static dwb_status check_keys(loader *L, const char *path, json_t *obj, const char *const *known) {
+    const char *key;
+    json_t *val;
+    json_object_foreach(obj, key, val) {
+        int ok = 0;
+        for (const char *const *k = known; *k; k++)
+            if (strcmp(*k, key) == 0) ok = 1;
+        if (!ok) {
+            char list[300] = "";
+            for (const char *const *k = known; *k; k++) {
+                if (list[0]) strncat(list, ", ", sizeof list - strlen(list) - 1);
+                strncat(list, *k, sizeof list - strlen(list) - 1);
+            }
+            char p[200];
+            join(p, sizeof p, path, key);
+            return bad(L, p, "unknown key (known: %s)", list);
+        }
+    }
+    return DWB_OK;
+}
+
+
+static dwb_status get_int(loader *L, const char *path, json_t *obj, const char *key, long lo, long hi, int *out) {
+    json_t *v = json_object_get(obj, key);
+    if (!v) return DWB_OK;
+    char p[200];
+    join(p, sizeof p, path, key);
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
+        return bad(L, p, "expected an integer %ld-%ld", lo, hi);
+    *out = (int)json_integer_value(v);
+    return DWB_OK;
+}
+
+static dwb_status get_bool(loader *L, const char *path, json_t *obj, const char *key, int *out) {
+    json_t *v = json_object_get(obj, key);
+    if (!v) return DWB_OK;
+    char p[200];
+    join(p, sizeof p, path, key);
+    if (!json_is_boolean(v)) return bad(L, p, "expected true or false");
+    *out = json_is_true(v);
+    return DWB_OK;
+}
+
+static dwb_status get_str(loader *L, const char *path, json_t *obj, const char *key, int required, const char **out) {
+    json_t *v = json_object_get(obj, key);
+    char p[200];
+    join(p, sizeof p, path, key);
+    if (!v) {
+        if (required) return bad(L, p, "required");
+        return DWB_OK;
+    }
+    if (!json_is_string(v) || json_string_length(v) == 0) return bad(L, p, "expected a non-empty string");
+    if (strlen(json_string_value(v)) != json_string_length(v)) return bad(L, p, "contains a NUL character");
+    *out = json_string_value(v);
+    return DWB_OK;
+}
+
+/* AE title: 1-16 characters of the default repertoire without backslash or control characters, not all spaces. */
+static dwb_status get_ae(loader *L, const char *path, json_t *obj, const char *key, int required, char *out) {
+    const char *s = NULL;
+    dwb_status st = get_str(L, path, obj, key, required, &s);
+    if (st != DWB_OK || !s) return st;
+    char p[200];
+    join(p, sizeof p, path, key);
+    size_t n = strlen(s);
+    if (n > DWB_AE_MAX) return bad(L, p, "AE title '%s' is longer than 16 characters", s);
+    int nonspace = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c > 0x7e || c == '\\') return bad(L, p, "AE title may only contain printable ASCII, no backslash");
+        if (c != ' ') nonspace = 1;
+    }
+    if (!nonspace) return bad(L, p, "AE title must not be blank");
+    /* Leading/trailing spaces are not significant in DICOM; store the trimmed form. */
+    while (*s == ' ') s++;
+    n = strlen(s);
+    while (n > 0 && s[n - 1] == ' ') n--;
+    memcpy(out, s, n);
+    out[n] = '\0';
+    return DWB_OK;
+}
+
+static char *resolve_path(loader *L, const char *p) {
+    if (p[0] == '/' || !L->base_dir || !L->base_dir[0]) return strdup(p);
+    size_t n = strlen(L->base_dir) + strlen(p) + 2;
+    char *r = malloc(n);
+    if (r) snprintf(r, n, "%s/%s", L->base_dir, p);
+    return r;
+}
+
+static dwb_status check_readable(loader *L, const char *key, const char *file) {
+    FILE *f = fopen(file, "rb");
+    if (!f) return bad(L, key, "cannot read %s: %s", file, strerror(errno));
+    fclose(f);
+    return DWB_OK;
+}
+
+/* A secret from exactly one of "<name>" (inline), "<name>_file", "<name>_env". */
+static dwb_status get_secret(loader *L, const char *path, json_t *obj, const char *name, dwb_secret *out) {
+    char k_file[64], k_env[64], p[200];
+    snprintf(k_file, sizeof k_file, "%s_file", name);
+    snprintf(k_env, sizeof k_env, "%s_env", name);
+    const char *inl = NULL, *file = NULL, *env = NULL;
+    dwb_status st;
+    if ((st = get_str(L, path, obj, name, 0, &inl)) != DWB_OK) return st;
+    if ((st = get_str(L, path, obj, k_file, 0, &file)) != DWB_OK) return st;
+    if ((st = get_str(L, path, obj, k_env, 0, &env)) != DWB_OK) return st;
+    int n = (inl != NULL) + (file != NULL) + (env != NULL);
+    if (n > 1) {
+        join(p, sizeof p, path, name);
+        return bad(L, p, "give only one of %s, %s, %s", name, k_file, k_env);
+    }
+    if (inl) {
+        out->value = strdup(inl);
+        out->source = strdup("inline");
+    } else if (file) {
+        join(p, sizeof p, path, k_file);
+        char *full = resolve_path(L, file);
+        if (!full) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
+        FILE *f = fopen(full, "rb");
+        if (!f) {
+            st = bad(L, p, "cannot read %s: %s", full, strerror(errno));
+            free(full);
+            return st;
+        }
+        char line[8192];
+        size_t len = 0;
+        if (fgets(line, sizeof line, f)) len = strlen(line);
+        fclose(f);
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = '\0';
+        if (len == 0) {
+            st = bad(L, p, "%s is empty", full);
+            free(full);
+            return st;
+        }
+        line[len] = '\0';
+        out->value = strdup(line);
+        size_t sl = strlen(full) + 6;
+        out->source = malloc(sl);
+        if (out->source) snprintf(out->source, sl, "file %s", full);
+        memset(line, 0, sizeof line);
+        free(full);
+    } else if (env) {
+        join(p, sizeof p, path, k_env);
+        const char *v = getenv(env);
+        if (!v || !*v) return bad(L, p, "environment variable %s is not set or empty", env);
+        out->value = strdup(v);
+        size_t sl = strlen(env) + 5;
+        out->source = malloc(sl);
+        if (out->source) snprintf(out->source, sl, "env %s", env);
+    }
+    if (n == 1 && (!out->value || !out->source)) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
+    return DWB_OK;
+}
+
+static dwb_status load_auth(loader *L, const char *path, json_t *obj, dwb_auth_conf *a) {
+    static const char *const keys[] = {"type", "token", "token_file", "token_env", "username",
+                                       "password", "password_file", "password_env", NULL};
+    if (!json_is_object(obj)) return bad(L, path, "expected an object");
+    dwb_status st = check_keys(L, path, obj, keys);
+    if (st != DWB_OK) return st;
+    const char *type = NULL;
+    if ((st = get_str(L, path, obj, "type", 1, &type)) != DWB_OK) return st;
+    char p[200];
+    join(p, sizeof p, path, "type");
+    if (strcmp(type, "none") == 0)
+        a->type = DWB_AUTH_NONE;
+    else if (strcmp(type, "bearer") == 0)
+        a->type = DWB_AUTH_BEARER;
+    else if (strcmp(type, "basic") == 0)
+        a->type = DWB_AUTH_BASIC;
+    else
+        return bad(L, p, "expected \"none\", \"bearer\" or \"basic\", got \"%s\"", type);
+    if ((st = get_secret(L, path, obj, "token", &a->token)) != DWB_OK) return st;
+    if ((st = get_secret(L, path, obj, "password", &a->password)) != DWB_OK) return st;
+    const char *user = NULL;
+    if ((st = get_str(L, path, obj, "username", 0, &user)) != DWB_OK) return st;
+    if (user && !(a->username = strdup(user))) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
+    if (a->type == DWB_AUTH_BEARER && !a->token.value)
+        return bad(L, path, "type bearer needs one of token_file, token_env or token");
+    if (a->type == DWB_AUTH_BASIC && (!a->username || !a->password.value))
+        return bad(L, path, "type basic needs username and one of password_file, password_env or password");
+    if (a->type != DWB_AUTH_BEARER && a->token.value) return bad(L, path, "a token is only used with type bearer");
+    if (a->type != DWB_AUTH_BASIC && (a->username || a->password.value))
+        return bad(L, path, "username/password are only used with type basic");
+    return DWB_OK;
+}
+
+static dwb_status load_upstream(loader *L, const char *path, json_t *obj, dwb_upstream_conf *u) {
+    static const char *const keys[] = {"ae_title", "base_url", "auth", "qido_page_size", "timeout_s",
+                                       "connect_timeout_s", "low_speed_time_s", "max_retries", "retry_budget_s",
+                                       "tls_verify", "ca_bundle", "metadata_format", "max_concurrent_requests",
+                                       NULL};
+    if (!json_is_object(obj)) return bad(L, path, "expected an object");
+    dwb_status st = check_keys(L, path, obj, keys);
+    if (st != DWB_OK) return st;
+    u->qido_page_size = 1000;
+    u->timeout_s = 60;
+    u->connect_timeout_s = 10;
+    u->low_speed_time_s = 60;
+    u->max_retries = 5;
+    u->retry_budget_s = 120;
+    u->tls_verify = 1;
+    u->metadata_format = DWB_META_JSON;
+    u->max_concurrent_requests = 16;
+    if ((st = get_ae(L, path, obj, "ae_title", 1, u->ae_title)) != DWB_OK) return st;
+    const char *url = NULL;
+    if ((st = get_str(L, path, obj, "base_url", 1, &url)) != DWB_OK) return st;
+    char p[200];
+    join(p, sizeof p, path, "base_url");
+    if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
+        return bad(L, p, "expected an http:// or https:// URL, got \"%s\"", url);
+    const char *host = strstr(url, "://") + 3;
+    if (!*host || *host == '/') return bad(L, p, "URL has no host");
+    for (const char *c = url; *c; c++)
+        if ((unsigned char)*c <= 0x20 || *c == '?' || *c == '#')
+            return bad(L, p, "URL must not contain spaces, control characters, '?' or '#'");
+    if (!(u->base_url = strdup(url))) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
+    size_t n = strlen(u->base_url);
+    while (n > 0 && u->base_url[n - 1] == '/') u->base_url[--n] = '\0';
+    json_t *auth = json_object_get(obj, "auth");
+    if (auth) {
+        join(p, sizeof p, path, "auth");
+        if ((st = load_auth(L, p, auth, &u->auth)) != DWB_OK) return st;
+    }
+    if ((st = get_int(L, path, obj, "qido_page_size", 1, 100000, &u->qido_page_size)) != DWB_OK) return st;
+    if ((st = get_int(L, path, obj, "timeout_s", 0, 86400, &u->timeout_s)) != DWB_OK) return st;
+    if ((st = get_int(L, path, obj, "connect_timeout_s", 1, 600, &u->connect_timeout_s)) != DWB_OK) return st;
+    if ((st = get_int(L, path, obj, "low_speed_time_s", 0, 3600, &u->low_speed_time_s)) != DWB_OK) return st;
+    if ((st = get_int(L, path, obj, "max_retries", 0, 100, &u->max_retries)) != DWB_OK) return st;
+    if ((st = get_int(L, path, obj, "retry_budget_s", 0, 86400, &u->retry_budget_s)) != DWB_OK) return st;
+    if ((st = get_bool(L, path, obj, "tls_verify", &u->tls_verify)) != DWB_OK) return st;
+    if ((st = get_int(L, path, obj, "max_concurrent_requests", 1, 1024, &u->max_concurrent_requests)) != DWB_OK)
+        return st;
+    const char *ca = NULL;
+    if ((st = get_str(L, path, obj, "ca_bundle", 0, &ca)) != DWB_OK) return st;
+    if (ca) {
+        join(p, sizeof p, path, "ca_bundle");
+        if (!(u->ca_bundle = resolve_path(L, ca))) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
+        if ((st = check_readable(L, p, u->ca_bundle)) != DWB_OK) return st;
+    }
+    const char *fmt = NULL;
+    if ((st = get_str(L, path, obj, "metadata_format", 0, &fmt)) != DWB_OK) return st;
+    if (fmt) {
+        join(p, sizeof p, path, "metadata_format");
+        if (strcmp(fmt, "json") == 0)
+            u->metadata_format = DWB_META_JSON;
+        else if (strcmp(fmt, "xml") == 0)
+            u->metadata_format = DWB_META_XML;
+        else
+            return bad(L, p, "expected \"json\" or \"xml\", got \"%s\"", fmt);
+    }
+    return DWB_OK;
+}
+
+static dwb_status load_destination(loader *L, const char *path, json_t *obj, dwb_destination_conf *d) {
+    static const char *const keys[] = {"ae_title", "host", "port", "calling_ae_title", "called_ae_title",
+                                       "max_associations", "preferred_transfer_syntax", "series_burst", NULL};
+    if (!json_is_object(obj)) return bad(L, path, "expected an object");
+    dwb_status st = check_keys(L, path, obj, keys);
+    if (st != DWB_OK) return st;
+    d->max_associations = 1;
+    d->port = 0;
+    if ((st = get_ae(L, path, obj, "ae_title", 1, d->ae_title)) != DWB_OK) return st;
+    const char *host = NULL;
+    if ((st = get_str(L, path, obj, "host", 1, &host)) != DWB_OK) return st;
+    if (!(d->host = strdup(host))) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
+    char p[200];
+    join(p, sizeof p, path, "port");
+    if (!json_object_get(obj, "port")) return bad(L, p, "required");
+    if ((st = get_int(L, path, obj, "port", 1, 65535, &d->port)) != DWB_OK) return st;
+    if ((st = get_ae(L, path, obj, "calling_ae_title", 0, d->calling_ae_title)) != DWB_OK) return st;
+    if ((st = get_ae(L, path, obj, "called_ae_title", 0, d->called_ae_title)) != DWB_OK) return st;
+    if ((st = get_int(L, path, obj, "max_associations", 1, 64, &d->max_associations)) != DWB_OK) return st;
+    if ((st = get_bool(L, path, obj, "series_burst", &d->series_burst)) != DWB_OK) return st;
+    const char *ts = NULL;
+    if ((st = get_str(L, path, obj, "preferred_transfer_syntax", 0, &ts)) != DWB_OK) return st;
+    if (ts) {
+        join(p, sizeof p, path, "preferred_transfer_syntax");
+        size_t n = strlen(ts);
+        int ok = n <= 64;
+        for (size_t i = 0; i < n && ok; i++) ok = (ts[i] >= '0' && ts[i] <= '9') || ts[i] == '.';
+        if (!ok) return bad(L, p, "expected a transfer syntax UID such as 1.2.840.10008.1.2.1");
+        if (!(d->preferred_transfer_syntax = strdup(ts))) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
+    }
+    return DWB_OK;
+}
+
+static dwb_status get_str_array(loader *L, const char *path, json_t *obj, const char *key, int ip, char ***out,
+                                size_t *n_out) {
+    json_t *arr = json_object_get(obj, key);
+    if (!arr) return DWB_OK;
+    char p[200];
+    join(p, sizeof p, path, key);
+    if (!json_is_array(arr)) return bad(L, p, "expected an array of strings");
+    size_t n = json_array_size(arr);
+    if (n == 0) return DWB_OK;
+    *out = calloc(n, sizeof **out);
+    if (!*out) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = json_array_get(arr, i);
+        char pi[240];
+        snprintf(pi, sizeof pi, "%s[%zu]", p, i);
+        if (!json_is_string(v) || json_string_length(v) == 0) return bad(L, pi, "expected a non-empty string");
+        const char *s = json_string_value(v);
+        if (ip) {
+            unsigned char buf[16];
+            if (inet_pton(AF_INET, s, buf) != 1 && inet_pton(AF_INET6, s, buf) != 1)
+                return bad(L, pi, "expected an IPv4 or IPv6 address, got \"%s\"", s);
+        } else if (strlen(s) > DWB_AE_MAX) {
+            return bad(L, pi, "AE title '%s' is longer than 16 characters", s);
+        }
+        if (!((*out)[i] = strdup(s))) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
+        *n_out = i + 1;
+    }
+    return DWB_OK;
+}
+
+static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
+    static const char *const keys[] = {"listen", "upstreams", "destinations", "spool", "http", "log", NULL};
+    static const char *const listen_keys[] = {"port", "ae_title", "max_associations", "max_pdu", "acse_timeout_s",
+                                              "dimse_timeout_s", "allow_calling_ae", "allow_hosts", NULL};
+    if (!json_is_object(root)) return bad(L, "(top level)", "expected a JSON object");
+    dwb_status st = check_keys(L, "", root, keys);
+    if (st != DWB_OK) return st;
+
+    c->listen.port = 11112;
+    strcpy(c->listen.ae_title, "DWBRIDGE");
+    c->listen.max_associations = 32;
+    c->listen.max_pdu = 131072;
+    c->listen.acse_timeout_s = 30;
+    c->listen.dimse_timeout_s = 0;
+    c->http.port = 8080;
+    c->log.level = DWB_LOG_INFO;
+    c->log.format = DWB_LOG_TEXT;
+
+    json_t *listen = json_object_get(root, "listen");
+    if (listen) {
+        if (!json_is_object(listen)) return bad(L, "listen", "expected an object");
+        if ((st = check_keys(L, "listen", listen, listen_keys)) != DWB_OK) return st;
+        if ((st = get_int(L, "listen", listen, "port", 1, 65535, &c->listen.port)) != DWB_OK) return st;
+        if ((st = get_ae(L, "listen", listen, "ae_title", 0, c->listen.ae_title)) != DWB_OK) return st;
+        if ((st = get_int(L, "listen", listen, "max_associations", 1, 4096, &c->listen.max_associations)) != DWB_OK)
+            return st;
+        if ((st = get_int(L, "listen", listen, "max_pdu", 4096, 131072, &c->listen.max_pdu)) != DWB_OK) return st;
+        if ((st = get_int(L, "listen", listen, "acse_timeout_s", 1, 3600, &c->listen.acse_timeout_s)) != DWB_OK)
+            return st;
+        if ((st = get_int(L, "listen", listen, "dimse_timeout_s", 0, 86400, &c->listen.dimse_timeout_s)) != DWB_OK)
+            return st;
+        if ((st = get_str_array(L, "listen", listen, "allow_calling_ae", 0, &c->listen.allow_calling_ae,
+                                &c->listen.n_allow_calling_ae)) != DWB_OK)
+            return st;
+        if ((st = get_str_array(L, "listen", listen, "allow_hosts", 1, &c->listen.allow_hosts,
+                                &c->listen.n_allow_hosts)) != DWB_OK)
+            return st;
+    }
+
+    json_t *ups = json_object_get(root, "upstreams");
+    if (!ups) return bad(L, "upstreams", "at least one upstream is required");
+    if (!json_is_array(ups)) return bad(L, "upstreams", "expected an array of objects");
+    if (json_array_size(ups) == 0) return bad(L, "upstreams", "at least one upstream is required");
+    c->upstreams = calloc(json_array_size(ups), sizeof *c->upstreams);
+    if (!c->upstreams) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
+    for (size_t i = 0; i < json_array_size(ups); i++) {
+        char p[64];
+        snprintf(p, sizeof p, "upstreams[%zu]", i);
+        c->n_upstreams = i + 1;
+        if ((st = load_upstream(L, p, json_array_get(ups, i), &c->upstreams[i])) != DWB_OK) return st;
+        if (strcmp(c->upstreams[i].ae_title, c->listen.ae_title) == 0)
+            return bad(L, p, "ae_title '%s' is the bridge's own listen.ae_title", c->upstreams[i].ae_title);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(c->upstreams[i].ae_title, c->upstreams[j].ae_title) == 0)
+                return bad(L, p, "ae_title '%s' is already used by upstreams[%zu]", c->upstreams[i].ae_title, j);
+    }
+
+    json_t *dests = json_object_get(root, "destinations");
+    if (dests) {
+        if (!json_is_array(dests)) return bad(L, "destinations", "expected an array of objects");
+        if (json_array_size(dests) > 0) {
+            c->destinations = calloc(json_array_size(dests), sizeof *c->destinations);
+            if (!c->destinations) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
+        }
+        for (size_t i = 0; i < json_array_size(dests); i++) {
+            char p[64];
+            snprintf(p, sizeof p, "destinations[%zu]", i);
+            c->n_destinations = i + 1;
+            if ((st = load_destination(L, p, json_array_get(dests, i), &c->destinations[i])) != DWB_OK) return st;
+            for (size_t j = 0; j < i; j++)
+                if (strcmp(c->destinations[i].ae_title, c->destinations[j].ae_title) == 0)
+                    return bad(L, p, "ae_title '%s' is already used by destinations[%zu]",
+                               c->destinations[i].ae_title, j);
+        }
+    }
+
+    json_t *spool = json_object_get(root, "spool");
+    const char *dir = "/var/spool/dicomweb-bridge";
+    if (spool) {
+        static const char *const spool_keys[] = {"dir", NULL};
+        if (!json_is_object(spool)) return bad(L, "spool", "expected an object");
+        if ((st = check_keys(L, "spool", spool, spool_keys)) != DWB_OK) return st;
+        if ((st = get_str(L, "spool", spool, "dir", 0, &dir)) != DWB_OK) return st;
+    }
+    if (!(c->spool.dir = resolve_path(L, dir))) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
+
+    json_t *http = json_object_get(root, "http");
+    if (http) {
+        static const char *const http_keys[] = {"port", NULL};
+        if (!json_is_object(http)) return bad(L, "http", "expected an object");
+        if ((st = check_keys(L, "http", http, http_keys)) != DWB_OK) return st;
+        if ((st = get_int(L, "http", http, "port", 0, 65535, &c->http.port)) != DWB_OK) return st;
+    }
+
+    json_t *log = json_object_get(root, "log");
+    if (log) {
+        static const char *const log_keys[] = {"level", "format", NULL};
+        if (!json_is_object(log)) return bad(L, "log", "expected an object");
+        if ((st = check_keys(L, "log", log, log_keys)) != DWB_OK) return st;
+        const char *s = NULL;
+        if ((st = get_str(L, "log", log, "level", 0, &s)) != DWB_OK) return st;
+        if (s && dwb_log_parse_level(s, &c->log.level) != DWB_OK)
+            return bad(L, "log.level", "expected trace, debug, info, warn, error or off, got \"%s\"", s);
+        s = NULL;
+        if ((st = get_str(L, "log", log, "format", 0, &s)) != DWB_OK) return st;
+        if (s && dwb_log_parse_format(s, &c->log.format) != DWB_OK)
+            return bad(L, "log.format", "expected text or json, got \"%s\"", s);
+    }
+    return DWB_OK;
+}
+
+dwb_status dwb_config_load_string(const char *json, const char *base_dir, dwb_config **out, dwb_error *err) {
+    *out = NULL;
+    json_error_t jerr;
+    json_t *root = json_loads(json, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root)
+        return dwb_error_set(err, DWB_E_INVALID, "line %d, column %d: invalid JSON: %s", jerr.line, jerr.column,
+                             jerr.text);
+    dwb_config *c = calloc(1, sizeof *c);
+    if (!c) {
+        json_decref(root);
+        return dwb_error_set(err, DWB_E_NOMEM, "out of memory");
+    }
+    loader L = {base_dir, err};
+    dwb_status st = load_root(&L, root, c);
+    json_decref(root);
+    if (st != DWB_OK) {
+        dwb_config_free(c);
+        return st;
+    }
+    *out = c;
+    return DWB_OK;
+}
+
+dwb_status dwb_config_load_file(const char *path, dwb_config **out, dwb_error *err) {
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return dwb_error_set(err, DWB_E_IO, "cannot read %s: %s", path, strerror(errno));
+    size_t cap = 65536, len = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        size_t n = fread(buf + len, 1, cap - len - 1, f);
+        len += n;
+        if (n == 0) break;
+        if (len + 1 >= cap) {
+            if (cap >= (16u << 20)) {
+                free(buf);
+                fclose(f);
+                return dwb_error_set(err, DWB_E_LIMIT, "%s is larger than 16 MiB", path);
+            }
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    fclose(f);
+    if (!buf) return dwb_error_set(err, DWB_E_NOMEM, "out of memory");
+    buf[len] = '\0';
+    char *dir = strdup(path);
+    char *slash = dir ? strrchr(dir, '/') : NULL;
+    if (slash) *slash = '\0';
+    dwb_status st = dwb_config_load_string(buf, slash ? dir : ".", out, err);
+    free(dir);
+    free(buf);
+    if (st == DWB_OK && !((*out)->path = strdup(path))) {
+        dwb_config_free(*out);
+        *out = NULL;
+        return dwb_error_set(err, DWB_E_NOMEM, "out of memory");
+    }
+    return st;
+}
+
+static void secret_free(dwb_secret *s) {
+    if (s->value) {
+        memset(s->value, 0, strlen(s->value));
+        free(s->value);
+    }
+    free(s->source);
+}
+
+void dwb_config_free(dwb_config *c) {
+    if (!c) return;
+    for (size_t i = 0; i < c->n_upstreams; i++) {
+        dwb_upstream_conf *u = &c->upstreams[i];
+        free(u->base_url);
+        free(u->ca_bundle);
+        secret_free(&u->auth.token);
+        secret_free(&u->auth.password);
+        free(u->auth.username);
+    }
+    free(c->upstreams);
+    for (size_t i = 0; i < c->n_destinations; i++) {
+        free(c->destinations[i].host);
+        free(c->destinations[i].preferred_transfer_syntax);
+    }
+    free(c->destinations);
+    for (size_t i = 0; i < c->listen.n_allow_calling_ae; i++) free(c->listen.allow_calling_ae[i]);
+    free(c->listen.allow_calling_ae);
+    for (size_t i = 0; i < c->listen.n_allow_hosts; i++) free(c->listen.allow_hosts[i]);
+    free(c->listen.allow_hosts);
+    free(c->spool.dir);
+    free(c->path);
+    free(c);
+}
+
+static int ae_eq(const char *conf, const char *ae) {
+    while (*ae == ' ') ae++;
+    size_t n = strlen(ae);
+    while (n > 0 && ae[n - 1] == ' ') n--;
+    return strlen(conf) == n && strncmp(conf, ae, n) == 0;
+}
+
+const dwb_upstream_conf *dwb_config_find_upstream(const dwb_config *cfg, const char *ae_title) {
+    for (size_t i = 0; i < cfg->n_upstreams; i++)
+        if (ae_eq(cfg->upstreams[i].ae_title, ae_title)) return &cfg->upstreams[i];
+    return NULL;
+}
+
+const dwb_destination_conf *dwb_config_find_destination(const dwb_config *cfg, const char *ae_title) {
+    for (size_t i = 0; i < cfg->n_destinations; i++)
+        if (ae_eq(cfg->destinations[i].ae_title, ae_title)) return &cfg->destinations[i];
+    return NULL;
+}

@@ -48,7 +48,16 @@ dwb_status dwb_error_prefix(dwb_error *err, const char *fmt, ...)
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, err->message, sizeof old);
-    snprintf(err->message, sizeof err->message, "%s: %s", prefix, old);
+    /* Truncation is acceptable here: the message buffer bounds what a log line shows. */
+    size_t n = strlen(prefix);
+    if (n > sizeof err->message - 3)
+        n = sizeof err->message - 3;
+    memcpy(err->message, prefix, n);
+    memcpy(err->message + n, ": ", 2);
+    size_t rest = sizeof err->message - n - 3;
+    size_t olen = strnlen(old, rest);
+    memcpy(err->message + n + 2, old, olen);
+    err->message[n + 2 + olen] = '\0';
     if (err->status == DWB_OK)
         err->status = DWB_E_INTERNAL;
     return err->status;

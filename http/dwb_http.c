@@ -1,1 +1,604 @@
-/* placeholder: being written */
+/* DICOMweb HTTP client on libcurl. One share handle (DNS, TLS sessions, connections) serves every thread, so
+ * connections to a store are pooled and reused across associations. Requests are retried on transient
+ * failures with exponential backoff and full jitter within a budget; bodies stream to callbacks. Proxies come
+ * from libcurl's standard environment handling (http_proxy, https_proxy/HTTPS_PROXY, no_proxy): the client
+ * never sets CURLOPT_PROXY, so Kaapana's Squid proxy settings simply apply. */
+#include "dwb_http.h"
+
+#include <curl/curl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "dwb_log.h"
+
+#define ERROR_BODY_MAX 4096
+
+static CURLSH *g_share;
+static pthread_mutex_t g_locks[CURL_LOCK_DATA_LAST];
+static atomic_ulong g_request_seq;
+
+static void share_lock(CURL *h, curl_lock_data data, curl_lock_access access, void *ud) {
+    (void)h; (void)access; (void)ud;
+    pthread_mutex_lock(&g_locks[data]);
+}
+static void share_unlock(CURL *h, curl_lock_data data, void *ud) {
+    (void)h; (void)ud;
+    pthread_mutex_unlock(&g_locks[data]);
+}
+
+dwb_status dwb_http_global_init(dwb_error *err) {
+    if (g_share) return DWB_OK;
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return dwb_error_set(err, DWB_E_INTERNAL, "libcurl initialisation failed");
+    for (int i = 0; i < CURL_LOCK_DATA_LAST; i++) pthread_mutex_init(&g_locks[i], NULL);
+    g_share = curl_share_init();
+    if (!g_share) return dwb_error_set(err, DWB_E_NOMEM, "curl_share_init failed");
+    curl_share_setopt(g_share, CURLSHOPT_LOCKFUNC, share_lock);
+    curl_share_setopt(g_share, CURLSHOPT_UNLOCKFUNC, share_unlock);
+    curl_share_setopt(g_share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+    curl_share_setopt(g_share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+    curl_share_setopt(g_share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+    return DWB_OK;
+}
+
+void dwb_http_global_cleanup(void) {
+    if (!g_share) return;
+    curl_share_cleanup(g_share);
+    g_share = NULL;
+    for (int i = 0; i < CURL_LOCK_DATA_LAST; i++) pthread_mutex_destroy(&g_locks[i]);
+    curl_global_cleanup();
+}
+
+struct dwb_http_client {
+    dwb_http_client_opts opts;
+    char *name;
+    char *ca_bundle;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int in_flight;
+};
+
+void dwb_http_opts_from_upstream(const dwb_upstream_conf *up, dwb_http_client_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->name = up->ae_title;
+    o->connect_timeout_ms = (long)up->connect_timeout_s * 1000;
+    o->timeout_ms = (long)up->timeout_s * 1000;
+    o->low_speed_time_s = up->low_speed_time_s;
+    o->tls_verify = up->tls_verify;
+    o->ca_bundle = up->ca_bundle;
+    o->max_retries = up->max_retries;
+    o->retry_budget_ms = (long)up->retry_budget_s * 1000;
+    o->backoff_initial_ms = 200;
+    o->backoff_max_ms = 10000;
+    o->max_concurrent = up->max_concurrent_requests;
+}
+
+dwb_status dwb_http_client_new(const dwb_http_client_opts *opts, dwb_http_client **out, dwb_error *err) {
+    *out = NULL;
+    if (!g_share) return dwb_error_set(err, DWB_E_INTERNAL, "dwb_http_global_init was not called");
+    dwb_http_client *c = calloc(1, sizeof *c);
+    if (!c) return dwb_error_set(err, DWB_E_NOMEM, "out of memory");
+    c->opts = *opts;
+    c->name = strdup(opts->name ? opts->name : "store");
+    c->ca_bundle = opts->ca_bundle ? strdup(opts->ca_bundle) : NULL;
+    if (!c->name || (opts->ca_bundle && !c->ca_bundle)) {
+        free(c->name);
+        free(c->ca_bundle);
+        free(c);
+        return dwb_error_set(err, DWB_E_NOMEM, "out of memory");
+    }
+    c->opts.name = c->name;
+    c->opts.ca_bundle = c->ca_bundle;
+    if (c->opts.connect_timeout_ms <= 0) c->opts.connect_timeout_ms = 10000;
+    if (c->opts.backoff_initial_ms <= 0) c->opts.backoff_initial_ms = 200;
+    if (c->opts.backoff_max_ms <= 0) c->opts.backoff_max_ms = 10000;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    *out = c;
+    return DWB_OK;
+}
+
+void dwb_http_client_free(dwb_http_client *c) {
+    if (!c) return;
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
+    free(c->name);
+    free(c->ca_bundle);
+    free(c);
+}
+
+void dwb_http_response_cleanup(dwb_http_response *r) {
+    if (!r) return;
+    free(r->content_type);
+    free(r->warning);
+    free(r->error_body);
+    r->content_type = r->warning = r->error_body = NULL;
+}
+
+long dwb_http_backoff_ms(const dwb_http_client_opts *o, int attempt, long retry_after_ms, double jitter_unit) {
+    if (retry_after_ms >= 0) return retry_after_ms;
+    long initial = o->backoff_initial_ms > 0 ? o->backoff_initial_ms : 200;
+    long max = o->backoff_max_ms > 0 ? o->backoff_max_ms : 10000;
+    long base = initial;
+    for (int i = 1; i < attempt && base < max; i++) base *= 2;
+    if (base > max) base = max;
+    /* Full jitter: spreads retries of many associations hitting the same overloaded store. */
+    long w = (long)(jitter_unit * (double)base);
+    return w < 1 ? 1 : w;
+}
+
+long dwb_http_parse_retry_after(const char *v, long long now_epoch_s) {
+    if (!v) return -1;
+    while (*v == ' ' || *v == '\t') v++;
+    if (*v >= '0' && *v <= '9') {
+        char *end;
+        long long s = strtoll(v, &end, 10);
+        while (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n') end++;
+        if (*end || s < 0 || s > 86400LL * 7) return -1;
+        return (long)(s * 1000);
+    }
+    time_t t = curl_getdate(v, NULL);
+    if (t == (time_t)-1) return -1;
+    long long d = (long long)t - now_epoch_s;
+    if (d < 0) d = 0;
+    if (d > 86400LL * 7) return -1;
+    return (long)(d * 1000);
+}
+
+/* Strips user:password@ from a URL for log lines. */
+static void safe_url(const char *url, char *out, size_t cap) {
+    const char *scheme = strstr(url, "://");
+    const char *at = NULL;
+    if (scheme) {
+        const char *host = scheme + 3;
+        const char *end = host + strcspn(host, "/?#");
+        for (const char *p = host; p < end; p++)
+            if (*p == '@') at = p;
+    }
+    if (at)
+        snprintf(out, cap, "%.*s%s", (int)(scheme + 3 - url), url, at + 1);
+    else
+        snprintf(out, cap, "%s", url);
+    /* Query strings can be long; the log line keeps the first part. */
+}
+
+static long long now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+typedef struct xfer {
+    const dwb_http_request *req;
+    long code;
+    char *content_type;
+    char *warning;
+    long retry_after_ms;
+    char *error_body;
+    size_t error_len;
+    int response_seen;  /* on_response called */
+    int aborted_by_cb;  /* on_response/on_body asked to stop */
+    int cancelled;
+    unsigned long long body_bytes;
+    long long last_poll;
+    CURL *h;
+} xfer;
+
+static void set_header(char **slot, const char *v, size_t n) {
+    free(*slot);
+    *slot = malloc(n + 1);
+    if (*slot) {
+        memcpy(*slot, v, n);
+        (*slot)[n] = '\0';
+    }
+}
+
+static size_t on_header(char *buf, size_t size, size_t nitems, void *ud) {
+    xfer *x = ud;
+    size_t n = size * nitems;
+    if (n >= 5 && strncmp(buf, "HTTP/", 5) == 0) { /* a new response (after 100-continue or a redirect) */
+        free(x->content_type);
+        free(x->warning);
+        x->content_type = x->warning = NULL;
+        x->retry_after_ms = -1;
+        return n;
+    }
+    const char *colon = memchr(buf, ':', n);
+    if (!colon) return n;
+    size_t klen = (size_t)(colon - buf);
+    const char *v = colon + 1;
+    size_t vlen = n - klen - 1;
+    while (vlen > 0 && (*v == ' ' || *v == '\t')) v++, vlen--;
+    while (vlen > 0 && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' ')) vlen--;
+    if (klen == 12 && strncasecmp(buf, "Content-Type", 12) == 0) set_header(&x->content_type, v, vlen);
+    else if (klen == 7 && strncasecmp(buf, "Warning", 7) == 0) set_header(&x->warning, v, vlen);
+    else if (klen == 11 && strncasecmp(buf, "Retry-After", 11) == 0) {
+        char tmp[128];
+        snprintf(tmp, sizeof tmp, "%.*s", (int)(vlen < 127 ? vlen : 127), v);
+        x->retry_after_ms = dwb_http_parse_retry_after(tmp, (long long)time(NULL));
+    }
+    return n;
+}
+
+static size_t on_write(char *data, size_t size, size_t nmemb, void *ud) {
+    xfer *x = ud;
+    size_t n = size * nmemb;
+    long code = 0;
+    curl_easy_getinfo(x->h, CURLINFO_RESPONSE_CODE, &code);
+    x->code = code;
+    if (code >= 200 && code < 300) {
+        if (!x->response_seen) {
+            x->response_seen = 1;
+            if (x->req->on_response && x->req->on_response(x->req->ud, code, x->content_type)) {
+                x->aborted_by_cb = 1;
+                return 0;
+            }
+        }
+        if (x->req->on_body && n > 0 && x->req->on_body(x->req->ud, data, n)) {
+            x->aborted_by_cb = 1;
+            return 0;
+        }
+        x->body_bytes += n;
+        return n;
+    }
+    if (x->error_len < ERROR_BODY_MAX) {
+        size_t take = n < ERROR_BODY_MAX - x->error_len ? n : ERROR_BODY_MAX - x->error_len;
+        char *nb = realloc(x->error_body, x->error_len + take + 1);
+        if (nb) {
+            x->error_body = nb;
+            memcpy(nb + x->error_len, data, take);
+            x->error_len += take;
+            nb[x->error_len] = '\0';
+        }
+    }
+    return n;
+}
+
+static int on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un) {
+    (void)dt; (void)dn; (void)ut; (void)un;
+    xfer *x = ud;
+    if (!x->req->is_cancelled) return 0;
+    long long t = now_ms();
+    if (t - x->last_poll < 100) return 0;
+    x->last_poll = t;
+    if (x->req->is_cancelled(x->req->ud)) {
+        x->cancelled = 1;
+        return 1;
+    }
+    return 0;
+}
+
+typedef struct mem_reader {
+    const char *data;
+    size_t len, pos;
+} mem_reader;
+
+static size_t on_read(char *buf, size_t size, size_t nitems, void *ud) {
+    const dwb_http_body_reader *r = ud;
+    size_t got = r->read(r->ud, buf, size * nitems);
+    if (got == (size_t)-1) return CURL_READFUNC_ABORT;
+    return got;
+}
+
+static int is_retryable_code(long code) { return code == 429 || code == 502 || code == 503 || code == 504; }
+
+static int is_transient_curl(CURLcode rc) {
+    switch (rc) {
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_OPERATION_TIMEDOUT:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+    case CURLE_SSL_CONNECT_ERROR:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static double jitter(void) {
+    static _Thread_local unsigned int seed;
+    if (!seed) seed = (unsigned int)(now_ms() ^ (long long)(size_t)&seed);
+    return (double)rand_r(&seed) / ((double)RAND_MAX + 1.0);
+}
+
+/* Sleeps ms in slices, polling for cancellation. Returns 1 if cancelled. */
+static int sleep_cancellable(const dwb_http_request *req, long ms) {
+    long long end = now_ms() + ms;
+    for (;;) {
+        if (req->is_cancelled && req->is_cancelled(req->ud)) return 1;
+        long long left = end - now_ms();
+        if (left <= 0) return 0;
+        long slice = left > 100 ? 100 : (long)left;
+        struct timespec ts = {slice / 1000, (slice % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static void quote_body(const char *body, char *out, size_t cap) {
+    size_t j = 0;
+    for (size_t i = 0; body && body[i] && j + 1 < cap && i < 300; i++) {
+        unsigned char c = (unsigned char)body[i];
+        out[j++] = (c < 0x20 || c == 0x7f) ? ' ' : (char)c;
+    }
+    out[j] = '\0';
+}
+
+dwb_status dwb_http_perform(dwb_http_client *c, const dwb_http_request *req, dwb_http_response *resp,
+                            dwb_error *err) {
+    dwb_http_response local;
+    if (!resp) resp = &local;
+    memset(resp, 0, sizeof *resp);
+    snprintf(resp->request_id, sizeof resp->request_id, "h%lu", (unsigned long)(atomic_fetch_add(&g_request_seq, 1) + 1));
+    const char *method = req->method ? req->method : "GET";
+    char logurl[512];
+    safe_url(req->url, logurl, sizeof logurl);
+    dwb_log_ctx lc = {req->log_ctx_assoc, c->name, resp->request_id, NULL};
+
+    if (c->opts.max_concurrent > 0) {
+        pthread_mutex_lock(&c->mu);
+        while (c->in_flight >= c->opts.max_concurrent) pthread_cond_wait(&c->cv, &c->mu);
+        c->in_flight++;
+        pthread_mutex_unlock(&c->mu);
+    }
+
+    dwb_status result = DWB_E_INTERNAL;
+    long long t_start = now_ms();
+    long waited_ms = 0;
+    int auth_refreshed = 0;
+    int force_refresh = 0;
+    char curl_msg[CURL_ERROR_SIZE];
+    for (int attempt = 1;; attempt++) {
+        resp->attempts = attempt;
+        xfer x;
+        memset(&x, 0, sizeof x);
+        x.req = req;
+        x.retry_after_ms = -1;
+        CURL *h = curl_easy_init();
+        if (!h) {
+            result = dwb_error_set(err, DWB_E_NOMEM, "curl_easy_init failed");
+            break;
+        }
+        x.h = h;
+        struct curl_slist *hdrs = NULL;
+        for (size_t i = 0; i < req->n_headers; i++) hdrs = curl_slist_append(hdrs, req->headers[i]);
+        char authline[8192];
+        dwb_error aerr = {0};
+        if (dwb_auth_header(c->opts.auth, force_refresh, authline, sizeof authline, &aerr) != DWB_OK) {
+            curl_slist_free_all(hdrs);
+            curl_easy_cleanup(h);
+            result = dwb_error_set(err, DWB_E_AUTH, "%s: no credentials for upstream %s: %s", logurl, c->name,
+                                   aerr.message);
+            break;
+        }
+        if (authline[0]) hdrs = curl_slist_append(hdrs, authline);
+        memset(authline, 0, sizeof authline);
+        hdrs = curl_slist_append(hdrs, "Expect:");
+        hdrs = curl_slist_append(hdrs, "User-Agent: dicomweb-bridge/" DWB_VERSION);
+
+        curl_msg[0] = '\0';
+        curl_easy_setopt(h, CURLOPT_SHARE, g_share);
+        curl_easy_setopt(h, CURLOPT_URL, req->url);
+        curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+        curl_easy_setopt(h, CURLOPT_ERRORBUFFER, curl_msg);
+        curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+        curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, c->opts.connect_timeout_ms);
+        if (c->opts.timeout_ms > 0) curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->opts.timeout_ms);
+        if (c->opts.low_speed_time_s > 0) {
+            curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+            curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, c->opts.low_speed_time_s);
+        }
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, c->opts.tls_verify ? 1L : 0L);
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, c->opts.tls_verify ? 2L : 0L);
+        if (c->opts.ca_bundle) curl_easy_setopt(h, CURLOPT_CAINFO, c->opts.ca_bundle);
+        curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+        curl_easy_setopt(h, CURLOPT_HEADERDATA, &x);
+        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_write);
+        curl_easy_setopt(h, CURLOPT_WRITEDATA, &x);
+        curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl_easy_setopt(h, CURLOPT_XFERINFODATA, &x);
+        curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+        if (req->reader) {
+            curl_easy_setopt(h, CURLOPT_POST, 1L);
+            curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
+            curl_easy_setopt(h, CURLOPT_READDATA, req->reader);
+            curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->reader->size);
+        } else if (req->body) {
+            curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body);
+            curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+        }
+        if (strcmp(method, "GET") == 0 && !req->reader && !req->body)
+            curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+        else if (strcmp(method, "POST") != 0)
+            curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+
+        long long t0 = now_ms();
+        CURLcode rc = curl_easy_perform(h);
+        long code = 0;
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+        curl_slist_free_all(hdrs);
+        curl_easy_cleanup(h);
+        resp->code = code;
+        resp->body_bytes = x.body_bytes;
+        DWB_DEBUG(&lc, "%s %s -> %ld (%s, attempt %d, %lld ms, %llu bytes)", method, logurl, code,
+                  rc == CURLE_OK ? "ok" : curl_easy_strerror(rc), attempt, now_ms() - t0, x.body_bytes);
+
+        int retry = 0;
+        long retry_after = -1;
+        char reason[400] = "";
+        if (x.cancelled || (rc != CURLE_OK && req->is_cancelled && req->is_cancelled(req->ud))) {
+            result = dwb_error_set(err, DWB_E_CANCELLED, "%s %s: cancelled", method, logurl);
+        } else if (x.aborted_by_cb) {
+            result = dwb_error_set(err, DWB_E_CANCELLED, "%s %s: stopped by the receiver", method, logurl);
+        } else if (rc != CURLE_OK) {
+            const char *why = curl_msg[0] ? curl_msg : curl_easy_strerror(rc);
+            snprintf(reason, sizeof reason, "%s", why);
+            dwb_status st = rc == CURLE_OPERATION_TIMEDOUT ? DWB_E_TIMEOUT : DWB_E_CONNECT;
+            if (is_transient_curl(rc) && x.body_bytes == 0) {
+                retry = 1;
+                result = st;
+            } else {
+                result = dwb_error_set(err, st, "%s %s: %s%s", method, logurl, why,
+                                       x.body_bytes ? " (after part of the body was received)" : "");
+            }
+        } else if (code >= 200 && code < 300) {
+            if (!x.response_seen && req->on_response && req->on_response(req->ud, code, x.content_type)) {
+                result = dwb_error_set(err, DWB_E_CANCELLED, "%s %s: stopped by the receiver", method, logurl);
+            } else {
+                result = DWB_OK;
+            }
+        } else if (code == 401 && c->opts.auth && !auth_refreshed) {
+            /* A token may have expired or been revoked: ask the provider for a fresh one, once. */
+            auth_refreshed = 1;
+            force_refresh = 1;
+            DWB_INFO(&lc, "%s %s -> 401: refreshing credentials and retrying once", method, logurl);
+            free(x.content_type);
+            free(x.warning);
+            free(x.error_body);
+            if (req->reader && (!req->reader->rewind || req->reader->rewind(req->reader->ud) != 0)) {
+                result = dwb_error_set(err, DWB_E_AUTH, "%s %s: HTTP 401 from upstream %s and the body cannot be resent",
+                                       method, logurl, c->name);
+                break;
+            }
+            attempt--; /* the refresh retry does not count against max_retries */
+            continue;
+        } else if (code == 401 || code == 403) {
+            char q[320];
+            quote_body(x.error_body, q, sizeof q);
+            result = dwb_error_set(err, DWB_E_AUTH, "%s %s: upstream %s refused the credentials (HTTP %ld)%s%s", method,
+                                   logurl, c->name, code, q[0] ? ": " : "", q);
+            if (err) err->http_code = (int)code;
+        } else if (is_retryable_code(code)) {
+            retry = 1;
+            retry_after = x.retry_after_ms;
+            char q[320];
+            quote_body(x.error_body, q, sizeof q);
+            snprintf(reason, sizeof reason, "HTTP %ld%s%s", code, q[0] ? ": " : "", q);
+            result = DWB_E_HTTP;
+        } else {
+            char q[320];
+            quote_body(x.error_body, q, sizeof q);
+            result = dwb_error_set(err, DWB_E_HTTP, "%s %s: HTTP %ld%s%s", method, logurl, code, q[0] ? ": " : "", q);
+            if (err) err->http_code = (int)code;
+        }
+
+        if (result == DWB_OK || !retry) {
+            free(resp->content_type);
+            free(resp->warning);
+            resp->content_type = x.content_type;
+            resp->warning = x.warning;
+            resp->error_body = x.error_body;
+            x.content_type = x.warning = x.error_body = NULL;
+            break;
+        }
+        /* Transient failure: retry if the body can be resent and the attempts and the budget allow it. */
+        long wait = dwb_http_backoff_ms(&c->opts, attempt, retry_after, jitter());
+        int can_resend = !req->reader || (req->reader->rewind && req->reader->rewind(req->reader->ud) == 0);
+        const char *stop = NULL;
+        if (!can_resend) stop = "the request body cannot be resent";
+        else if (attempt > c->opts.max_retries) stop = "no retries left";
+        else if (waited_ms + wait > c->opts.retry_budget_ms) stop = "retry budget exhausted";
+        if (stop) {
+            long long secs = (now_ms() - t_start + 500) / 1000;
+            result = dwb_error_set(err, result, "%s %s: %s after %d attempt(s) in %lld s (%s)", method, logurl, reason,
+                                   attempt, secs, stop);
+            if (err && code) err->http_code = (int)code;
+            resp->error_body = x.error_body;
+            resp->content_type = x.content_type;
+            resp->warning = x.warning;
+            DWB_WARN(&lc, "%s", err ? err->message : reason);
+            break;
+        }
+        DWB_WARN(&lc, "%s %s: %s; retry %d/%d in %ld ms", method, logurl, reason, attempt, c->opts.max_retries, wait);
+        free(x.content_type);
+        free(x.warning);
+        free(x.error_body);
+        waited_ms += wait;
+        if (sleep_cancellable(req, wait)) {
+            result = dwb_error_set(err, DWB_E_CANCELLED, "%s %s: cancelled while waiting to retry", method, logurl);
+            break;
+        }
+    }
+
+    if (c->opts.max_concurrent > 0) {
+        pthread_mutex_lock(&c->mu);
+        c->in_flight--;
+        pthread_cond_signal(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+    }
+    if (result != DWB_OK && result != DWB_E_CANCELLED && err && err->status == DWB_OK) err->status = result;
+    if (resp == &local) dwb_http_response_cleanup(&local);
+    return result;
+}
+
+typedef struct buf_ctx {
+    char *data;
+    size_t len, cap, max;
+    int too_big;
+} buf_ctx;
+
+static int buf_on_body(void *ud, const void *d, size_t n) {
+    buf_ctx *b = ud;
+    if (b->len + n > b->max) {
+        b->too_big = 1;
+        return 1;
+    }
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 16384;
+        while (cap < b->len + n + 1) cap *= 2;
+        char *nd = realloc(b->data, cap);
+        if (!nd) {
+            b->too_big = 1;
+            return 1;
+        }
+        b->data = nd;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, d, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return 0;
+}
+
+dwb_status dwb_http_get_buffer(dwb_http_client *c, const char *url, const char *accept, size_t max_bytes, char **body,
+                               size_t *len, dwb_http_response *resp, dwb_error *err) {
+    *body = NULL;
+    *len = 0;
+    buf_ctx b = {NULL, 0, 0, max_bytes, 0};
+    char hdr[256];
+    const char *hdrs[1] = {hdr};
+    snprintf(hdr, sizeof hdr, "Accept: %s", accept ? accept : "*/*");
+    dwb_http_request req;
+    memset(&req, 0, sizeof req);
+    req.url = url;
+    req.headers = hdrs;
+    req.n_headers = accept ? 1 : 0;
+    req.on_body = buf_on_body;
+    req.ud = &b;
+    dwb_status st = dwb_http_perform(c, &req, resp, err);
+    if (b.too_big) {
+        free(b.data);
+        return dwb_error_set(err, DWB_E_LIMIT, "GET %s: response larger than %zu bytes refused", url, max_bytes);
+    }
+    if (st != DWB_OK) {
+        free(b.data);
+        return st;
+    }
+    if (!b.data) b.data = calloc(1, 1);
+    if (!b.data) return dwb_error_set(err, DWB_E_NOMEM, "out of memory");
+    *body = b.data;
+    *len = b.len;
+    return DWB_OK;
+}

@@ -25,6 +25,8 @@ dwb_status dwb_auth_new(dwb_auth_header_fn fn, void *ud, void (*free_ud)(void *)
 /* none / bearer / basic from the config section. */
 dwb_status dwb_auth_from_conf(const dwb_auth_conf *conf, dwb_auth **out, dwb_error *err);
 void dwb_auth_free(dwb_auth *auth);
+/* The header line for a request (empty string when auth is NULL or provides none). */
+dwb_status dwb_auth_header(dwb_auth *auth, int force_refresh, char *buf, size_t buflen, dwb_error *err);
 
 /* ---- client ---- */
 typedef struct dwb_http_client_opts {
@@ -39,6 +41,7 @@ typedef struct dwb_http_client_opts {
     long backoff_initial_ms;  /* default 200 */
     long backoff_max_ms;      /* default 10000 */
     dwb_auth *auth;           /* borrowed; NULL = none */
+    int max_concurrent;       /* requests in flight at once through this client; 0 = unlimited */
 } dwb_http_client_opts;
 
 /* Fills opts from an upstream's config section (auth is NOT created; set opts->auth yourself). */

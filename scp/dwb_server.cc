@@ -1,1 +1,518 @@
-/* placeholder */
+// DCMTK adapter for the DIMSE listener: accepts associations on one port, maps the called AE title to an
+// upstream store, negotiates presentation contexts, and runs one thread per association.
+#include "dcmtk/config/osconfig.h"
+#include "dcmtk/dcmdata/dcdeftag.h"
+#include "dcmtk/dcmdata/dcdict.h"
+#include "dcmtk/dcmdata/dcuid.h"
+#include "dcmtk/dcmdata/dcxfer.h"
+#include "dcmtk/dcmnet/assoc.h"
+#include "dcmtk/dcmnet/dcmtrans.h"
+#include "dcmtk/dcmnet/dimse.h"
+#include "dcmtk/dcmnet/diutil.h"
+#include "dcmtk/oflog/oflog.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "dwb_assoc.hh"
+
+extern "C" {
+#include "dwb_server.h"
+}
+
+struct dwb_server {
+    const dwb_config *cfg = nullptr;
+    T_ASC_Network *net = nullptr;
+    std::vector<dwb_upstream *> upstreams; // same order as cfg->upstreams
+    std::atomic<int> stop_level{0};       // 1 = drain, 2 = cancel in-flight work
+    std::atomic<bool> cancel_all{false};
+    std::mutex mu;
+    std::condition_variable cv;
+    int active = 0;
+    unsigned long next_id = 1;
+};
+
+namespace {
+
+// Transfer syntaxes for query/retrieve and verification contexts, in order of preference.
+const char *const kNonStorageSyntaxes[] = {UID_LittleEndianExplicitTransferSyntax,
+                                           UID_LittleEndianImplicitTransferSyntax,
+                                           UID_BigEndianExplicitTransferSyntax};
+
+const char *const kQueryRetrieveClasses[] = {
+    UID_FINDPatientRootQueryRetrieveInformationModel, UID_FINDStudyRootQueryRetrieveInformationModel,
+    UID_MOVEPatientRootQueryRetrieveInformationModel, UID_MOVEStudyRootQueryRetrieveInformationModel,
+    UID_GETPatientRootQueryRetrieveInformationModel,  UID_GETStudyRootQueryRetrieveInformationModel,
+};
+
+void trim_ae(const char *in, char *out) {
+    size_t n = strnlen(in, DWB_AE_MAX);
+    while (n > 0 && in[n - 1] == ' ') n--;
+    size_t s = 0;
+    while (s < n && in[s] == ' ') s++;
+    memcpy(out, in + s, n - s);
+    out[n - s] = '\0';
+}
+
+// DcmTransportConnection::getSocket() is protected; a member pointer taken inside a derived class is the
+// standard-conforming way to reach it without patching DCMTK.
+struct SocketAccess : DcmTransportConnection {
+    static int fd(DcmTransportConnection *c) {
+        DcmNativeSocketType (DcmTransportConnection::*get)() = &SocketAccess::getSocket;
+        return static_cast<int>((c->*get)());
+    }
+};
+
+} // namespace
+
+void dwb_set_nodelay(T_ASC_Association *assoc) {
+    DcmTransportConnection *conn = DUL_getTransportConnection(assoc->DULassociation);
+    if (!conn) return;
+    int fd = SocketAccess::fd(conn);
+    int one = 1;
+    if (fd >= 0) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+namespace {
+
+bool peer_is_numeric_ip(const char *host) {
+    unsigned char buf[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
+
+// Compares two IP literals by their binary form so that "::ffff:127.0.0.1" style differences do not matter.
+bool same_ip(const char *a, const char *b) {
+    unsigned char ba[16] = {0}, bb[16] = {0};
+    auto parse = [](const char *s, unsigned char *out) -> bool {
+        struct in_addr v4;
+        if (inet_pton(AF_INET, s, &v4) == 1) { // as IPv4-mapped IPv6
+            memset(out, 0, 10);
+            out[10] = out[11] = 0xff;
+            memcpy(out + 12, &v4, 4);
+            return true;
+        }
+        return inet_pton(AF_INET6, s, out) == 1;
+    };
+    return parse(a, ba) && parse(b, bb) && memcmp(ba, bb, 16) == 0;
+}
+
+bool allowed(const dwb_config *cfg, const char *calling, const char *host, const char **why) {
+    if (cfg->listen.n_allow_calling_ae > 0) {
+        bool ok = false;
+        for (size_t i = 0; i < cfg->listen.n_allow_calling_ae && !ok; i++) {
+            char t[DWB_AE_MAX + 1];
+            trim_ae(cfg->listen.allow_calling_ae[i], t);
+            ok = strcmp(t, calling) == 0;
+        }
+        if (!ok) {
+            *why = "calling AE title not in listen.allow_calling_ae";
+            return false;
+        }
+    }
+    if (cfg->listen.n_allow_hosts > 0) {
+        bool ok = false;
+        for (size_t i = 0; i < cfg->listen.n_allow_hosts && !ok; i++)
+            ok = peer_is_numeric_ip(host) && same_ip(cfg->listen.allow_hosts[i], host);
+        if (!ok) {
+            *why = "peer address not in listen.allow_hosts";
+            return false;
+        }
+    }
+    return true;
+}
+
+void reject(T_ASC_Association *assoc, T_ASC_RejectParametersResult result, T_ASC_RejectParametersSource source,
+            T_ASC_RejectParametersReason reason) {
+    T_ASC_RejectParameters rej = {result, source, reason};
+    ASC_rejectAssociation(assoc, &rej);
+    ASC_dropAssociation(assoc);
+    ASC_destroyAssociation(&assoc);
+}
+
+// Accepts storage contexts with the first proposed transfer syntax DCMTK knows, keeping the proposed role so
+// that a C-GET requester (which proposes the SCP role for storage) can receive its sub-operations.
+void accept_storage_contexts(T_ASC_Parameters *params) {
+    int n = ASC_countPresentationContexts(params);
+    for (int i = 0; i < n; i++) {
+        T_ASC_PresentationContext pc;
+        if (ASC_getPresentationContext(params, i, &pc).bad()) continue;
+        if (pc.resultReason == ASC_P_ACCEPTANCE) continue;
+        if (!dcmIsaStorageSOPClassUID(pc.abstractSyntax, ESSC_All)) continue;
+        for (int t = 0; t < pc.transferSyntaxCount; t++) {
+            DcmXfer xf(pc.proposedTransferSyntaxes[t]);
+            if (xf.getXfer() == EXS_Unknown) continue;
+            T_ASC_SC_ROLE role = ASC_SC_ROLE_DEFAULT;
+            if (pc.proposedRole == ASC_SC_ROLE_SCP || pc.proposedRole == ASC_SC_ROLE_SCUSCP) role = pc.proposedRole;
+            ASC_acceptPresentationContext(params, pc.presentationContextID, pc.proposedTransferSyntaxes[t], role);
+            break;
+        }
+    }
+}
+
+int count_accepted(T_ASC_Parameters *params) { return ASC_countAcceptedPresentationContexts(params); }
+
+const char *command_name(T_DIMSE_Command c) {
+    switch (c) {
+    case DIMSE_C_ECHO_RQ: return "C-ECHO";
+    case DIMSE_C_FIND_RQ: return "C-FIND";
+    case DIMSE_C_MOVE_RQ: return "C-MOVE";
+    case DIMSE_C_GET_RQ: return "C-GET";
+    case DIMSE_C_STORE_RQ: return "C-STORE";
+    case DIMSE_C_CANCEL_RQ: return "C-CANCEL";
+    default: return "DIMSE";
+    }
+}
+
+void serve_association(dwb_server *srv, dwb_assoc_ctx *ctx) {
+    T_ASC_Association *assoc = ctx->assoc;
+    OFCondition cond = ASC_acknowledgeAssociation(assoc);
+    if (cond.bad()) {
+        DWB_WARN(&ctx->log, "association acknowledge failed: %s", cond.text());
+        ASC_dropSCPAssociation(assoc);
+        ASC_destroyAssociation(&assoc);
+        return;
+    }
+    DWB_INFO(&ctx->log, "association accepted: %s -> %s, %d presentation context(s)", ctx->calling, ctx->called,
+             count_accepted(assoc->params));
+    int idle_s = 0;
+    bool aborted = false;
+    for (;;) {
+        T_DIMSE_Message msg;
+        T_ASC_PresentationContextID pid = 0;
+        cond = DIMSE_receiveCommand(assoc, DIMSE_NONBLOCKING, 1, &pid, &msg, nullptr);
+        if (cond == DIMSE_NODATAAVAILABLE) {
+            idle_s++;
+            if (srv->stop_level.load() > 0) {
+                DWB_INFO(&ctx->log, "shutting down: aborting idle association");
+                ASC_abortAssociation(assoc);
+                aborted = true;
+                break;
+            }
+            if (ctx->cfg->listen.dimse_timeout_s > 0 && idle_s >= ctx->cfg->listen.dimse_timeout_s) {
+                DWB_INFO(&ctx->log, "no request for %d s (listen.dimse_timeout_s): aborting association", idle_s);
+                ASC_abortAssociation(assoc);
+                aborted = true;
+                break;
+            }
+            continue;
+        }
+        idle_s = 0;
+        if (cond == DUL_PEERREQUESTEDRELEASE) {
+            ASC_acknowledgeRelease(assoc);
+            DWB_DEBUG(&ctx->log, "association released after %lu request(s)", ctx->n_requests);
+            break;
+        }
+        if (cond == DUL_PEERABORTEDASSOCIATION) {
+            DWB_INFO(&ctx->log, "peer aborted the association");
+            break;
+        }
+        if (cond.bad()) {
+            DWB_WARN(&ctx->log, "receiving a command failed: %s; aborting association", cond.text());
+            ASC_abortAssociation(assoc);
+            aborted = true;
+            break;
+        }
+        ctx->n_requests++;
+        switch (msg.CommandField) {
+        case DIMSE_C_ECHO_RQ: cond = dwb_handle_echo(ctx, &msg, pid); break;
+        case DIMSE_C_CANCEL_RQ:
+            // A cancel outside an operation refers to nothing: ignore, as PS3.7 allows.
+            DWB_DEBUG(&ctx->log, "C-CANCEL outside an operation ignored");
+            cond = EC_Normal;
+            break;
+        default: cond = dwb_handle_unsupported(ctx, &msg, pid); break;
+        }
+        if (cond.bad()) {
+            DWB_WARN(&ctx->log, "%s failed on the network: %s; aborting association", command_name(msg.CommandField),
+                     cond.text());
+            ASC_abortAssociation(assoc);
+            aborted = true;
+            break;
+        }
+    }
+    (void)aborted;
+    ASC_dropSCPAssociation(assoc);
+    ASC_destroyAssociation(&assoc);
+}
+
+} // namespace
+
+OFCondition dwb_handle_echo(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid) {
+    DWB_DEBUG(&ctx->log, "C-ECHO");
+    return DIMSE_sendEchoResponse(ctx->assoc, pid, &msg->msg.CEchoRQ, STATUS_Success, nullptr);
+}
+
+OFCondition dwb_send_failure(dwb_assoc_ctx *ctx, T_DIMSE_Message *req, T_ASC_PresentationContextID pid,
+                             unsigned short status, const char *comment) {
+    T_DIMSE_Message rsp;
+    memset(&rsp, 0, sizeof rsp);
+    switch (req->CommandField) {
+    case DIMSE_C_FIND_RQ: {
+        rsp.CommandField = DIMSE_C_FIND_RSP;
+        T_DIMSE_C_FindRSP &r = rsp.msg.CFindRSP;
+        r.MessageIDBeingRespondedTo = req->msg.CFindRQ.MessageID;
+        OFStandard::strlcpy(r.AffectedSOPClassUID, req->msg.CFindRQ.AffectedSOPClassUID, sizeof r.AffectedSOPClassUID);
+        r.opts = O_FIND_AFFECTEDSOPCLASSUID;
+        r.DataSetType = DIMSE_DATASET_NULL;
+        r.DimseStatus = status;
+        break;
+    }
+    case DIMSE_C_MOVE_RQ: {
+        rsp.CommandField = DIMSE_C_MOVE_RSP;
+        T_DIMSE_C_MoveRSP &r = rsp.msg.CMoveRSP;
+        r.MessageIDBeingRespondedTo = req->msg.CMoveRQ.MessageID;
+        OFStandard::strlcpy(r.AffectedSOPClassUID, req->msg.CMoveRQ.AffectedSOPClassUID, sizeof r.AffectedSOPClassUID);
+        r.opts = O_MOVE_AFFECTEDSOPCLASSUID;
+        r.DataSetType = DIMSE_DATASET_NULL;
+        r.DimseStatus = status;
+        break;
+    }
+    case DIMSE_C_GET_RQ: {
+        rsp.CommandField = DIMSE_C_GET_RSP;
+        T_DIMSE_C_GetRSP &r = rsp.msg.CGetRSP;
+        r.MessageIDBeingRespondedTo = req->msg.CGetRQ.MessageID;
+        OFStandard::strlcpy(r.AffectedSOPClassUID, req->msg.CGetRQ.AffectedSOPClassUID, sizeof r.AffectedSOPClassUID);
+        r.opts = O_GET_AFFECTEDSOPCLASSUID;
+        r.DataSetType = DIMSE_DATASET_NULL;
+        r.DimseStatus = status;
+        break;
+    }
+    case DIMSE_C_STORE_RQ: {
+        rsp.CommandField = DIMSE_C_STORE_RSP;
+        T_DIMSE_C_StoreRSP &r = rsp.msg.CStoreRSP;
+        r.MessageIDBeingRespondedTo = req->msg.CStoreRQ.MessageID;
+        OFStandard::strlcpy(r.AffectedSOPClassUID, req->msg.CStoreRQ.AffectedSOPClassUID, sizeof r.AffectedSOPClassUID);
+        OFStandard::strlcpy(r.AffectedSOPInstanceUID, req->msg.CStoreRQ.AffectedSOPInstanceUID,
+                            sizeof r.AffectedSOPInstanceUID);
+        r.opts = O_STORE_AFFECTEDSOPCLASSUID | O_STORE_AFFECTEDSOPINSTANCEUID;
+        r.DataSetType = DIMSE_DATASET_NULL;
+        r.DimseStatus = status;
+        break;
+    }
+    default:
+        // N-services and unknown commands: nothing sensible to answer on a Q/R or storage context.
+        return DIMSE_BADCOMMANDTYPE;
+    }
+    DcmDataset detail;
+    if (comment && *comment) {
+        // ErrorComment is LO: at most 64 characters.
+        std::string c(comment);
+        if (c.size() > 64) c = c.substr(0, 61) + "...";
+        detail.putAndInsertString(DCM_ErrorComment, c.c_str());
+    }
+    return DIMSE_sendMessageUsingMemoryData(ctx->assoc, pid, &rsp, comment && *comment ? &detail : nullptr, nullptr,
+                                            nullptr, nullptr);
+}
+
+bool dwb_request_has_dataset(const T_DIMSE_Message *msg) {
+    switch (msg->CommandField) {
+    case DIMSE_C_FIND_RQ: return msg->msg.CFindRQ.DataSetType != DIMSE_DATASET_NULL;
+    case DIMSE_C_MOVE_RQ: return msg->msg.CMoveRQ.DataSetType != DIMSE_DATASET_NULL;
+    case DIMSE_C_GET_RQ: return msg->msg.CGetRQ.DataSetType != DIMSE_DATASET_NULL;
+    case DIMSE_C_STORE_RQ: return msg->msg.CStoreRQ.DataSetType != DIMSE_DATASET_NULL;
+    default: return false;
+    }
+}
+
+OFCondition dwb_handle_unsupported(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid) {
+    if (dwb_request_has_dataset(msg)) {
+        // Read and drop the data set so that the association stays in step.
+        DcmDataset *ds = nullptr;
+        T_ASC_PresentationContextID dpid = pid;
+        OFCondition c = DIMSE_receiveDataSetInMemory(ctx->assoc, DIMSE_BLOCKING, 0, &dpid, &ds, nullptr, nullptr);
+        delete ds;
+        if (c.bad()) return c;
+    }
+    const char *name = command_name(msg->CommandField);
+    DWB_WARN(&ctx->log, "%s is not available in this build of the bridge; answered failure 0xC000", name);
+    char comment[64];
+    snprintf(comment, sizeof comment, "%s not implemented by dicomweb-bridge yet", name);
+    OFCondition c = dwb_send_failure(ctx, msg, pid, 0xC000, comment);
+    if (c == DIMSE_BADCOMMANDTYPE) {
+        DWB_WARN(&ctx->log, "unexpected DIMSE command 0x%04x; aborting association", (unsigned)msg->CommandField);
+        return c;
+    }
+    return c;
+}
+
+static dwb_status fail(dwb_error *err, dwb_status st, const char *what, const OFCondition &c) {
+    return dwb_error_set(err, st, "%s: %s", what, c.text());
+}
+
+extern "C" dwb_status dwb_server_new(const dwb_config *cfg, dwb_server **out, dwb_error *err) {
+    *out = nullptr;
+    if (!dcmDataDict.isDictionaryLoaded())
+        return dwb_error_set(err, DWB_E_INTERNAL,
+                             "the DICOM data dictionary is not loaded (is DCMDICTPATH set to a missing file?)");
+    // DCMTK's own logger would print to stdout in its format; the bridge logs DIMSE events itself.
+    OFLog::configure(dwb_log_enabled(DWB_LOG_TRACE) ? OFLogger::DEBUG_LOG_LEVEL : OFLogger::ERROR_LOG_LEVEL);
+    dcmDisableGethostbyaddr.set(OFTrue); // peers are logged by address; reverse DNS would stall accepts
+    dwb_server *srv = new (std::nothrow) dwb_server;
+    if (!srv) return dwb_error_set(err, DWB_E_NOMEM, "out of memory");
+    srv->cfg = cfg;
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        dwb_upstream *up = nullptr;
+        dwb_status st = dwb_upstream_new(&cfg->upstreams[i], &up, err);
+        if (st != DWB_OK) {
+            dwb_error_prefix(err, "upstream %s", cfg->upstreams[i].ae_title);
+            dwb_server_free(srv);
+            return st;
+        }
+        srv->upstreams.push_back(up);
+    }
+    OFCondition c = ASC_initializeNetwork(NET_ACCEPTOR, cfg->listen.port, cfg->listen.acse_timeout_s, &srv->net);
+    if (c.bad()) {
+        dwb_status st = fail(err, DWB_E_IO, "cannot listen", c);
+        dwb_error_prefix(err, "listen.port %d", cfg->listen.port);
+        dwb_server_free(srv);
+        return st;
+    }
+    *out = srv;
+    return DWB_OK;
+}
+
+extern "C" void dwb_server_request_stop(dwb_server *srv) {
+    // Only atomics here: this runs in a signal handler.
+    int lvl = srv->stop_level.fetch_add(1) + 1;
+    if (lvl >= 2) srv->cancel_all.store(true);
+}
+
+extern "C" dwb_status dwb_server_run(dwb_server *srv, dwb_error *err) {
+    const dwb_config *cfg = srv->cfg;
+    DWB_INFO(nullptr, "listening on port %d as %s; %zu upstream AE title(s), max %d associations", cfg->listen.port,
+             cfg->listen.ae_title, cfg->n_upstreams, cfg->listen.max_associations);
+    while (srv->stop_level.load() == 0) {
+        T_ASC_Association *assoc = nullptr;
+        OFCondition c = ASC_receiveAssociation(srv->net, &assoc, cfg->listen.max_pdu, nullptr, nullptr, OFFalse,
+                                               DUL_NOBLOCK, 1);
+        if (c == DUL_NOASSOCIATIONREQUEST) {
+            if (assoc) ASC_destroyAssociation(&assoc);
+            continue;
+        }
+        if (c.bad()) {
+            if (assoc) {
+                ASC_dropAssociation(assoc);
+                ASC_destroyAssociation(&assoc);
+            }
+            DWB_WARN(nullptr, "receiving an association request failed: %s", c.text());
+            continue;
+        }
+        dwb_set_nodelay(assoc);
+
+        std::unique_ptr<dwb_assoc_ctx> ctx(new dwb_assoc_ctx());
+        ctx->assoc = assoc;
+        ctx->cfg = cfg;
+        ctx->cancel_all = &srv->cancel_all;
+        trim_ae(assoc->params->DULparams.callingAPTitle, ctx->calling);
+        trim_ae(assoc->params->DULparams.calledAPTitle, ctx->called);
+        const char *host = assoc->params->DULparams.callingPresentationAddress;
+        char hostbuf[80];
+        OFStandard::strlcpy(hostbuf, host, sizeof hostbuf);
+        // The presentation address is "host:port"? DCMTK stores only the host for incoming associations.
+        snprintf(ctx->peer, sizeof ctx->peer, "%s@%s", ctx->calling, hostbuf);
+        snprintf(ctx->id, sizeof ctx->id, "a%lu", srv->next_id++);
+        ctx->log.assoc = ctx->id;
+        ctx->log.peer = ctx->peer;
+
+        const char *why = nullptr;
+        if (!allowed(cfg, ctx->calling, hostbuf, &why)) {
+            DWB_WARN(&ctx->log, "association to %s rejected: %s", ctx->called, why);
+            reject(assoc, ASC_RESULT_REJECTEDPERMANENT, ASC_SOURCE_SERVICEUSER,
+                   ASC_REASON_SU_CALLINGAETITLENOTRECOGNIZED);
+            continue;
+        }
+        char own[DWB_AE_MAX + 1];
+        trim_ae(cfg->listen.ae_title, own);
+        const dwb_upstream *up = nullptr;
+        for (size_t i = 0; i < cfg->n_upstreams; i++) {
+            char t[DWB_AE_MAX + 1];
+            trim_ae(cfg->upstreams[i].ae_title, t);
+            if (strcmp(t, ctx->called) == 0) up = srv->upstreams[i];
+        }
+        if (!up && strcmp(own, ctx->called) != 0) {
+            DWB_WARN(&ctx->log, "association rejected: called AE title '%s' is not an upstream of this bridge",
+                     ctx->called);
+            reject(assoc, ASC_RESULT_REJECTEDPERMANENT, ASC_SOURCE_SERVICEUSER, ASC_REASON_SU_CALLEDAETITLENOTRECOGNIZED);
+            continue;
+        }
+        ctx->upstream = up;
+        if (up) ctx->log.upstream = up->conf->ae_title;
+        {
+            std::lock_guard<std::mutex> lk(srv->mu);
+            if (srv->active >= cfg->listen.max_associations) {
+                DWB_WARN(&ctx->log,
+                         "association rejected (transient): %d associations already active (listen.max_associations)",
+                         srv->active);
+                reject(assoc, ASC_RESULT_REJECTEDTRANSIENT, ASC_SOURCE_SERVICEPROVIDER_PRESENTATION_RELATED,
+                       ASC_REASON_SP_PRES_LOCALLIMITEXCEEDED);
+                continue;
+            }
+        }
+
+        const char *verification[] = {UID_VerificationSOPClass};
+        ASC_acceptContextsWithPreferredTransferSyntaxes(assoc->params, verification, 1, (const char **)kNonStorageSyntaxes,
+                                                        3);
+        if (up) {
+            ASC_acceptContextsWithPreferredTransferSyntaxes(
+                assoc->params, (const char **)kQueryRetrieveClasses,
+                (int)(sizeof kQueryRetrieveClasses / sizeof kQueryRetrieveClasses[0]),
+                (const char **)kNonStorageSyntaxes, 3);
+            accept_storage_contexts(assoc->params);
+        }
+        if (count_accepted(assoc->params) == 0) {
+            DWB_WARN(&ctx->log, "association rejected: none of the proposed presentation contexts is supported%s",
+                     up ? "" : " (the bridge's own AE title offers Verification only)");
+            reject(assoc, ASC_RESULT_REJECTEDPERMANENT, ASC_SOURCE_SERVICEUSER, ASC_REASON_SU_NOREASON);
+            continue;
+        }
+        {
+            std::lock_guard<std::mutex> lk(srv->mu);
+            srv->active++;
+        }
+        dwb_assoc_ctx *raw = ctx.release();
+        try {
+            std::thread([srv, raw]() {
+                serve_association(srv, raw);
+                delete raw;
+                std::lock_guard<std::mutex> lk(srv->mu);
+                srv->active--;
+                srv->cv.notify_all();
+            }).detach();
+        } catch (const std::exception &e) {
+            DWB_ERROR(&raw->log, "cannot start a thread for the association: %s", e.what());
+            ASC_abortAssociation(raw->assoc);
+            ASC_dropSCPAssociation(raw->assoc);
+            ASC_destroyAssociation(&raw->assoc);
+            delete raw;
+            std::lock_guard<std::mutex> lk(srv->mu);
+            srv->active--;
+        }
+    }
+    std::unique_lock<std::mutex> lk(srv->mu);
+    if (srv->active > 0) DWB_INFO(nullptr, "stopping: waiting for %d association(s) to finish", srv->active);
+    srv->cv.wait(lk, [srv] { return srv->active == 0; });
+    DWB_INFO(nullptr, "stopped");
+    (void)err;
+    return DWB_OK;
+}
+
+extern "C" void dwb_server_free(dwb_server *srv) {
+    if (!srv) return;
+    if (srv->net) ASC_dropNetwork(&srv->net);
+    for (dwb_upstream *up : srv->upstreams) dwb_upstream_free(up);
+    delete srv;
+}

@@ -1,0 +1,44 @@
+/* Internal to scp/: what a DIMSE service handler gets for one association. C++ only (DCMTK types).
+ * Each service lives in its own dwb_<service>.cc; the C logic behind it sees only C headers. */
+#ifndef DWB_ASSOC_HH
+#define DWB_ASSOC_HH
+
+#include "dcmtk/config/osconfig.h"
+#include "dcmtk/dcmnet/assoc.h"
+#include "dcmtk/dcmnet/dimse.h"
+
+#include <atomic>
+
+extern "C" {
+#include "dwb_config.h"
+#include "dwb_log.h"
+#include "dwb_upstream.h"
+}
+
+struct dwb_assoc_ctx {
+    T_ASC_Association *assoc;
+    const dwb_config *cfg;
+    const dwb_upstream *upstream; /* NULL when the called AE is the bridge's own (Verification only) */
+    char id[24];
+    char calling[DWB_AE_MAX + 1];
+    char called[DWB_AE_MAX + 1];
+    char peer[112]; /* "CALLING@ip" */
+    dwb_log_ctx log;
+    const std::atomic<bool> *cancel_all; /* second SIGTERM: abandon in-flight work */
+    unsigned long n_requests;
+};
+
+/* Handlers answer one request. A returned bad OFCondition is a network failure: the caller aborts. */
+OFCondition dwb_handle_echo(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid);
+OFCondition dwb_handle_find(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid);
+/* Sends the response matching req's command (FIND/MOVE/GET/STORE) with a status and an ErrorComment
+ * (truncated to 64 characters, the LO limit). DIMSE_BADCOMMANDTYPE for other commands. */
+OFCondition dwb_send_failure(dwb_assoc_ctx *ctx, T_DIMSE_Message *req, T_ASC_PresentationContextID pid,
+                             unsigned short status, const char *comment);
+bool dwb_request_has_dataset(const T_DIMSE_Message *msg);
+/* Disables Nagle on the association's socket (Debian's DCMTK leaves it on). Also for outbound associations. */
+void dwb_set_nodelay(T_ASC_Association *assoc);
+/* Answers a request whose service this build does not provide yet with a failure and an ErrorComment. */
+OFCondition dwb_handle_unsupported(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid);
+
+#endif
