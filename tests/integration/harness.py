@@ -1,0 +1,306 @@
+"""Fixtures for integration tests: real Orthanc (DICOMweb plugin), DCMTK storescp and the bridge on free
+loopback ports, plus wrappers around DCMTK's clients. Standard library only.
+
+Each test gets a work directory under $TMPDIR, kept (and its path printed) when the test fails, removed
+otherwise. Every server logs into that directory; the tail of each log is printed on failure."""
+import atexit
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.request
+
+BINARY = os.environ.get("DWB_BINARY", "")
+BUILD_DIR = os.environ.get("DWB_BUILD_DIR", "")
+SOURCE_DIR = os.environ.get("DWB_SOURCE_DIR", os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+
+
+def peer_env():
+    """Environment for DCMTK-based peers: Nagle off, as for the bridge, so that timings compare fairly."""
+    env = dict(os.environ)
+    env["TCP_NODELAY"] = "1"
+    return env
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc=None, timeout=20.0, log=None):
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError("process exited with %s before listening on %d%s" % (
+                proc.returncode, port, ("; log:\n" + tail(log)) if log else ""))
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("nothing listens on port %d after %.0f s%s" % (port, timeout, ("; log:\n" + tail(log)) if log else ""))
+
+
+def tail(path, n=40):
+    try:
+        with open(path, "r", errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+def run(cmd, timeout=120, env=None, check=False):
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout,
+                       env=env or peer_env(), text=True, errors="replace")
+    if check and p.returncode != 0:
+        raise AssertionError("%s exited %d:\n%s" % (" ".join(cmd), p.returncode, p.stdout))
+    return p
+
+
+class Server:
+    """A child process with a log file, stopped on close()."""
+
+    def __init__(self, name, workdir):
+        self.name = name
+        self.workdir = workdir
+        self.log_path = os.path.join(workdir, name + ".log")
+        self.proc = None
+
+    def _start(self, cmd, env=None):
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env or peer_env())
+
+    def log(self):
+        try:
+            with open(self.log_path, "r", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def stop(self, sig=signal.SIGTERM, timeout=20):
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        rc = self.proc.returncode
+        self.proc = None
+        return rc
+
+    def close(self):
+        self.stop()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+
+class Orthanc(Server):
+    """Orthanc with the DICOMweb plugin: the store behind the bridge in tests."""
+
+    def __init__(self, workdir, aet="ORTHANC", modalities=None, extra=None):
+        super().__init__("orthanc-" + aet.lower(), workdir)
+        self.aet = aet
+        self.http_port = free_port()
+        self.dicom_port = free_port()
+        db = os.path.join(workdir, "orthanc-" + aet.lower())
+        os.makedirs(db, exist_ok=True)
+        cfg = {
+            "Name": "dwb-test-" + aet, "HttpPort": self.http_port, "DicomPort": self.dicom_port, "DicomAet": aet,
+            "StorageDirectory": db, "IndexDirectory": db, "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False, "Plugins": [DICOMWEB_PLUGIN],
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True},
+            "DicomModalities": modalities or {}, "HttpServerEnabled": True, "StableAge": 1,
+            "LimitFindResults": 0, "LimitFindInstances": 0,
+        }
+        if extra:
+            cfg.update(extra)
+        self.config_path = os.path.join(workdir, "orthanc-%s.json" % aet.lower())
+        with open(self.config_path, "w") as f:
+            json.dump(cfg, f)
+        self._start(["Orthanc", self.config_path])
+        self._wait_http()
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.http_port
+
+    @property
+    def dicomweb_url(self):
+        return self.url + "/dicom-web"
+
+    def _wait_http(self, timeout=30):
+        end = time.time() + timeout
+        while time.time() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError("Orthanc exited with %s:\n%s" % (self.proc.returncode, tail(self.log_path)))
+            try:
+                with urllib.request.urlopen(self.url + "/system", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("Orthanc did not answer on %s:\n%s" % (self.url, tail(self.log_path)))
+
+    def upload(self, files):
+        """POST each Part-10 file to /instances over one keep-alive connection."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=60)
+        try:
+            for path in files:
+                with open(path, "rb") as f:
+                    body = f.read()
+                conn.request("POST", "/instances", body, {"Content-Type": "application/dicom"})
+                r = conn.getresponse()
+                data = r.read()
+                if r.status != 200:
+                    raise RuntimeError("upload of %s failed: %d %s" % (path, r.status, data[:200]))
+        finally:
+            conn.close()
+
+    def qido(self, path, accept="application/dicom+json"):
+        req = urllib.request.Request(self.dicomweb_url + path, headers={"Accept": accept})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            body = r.read()
+        return json.loads(body) if body else []
+
+    def get_json(self, path):
+        with urllib.request.urlopen(self.url + path, timeout=30) as r:
+            return json.loads(r.read())
+
+
+class StoreSCP(Server):
+    """DCMTK's storescp as the PACS / move destination."""
+
+    def __init__(self, workdir, aet="PACS", extra_args=None):
+        super().__init__("storescp-" + aet.lower(), workdir)
+        self.aet = aet
+        self.port = free_port()
+        self.dir = os.path.join(workdir, "received-" + aet.lower())
+        os.makedirs(self.dir, exist_ok=True)
+        self._start(["storescp", "--aetitle", aet, "-od", self.dir, "-uf"] + (extra_args or []) + [str(self.port)])
+        wait_port(self.port, self.proc, log=self.log_path)
+
+    def files(self):
+        return sorted(os.path.join(self.dir, f) for f in os.listdir(self.dir) if not f.startswith("."))
+
+
+class Bridge(Server):
+    """dicomweb-bridge serve with a config written from a dict; waits until listen.port accepts."""
+
+    def __init__(self, workdir, config, args=None, env=None, wait=True):
+        super().__init__("bridge", workdir)
+        if not BINARY:
+            raise RuntimeError("DWB_BINARY is not set (run through ctest)")
+        self.config = config
+        self.port = config.setdefault("listen", {}).setdefault("port", free_port())
+        self.config_path = os.path.join(workdir, "bridge.json")
+        with open(self.config_path, "w") as f:
+            json.dump(config, f, indent=2)
+        e = peer_env()
+        if env:
+            e.update(env)
+        self._start([BINARY, "serve", "--config", self.config_path] + (args or []), env=e)
+        if wait:
+            wait_port(self.port, self.proc, log=self.log_path)
+
+
+def echoscu(port, aec, aet="ECHOSCU"):
+    return run(["echoscu", "-aet", aet, "-aec", aec, "127.0.0.1", str(port)], timeout=60)
+
+
+def dcm2json(path):
+    p = run(["dcm2json", path], check=True)
+    return json.loads(p.stdout)
+
+
+def findscu(port, aec, keys, model="S", aet="FINDSCU", extra=None, workdir=None, timeout=120):
+    """Runs findscu with -X (responses written as files) and returns (process, [DICOM JSON dict per response]).
+    keys: list of "-k" values such as "QueryRetrieveLevel=STUDY" or "PatientName"."""
+    out = tempfile.mkdtemp(prefix="find-", dir=workdir)
+    cmd = ["findscu", "-" + model, "-aet", aet, "-aec", aec, "-X", "-od", out]
+    for k in keys:
+        cmd += ["-k", k]
+    cmd += (extra or []) + ["127.0.0.1", str(port)]
+    p = run(cmd, timeout=timeout)
+    results = []
+    for f in sorted(os.listdir(out)):
+        results.append(dcm2json(os.path.join(out, f)))
+    shutil.rmtree(out, ignore_errors=True)
+    return p, results
+
+
+def value(ds, tag):
+    """First value of a tag in a DICOM JSON dict (PN as its Alphabetic group), or None."""
+    a = ds.get(tag)
+    if not a or "Value" not in a or not a["Value"]:
+        return None
+    v = a["Value"][0]
+    if isinstance(v, dict) and "Alphabetic" in v:
+        return v["Alphabetic"]
+    return v
+
+
+def gencohort(workdir, name="cohort", **opts):
+    """Generates a synthetic cohort with tests/tools/dwb_gencohort; returns (dir, manifest)."""
+    tool = os.path.join(BUILD_DIR, "tests", "tools", "dwb_gencohort")
+    out = os.path.join(workdir, name)
+    cmd = [tool, "--out", out]
+    for k, v in opts.items():
+        flag = "--" + k.replace("_", "-")
+        if v is True:
+            cmd.append(flag)
+        else:
+            cmd += [flag, str(v)]
+    run(cmd, check=True)
+    with open(os.path.join(out, "manifest.json")) as f:
+        return out, json.load(f)
+
+
+class TestCase(unittest.TestCase):
+    """A test with its own work directory and servers that are stopped after the test."""
+
+    def setUp(self):
+        self.workdir = tempfile.mkdtemp(prefix="dwb-it-%s-" % self._testMethodName)
+        self._servers = []
+
+    def start(self, server):
+        self._servers.append(server)
+        return server
+
+    def tearDown(self):
+        for s in reversed(self._servers):
+            try:
+                s.close()
+            except Exception as e:  # keep stopping the others
+                print("stopping %s failed: %s" % (s.name, e), file=sys.stderr)
+        failed = self._outcome is not None and any(
+            err is not None for _, err in getattr(self._outcome, "errors", []))
+        if hasattr(self._outcome, "result") and self._outcome.result is not None:
+            res = self._outcome.result
+            failed = failed or any(t is self for t, _ in res.failures + res.errors)
+        if failed:
+            print("\n--- work directory kept: %s" % self.workdir, file=sys.stderr)
+            for s in self._servers:
+                print("--- %s log (tail):\n%s" % (s.name, tail(s.log_path)), file=sys.stderr)
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def main():
+    unittest.main(module="__main__", verbosity=2)

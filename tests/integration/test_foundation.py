@@ -1,0 +1,133 @@
+"""Foundation: C-ECHO to every upstream AE and to the bridge's own AE, unknown called AE rejected, allow-list,
+association limit, SIGTERM, and check-config naming the offending key."""
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import harness
+from harness import Bridge, Orthanc, TestCase, echoscu, run
+
+
+def two_upstreams(orthanc_url):
+    return {
+        "listen": {"ae_title": "DWBRIDGE", "max_associations": 4},
+        "upstreams": [
+            {"ae_title": "ORTHANC", "base_url": orthanc_url},
+            {"ae_title": "SECOND", "base_url": orthanc_url + "/", "auth": {"type": "none"}},
+        ],
+        "log": {"level": "debug"},
+    }
+
+
+class EchoTest(TestCase):
+    def test_echo_each_upstream_and_own_ae(self):
+        orthanc = self.start(Orthanc(self.workdir))
+        bridge = self.start(Bridge(self.workdir, two_upstreams(orthanc.dicomweb_url)))
+        for aec in ("ORTHANC", "SECOND", "DWBRIDGE"):
+            p = echoscu(bridge.port, aec)
+            self.assertEqual(p.returncode, 0, "echoscu -aec %s: expected success, got:\n%s" % (aec, p.stdout))
+        # Loopback C-ECHO round trip (reported, not asserted): 500 echoes on one association.
+        t0 = time.time()
+        p = run(["echoscu", "-aec", "ORTHANC", "--repeat", "500", "127.0.0.1", str(bridge.port)])
+        self.assertEqual(p.returncode, 0, p.stdout)
+        print("\nC-ECHO round trip on loopback: %.3f ms (500 on one association)" % ((time.time() - t0) * 2))
+
+    def test_unknown_called_ae_rejected(self):
+        bridge = self.start(Bridge(self.workdir, two_upstreams("http://127.0.0.1:9/dicom-web")))
+        p = echoscu(bridge.port, "NOSUCHAE")
+        self.assertNotEqual(p.returncode, 0, "echoscu to an unknown AE must fail:\n" + p.stdout)
+        self.assertIn("Called AE Title Not Recognized", p.stdout)
+        self.assertIn("NOSUCHAE", bridge.log())
+        # The bridge keeps serving after a rejection.
+        self.assertEqual(echoscu(bridge.port, "ORTHANC").returncode, 0)
+
+    def test_calling_ae_allow_list(self):
+        cfg = two_upstreams("http://127.0.0.1:9/dicom-web")
+        cfg["listen"]["allow_calling_ae"] = ["GOODSCU"]
+        cfg["listen"]["allow_hosts"] = ["127.0.0.1"]
+        bridge = self.start(Bridge(self.workdir, cfg))
+        self.assertEqual(echoscu(bridge.port, "ORTHANC", aet="GOODSCU").returncode, 0)
+        p = echoscu(bridge.port, "ORTHANC", aet="BADSCU")
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("Calling AE Title Not Recognized", p.stdout)
+
+    def test_host_allow_list_refuses_other_addresses(self):
+        cfg = two_upstreams("http://127.0.0.1:9/dicom-web")
+        cfg["listen"]["allow_hosts"] = ["10.11.12.13"]
+        bridge = self.start(Bridge(self.workdir, cfg))
+        p = echoscu(bridge.port, "ORTHANC")
+        self.assertNotEqual(p.returncode, 0, p.stdout)
+        self.assertIn("allow_hosts", bridge.log())
+
+    def test_association_limit_and_sigterm_drain(self):
+        cfg = two_upstreams("http://127.0.0.1:9/dicom-web")
+        cfg["listen"]["max_associations"] = 1
+        bridge = self.start(Bridge(self.workdir, cfg))
+        # Hold the only association slot with a long run of C-ECHOs on one association.
+        holder = subprocess.Popen(["echoscu", "-aec", "ORTHANC", "--repeat", "100000", "127.0.0.1",
+                                   str(bridge.port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  env=harness.peer_env())
+        try:
+            time.sleep(0.5)
+            self.assertIsNone(holder.poll(), "the holding association ended early")
+            p = echoscu(bridge.port, "ORTHANC")
+            self.assertNotEqual(p.returncode, 0, "second association must be refused:\n" + p.stdout)
+            self.assertIn("Local Limit Exceeded", p.stdout)
+            self.assertIn("max_associations", bridge.log())
+            # SIGTERM: stop accepting, let the running association finish (or be closed when idle), exit 0.
+            rc = bridge.stop(signal.SIGTERM, timeout=30)
+            self.assertEqual(rc, 0, "bridge exit status after SIGTERM")
+        finally:
+            holder.kill()
+            holder.communicate()
+
+
+class CheckConfigTest(TestCase):
+    def check(self, text):
+        path = os.path.join(self.workdir, "c.json")
+        with open(path, "w") as f:
+            f.write(text)
+        return run([harness.BINARY, "check-config", "--config", path])
+
+    def test_good_config(self):
+        p = self.check('{"upstreams": [{"ae_title": "IDC", "base_url": "https://h/dicomWeb"}]}')
+        self.assertEqual(p.returncode, 0, p.stdout)
+        self.assertIn("IDC", p.stdout)
+
+    def test_bad_configs_name_the_key(self):
+        cases = [
+            ('{"listen": {"port": 70000}, "upstreams": [{"ae_title": "A", "base_url": "http://h"}]}',
+             "listen.port: expected an integer 1-65535"),
+            ('{"listen": {"prot": 1}, "upstreams": [{"ae_title": "A", "base_url": "http://h"}]}',
+             "listen.prot: unknown key"),
+            ('{"upstreams": []}', "upstreams: at least one upstream is required"),
+            ('{"upstreams": [{"ae_title": "A", "base_url": "ftp://h"}]}', "upstreams[0].base_url:"),
+            ('{"upstreams": [{"ae_title": "THIS_AE_IS_TOO_LONG", "base_url": "http://h"}]}',
+             "upstreams[0].ae_title:"),
+            ('{"upstreams": [{"ae_title": "A", "base_url": "http://h", "auth": {"type": "bearer",'
+             ' "token_file": "missing-token"}}]}', "upstreams[0].auth.token_file: cannot read"),
+            ('{"upstreams": [{"ae_title": "A", "base_url": "http://h", "auth": {"type": "bearer",'
+             ' "token_env": "DWB_SURELY_UNSET_VAR"}}]}', "upstreams[0].auth.token_env:"),
+            ('{"upstreams": [{"ae_title": "A", "base_url": "http://h", "ca_bundle": "nope.pem"}]}',
+             "upstreams[0].ca_bundle: cannot read"),
+            ('{"upstreams": [{"ae_title": "A", "base_url": "http://h"}], "destinations": [{"ae_title": "P",'
+             ' "host": "h"}]}', "destinations[0].port: required"),
+            ('{"upstreams": [{"ae_title": "A", "base_url": "http://h"}], "log": {"level": "loud"}}', "log.level:"),
+            ('{"upstreams": [', "line 1"),
+        ]
+        for text, expected in cases:
+            p = self.check(text)
+            self.assertEqual(p.returncode, 2, "expected exit 2 for %s, got %d: %s" % (text, p.returncode, p.stdout))
+            self.assertIn(expected, p.stdout, "config %s" % text)
+
+    def test_help_and_version(self):
+        for args in (["--help"], ["serve", "--help"], ["check-config", "--help"], ["version"]):
+            p = run([harness.BINARY] + args)
+            self.assertEqual(p.returncode, 0, "%s: %s" % (args, p.stdout))
+        self.assertNotEqual(run([harness.BINARY, "frobnicate"]).returncode, 0)
+
+
+if __name__ == "__main__":
+    harness.main()

@@ -1,0 +1,157 @@
+// Config loader: good configs, defaults, secrets from file and env, and a table of bad configs whose
+// messages must start with the key path.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+extern "C" {
+#include "dwb_config.h"
+}
+
+namespace {
+
+struct Bad {
+    const char *json;
+    const char *prefix;
+};
+
+const char *kUp = R"("upstreams": [{"ae_title": "IDC", "base_url": "https://h/dicomWeb"}])";
+
+std::string with_up(const std::string &rest) { return "{" + std::string(kUp) + (rest.empty() ? "" : ", " + rest) + "}"; }
+
+TEST(Config, MinimalGetsDefaults) {
+    dwb_config *c = nullptr;
+    dwb_error e = {};
+    ASSERT_EQ(dwb_config_load_string(with_up("").c_str(), nullptr, &c, &e), DWB_OK) << e.message;
+    EXPECT_EQ(c->listen.port, 11112);
+    EXPECT_STREQ(c->listen.ae_title, "DWBRIDGE");
+    EXPECT_EQ(c->listen.max_associations, 32);
+    EXPECT_EQ(c->listen.max_pdu, 131072);
+    ASSERT_EQ(c->n_upstreams, 1u);
+    EXPECT_STREQ(c->upstreams[0].base_url, "https://h/dicomWeb");
+    EXPECT_EQ(c->upstreams[0].qido_page_size, 1000);
+    EXPECT_EQ(c->upstreams[0].timeout_s, 60);
+    EXPECT_EQ(c->upstreams[0].tls_verify, 1);
+    EXPECT_EQ(c->upstreams[0].auth.type, DWB_AUTH_NONE);
+    EXPECT_EQ(c->upstreams[0].metadata_format, DWB_META_JSON);
+    EXPECT_STREQ(c->spool.dir, "/var/spool/dicomweb-bridge");
+    EXPECT_EQ(c->http.port, 8080);
+    EXPECT_EQ(c->log.level, DWB_LOG_INFO);
+    dwb_config_free(c);
+}
+
+TEST(Config, FullExampleFromIssue) {
+    const char *json = R"({ "listen": { "port": 11112, "ae_title": "DWBRIDGE", "max_associations": 32, "max_pdu": 131072 },
+      "upstreams": [ { "ae_title": "IDC", "base_url": "https://host/path/dicomWeb/",
+                       "auth": { "type": "none" }, "qido_page_size": 1000, "timeout_s": 60, "metadata_format": "xml" } ],
+      "destinations": [ { "ae_title": "PACS", "host": "127.0.0.1", "port": 11113,
+                          "calling_ae_title": "kp-idc", "called_ae_title": "kp-admin", "series_burst": true } ],
+      "spool": { "dir": "spool" }, "http": { "port": 8080 }, "log": { "level": "debug", "format": "json" } })";
+    dwb_config *c = nullptr;
+    dwb_error e = {};
+    ASSERT_EQ(dwb_config_load_string(json, "/etc/dwb", &c, &e), DWB_OK) << e.message;
+    EXPECT_STREQ(c->upstreams[0].base_url, "https://host/path/dicomWeb") << "trailing slash stripped";
+    EXPECT_EQ(c->upstreams[0].metadata_format, DWB_META_XML);
+    ASSERT_EQ(c->n_destinations, 1u);
+    EXPECT_STREQ(c->destinations[0].calling_ae_title, "kp-idc");
+    EXPECT_STREQ(c->destinations[0].called_ae_title, "kp-admin");
+    EXPECT_EQ(c->destinations[0].port, 11113);
+    EXPECT_EQ(c->destinations[0].max_associations, 1);
+    EXPECT_EQ(c->destinations[0].series_burst, 1);
+    EXPECT_STREQ(c->spool.dir, "/etc/dwb/spool") << "relative paths resolve against the config's directory";
+    EXPECT_EQ(c->log.level, DWB_LOG_DEBUG);
+    EXPECT_EQ(c->log.format, DWB_LOG_JSON);
+    EXPECT_NE(dwb_config_find_destination(c, "PACS  "), nullptr) << "AE lookups ignore DICOM padding";
+    EXPECT_NE(dwb_config_find_upstream(c, "IDC "), nullptr);
+    EXPECT_EQ(dwb_config_find_upstream(c, "idc"), nullptr) << "AE titles are case-sensitive";
+    dwb_config_free(c);
+}
+
+TEST(Config, SecretsFromFileAndEnv) {
+    char dir[] = "/tmp/dwbcfgXXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    std::string tok = std::string(dir) + "/token";
+    FILE *f = fopen(tok.c_str(), "w");
+    fputs("s3cret-token\r\n", f);
+    fclose(f);
+    setenv("DWB_TEST_PASSWORD", "pa:ss", 1);
+    std::string json = R"({"upstreams": [
+        {"ae_title": "A", "base_url": "http://h", "auth": {"type": "bearer", "token_file": "token"}},
+        {"ae_title": "B", "base_url": "http://h", "auth": {"type": "basic", "username": "u", "password_env": "DWB_TEST_PASSWORD"}}]})";
+    dwb_config *c = nullptr;
+    dwb_error e = {};
+    ASSERT_EQ(dwb_config_load_string(json.c_str(), dir, &c, &e), DWB_OK) << e.message;
+    EXPECT_STREQ(c->upstreams[0].auth.token.value, "s3cret-token");
+    EXPECT_EQ(std::string(c->upstreams[0].auth.token.source), "file " + tok);
+    EXPECT_STREQ(c->upstreams[1].auth.password.value, "pa:ss");
+    EXPECT_STREQ(c->upstreams[1].auth.password.source, "env DWB_TEST_PASSWORD");
+    dwb_config_free(c);
+    unlink(tok.c_str());
+    rmdir(dir);
+}
+
+TEST(Config, BadConfigsNameTheKey) {
+    const Bad cases[] = {
+        {"[]", "(top level): expected a JSON object"},
+        {"{", "line 1"},
+        {R"({"upstreams": []})", "upstreams: at least one upstream is required"},
+        {"{}", "upstreams: at least one upstream is required"},
+        {R"({"upstreams": {}})", "upstreams: expected an array"},
+        {R"({"upstreams": [1]})", "upstreams[0]: expected an object"},
+        {R"({"upstreams": [{"base_url": "http://h"}]})", "upstreams[0].ae_title: required"},
+        {R"({"upstreams": [{"ae_title": "A"}]})", "upstreams[0].base_url: required"},
+        {R"({"upstreams": [{"ae_title": "A", "base_url": "h"}]})", "upstreams[0].base_url: expected an http"},
+        {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h/a b"}]})", "upstreams[0].base_url: URL must not"},
+        {R"({"upstreams": [{"ae_title": "ABCDEFGHIJKLMNOPQ", "base_url": "http://h"}]})", "upstreams[0].ae_title: AE title"},
+        {R"({"upstreams": [{"ae_title": "A\\B", "base_url": "http://h"}]})", "upstreams[0].ae_title: AE title may only"},
+        {R"({"upstreams": [{"ae_title": "   ", "base_url": "http://h"}]})", "upstreams[0].ae_title: AE title must not be blank"},
+        {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h"}, {"ae_title": "A", "base_url": "http://h"}]})",
+         "upstreams[1]: ae_title 'A' is already used"},
+        {R"({"upstreams": [{"ae_title": "DWBRIDGE", "base_url": "http://h"}]})", "upstreams[0]: ae_title 'DWBRIDGE' is the bridge's own"},
+        {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h", "qido_page_size": 0}]})", "upstreams[0].qido_page_size: expected an integer 1-100000"},
+        {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h", "timeout_s": "60"}]})", "upstreams[0].timeout_s: expected an integer"},
+        {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h", "tls_verify": 1}]})", "upstreams[0].tls_verify: expected true or false"},
+        {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h", "metadata_format": "yaml"}]})", "upstreams[0].metadata_format: expected"},
+        {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h", "auth": {"type": "magic"}}]})", "upstreams[0].auth.type: expected"},
+        {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h", "auth": {"type": "bearer"}}]})", "upstreams[0].auth: type bearer needs"},
+        {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h", "auth": {"type": "basic", "username": "u"}}]})", "upstreams[0].auth: type basic needs"},
+        {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h", "auth": {"type": "bearer", "token": "x", "token_env": "Y"}}]})", "upstreams[0].auth.token: give only one"},
+        {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h", "auth": {"type": "bearer", "token_env": "DWB_NOT_SET_ANYWHERE"}}]})", "upstreams[0].auth.token_env: environment variable DWB_NOT_SET_ANYWHERE"},
+        {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h", "auth": {"type": "bearer", "token_file": "/nonexistent/t"}}]})", "upstreams[0].auth.token_file: cannot read /nonexistent/t"},
+        {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h", "ca_bundle": "/nonexistent/ca.pem"}]})", "upstreams[0].ca_bundle: cannot read"},
+        {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h", "bogus": 1}]})", "upstreams[0].bogus: unknown key"},
+        {R"({"listen": {"port": 0}, "upstreams": [{"ae_title": "A", "base_url": "http://h"}]})", "listen.port: expected an integer 1-65535"},
+        {R"({"listen": {"port": 1.5}, "upstreams": [{"ae_title": "A", "base_url": "http://h"}]})", "listen.port: expected an integer 1-65535"},
+        {R"({"listen": {"max_pdu": 100}, "upstreams": [{"ae_title": "A", "base_url": "http://h"}]})", "listen.max_pdu: expected an integer"},
+        {R"({"listen": {"allow_hosts": ["example.org"]}, "upstreams": [{"ae_title": "A", "base_url": "http://h"}]})", "listen.allow_hosts[0]: expected an IPv4 or IPv6"},
+        {R"({"listen": {"allow_calling_ae": [""]}, "upstreams": [{"ae_title": "A", "base_url": "http://h"}]})", "listen.allow_calling_ae[0]: expected a non-empty"},
+        {R"({"listen": 5, "upstreams": [{"ae_title": "A", "base_url": "http://h"}]})", "listen: expected an object"},
+        {R"({"lsten": {}, "upstreams": [{"ae_title": "A", "base_url": "http://h"}]})", "lsten: unknown key"},
+        {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h"}], "destinations": [{"ae_title": "P", "host": "h"}]})", "destinations[0].port: required"},
+        {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h"}], "destinations": [{"ae_title": "P", "host": "h", "port": 1, "preferred_transfer_syntax": "JPEG"}]})", "destinations[0].preferred_transfer_syntax: expected"},
+        {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h"}], "destinations": [{"ae_title": "P", "host": "h", "port": 1}, {"ae_title": "P", "host": "h", "port": 2}]})", "destinations[1]: ae_title 'P' is already used"},
+        {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h"}], "log": {"format": "xml"}})", "log.format: expected text or json"},
+        {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h"}], "http": {"port": -1}})", "http.port: expected an integer 0-65535"},
+        {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h"}], "spool": {"dir": ""}})", "spool.dir: expected a non-empty string"},
+        {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h"}], "upstreams": []})", "line 1"},
+    };
+    for (const Bad &b : cases) {
+        dwb_config *c = nullptr;
+        dwb_error e = {};
+        EXPECT_NE(dwb_config_load_string(b.json, nullptr, &c, &e), DWB_OK) << b.json;
+        EXPECT_EQ(c, nullptr);
+        EXPECT_EQ(std::string(e.message).rfind(b.prefix, 0), 0u)
+            << "config: " << b.json << "\n expected message starting with: " << b.prefix << "\n got: " << e.message;
+    }
+}
+
+TEST(Config, MissingFileIsAClearError) {
+    dwb_config *c = nullptr;
+    dwb_error e = {};
+    EXPECT_EQ(dwb_config_load_file("/nonexistent/bridge.json", &c, &e), DWB_E_IO);
+    EXPECT_NE(std::string(e.message).find("cannot read /nonexistent/bridge.json"), std::string::npos) << e.message;
+}
+
+} // namespace
