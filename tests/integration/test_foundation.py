@@ -122,6 +122,15 @@ class CheckConfigTest(TestCase):
             self.assertEqual(p.returncode, 2, "expected exit 2 for %s, got %d: %s" % (text, p.returncode, p.stdout))
             self.assertIn(expected, p.stdout, "config %s" % text)
 
+    def test_shipped_examples_are_valid(self):
+        env = harness.peer_env()
+        env["LOCALSTORE_PASSWORD"] = "secret-from-env"
+        for name in ("example.json", "minimal.json"):
+            path = os.path.join(harness.SOURCE_DIR, "conf", name)
+            p = run([harness.BINARY, "check-config", "--config", path], env=env)
+            self.assertEqual(p.returncode, 0, "%s: %s" % (name, p.stdout))
+            self.assertNotIn("secret-from-env", p.stdout, "check-config must not print secrets")
+
     def test_help_and_version(self):
         for args in (["--help"], ["serve", "--help"], ["check-config", "--help"], ["version"]):
             p = run([harness.BINARY] + args)
