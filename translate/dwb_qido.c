@@ -1,0 +1,388 @@
+/* Identifier -> QIDO-RS plan. The store is asked to filter on what QIDO-RS defines well (single values,
+ * wildcards, date/time ranges, UID lists) at the query level; everything else is only returned (includefield)
+ * and judged by the local matcher, which re-checks every key anyway because stores differ in case handling and
+ * fuzzy matching. Hierarchical rules are enforced as a PACS would: the unique keys of the levels above the
+ * query level must be given as single values. */
+#include "dwb_qido.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TAG_QR_LEVEL DWB_TAG(0x0008, 0x0052)
+#define TAG_PATIENT_ID DWB_TAG(0x0010, 0x0020)
+#define TAG_STUDY_UID DWB_TAG(0x0020, 0x000D)
+#define TAG_SERIES_UID DWB_TAG(0x0020, 0x000E)
+#define TAG_SOP_UID DWB_TAG(0x0008, 0x0018)
+
+struct dwb_qido_plan {
+    dwb_qr_model model;
+    dwb_qr_level level;
+    char *path;
+    char *query;
+    uint32_t *ignore;
+    size_t n_ignore;
+};
+
+typedef struct level_entry {
+    uint32_t tag;
+    dwb_qr_level level;
+} level_entry;
+
+/* Levels of the usual C-FIND keys (PS3.4 C.6.1.1 / C.6.2.1). Patient keys are STUDY level in Study Root. */
+static const level_entry k_levels[] = {
+    {DWB_TAG(0x0010, 0x0010), DWB_LEVEL_PATIENT}, {DWB_TAG(0x0010, 0x0020), DWB_LEVEL_PATIENT},
+    {DWB_TAG(0x0010, 0x0021), DWB_LEVEL_PATIENT}, {DWB_TAG(0x0010, 0x0030), DWB_LEVEL_PATIENT},
+    {DWB_TAG(0x0010, 0x0032), DWB_LEVEL_PATIENT}, {DWB_TAG(0x0010, 0x0040), DWB_LEVEL_PATIENT},
+    {DWB_TAG(0x0010, 0x1000), DWB_LEVEL_PATIENT}, {DWB_TAG(0x0010, 0x1001), DWB_LEVEL_PATIENT},
+    {DWB_TAG(0x0010, 0x2160), DWB_LEVEL_PATIENT}, {DWB_TAG(0x0010, 0x4000), DWB_LEVEL_PATIENT},
+    {DWB_TAG(0x0010, 0x1002), DWB_LEVEL_PATIENT},
+    {DWB_TAG(0x0020, 0x1200), DWB_LEVEL_PATIENT}, {DWB_TAG(0x0020, 0x1202), DWB_LEVEL_PATIENT},
+    {DWB_TAG(0x0020, 0x1204), DWB_LEVEL_PATIENT},
+    {DWB_TAG(0x0020, 0x000D), DWB_LEVEL_STUDY},  {DWB_TAG(0x0008, 0x0020), DWB_LEVEL_STUDY},
+    {DWB_TAG(0x0008, 0x0030), DWB_LEVEL_STUDY},  {DWB_TAG(0x0008, 0x0050), DWB_LEVEL_STUDY},
+    {DWB_TAG(0x0008, 0x0051), DWB_LEVEL_STUDY},  {DWB_TAG(0x0020, 0x0010), DWB_LEVEL_STUDY},
+    {DWB_TAG(0x0008, 0x1030), DWB_LEVEL_STUDY},  {DWB_TAG(0x0008, 0x0090), DWB_LEVEL_STUDY},
+    {DWB_TAG(0x0008, 0x0061), DWB_LEVEL_STUDY},  {DWB_TAG(0x0008, 0x0062), DWB_LEVEL_STUDY},
+    {DWB_TAG(0x0008, 0x0063), DWB_LEVEL_STUDY},  {DWB_TAG(0x0008, 0x1032), DWB_LEVEL_STUDY},
+    {DWB_TAG(0x0008, 0x1060), DWB_LEVEL_STUDY},  {DWB_TAG(0x0008, 0x1080), DWB_LEVEL_STUDY},
+    {DWB_TAG(0x0010, 0x1010), DWB_LEVEL_STUDY},  {DWB_TAG(0x0010, 0x1020), DWB_LEVEL_STUDY},
+    {DWB_TAG(0x0010, 0x1030), DWB_LEVEL_STUDY},  {DWB_TAG(0x0010, 0x2180), DWB_LEVEL_STUDY},
+    {DWB_TAG(0x0010, 0x21B0), DWB_LEVEL_STUDY},  {DWB_TAG(0x0020, 0x1206), DWB_LEVEL_STUDY},
+    {DWB_TAG(0x0020, 0x1208), DWB_LEVEL_STUDY},  {DWB_TAG(0x0032, 0x1032), DWB_LEVEL_STUDY},
+    {DWB_TAG(0x0032, 0x1060), DWB_LEVEL_STUDY},
+    {DWB_TAG(0x0020, 0x000E), DWB_LEVEL_SERIES}, {DWB_TAG(0x0008, 0x0060), DWB_LEVEL_SERIES},
+    {DWB_TAG(0x0020, 0x0011), DWB_LEVEL_SERIES}, {DWB_TAG(0x0008, 0x103E), DWB_LEVEL_SERIES},
+    {DWB_TAG(0x0008, 0x0021), DWB_LEVEL_SERIES}, {DWB_TAG(0x0008, 0x0031), DWB_LEVEL_SERIES},
+    {DWB_TAG(0x0018, 0x0015), DWB_LEVEL_SERIES}, {DWB_TAG(0x0020, 0x0060), DWB_LEVEL_SERIES},
+    {DWB_TAG(0x0040, 0x0244), DWB_LEVEL_SERIES}, {DWB_TAG(0x0040, 0x0245), DWB_LEVEL_SERIES},
+    {DWB_TAG(0x0040, 0x0275), DWB_LEVEL_SERIES}, {DWB_TAG(0x0020, 0x1209), DWB_LEVEL_SERIES},
+    {DWB_TAG(0x0008, 0x1050), DWB_LEVEL_SERIES}, {DWB_TAG(0x0008, 0x0070), DWB_LEVEL_SERIES},
+    {DWB_TAG(0x0008, 0x1090), DWB_LEVEL_SERIES}, {DWB_TAG(0x0018, 0x1030), DWB_LEVEL_SERIES},
+    {DWB_TAG(0x0008, 0x0018), DWB_LEVEL_IMAGE},  {DWB_TAG(0x0008, 0x0016), DWB_LEVEL_IMAGE},
+    {DWB_TAG(0x0020, 0x0013), DWB_LEVEL_IMAGE},  {DWB_TAG(0x0008, 0x0008), DWB_LEVEL_IMAGE},
+    {DWB_TAG(0x0008, 0x0022), DWB_LEVEL_IMAGE},  {DWB_TAG(0x0008, 0x0032), DWB_LEVEL_IMAGE},
+    {DWB_TAG(0x0008, 0x0023), DWB_LEVEL_IMAGE},  {DWB_TAG(0x0008, 0x0033), DWB_LEVEL_IMAGE},
+    {DWB_TAG(0x0028, 0x0010), DWB_LEVEL_IMAGE},  {DWB_TAG(0x0028, 0x0011), DWB_LEVEL_IMAGE},
+    {DWB_TAG(0x0028, 0x0100), DWB_LEVEL_IMAGE},  {DWB_TAG(0x0028, 0x0008), DWB_LEVEL_IMAGE},
+    {DWB_TAG(0x0020, 0x0012), DWB_LEVEL_IMAGE},  {DWB_TAG(0x0008, 0x0058), DWB_LEVEL_IMAGE},
+};
+
+/* Return-only keys: derived counts the bridge computes, and keys about the answer rather than the data. */
+static const uint32_t k_return_only[] = {
+    DWB_TAG(0x0020, 0x1200), DWB_TAG(0x0020, 0x1202), DWB_TAG(0x0020, 0x1204), DWB_TAG(0x0020, 0x1206),
+    DWB_TAG(0x0020, 0x1208), DWB_TAG(0x0020, 0x1209), DWB_TAG(0x0008, 0x0054), DWB_TAG(0x0008, 0x0056),
+    DWB_TAG(0x0008, 0x0005), DWB_TAG(0x0008, 0x0052), DWB_TAG(0x0008, 0x0201), DWB_TAG(0x0088, 0x0130),
+    DWB_TAG(0x0088, 0x0140), DWB_TAG(0x0008, 0x0055), DWB_TAG(0x0040, 0xE001), DWB_TAG(0x0040, 0xE025),
+};
+
+int dwb_qido_attr_level(uint32_t tag, dwb_qr_model model, dwb_qr_level query_level) {
+    for (size_t i = 0; i < sizeof k_levels / sizeof k_levels[0]; i++) {
+        if (k_levels[i].tag != tag) continue;
+        dwb_qr_level l = k_levels[i].level;
+        if (model == DWB_QR_STUDY_ROOT && l == DWB_LEVEL_PATIENT) l = DWB_LEVEL_STUDY;
+        return (int)l;
+    }
+    return (int)query_level;
+}
+
+static int is_return_only(uint32_t tag) {
+    for (size_t i = 0; i < sizeof k_return_only / sizeof k_return_only[0]; i++)
+        if (k_return_only[i] == tag) return 1;
+    return 0;
+}
+
+long dwb_url_encode(const char *in, char *out, size_t cap) {
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)in; *p; p++) {
+        unsigned char c = *p;
+        /* '*' (wildcard), '^' (PN components) and ',' (UID lists) stay literal: they carry QIDO meaning, and
+         * some stores (Orthanc's DICOMweb plugin 1.7) do not percent-decode query values. */
+        int keep = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+                   c == '.' || c == '_' || c == '~' || c == '*' || c == '^' || c == ',';
+        if (keep) {
+            if (o + 1 >= cap) return -1;
+            out[o++] = (char)c;
+        } else {
+            if (o + 3 >= cap) return -1;
+            out[o++] = '%';
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 15];
+        }
+    }
+    if (o >= cap) return -1;
+    out[o] = '\0';
+    return (long)o;
+}
+
+typedef struct sbuf {
+    char *s;
+    size_t len, cap;
+    int oom;
+} sbuf;
+
+static void sb_add(sbuf *b, const char *s) {
+    size_t n = strlen(s);
+    if (b->oom) return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 256;
+        while (cap < b->len + n + 1) cap *= 2;
+        char *ns = realloc(b->s, cap);
+        if (!ns) {
+            b->oom = 1;
+            return;
+        }
+        b->s = ns;
+        b->cap = cap;
+    }
+    memcpy(b->s + b->len, s, n + 1);
+    b->len += n;
+}
+
+static void sb_param(sbuf *b, const char *name, const char *value) {
+    if (b->len) sb_add(b, "&");
+    sb_add(b, name);
+    sb_add(b, "=");
+    size_t cap = strlen(value) * 3 + 1;
+    char *enc = malloc(cap);
+    if (!enc) {
+        b->oom = 1;
+        return;
+    }
+    dwb_url_encode(value, enc, cap);
+    sb_add(b, enc);
+    free(enc);
+}
+
+static const char *tag_name(uint32_t tag) {
+    switch (tag) {
+    case TAG_QR_LEVEL: return "QueryRetrieveLevel";
+    case TAG_PATIENT_ID: return "PatientID";
+    case TAG_STUDY_UID: return "StudyInstanceUID";
+    case TAG_SERIES_UID: return "SeriesInstanceUID";
+    case TAG_SOP_UID: return "SOPInstanceUID";
+    default: return "attribute";
+    }
+}
+
+static dwb_status key_error(dwb_error *err, uint32_t tag, const char *fmt, const char *arg) {
+    char msg[200];
+    snprintf(msg, sizeof msg, fmt, arg ? arg : "");
+    return dwb_error_set(err, DWB_E_INVALID, "(%04X,%04X) %s: %s", DWB_TAG_GROUP(tag), DWB_TAG_ELEMENT(tag),
+                         tag_name(tag), msg);
+}
+
+static int valid_uid(const char *s) {
+    size_t n = strlen(s);
+    if (n == 0 || n > 64) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || s[i] == '.')) return 0;
+    return 1;
+}
+
+static const char *level_name(dwb_qr_level l) {
+    switch (l) {
+    case DWB_LEVEL_PATIENT: return "PATIENT";
+    case DWB_LEVEL_STUDY: return "STUDY";
+    case DWB_LEVEL_SERIES: return "SERIES";
+    default: return "IMAGE";
+    }
+}
+
+/* A unique key of a level above the query level: present, one value, no wildcard; UIDs well formed. */
+static dwb_status require_unique(const dwb_attrs *id, uint32_t tag, dwb_qr_level level, const char **value,
+                                 dwb_error *err) {
+    const dwb_attr *a = dwb_attrs_find(id, tag);
+    char why[96];
+    snprintf(why, sizeof why, "required with a single value at %s level", level_name(level));
+    if (!a || a->n_values != 1 || !a->values[0][0]) return key_error(err, tag, "%s", why);
+    const char *v = a->values[0];
+    if (strchr(v, '*') || strchr(v, '?')) return key_error(err, tag, "wildcards are not allowed in a unique key%s", NULL);
+    if (tag != TAG_PATIENT_ID && !valid_uid(v)) return key_error(err, tag, "'%.64s' is not a valid UID", v);
+    *value = v;
+    return DWB_OK;
+}
+
+/* A value that would need percent-escaping (non-ASCII, space, '&', '=', '+', '#', '%', ...) is not sent as a
+ * filter: stores differ in whether they decode it (Orthanc 1.7 does not), and a wrongly decoded filter would
+ * drop matches; the local matcher applies it instead. */
+static int needs_escaping(const char *v) {
+    char tmp[8];
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
+        char one[2] = {(char)*p, 0};
+        if (dwb_url_encode(one, tmp, sizeof tmp) != 1) return 1;
+    }
+    return 0;
+}
+
+static int is_range_vr(const char *vr) { return !strcmp(vr, "DA") || !strcmp(vr, "TM") || !strcmp(vr, "DT"); }
+
+static int add_ignore(dwb_qido_plan *p, uint32_t tag) {
+    uint32_t *n = realloc(p->ignore, (p->n_ignore + 1) * sizeof *n);
+    if (!n) return -1;
+    p->ignore = n;
+    p->ignore[p->n_ignore++] = tag;
+    return 0;
+}
+
+dwb_status dwb_qido_plan_new(const dwb_attrs *id, dwb_qr_model model, dwb_qido_plan **out, dwb_error *err) {
+    *out = NULL;
+    const dwb_attr *lv = dwb_attrs_find(id, TAG_QR_LEVEL);
+    if (!lv || lv->n_values != 1) return key_error(err, TAG_QR_LEVEL, "missing%s", NULL);
+    const char *ls;
+    size_t ln;
+    ls = lv->values[0];
+    ln = strlen(ls);
+    while (ln > 0 && ls[ln - 1] == ' ') ln--;
+    dwb_qr_level level;
+    if (ln == 7 && !strncmp(ls, "PATIENT", 7)) level = DWB_LEVEL_PATIENT;
+    else if (ln == 5 && !strncmp(ls, "STUDY", 5)) level = DWB_LEVEL_STUDY;
+    else if (ln == 6 && !strncmp(ls, "SERIES", 6)) level = DWB_LEVEL_SERIES;
+    else if (ln == 5 && !strncmp(ls, "IMAGE", 5)) level = DWB_LEVEL_IMAGE;
+    else return key_error(err, TAG_QR_LEVEL, "'%.16s' is not PATIENT, STUDY, SERIES or IMAGE", ls);
+    if (level == DWB_LEVEL_PATIENT && model == DWB_QR_STUDY_ROOT)
+        return key_error(err, TAG_QR_LEVEL, "PATIENT level is not part of the Study Root model%s", NULL);
+
+    const char *study = NULL, *series = NULL, *pid = NULL;
+    dwb_status st;
+    if (model == DWB_QR_PATIENT_ROOT && level >= DWB_LEVEL_STUDY)
+        if ((st = require_unique(id, TAG_PATIENT_ID, level, &pid, err)) != DWB_OK) return st;
+    if (level >= DWB_LEVEL_SERIES)
+        if ((st = require_unique(id, TAG_STUDY_UID, level, &study, err)) != DWB_OK) return st;
+    if (level >= DWB_LEVEL_IMAGE)
+        if ((st = require_unique(id, TAG_SERIES_UID, level, &series, err)) != DWB_OK) return st;
+
+    dwb_qido_plan *p = calloc(1, sizeof *p);
+    if (!p) return dwb_error_set(err, DWB_E_NOMEM, "out of memory");
+    p->model = model;
+    p->level = level;
+    char path[256];
+    if (level <= DWB_LEVEL_STUDY) snprintf(path, sizeof path, "/studies");
+    else if (level == DWB_LEVEL_SERIES) snprintf(path, sizeof path, "/studies/%s/series", study);
+    else snprintf(path, sizeof path, "/studies/%s/series/%s/instances", study, series);
+    p->path = strdup(path);
+
+    /* QIDO has no patient resource: patient-level queries run on /studies and are grouped by the caller. */
+    sbuf q = {0};
+    int oom = !p->path;
+    for (size_t i = 0; i < dwb_attrs_count(id) && !oom; i++) {
+        const dwb_attr *a = dwb_attrs_at(id, i);
+        uint32_t tag = a->tag;
+        if (DWB_TAG_GROUP(tag) == 0x0000 || DWB_TAG_GROUP(tag) == 0x0002 || tag == TAG_QR_LEVEL ||
+            tag == DWB_TAG(0x0008, 0x0005))
+            continue;
+        int alevel = dwb_qido_attr_level(tag, model, level);
+        int unique_above = (tag == TAG_PATIENT_ID && model == DWB_QR_PATIENT_ROOT && level >= DWB_LEVEL_STUDY) ||
+                           (tag == TAG_STUDY_UID && level >= DWB_LEVEL_SERIES) ||
+                           (tag == TAG_SERIES_UID && level >= DWB_LEVEL_IMAGE);
+        char hex[9];
+        snprintf(hex, sizeof hex, "%08X", tag);
+        if (alevel > (int)level) {
+            /* A key below the query level: a hierarchical query does not use it (PS3.4 C.4.1.2.1). */
+            if (add_ignore(p, tag) < 0) oom = 1;
+            continue;
+        }
+        sb_param(&q, "includefield", hex);
+        if (is_return_only(tag)) {
+            if (add_ignore(p, tag) < 0) oom = 1;
+            continue;
+        }
+        if (unique_above) {
+            /* In the path already (UIDs); PatientID of Patient Root is filtered below. */
+            if (tag == TAG_PATIENT_ID) sb_param(&q, hex, pid);
+            continue;
+        }
+        if (alevel < (int)level) {
+            /* A non-unique key of a level above: not a filter in a hierarchical query; returned if available. */
+            if (add_ignore(p, tag) < 0) oom = 1;
+            continue;
+        }
+        /* Server-side filter: only what QIDO-RS defines unambiguously. The local matcher re-checks all. */
+        if (a->n_items || !strcmp(a->vr, "SQ") || a->n_values == 0) continue;
+        if (a->n_values > 1) {
+            if (!strcmp(a->vr, "UI")) {
+                sbuf list = {0};
+                int ok = 1;
+                for (size_t v = 0; v < a->n_values; v++) {
+                    if (!valid_uid(a->values[v])) ok = 0;
+                    if (v) sb_add(&list, ",");
+                    sb_add(&list, a->values[v]);
+                }
+                if (ok && !list.oom) sb_param(&q, hex, list.s);
+                if (list.oom) oom = 1;
+                free(list.s);
+            }
+            continue;
+        }
+        const char *v = a->values[0];
+        if (!v[0] || !strcmp(v, "\"\"") || !strcmp(v, "*")) continue;
+        if (!strcmp(a->vr, "UI") && !valid_uid(v)) {
+            free(q.s);
+            dwb_qido_plan_free(p);
+            return dwb_error_set(err, DWB_E_INVALID, "(%04X,%04X): '%.64s' is not a valid UID", DWB_TAG_GROUP(tag),
+                                 DWB_TAG_ELEMENT(tag), v);
+        }
+        if (is_range_vr(a->vr) && (strchr(v, '*') || strchr(v, '?'))) continue;
+        if (a->bulk || a->bulk_uri) continue;
+        if (needs_escaping(v)) continue; /* see needs_escaping: matched locally only */
+        sb_param(&q, hex, v);
+    }
+    /* Fields the bridge itself needs: unique keys (responses, follow-up queries, patient grouping). */
+    static const uint32_t need_study[] = {TAG_STUDY_UID, TAG_PATIENT_ID, DWB_TAG(0x0010, 0x0021)};
+    static const uint32_t need_series[] = {TAG_SERIES_UID};
+    static const uint32_t need_image[] = {TAG_SOP_UID, TAG_SERIES_UID};
+    const uint32_t *need = need_study;
+    size_t n_need = 3;
+    if (level == DWB_LEVEL_SERIES) need = need_series, n_need = 1;
+    if (level == DWB_LEVEL_IMAGE) need = need_image, n_need = 2;
+    for (size_t i = 0; i < n_need; i++) {
+        if (dwb_attrs_find(id, need[i])) continue;
+        char hex[9];
+        snprintf(hex, sizeof hex, "%08X", need[i]);
+        sb_param(&q, "includefield", hex);
+    }
+    if (level == DWB_LEVEL_PATIENT) {
+        /* Patient counts are sums of study counts. */
+        if (dwb_attrs_find(id, DWB_TAG(0x0020, 0x1202))) sb_param(&q, "includefield", "00201206");
+        if (dwb_attrs_find(id, DWB_TAG(0x0020, 0x1204))) sb_param(&q, "includefield", "00201208");
+    }
+    sb_param(&q, "fuzzymatching", "false");
+    if (q.oom || oom) {
+        free(q.s);
+        dwb_qido_plan_free(p);
+        return dwb_error_set(err, DWB_E_NOMEM, "out of memory");
+    }
+    p->query = q.s;
+    *out = p;
+    return DWB_OK;
+}
+
+void dwb_qido_plan_free(dwb_qido_plan *p) {
+    if (!p) return;
+    free(p->path);
+    free(p->query);
+    free(p->ignore);
+    free(p);
+}
+
+dwb_qr_level dwb_qido_plan_level(const dwb_qido_plan *p) { return p->level; }
+const char *dwb_qido_plan_path(const dwb_qido_plan *p) { return p->path; }
+const char *dwb_qido_plan_query(const dwb_qido_plan *p) { return p->query ? p->query : ""; }
+
+dwb_status dwb_qido_plan_url(const dwb_qido_plan *p, const char *base_url, long offset, long limit, char **out,
+                             dwb_error *err) {
+    size_t n = strlen(base_url) + strlen(p->path) + strlen(dwb_qido_plan_query(p)) + 64;
+    char *u = malloc(n);
+    if (!u) return dwb_error_set(err, DWB_E_NOMEM, "out of memory");
+    int w = snprintf(u, n, "%s%s?%s", base_url, p->path, dwb_qido_plan_query(p));
+    if (limit >= 0) w += snprintf(u + w, n - (size_t)w, "&limit=%ld", limit);
+    if (offset >= 0) snprintf(u + w, n - (size_t)w, "&offset=%ld", offset);
+    *out = u;
+    return DWB_OK;
+}
+
+void dwb_qido_plan_match_opts(const dwb_qido_plan *p, dwb_match_opts *o) {
+    o->ignore = p->ignore;
+    o->n_ignore = p->n_ignore;
+}
