@@ -326,6 +326,9 @@ dwb_status dwb_qido_plan_new(const dwb_attrs *id, dwb_qr_model model, dwb_qido_p
         if (is_range_vr(a->vr) && (strchr(v, '*') || strchr(v, '?'))) continue;
         if (a->bulk || a->bulk_uri) continue;
         if (needs_escaping(v)) continue; /* see needs_escaping: matched locally only */
+        /* Stores compute ModalitiesInStudy/SOPClassesInStudy and some (Orthanc) filter on them after applying
+         * limit/offset, which breaks paging: match these locally only. */
+        if (tag == DWB_TAG(0x0008, 0x0061) || tag == DWB_TAG(0x0008, 0x0062)) continue;
         sb_param(&q, hex, v);
     }
     /* Fields the bridge itself needs: unique keys (responses, follow-up queries, patient grouping). */
