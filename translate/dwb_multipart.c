@@ -321,7 +321,7 @@ dwb_status dwb_multipart_feed(dwb_multipart *mp, const void *data, size_t len, d
         mp->hold = nh;
         mp->hold_cap = rest;
     }
-    memmove(mp->hold, buf + used, rest);
+    if (rest) memmove(mp->hold, buf + used, rest);
     mp->hold_len = rest;
     if (rest > mp->peak) mp->peak = rest;
     free(work);

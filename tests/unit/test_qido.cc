@@ -1,0 +1,150 @@
+// Identifier -> QIDO-RS URL, table-driven: resource per level and model, filters per matching kind, URL
+// encoding, and hierarchy errors naming the key.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+extern "C" {
+#include "dwb_qido.h"
+}
+
+namespace {
+
+struct Key {
+    uint32_t tag;
+    const char *vr;
+    std::vector<const char *> values; // empty = universal
+};
+
+dwb_attrs *make(const std::vector<Key> &keys) {
+    dwb_attrs *a = dwb_attrs_new();
+    for (auto &k : keys) {
+        dwb_attr *at = dwb_attrs_put(a, k.tag, k.vr);
+        for (auto *v : k.values) dwb_attr_add_value(at, v);
+    }
+    return a;
+}
+
+const uint32_t LVL = DWB_TAG(0x0008, 0x0052), NAME = DWB_TAG(0x0010, 0x0010), PID = DWB_TAG(0x0010, 0x0020),
+               STUDY = DWB_TAG(0x0020, 0x000D), SERIES = DWB_TAG(0x0020, 0x000E), SOP = DWB_TAG(0x0008, 0x0018),
+               DATE = DWB_TAG(0x0008, 0x0020), MOD = DWB_TAG(0x0008, 0x0060), MODS = DWB_TAG(0x0008, 0x0061),
+               DESC = DWB_TAG(0x0008, 0x1030), NSER = DWB_TAG(0x0020, 0x1206), SEQ = DWB_TAG(0x0008, 0x1032),
+               INUM = DWB_TAG(0x0020, 0x0013);
+
+struct Row {
+    const char *what;
+    dwb_qr_model model;
+    std::vector<Key> keys;
+    const char *path;
+    std::vector<std::string> must;     // substrings of the query
+    std::vector<std::string> must_not; // substrings that must not appear
+};
+
+TEST(Qido, PlanTable) {
+    const Row rows[] = {
+        {"study universal", DWB_QR_STUDY_ROOT, {{LVL, "CS", {"STUDY"}}, {STUDY, "UI", {}}, {NAME, "PN", {}}},
+         "/studies", {"includefield=0020000D", "includefield=00100010", "fuzzymatching=false"}, {"00100010="}},
+        {"pn wildcard kept literal", DWB_QR_STUDY_ROOT, {{LVL, "CS", {"STUDY"}}, {NAME, "PN", {"DOE^J*"}}},
+         "/studies", {"00100010=DOE^J*"}, {"%2A", "%5E"}},
+        {"non-ascii value matched locally", DWB_QR_STUDY_ROOT, {{LVL, "CS", {"STUDY"}}, {NAME, "PN", {"Müller*"}}},
+         "/studies", {"includefield=00100010"}, {"00100010="}},
+        {"special characters not sent", DWB_QR_STUDY_ROOT, {{LVL, "CS", {"STUDY"}}, {DESC, "LO", {"CT & PET=1+2 #3"}}},
+         "/studies", {"includefield=00081030"}, {"00081030="}},
+        {"date range", DWB_QR_STUDY_ROOT, {{LVL, "CS", {"STUDY"}}, {DATE, "DA", {"20200101-20201231"}}},
+         "/studies", {"00080020=20200101-20201231"}, {}},
+        {"open date range", DWB_QR_STUDY_ROOT, {{LVL, "CS", {"STUDY"}}, {DATE, "DA", {"-20191231"}}},
+         "/studies", {"00080020=-20191231"}, {}},
+        {"uid list", DWB_QR_STUDY_ROOT, {{LVL, "CS", {"STUDY"}}, {STUDY, "UI", {"1.2.3", "1.2.4"}}},
+         "/studies", {"0020000D=1.2.3,1.2.4"}, {}},
+        {"modalities in study local only", DWB_QR_STUDY_ROOT, {{LVL, "CS", {"STUDY"}}, {MODS, "CS", {"CT"}}},
+         "/studies", {"includefield=00080061"}, {"00080061="}},
+        {"derived count requested", DWB_QR_STUDY_ROOT, {{LVL, "CS", {"STUDY"}}, {NSER, "IS", {}}},
+         "/studies", {"includefield=00201206"}, {"00201206="}},
+        {"sequence returned not filtered", DWB_QR_STUDY_ROOT, {{LVL, "CS", {"STUDY"}}, {SEQ, "SQ", {}}},
+         "/studies", {"includefield=00081032"}, {"00081032="}},
+        {"multi-valued non-uid not sent", DWB_QR_STUDY_ROOT, {{LVL, "CS", {"SERIES"}}, {STUDY, "UI", {"1.2"}}, {MOD, "CS", {"CT", "MR"}}},
+         "/studies/1.2/series", {"includefield=00080060"}, {"00080060="}},
+        {"series level", DWB_QR_STUDY_ROOT, {{LVL, "CS", {"SERIES"}}, {STUDY, "UI", {"1.2"}}, {MOD, "CS", {"CT"}}, {SERIES, "UI", {}}},
+         "/studies/1.2/series", {"00080060=CT", "includefield=0020000E"}, {"0020000D="}},
+        {"image level", DWB_QR_STUDY_ROOT, {{LVL, "CS", {"IMAGE"}}, {STUDY, "UI", {"1.2"}}, {SERIES, "UI", {"1.2.3"}}, {INUM, "IS", {"4"}}},
+         "/studies/1.2/series/1.2.3/instances", {"00200013=4", "includefield=00080018"}, {}},
+        {"key below level ignored", DWB_QR_STUDY_ROOT, {{LVL, "CS", {"STUDY"}}, {MOD, "CS", {"CT"}}},
+         "/studies", {"fuzzymatching=false"}, {"00080060"}},
+        {"patient level from studies", DWB_QR_PATIENT_ROOT, {{LVL, "CS", {"PATIENT"}}, {NAME, "PN", {"DOE*"}}, {PID, "LO", {}}},
+         "/studies", {"00100010=DOE*", "includefield=00100020"}, {}},
+        {"patient root study", DWB_QR_PATIENT_ROOT, {{LVL, "CS", {"STUDY "}}, {PID, "LO", {"P 1"}}, {STUDY, "UI", {}}},
+         "/studies", {"00100020=P%201"}, {}},
+        {"higher level non-unique key not a filter", DWB_QR_STUDY_ROOT, {{LVL, "CS", {"SERIES"}}, {STUDY, "UI", {"1.2"}}, {NAME, "PN", {"X*"}}},
+         "/studies/1.2/series", {"includefield=00100010"}, {"00100010="}},
+    };
+    for (const Row &r : rows) {
+        dwb_attrs *id = make(r.keys);
+        dwb_qido_plan *p = nullptr;
+        dwb_error e = {};
+        ASSERT_EQ(dwb_qido_plan_new(id, r.model, &p, &e), DWB_OK) << r.what << ": " << e.message;
+        EXPECT_STREQ(dwb_qido_plan_path(p), r.path) << r.what;
+        std::string q = dwb_qido_plan_query(p);
+        for (auto &m : r.must) EXPECT_NE(q.find(m), std::string::npos) << r.what << ": expected '" << m << "' in " << q;
+        for (auto &m : r.must_not) EXPECT_EQ(q.find(m), std::string::npos) << r.what << ": unexpected '" << m << "' in " << q;
+        dwb_qido_plan_free(p);
+        dwb_attrs_free(id);
+    }
+}
+
+TEST(Qido, HierarchyErrorsNameTheKey) {
+    struct Bad {
+        dwb_qr_model model;
+        std::vector<Key> keys;
+        const char *prefix;
+    } rows[] = {
+        {DWB_QR_STUDY_ROOT, {{NAME, "PN", {}}}, "(0008,0052) QueryRetrieveLevel: missing"},
+        {DWB_QR_STUDY_ROOT, {{LVL, "CS", {"WARD"}}}, "(0008,0052) QueryRetrieveLevel: 'WARD' is not"},
+        {DWB_QR_STUDY_ROOT, {{LVL, "CS", {"PATIENT"}}}, "(0008,0052) QueryRetrieveLevel: PATIENT level is not part"},
+        {DWB_QR_STUDY_ROOT, {{LVL, "CS", {"SERIES"}}}, "(0020,000D) StudyInstanceUID: required with a single value at SERIES"},
+        {DWB_QR_STUDY_ROOT, {{LVL, "CS", {"SERIES"}}, {STUDY, "UI", {"1.2", "1.3"}}}, "(0020,000D) StudyInstanceUID: required"},
+        {DWB_QR_STUDY_ROOT, {{LVL, "CS", {"SERIES"}}, {STUDY, "UI", {"1.2*"}}}, "(0020,000D) StudyInstanceUID: wildcards"},
+        {DWB_QR_STUDY_ROOT, {{LVL, "CS", {"SERIES"}}, {STUDY, "UI", {"1.2.x"}}}, "(0020,000D) StudyInstanceUID: '1.2.x' is not a valid UID"},
+        {DWB_QR_STUDY_ROOT, {{LVL, "CS", {"IMAGE"}}, {STUDY, "UI", {"1.2"}}}, "(0020,000E) SeriesInstanceUID: required"},
+        {DWB_QR_PATIENT_ROOT, {{LVL, "CS", {"STUDY"}}}, "(0010,0020) PatientID: required with a single value at STUDY"},
+        {DWB_QR_PATIENT_ROOT, {{LVL, "CS", {"SERIES"}}, {PID, "LO", {"P1"}}}, "(0020,000D) StudyInstanceUID: required"},
+        {DWB_QR_STUDY_ROOT, {{LVL, "CS", {"STUDY"}}, {STUDY, "UI", {"1.2/../x"}}}, "(0020,000D): '1.2/../x' is not a valid UID"},
+    };
+    for (auto &r : rows) {
+        dwb_attrs *id = make(r.keys);
+        dwb_qido_plan *p = nullptr;
+        dwb_error e = {};
+        EXPECT_EQ(dwb_qido_plan_new(id, r.model, &p, &e), DWB_E_INVALID) << r.prefix;
+        EXPECT_EQ(std::string(e.message).rfind(r.prefix, 0), 0u) << "expected: " << r.prefix << "\n got: " << e.message;
+        dwb_qido_plan_free(p);
+        dwb_attrs_free(id);
+    }
+}
+
+TEST(Qido, UrlWithPaging) {
+    dwb_attrs *id = make({{LVL, "CS", {"STUDY"}}, {STUDY, "UI", {}}});
+    dwb_qido_plan *p = nullptr;
+    ASSERT_EQ(dwb_qido_plan_new(id, DWB_QR_STUDY_ROOT, &p, nullptr), DWB_OK);
+    char *url = nullptr;
+    ASSERT_EQ(dwb_qido_plan_url(p, "https://h/dicomWeb", 200, 100, &url, nullptr), DWB_OK);
+    EXPECT_EQ(std::string(url).rfind("https://h/dicomWeb/studies?", 0), 0u) << url;
+    EXPECT_NE(std::string(url).find("&limit=100&offset=200"), std::string::npos) << url;
+    free(url);
+    dwb_qido_plan_free(p);
+    dwb_attrs_free(id);
+}
+
+TEST(Qido, UrlEncoding) {
+    char out[64];
+    struct {
+        const char *in, *out;
+    } rows[] = {{"a b", "a%20b"}, {"a&b=c", "a%26b%3Dc"}, {"+#%", "%2B%23%25"}, {"ü", "%C3%BC"}, {"DOE^J*", "DOE^J*"},
+                {"1.2,1.3", "1.2,1.3"}, {"x-_.~", "x-_.~"}};
+    for (auto &r : rows) {
+        ASSERT_GE(dwb_url_encode(r.in, out, sizeof out), 0);
+        EXPECT_STREQ(out, r.out) << r.in;
+    }
+    EXPECT_EQ(dwb_url_encode("abcdef", out, 4), -1);
+}
+
+} // namespace
