@@ -29,6 +29,7 @@ struct dwb_multipart {
     size_t parts;
     int failed;
     int body_start; /* no body byte consumed yet in the current part */
+    dwb_status fail_st; /* why process() failed, kept even when the caller passes no dwb_error */
 };
 
 static int ci_prefix(const char *s, const char *p) { return strncasecmp(s, p, strlen(p)) == 0; }
@@ -202,10 +203,11 @@ static size_t process(dwb_multipart *mp, const char *buf, size_t n, int final, d
                 mp->st = S_EPILOGUE;
                 return n;
             }
-            const char *nl = memchr(b, '\n', left);
+            /* Transport padding is short: look for the line end within 1 KiB whatever the feed sizes. */
+            const char *nl = memchr(b, '\n', left < 1025 ? left : 1025);
             if (!nl) {
                 if (left > 1024) {
-                    dwb_error_set(err, DWB_E_PARSE, "garbage after the boundary of part %zu", mp->parts + 1);
+                    mp->fail_st = dwb_error_set(err, DWB_E_PARSE, "garbage after the boundary of part %zu", mp->parts + 1);
                     return (size_t)-1;
                 }
                 return pos;
@@ -226,8 +228,8 @@ static size_t process(dwb_multipart *mp, const char *buf, size_t n, int final, d
                 if (lflf && (!e || lflf < e)) e = lflf, el = 2;
                 if (!e) {
                     if (left > mp->max_header) {
-                        dwb_error_set(err, DWB_E_LIMIT, "headers of part %zu exceed %zu bytes", mp->parts + 1,
-                                      mp->max_header);
+                        mp->fail_st = dwb_error_set(err, DWB_E_LIMIT, "headers of part %zu exceed %zu bytes",
+                                                    mp->parts + 1, mp->max_header);
                         return (size_t)-1;
                     }
                     return pos;
@@ -236,10 +238,11 @@ static size_t process(dwb_multipart *mp, const char *buf, size_t n, int final, d
                 skip = end + el;
             }
             if (end > mp->max_header) {
-                dwb_error_set(err, DWB_E_LIMIT, "headers of part %zu exceed %zu bytes", mp->parts + 1, mp->max_header);
+                mp->fail_st = dwb_error_set(err, DWB_E_LIMIT, "headers of part %zu exceed %zu bytes", mp->parts + 1,
+                                            mp->max_header);
                 return (size_t)-1;
             }
-            if (begin_part(mp, b, end, err) != DWB_OK) return (size_t)-1;
+            if ((mp->fail_st = begin_part(mp, b, end, err)) != DWB_OK) return (size_t)-1;
             pos += skip;
             mp->st = S_BODY;
             mp->body_start = 1;
@@ -253,7 +256,7 @@ static size_t process(dwb_multipart *mp, const char *buf, size_t n, int final, d
                 return pos; /* could still become the delimiter of an empty part */
             if (mp->body_start && left >= mp->plen - 1 && memcmp(b, mp->pattern + 1, mp->plen - 1) == 0) {
                 if (mp->cb.on_part_end && mp->cb.on_part_end(mp->ud)) {
-                    dwb_error_set(err, DWB_E_CANCELLED, "stopped by the receiver at part %zu", mp->parts + 1);
+                    mp->fail_st = dwb_error_set(err, DWB_E_CANCELLED, "stopped by the receiver at part %zu", mp->parts + 1);
                     return (size_t)-1;
                 }
                 mp->parts++;
@@ -271,13 +274,13 @@ static size_t process(dwb_multipart *mp, const char *buf, size_t n, int final, d
                 if (final) data_len = left;
             }
             if (data_len && mp->cb.on_part_data && mp->cb.on_part_data(mp->ud, b, data_len)) {
-                dwb_error_set(err, DWB_E_CANCELLED, "stopped by the receiver at part %zu", mp->parts + 1);
+                mp->fail_st = dwb_error_set(err, DWB_E_CANCELLED, "stopped by the receiver at part %zu", mp->parts + 1);
                 return (size_t)-1;
             }
             if (data_len || hit) mp->body_start = 0;
             if (!hit) return pos + data_len;
             if (mp->cb.on_part_end && mp->cb.on_part_end(mp->ud)) {
-                dwb_error_set(err, DWB_E_CANCELLED, "stopped by the receiver at part %zu", mp->parts + 1);
+                mp->fail_st = dwb_error_set(err, DWB_E_CANCELLED, "stopped by the receiver at part %zu", mp->parts + 1);
                 return (size_t)-1;
             }
             mp->parts++;
@@ -309,7 +312,7 @@ dwb_status dwb_multipart_feed(dwb_multipart *mp, const void *data, size_t len, d
     if (used == (size_t)-1) {
         mp->failed = 1;
         free(work);
-        return err && err->status ? err->status : DWB_E_PARSE;
+        return mp->fail_st ? mp->fail_st : DWB_E_PARSE;
     }
     size_t rest = n - used;
     if (rest > mp->hold_cap) {
