@@ -273,11 +273,6 @@ static int on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, cu
     return 0;
 }
 
-typedef struct mem_reader {
-    const char *data;
-    size_t len, pos;
-} mem_reader;
-
 static size_t on_read(char *buf, size_t size, size_t nitems, void *ud) {
     const dwb_http_body_reader *r = ud;
     size_t got = r->read(r->ud, buf, size * nitems);
@@ -325,6 +320,45 @@ static int sleep_cancellable(const dwb_http_request *req, long ms) {
     }
 }
 
+/* Runs one transfer on a private multi handle so cancellation is noticed within ~100 ms even while the
+ * store is silent (curl_easy_perform only calls the progress callback about once a second when idle).
+ * The connection cache still comes from the share handle, so pooling across threads is unaffected. */
+static CURLcode run_transfer(CURL *h, const dwb_http_request *req, xfer *x) {
+    CURLM *m = curl_multi_init();
+    if (!m) return CURLE_OUT_OF_MEMORY;
+    if (curl_multi_add_handle(m, h) != CURLM_OK) {
+        curl_multi_cleanup(m);
+        return CURLE_FAILED_INIT;
+    }
+    CURLcode rc = CURLE_OK;
+    int running = 1;
+    while (running) {
+        if (curl_multi_perform(m, &running) != CURLM_OK) {
+            rc = CURLE_RECV_ERROR;
+            break;
+        }
+        if (!running) break;
+        if (req->is_cancelled && req->is_cancelled(req->ud)) {
+            x->cancelled = 1;
+            rc = CURLE_ABORTED_BY_CALLBACK;
+            break;
+        }
+        if (curl_multi_poll(m, NULL, 0, 100, NULL) != CURLM_OK) {
+            rc = CURLE_RECV_ERROR;
+            break;
+        }
+    }
+    if (running == 0) {
+        int left;
+        CURLMsg *msg;
+        while ((msg = curl_multi_info_read(m, &left)))
+            if (msg->msg == CURLMSG_DONE && msg->easy_handle == h) rc = msg->data.result;
+    }
+    curl_multi_remove_handle(m, h);
+    curl_multi_cleanup(m);
+    return rc;
+}
+
 static void quote_body(const char *body, char *out, size_t cap) {
     size_t j = 0;
     for (size_t i = 0; body && body[i] && j + 1 < cap && i < 300; i++) {
@@ -337,7 +371,10 @@ static void quote_body(const char *body, char *out, size_t cap) {
 dwb_status dwb_http_perform(dwb_http_client *c, const dwb_http_request *req, dwb_http_response *resp,
                             dwb_error *err) {
     dwb_http_response local;
+    dwb_error local_err;
     if (!resp) resp = &local;
+    if (!err) err = &local_err;
+    dwb_error_clear(err);
     memset(resp, 0, sizeof *resp);
     snprintf(resp->request_id, sizeof resp->request_id, "h%lu", (unsigned long)(atomic_fetch_add(&g_request_seq, 1) + 1));
     const char *method = req->method ? req->method : "GET";
@@ -346,10 +383,31 @@ dwb_status dwb_http_perform(dwb_http_client *c, const dwb_http_request *req, dwb
     dwb_log_ctx lc = {req->log_ctx_assoc, c->name, resp->request_id, NULL};
 
     if (c->opts.max_concurrent > 0) {
+        /* Waiting for a slot is cancellable too: a C-CANCEL must not queue behind other associations. */
+        int cancelled = 0;
         pthread_mutex_lock(&c->mu);
-        while (c->in_flight >= c->opts.max_concurrent) pthread_cond_wait(&c->cv, &c->mu);
-        c->in_flight++;
+        while (c->in_flight >= c->opts.max_concurrent) {
+            if (req->is_cancelled && req->is_cancelled(req->ud)) {
+                cancelled = 1;
+                break;
+            }
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += 100 * 1000000L;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&c->cv, &c->mu, &until);
+        }
+        if (!cancelled) c->in_flight++;
         pthread_mutex_unlock(&c->mu);
+        if (cancelled) {
+            dwb_status st = dwb_error_set(err, DWB_E_CANCELLED, "%s %s: cancelled while waiting for a free slot (%d in use)",
+                                          method, logurl, c->opts.max_concurrent);
+            DWB_INFO(&lc, "%s", err->message);
+            return st;
+        }
     }
 
     dwb_status result = DWB_E_INTERNAL;
@@ -357,9 +415,10 @@ dwb_status dwb_http_perform(dwb_http_client *c, const dwb_http_request *req, dwb
     long waited_ms = 0;
     int auth_refreshed = 0;
     int force_refresh = 0;
+    int tries = 0; /* transfers made, including the one after a 401 refresh */
     char curl_msg[CURL_ERROR_SIZE];
     for (int attempt = 1;; attempt++) {
-        resp->attempts = attempt;
+        resp->attempts = ++tries;
         xfer x;
         memset(&x, 0, sizeof x);
         x.req = req;
@@ -377,7 +436,7 @@ dwb_status dwb_http_perform(dwb_http_client *c, const dwb_http_request *req, dwb
         if (dwb_auth_header(c->opts.auth, force_refresh, authline, sizeof authline, &aerr) != DWB_OK) {
             curl_slist_free_all(hdrs);
             curl_easy_cleanup(h);
-            result = dwb_error_set(err, DWB_E_AUTH, "%s: no credentials for upstream %s: %s", logurl, c->name,
+            result = dwb_error_set(err, DWB_E_AUTH, "%s %s: no credentials for upstream %s: %s", method, logurl, c->name,
                                    aerr.message);
             break;
         }
@@ -425,7 +484,7 @@ dwb_status dwb_http_perform(dwb_http_client *c, const dwb_http_request *req, dwb
             curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
 
         long long t0 = now_ms();
-        CURLcode rc = curl_easy_perform(h);
+        CURLcode rc = run_transfer(h, req, &x);
         long code = 0;
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
         curl_slist_free_all(hdrs);
@@ -437,14 +496,16 @@ dwb_status dwb_http_perform(dwb_http_client *c, const dwb_http_request *req, dwb
 
         int retry = 0;
         long retry_after = -1;
-        char reason[400] = "";
+        char what[64] = "";    /* "HTTP 503", "connection failed" */
+        char detail[320] = ""; /* start of the store's answer, or curl's error text */
         if (x.cancelled || (rc != CURLE_OK && req->is_cancelled && req->is_cancelled(req->ud))) {
             result = dwb_error_set(err, DWB_E_CANCELLED, "%s %s: cancelled", method, logurl);
         } else if (x.aborted_by_cb) {
             result = dwb_error_set(err, DWB_E_CANCELLED, "%s %s: stopped by the receiver", method, logurl);
         } else if (rc != CURLE_OK) {
             const char *why = curl_msg[0] ? curl_msg : curl_easy_strerror(rc);
-            snprintf(reason, sizeof reason, "%s", why);
+            snprintf(what, sizeof what, "%s", rc == CURLE_OPERATION_TIMEDOUT ? "timed out" : "connection failed");
+            snprintf(detail, sizeof detail, "%s", why);
             dwb_status st = rc == CURLE_OPERATION_TIMEDOUT ? DWB_E_TIMEOUT : DWB_E_CONNECT;
             if (is_transient_curl(rc) && x.body_bytes == 0) {
                 retry = 1;
@@ -479,22 +540,24 @@ dwb_status dwb_http_perform(dwb_http_client *c, const dwb_http_request *req, dwb
             quote_body(x.error_body, q, sizeof q);
             result = dwb_error_set(err, DWB_E_AUTH, "%s %s: upstream %s refused the credentials (HTTP %ld)%s%s", method,
                                    logurl, c->name, code, q[0] ? ": " : "", q);
-            if (err) err->http_code = (int)code;
+            err->http_code = code;
         } else if (is_retryable_code(code)) {
             retry = 1;
             retry_after = x.retry_after_ms;
-            char q[320];
-            quote_body(x.error_body, q, sizeof q);
-            snprintf(reason, sizeof reason, "HTTP %ld%s%s", code, q[0] ? ": " : "", q);
+            snprintf(what, sizeof what, "HTTP %ld", code);
+            quote_body(x.error_body, detail, sizeof detail);
             result = DWB_E_HTTP;
         } else {
             char q[320];
             quote_body(x.error_body, q, sizeof q);
             result = dwb_error_set(err, DWB_E_HTTP, "%s %s: HTTP %ld%s%s", method, logurl, code, q[0] ? ": " : "", q);
-            if (err) err->http_code = (int)code;
+            err->http_code = code;
         }
 
         if (result == DWB_OK || !retry) {
+            /* A final non-2xx answer is reported too, so a caller can see status and type in one place. */
+            if (result != DWB_OK && code > 0 && !(code >= 200 && code < 300) && req->on_response)
+                (void)req->on_response(req->ud, code, x.content_type);
             free(resp->content_type);
             free(resp->warning);
             resp->content_type = x.content_type;
@@ -512,16 +575,17 @@ dwb_status dwb_http_perform(dwb_http_client *c, const dwb_http_request *req, dwb
         else if (waited_ms + wait > c->opts.retry_budget_ms) stop = "retry budget exhausted";
         if (stop) {
             long long secs = (now_ms() - t_start + 500) / 1000;
-            result = dwb_error_set(err, result, "%s %s: %s after %d attempt(s) in %lld s (%s)", method, logurl, reason,
-                                   attempt, secs, stop);
-            if (err && code) err->http_code = (int)code;
+            result = dwb_error_set(err, result, "%s %s: %s after %d attempt%s in %lld s (%s)%s%s", method, logurl,
+                                   what, tries, tries == 1 ? "" : "s", secs, stop, detail[0] ? ": " : "", detail);
+            if (code) err->http_code = code;
+            if (code > 0 && req->on_response) (void)req->on_response(req->ud, code, x.content_type);
             resp->error_body = x.error_body;
             resp->content_type = x.content_type;
             resp->warning = x.warning;
-            DWB_WARN(&lc, "%s", err ? err->message : reason);
             break;
         }
-        DWB_WARN(&lc, "%s %s: %s; retry %d/%d in %ld ms", method, logurl, reason, attempt, c->opts.max_retries, wait);
+        DWB_WARN(&lc, "%s %s: %s%s%s; retry %d/%d in %ld ms", method, logurl, what, detail[0] ? ": " : "", detail,
+                  attempt, c->opts.max_retries, wait);
         free(x.content_type);
         free(x.warning);
         free(x.error_body);
@@ -538,7 +602,11 @@ dwb_status dwb_http_perform(dwb_http_client *c, const dwb_http_request *req, dwb
         pthread_cond_signal(&c->cv);
         pthread_mutex_unlock(&c->mu);
     }
-    if (result != DWB_OK && result != DWB_E_CANCELLED && err && err->status == DWB_OK) err->status = result;
+    if (result != DWB_OK && err->status == DWB_OK) err->status = result;
+    if (result == DWB_E_CANCELLED)
+        DWB_INFO(&lc, "%s", err->message);
+    else if (result != DWB_OK)
+        DWB_WARN(&lc, "%s", err->message);
     if (resp == &local) dwb_http_response_cleanup(&local);
     return result;
 }

@@ -95,6 +95,7 @@ typedef struct find_run {
     int stopped;            /* caller asked to stop (network) */
     dwb_error err;          /* first failure */
     unsigned short fail_status;
+    char comment[160];        /* short ErrorComment for the SCU; the log line gets r->err in full */
     unsigned long page_count; /* data sets in the current page */
     char first_uid[96];       /* first unique key of the current page, to detect a store ignoring offset */
     patient_entry *patients;
@@ -160,6 +161,10 @@ static void set_failure_from_http(find_run *r, dwb_status st, const dwb_error *e
         return;
     }
     r->err = *e;
+    const char *why = strstr(e->message, ": HTTP ");
+    if (st == DWB_E_HTTP && why) snprintf(r->comment, sizeof r->comment, "store%s", why + 1);
+    else if (st == DWB_E_AUTH) snprintf(r->comment, sizeof r->comment, "store refused the bridge's credentials");
+    else if (st == DWB_E_CONNECT || st == DWB_E_TIMEOUT) snprintf(r->comment, sizeof r->comment, "store unreachable");
     if (st == DWB_E_HTTP && e->http_code >= 400 && e->http_code < 500)
         r->fail_status = 0xC000; /* the store refused the query */
     else if (st == DWB_E_HTTP || st == DWB_E_CONNECT || st == DWB_E_TIMEOUT || st == DWB_E_IO)
@@ -685,7 +690,12 @@ dwb_status dwb_find_run(const dwb_upstream *up, dwb_qr_model model, const dwb_at
     }
     if (r.fail_status) {
         out->status = r.fail_status;
-        copy_str(out->comment, sizeof out->comment, r.err.message[0] ? r.err.message : "query failed");
+        copy_str(out->comment, sizeof out->comment,
+                 r.comment[0] ? r.comment : r.err.message[0] ? r.err.message : "query failed");
+        if (r.comment[0]) {
+            dwb_log_ctx lc = log ? *log : (dwb_log_ctx){0};
+            DWB_WARN(&lc, "C-FIND: %s", r.err.message);
+        }
         return r.err.status ? r.err.status : DWB_E_INTERNAL;
     }
     out->status = 0x0000;

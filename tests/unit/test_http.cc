@@ -160,7 +160,8 @@ class MiniServer {
                     r = fallback_;
                 }
             }
-            if (r.delay_ms) std::this_thread::sleep_for(std::chrono::milliseconds(r.delay_ms));
+            for (int waited = 0; waited < r.delay_ms && !stop_; waited += 10)
+                std::this_thread::sleep_for(std::chrono::milliseconds(10));
             if (r.drop) break;
             std::string out = "HTTP/1.1 " + std::to_string(r.status) + " X\r\n";
             for (auto &h : r.headers) out += h + "\r\n";
@@ -254,7 +255,8 @@ TEST_F(Http, Retries503ThenSucceeds) {
     EXPECT_EQ(r.code, 200);
     EXPECT_EQ(r.attempts, 2);
     EXPECT_EQ(s.body, "[{}]") << "the 503 body must not reach on_body";
-    EXPECT_EQ(s.responses, 1);
+    EXPECT_EQ(s.responses, 1) << "on_response is for the final response only";
+    EXPECT_EQ(s.code, 200);
     EXPECT_EQ(srv.seen().size(), 2u);
     EXPECT_EQ(r.request_id[0], 'h');
     dwb_http_response_cleanup(&r);
@@ -271,7 +273,7 @@ TEST_F(Http, GivesUpAfterRetriesWithClearError) {
     EXPECT_EQ(r.attempts, 3);
     std::string m = e.message;
     EXPECT_NE(m.find("HTTP 503"), std::string::npos) << m;
-    EXPECT_NE(m.find("3 attempt"), std::string::npos) << m;
+    EXPECT_NE(m.find("HTTP 503 after 3 attempts in "), std::string::npos) << m;
     EXPECT_NE(m.find("store overloaded"), std::string::npos) << m;
     EXPECT_NE(m.find("no retries left"), std::string::npos) << m;
     EXPECT_EQ(srv.seen().size(), 3u);
@@ -340,6 +342,9 @@ TEST_F(Http, NotFoundIsFinalWithStoreMessage) {
     EXPECT_EQ(e.http_code, 404);
     EXPECT_NE(std::string(e.message).find("no such study"), std::string::npos) << e.message;
     EXPECT_EQ(srv.seen().size(), 1u);
+    EXPECT_EQ(s.responses, 1);
+    EXPECT_EQ(s.code, 404);
+    EXPECT_EQ(s.body, "") << "a non-2xx body goes to error_body, not on_body";
 }
 
 struct Refresh {
@@ -361,8 +366,11 @@ TEST_F(Http, Unauthorized401RefreshesOnce) {
     dwb_error e = {};
     ASSERT_EQ(dwb_auth_new(refresh_hook, &rf, nullptr, &a, &e), DWB_OK);
     Sink s;
-    EXPECT_EQ(get(client(0, 0, a), srv.url("/x"), &s, nullptr, &e), DWB_OK) << e.message;
+    dwb_http_response r = {};
+    EXPECT_EQ(get(client(0, 0, a), srv.url("/x"), &s, &r, &e), DWB_OK) << e.message;
     EXPECT_EQ(rf.forced.load(), 1);
+    EXPECT_EQ(r.attempts, 2);
+    dwb_http_response_cleanup(&r);
     auto seen = srv.seen();
     ASSERT_EQ(seen.size(), 2u);
     EXPECT_NE(seen[0].headers.find("Bearer token-0"), std::string::npos);
@@ -427,7 +435,29 @@ TEST_F(Http, CancelStopsAWaitingRequest) {
     dwb_error e = {};
     auto t0 = std::chrono::steady_clock::now();
     EXPECT_EQ(dwb_http_perform(client(), &q, nullptr, &e), DWB_E_CANCELLED);
-    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(3500));
+    // The server answers after 4 s; polling every ~100 ms must notice the flag long before.
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(2000));
+    t.join();
+}
+
+TEST_F(Http, CancelDuringBackoff) {
+    MiniServer srv;
+    srv.fallback({503, "busy", {"Retry-After: 30"}});
+    std::atomic<bool> flag{false};
+    dwb_http_request q = {};
+    std::string url = srv.url("/slow");
+    q.url = url.c_str();
+    q.is_cancelled = [](void *ud) -> int { return static_cast<std::atomic<bool> *>(ud)->load() ? 1 : 0; };
+    q.ud = &flag;
+    std::thread t([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+        flag = true;
+    });
+    dwb_error e = {};
+    auto t0 = std::chrono::steady_clock::now();
+    EXPECT_EQ(dwb_http_perform(client(3, 60000), &q, nullptr, &e), DWB_E_CANCELLED);
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+    EXPECT_EQ(srv.seen().size(), 1u);
     t.join();
 }
 
@@ -508,6 +538,115 @@ TEST_F(Http, ConnectionsAreReusedAcrossThreads) {
     for (auto &t : ts) t.join();
     EXPECT_EQ(srv.seen().size(), 20u);
     EXPECT_LE(srv.connections(), 4) << "20 requests from 2 threads should share a few pooled connections";
+}
+
+TEST_F(Http, ConcurrencyCapSerialisesRequests) {
+    MiniServer srv;
+    srv.fallback({200, "ok", {}, false, false, 50});
+    dwb_http_client_opts o = {};
+    o.name = "CAPPED";
+    o.max_concurrent = 1;
+    dwb_http_client *c = nullptr;
+    dwb_error e = {};
+    ASSERT_EQ(dwb_http_client_new(&o, &c, &e), DWB_OK) << e.message;
+    clients_.push_back(c);
+    std::vector<std::thread> ts;
+    for (int t = 0; t < 3; t++) {
+        ts.emplace_back([&] {
+            for (int i = 0; i < 3; i++) {
+                Sink s;
+                dwb_error e2 = {};
+                EXPECT_EQ(get(c, srv.url("/r"), &s, nullptr, &e2), DWB_OK) << e2.message;
+            }
+        });
+    }
+    for (auto &t : ts) t.join();
+    EXPECT_EQ(srv.seen().size(), 9u);
+    EXPECT_EQ(srv.connections(), 1) << "with max_concurrent=1 one pooled connection serves every request in turn";
+}
+
+TEST_F(Http, CancelWhileWaitingForASlot) {
+    MiniServer srv;
+    srv.fallback({200, "ok", {}, false, false, 1500});
+    dwb_http_client_opts o = {};
+    o.name = "CAPPED";
+    o.max_concurrent = 1;
+    dwb_http_client *c = nullptr;
+    dwb_error e = {};
+    ASSERT_EQ(dwb_http_client_new(&o, &c, &e), DWB_OK) << e.message;
+    clients_.push_back(c);
+    std::thread busy([&] {
+        Sink s;
+        dwb_error e2 = {};
+        EXPECT_EQ(get(c, srv.url("/busy"), &s, nullptr, &e2), DWB_OK) << e2.message;
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(100)); // let it take the only slot
+    std::atomic<bool> flag{false};
+    std::thread t([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        flag = true;
+    });
+    dwb_http_request q = {};
+    std::string url = srv.url("/queued");
+    q.url = url.c_str();
+    q.is_cancelled = [](void *ud) -> int { return static_cast<std::atomic<bool> *>(ud)->load() ? 1 : 0; };
+    q.ud = &flag;
+    auto t0 = std::chrono::steady_clock::now();
+    EXPECT_EQ(dwb_http_perform(c, &q, nullptr, &e), DWB_E_CANCELLED);
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(1200)) << "waited for the slot";
+    EXPECT_NE(std::string(e.message).find("free slot"), std::string::npos) << e.message;
+    t.join();
+    busy.join();
+    for (auto &r : srv.seen()) EXPECT_NE(r.path, "/queued") << "a cancelled queued request must not be sent";
+}
+
+std::vector<std::string> g_lines;
+std::mutex g_lines_mu;
+
+TEST_F(Http, LogsNeitherCredentialsNorUserinfo) {
+    MiniServer srv;
+    srv.script({{503, "busy"}, {500, "boom"}});
+    dwb_auth_conf bearer = {};
+    bearer.type = DWB_AUTH_BEARER;
+    bearer.token.value = (char *)"SECRET-TOKEN";
+    dwb_auth *a = nullptr;
+    dwb_error e = {};
+    ASSERT_EQ(dwb_auth_from_conf(&bearer, &a, &e), DWB_OK);
+    g_lines.clear();
+    dwb_log_set_sink(
+        [](void *, const char *line) {
+            std::lock_guard<std::mutex> lk(g_lines_mu);
+            g_lines.push_back(line);
+        },
+        nullptr);
+    dwb_log_init(DWB_LOG_DEBUG, DWB_LOG_TEXT);
+    std::string url = srv.url("/x");
+    url.insert(7, "alice:PASSWORD@");
+    Sink s;
+    dwb_http_response r = {};
+    dwb_status st = get(client(3, 5000, a), url, &s, &r, &e);
+    dwb_log_init(DWB_LOG_OFF, DWB_LOG_TEXT);
+    dwb_log_set_sink(nullptr, nullptr);
+    EXPECT_EQ(st, DWB_E_HTTP);
+    EXPECT_EQ(std::string(e.message).find("PASSWORD"), std::string::npos) << e.message;
+    bool retry_line = false, final_line = false;
+    for (auto &l : g_lines) {
+        EXPECT_EQ(l.find("PASSWORD"), std::string::npos) << l;
+        EXPECT_EQ(l.find("SECRET-TOKEN"), std::string::npos) << l;
+        if (l.find("retry 1/3") != std::string::npos) retry_line = true;
+        if (l.find("HTTP 500") != std::string::npos && l.find("boom") != std::string::npos) final_line = true;
+        EXPECT_NE(l.find(r.request_id), std::string::npos) << "every line names the request: " << l;
+        EXPECT_NE(l.find("TESTSTORE"), std::string::npos) << "every line names the upstream: " << l;
+    }
+    EXPECT_TRUE(retry_line) << "one line per retry";
+    EXPECT_TRUE(final_line) << "one line on the final failure";
+    auto seen = srv.seen();
+    ASSERT_EQ(seen.size(), 2u);
+    EXPECT_NE(seen[0].headers.find("Authorization: Bearer SECRET-TOKEN"), std::string::npos)
+        << "the configured auth header wins over URL userinfo: " << seen[0].headers;
+    EXPECT_EQ(seen[0].headers.find("Basic"), std::string::npos) << seen[0].headers;
+    dwb_http_response_cleanup(&r);
+    dwb_auth_free(a);
 }
 
 TEST(HttpPure, BackoffTable) {
