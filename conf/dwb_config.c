@@ -354,7 +354,8 @@ static dwb_status get_str_array(loader *L, const char *path, json_t *obj, const 
 }
 
 static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
-    static const char *const keys[] = {"listen", "upstreams", "destinations", "spool", "http", "log", NULL};
+    static const char *const keys[] = {"listen", "upstreams", "destinations", "spool", "http", "log",
+                                       "provenance", NULL};
     static const char *const listen_keys[] = {"port", "ae_title", "max_associations", "max_pdu", "acse_timeout_s",
                                               "dimse_timeout_s", "allow_calling_ae", "allow_hosts", NULL};
     if (!json_is_object(root)) return bad(L, "(top level)", "expected a JSON object");
@@ -368,6 +369,7 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
     c->listen.acse_timeout_s = 30;
     c->listen.dimse_timeout_s = 0;
     c->http.port = 8080;
+    c->provenance.stamp = 1;
     c->log.level = DWB_LOG_INFO;
     c->log.format = DWB_LOG_TEXT;
 
@@ -438,6 +440,14 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
         if ((st = get_str(L, "spool", spool, "dir", 0, &dir)) != DWB_OK) return st;
     }
     if (!(c->spool.dir = resolve_path(L, dir))) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
+
+    json_t *prov = json_object_get(root, "provenance");
+    if (prov) {
+        static const char *const prov_keys[] = {"stamp", NULL};
+        if (!json_is_object(prov)) return bad(L, "provenance", "expected an object");
+        if ((st = check_keys(L, "provenance", prov, prov_keys)) != DWB_OK) return st;
+        if ((st = get_bool(L, "provenance", prov, "stamp", &c->provenance.stamp)) != DWB_OK) return st;
+    }
 
     json_t *http = json_object_get(root, "http");
     if (http) {

@@ -79,6 +79,9 @@ typedef struct dwb_config {
         char *dir; /* default "/var/spool/dicomweb-bridge" */
     } spool;
     struct {
+        int stamp; /* default 1: Original Attributes Sequence, Retrieve URL/AE on forwarded instances */
+    } provenance;
+    struct {
         int port; /* default 8080; 0 = disabled */
     } http;
     struct {

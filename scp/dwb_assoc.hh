@@ -30,6 +30,7 @@ struct dwb_assoc_ctx {
 
 /* Handlers answer one request. A returned bad OFCondition is a network failure: the caller aborts. */
 OFCondition dwb_handle_echo(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid);
+OFCondition dwb_handle_move_get(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid);
 OFCondition dwb_handle_find(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid);
 /* Sends the response matching req's command (FIND/MOVE/GET/STORE) with a status and an ErrorComment
  * (truncated to 64 characters, the LO limit). DIMSE_BADCOMMANDTYPE for other commands. */

@@ -230,6 +230,8 @@ void serve_association(dwb_server *srv, dwb_assoc_ctx *ctx) {
         switch (msg.CommandField) {
         case DIMSE_C_ECHO_RQ: cond = dwb_handle_echo(ctx, &msg, pid); break;
         case DIMSE_C_FIND_RQ: cond = dwb_handle_find(ctx, &msg, pid); break;
+        case DIMSE_C_MOVE_RQ:
+        case DIMSE_C_GET_RQ: cond = dwb_handle_move_get(ctx, &msg, pid); break;
         case DIMSE_C_CANCEL_RQ:
             // A cancel outside an operation refers to nothing: ignore, as PS3.7 allows.
             DWB_DEBUG(&ctx->log, "C-CANCEL outside an operation ignored");

@@ -1,0 +1,476 @@
+// DCMTK adapter for C-MOVE and C-GET: resolves the identifier (dwb_retrieve.c), streams the instances from the
+// store by WADO-RS, stamps their provenance, and sends them by C-STORE to the move destination (C-MOVE) or back
+// on the requesting association (C-GET), with pending responses, C-CANCEL and per-instance failures.
+#include "dcmtk/config/osconfig.h"
+#include "dcmtk/dcmdata/dcdeftag.h"
+#include "dcmtk/dcmdata/dcistrmb.h"
+#include "dcmtk/dcmdata/dcrledrg.h"
+#include "dcmtk/dcmdata/dcuid.h"
+#include "dcmtk/dcmdata/dcxfer.h"
+#include "dcmtk/dcmdata/dcfilefo.h"
+#include "dcmtk/dcmjpeg/djdecode.h"
+#include "dcmtk/dcmjpls/djdecode.h"
+#include "dcmtk/dcmnet/dimse.h"
+
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "dwb_assoc.hh"
+#include "dwb_dcmconv.hh"
+
+extern "C" {
+#include "dwb_retrieve.h"
+}
+
+namespace {
+
+const size_t kMaxInstanceBytes = (size_t)1 << 30;
+
+void register_codecs() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        DJDecoderRegistration::registerCodecs();
+        DJLSDecoderRegistration::registerCodecs();
+        DcmRLEDecoderRegistration::registerCodecs();
+    });
+}
+
+const char *const kUncompressed[] = {UID_LittleEndianExplicitTransferSyntax, UID_LittleEndianImplicitTransferSyntax};
+const char *const kCompressed[] = {UID_JPEGProcess1TransferSyntax,         UID_JPEGProcess2_4TransferSyntax,
+                                   UID_JPEGProcess14TransferSyntax,        UID_JPEGProcess14SV1TransferSyntax,
+                                   UID_JPEGLSLosslessTransferSyntax,       UID_JPEGLSLossyTransferSyntax,
+                                   UID_JPEG2000LosslessOnlyTransferSyntax, UID_JPEG2000TransferSyntax,
+                                   UID_RLELosslessTransferSyntax,          UID_DeflatedExplicitVRLittleEndianTransferSyntax};
+
+struct Target {
+    T_ASC_Association *assoc = nullptr;
+    T_ASC_Network *net = nullptr;
+    bool own = false;
+    bool is_move = true;
+    std::string originator;
+    DIC_US originator_msg_id = 0;
+    DIC_US next_msg_id = 1;
+};
+
+void close_target(Target &t, bool abort) {
+    if (!t.own) return;
+    if (t.assoc) {
+        if (abort) ASC_abortAssociation(t.assoc);
+        else ASC_releaseAssociation(t.assoc);
+        ASC_destroyAssociation(&t.assoc);
+    }
+    if (t.net) ASC_dropNetwork(&t.net);
+}
+
+bool open_destination(const dwb_config *cfg, const dwb_destination_conf *d, const std::vector<std::string> &classes,
+                      Target &t, std::string &why) {
+    t.own = true;
+    OFCondition c = ASC_initializeNetwork(NET_REQUESTOR, 0, cfg->listen.acse_timeout_s, &t.net);
+    if (c.bad()) {
+        why = std::string("network: ") + c.text();
+        return false;
+    }
+    T_ASC_Parameters *params = nullptr;
+    ASC_createAssociationParameters(&params, cfg->listen.max_pdu);
+    const char *calling = d->calling_ae_title[0] ? d->calling_ae_title : cfg->listen.ae_title;
+    const char *called = d->called_ae_title[0] ? d->called_ae_title : d->ae_title;
+    ASC_setAPTitles(params, calling, called, nullptr);
+    std::string peer = std::string(d->host) + ":" + std::to_string(d->port);
+    ASC_setPresentationAddresses(params, "localhost", peer.c_str());
+    int id = 1;
+    size_t with_compressed = classes.size() <= 11 ? classes.size() : 11;
+    for (size_t i = 0; i < classes.size() && id < 256; i++) {
+        std::vector<const char *> ts;
+        if (d->preferred_transfer_syntax) ts.push_back(d->preferred_transfer_syntax);
+        for (auto *u : kUncompressed)
+            if (!d->preferred_transfer_syntax || strcmp(u, d->preferred_transfer_syntax)) ts.push_back(u);
+        ASC_addPresentationContext(params, (T_ASC_PresentationContextID)id, classes[i].c_str(), ts.data(), (int)ts.size());
+        id += 2;
+        if (i >= with_compressed) continue;
+        for (auto *cts : kCompressed) {
+            if (id >= 256) break;
+            const char *one[] = {cts};
+            ASC_addPresentationContext(params, (T_ASC_PresentationContextID)id, classes[i].c_str(), one, 1);
+            id += 2;
+        }
+    }
+    c = ASC_requestAssociation(t.net, params, &t.assoc);
+    if (c.bad()) {
+        T_ASC_RejectParameters rej;
+        if (c == DUL_ASSOCIATIONREJECTED) {
+            ASC_getRejectParameters(params, &rej);
+            OFString s;
+            why = std::string("association rejected by ") + called + "@" + peer + ": " + ASC_printRejectParameters(s, &rej).c_str();
+        } else {
+            why = std::string("cannot associate with ") + called + "@" + peer + ": " + c.text();
+        }
+        if (t.assoc) {
+            ASC_destroyAssociation(&t.assoc);
+        } else {
+            ASC_destroyAssociationParameters(&params);
+        }
+        return false;
+    }
+    dwb_set_nodelay(t.assoc);
+    if (ASC_countAcceptedPresentationContexts(t.assoc->params) == 0) {
+        why = std::string(called) + "@" + peer + " accepted none of the SOP classes to send";
+        close_target(t, false);
+        return false;
+    }
+    return true;
+}
+
+std::string now_dt() {
+    char buf[32];
+    time_t t = time(nullptr);
+    struct tm tmv;
+    gmtime_r(&t, &tmv);
+    strftime(buf, sizeof buf, "%Y%m%d%H%M%S+0000", &tmv);
+    return buf;
+}
+
+// PS3.3 C.12.1.1.9: what the bridge changed and where the instance came from, inside the data set itself (file
+// meta such as Source AE Title does not survive a C-STORE).
+void stamp(DcmDataset *ds, const dwb_upstream_conf *up, const char *bridge_ae, const std::string &url) {
+    DcmItem *item = new DcmItem();
+    DcmItem *prev = new DcmItem();
+    OFString v;
+    if (ds->findAndGetOFStringArray(DCM_RetrieveURL, v).good()) prev->putAndInsertString(DCM_RetrieveURL, v.c_str());
+    else prev->insertEmptyElement(DCM_RetrieveURL);
+    if (ds->findAndGetOFStringArray(DCM_RetrieveAETitle, v).good()) prev->putAndInsertString(DCM_RetrieveAETitle, v.c_str());
+    else prev->insertEmptyElement(DCM_RetrieveAETitle);
+    item->insertSequenceItem(DCM_ModifiedAttributesSequence, prev);
+    item->putAndInsertString(DCM_AttributeModificationDateTime, now_dt().c_str());
+    item->putAndInsertString(DCM_ModifyingSystem, bridge_ae);
+    std::string source = std::string(up->ae_title) + " " + up->base_url;
+    item->putAndInsertString(DCM_SourceOfPreviousValues, source.c_str());
+    item->putAndInsertString(DCM_ReasonForTheAttributeModification, "COERCE");
+    ds->insertSequenceItem(DCM_OriginalAttributesSequence, item, -2);
+    ds->putAndInsertString(DCM_RetrieveURL, url.c_str());
+    ds->putAndInsertString(DCM_RetrieveAETitle, up->ae_title);
+}
+
+struct Run {
+    dwb_assoc_ctx *ctx;
+    T_ASC_PresentationContextID pid;
+    T_DIMSE_Message *req;
+    bool is_move;
+    Target target;
+    size_t total = 0, completed = 0, failed = 0, warning = 0;
+    std::vector<std::string> failed_uids;
+    bool cancelled = false;
+    bool dest_dead = false;
+    OFCondition net = EC_Normal; // failure towards the requesting SCU
+    std::chrono::steady_clock::time_point last_pending;
+    size_t since_pending = 0;
+    std::string dest_why;
+};
+
+DIC_US msg_id(const Run &r) { return r.is_move ? r.req->msg.CMoveRQ.MessageID : r.req->msg.CGetRQ.MessageID; }
+const char *sop_class(const Run &r) {
+    return r.is_move ? r.req->msg.CMoveRQ.AffectedSOPClassUID : r.req->msg.CGetRQ.AffectedSOPClassUID;
+}
+
+OFCondition send_rsp(Run &r, DIC_US status, bool final, const char *comment) {
+    T_DIMSE_Message rsp;
+    memset(&rsp, 0, sizeof rsp);
+    size_t remaining = r.total - r.completed - r.failed - r.warning;
+    bool with_remaining = !final || status == STATUS_MOVE_Cancel_SubOperationsTerminatedDueToCancelIndication;
+    bool with_list = final && !r.failed_uids.empty() && status != 0;
+    if (r.is_move) {
+        rsp.CommandField = DIMSE_C_MOVE_RSP;
+        T_DIMSE_C_MoveRSP &m = rsp.msg.CMoveRSP;
+        m.MessageIDBeingRespondedTo = msg_id(r);
+        OFStandard::strlcpy(m.AffectedSOPClassUID, sop_class(r), sizeof m.AffectedSOPClassUID);
+        m.DimseStatus = status;
+        m.NumberOfRemainingSubOperations = (DIC_US)remaining;
+        m.NumberOfCompletedSubOperations = (DIC_US)r.completed;
+        m.NumberOfFailedSubOperations = (DIC_US)r.failed;
+        m.NumberOfWarningSubOperations = (DIC_US)r.warning;
+        m.opts = O_MOVE_AFFECTEDSOPCLASSUID | O_MOVE_NUMBEROFCOMPLETEDSUBOPERATIONS | O_MOVE_NUMBEROFFAILEDSUBOPERATIONS |
+                 O_MOVE_NUMBEROFWARNINGSUBOPERATIONS | (with_remaining ? O_MOVE_NUMBEROFREMAININGSUBOPERATIONS : 0);
+        m.DataSetType = with_list ? DIMSE_DATASET_PRESENT : DIMSE_DATASET_NULL;
+    } else {
+        rsp.CommandField = DIMSE_C_GET_RSP;
+        T_DIMSE_C_GetRSP &m = rsp.msg.CGetRSP;
+        m.MessageIDBeingRespondedTo = msg_id(r);
+        OFStandard::strlcpy(m.AffectedSOPClassUID, sop_class(r), sizeof m.AffectedSOPClassUID);
+        m.DimseStatus = status;
+        m.NumberOfRemainingSubOperations = (DIC_US)remaining;
+        m.NumberOfCompletedSubOperations = (DIC_US)r.completed;
+        m.NumberOfFailedSubOperations = (DIC_US)r.failed;
+        m.NumberOfWarningSubOperations = (DIC_US)r.warning;
+        m.opts = O_GET_AFFECTEDSOPCLASSUID | O_GET_NUMBEROFCOMPLETEDSUBOPERATIONS | O_GET_NUMBEROFFAILEDSUBOPERATIONS |
+                 O_GET_NUMBEROFWARNINGSUBOPERATIONS | (with_remaining ? O_GET_NUMBEROFREMAININGSUBOPERATIONS : 0);
+        m.DataSetType = with_list ? DIMSE_DATASET_PRESENT : DIMSE_DATASET_NULL;
+    }
+    DcmDataset detail, data;
+    bool with_detail = comment && *comment;
+    if (with_detail) {
+        std::string c(comment);
+        if (c.size() > 64) c = c.substr(0, 61) + "...";
+        detail.putAndInsertString(DCM_ErrorComment, c.c_str());
+    }
+    if (with_list) {
+        std::string list;
+        for (size_t i = 0; i < r.failed_uids.size(); i++) {
+            if (i) list += '\\';
+            list += r.failed_uids[i];
+        }
+        data.putAndInsertString(DCM_FailedSOPInstanceUIDList, list.c_str());
+    }
+    r.last_pending = std::chrono::steady_clock::now();
+    r.since_pending = 0;
+    return DIMSE_sendMessageUsingMemoryData(r.ctx->assoc, r.pid, &rsp, with_detail ? &detail : nullptr,
+                                            with_list ? &data : nullptr, nullptr, nullptr);
+}
+
+void maybe_pending(Run &r) {
+    if (r.net.bad()) return;
+    auto now = std::chrono::steady_clock::now();
+    if (r.since_pending >= 10 || now - r.last_pending >= std::chrono::seconds(1))
+        r.net = send_rsp(r, STATUS_Pending, false, nullptr);
+}
+
+int check_cancel(void *ud) {
+    Run &r = *static_cast<Run *>(ud);
+    if (r.cancelled || r.net.bad()) return 1;
+    if (r.ctx->cancel_all && r.ctx->cancel_all->load()) return r.cancelled = true, 1;
+    OFCondition c = DIMSE_checkForCancelRQ(r.ctx->assoc, r.pid, msg_id(r));
+    if (c.good()) {
+        DWB_INFO(&r.ctx->log, "%s: C-CANCEL received", r.is_move ? "C-MOVE" : "C-GET");
+        r.cancelled = true;
+    } else if (c != DIMSE_NODATAAVAILABLE) {
+        r.net = c;
+    }
+    return r.cancelled || r.net.bad() ? 1 : 0;
+}
+
+void fail_instance(Run &r, const char *sop, const std::string &why) {
+    r.failed++;
+    r.since_pending++;
+    if (r.failed_uids.size() < 10000) r.failed_uids.push_back(sop);
+    DWB_WARN(&r.ctx->log, "%s: instance %s failed: %s", r.is_move ? "C-MOVE" : "C-GET", sop, why.c_str());
+}
+
+void on_missing(void *ud, const dwb_rseries *, const char *sop, const char *reason) {
+    Run &r = *static_cast<Run *>(ud);
+    fail_instance(r, sop, reason);
+    maybe_pending(r);
+}
+
+// Returns 0 sent, 1 warning, -1 failed (go on), -2 target dead.
+int store_one(Run &r, DcmDataset *ds, const char *cls, const char *sop, std::string &why) {
+    T_ASC_Association *a = r.target.assoc;
+    DcmXfer have(ds->getOriginalXfer());
+    T_ASC_PresentationContextID pid = ASC_findAcceptedPresentationContextID(a, cls, have.getXferID());
+    if (pid == 0) {
+        pid = ASC_findAcceptedPresentationContextID(a, cls);
+        if (pid == 0) {
+            why = std::string("destination does not accept SOP class ") + cls;
+            return -1;
+        }
+        T_ASC_PresentationContext pc;
+        ASC_findAcceptedPresentationContext(a->params, pid, &pc);
+        DcmXfer want(pc.acceptedTransferSyntax);
+        if (want.isEncapsulated()) {
+            why = std::string("destination accepts ") + cls + " only as " + want.getXferName();
+            return -1;
+        }
+        if (have.isEncapsulated()) {
+            register_codecs();
+            if (ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr).bad() ||
+                !ds->canWriteXfer(EXS_LittleEndianExplicit)) {
+                why = std::string("destination does not accept ") + have.getXferName() +
+                      " and the bridge cannot decode it";
+                return -1;
+            }
+        }
+    }
+    T_DIMSE_C_StoreRQ req;
+    memset(&req, 0, sizeof req);
+    req.MessageID = r.target.next_msg_id++;
+    OFStandard::strlcpy(req.AffectedSOPClassUID, cls, sizeof req.AffectedSOPClassUID);
+    OFStandard::strlcpy(req.AffectedSOPInstanceUID, sop, sizeof req.AffectedSOPInstanceUID);
+    req.DataSetType = DIMSE_DATASET_PRESENT;
+    req.Priority = DIMSE_PRIORITY_MEDIUM;
+    if (r.is_move) {
+        req.opts = O_STORE_MOVEORIGINATORAETITLE | O_STORE_MOVEORIGINATORID;
+        OFStandard::strlcpy(req.MoveOriginatorApplicationEntityTitle, r.ctx->calling,
+                            sizeof req.MoveOriginatorApplicationEntityTitle);
+        req.MoveOriginatorID = msg_id(r);
+    }
+    T_DIMSE_C_StoreRSP rsp;
+    DcmDataset *detail = nullptr;
+    OFCondition c = DIMSE_storeUser(a, pid, &req, nullptr, ds, nullptr, nullptr, DIMSE_BLOCKING, 0, &rsp, &detail);
+    delete detail;
+    if (c.bad()) {
+        why = std::string("C-STORE to the destination failed: ") + c.text();
+        return -2;
+    }
+    if (rsp.DimseStatus == STATUS_Success) return 0;
+    char buf[96];
+    snprintf(buf, sizeof buf, "destination answered C-STORE status 0x%04X", rsp.DimseStatus);
+    why = buf;
+    if ((rsp.DimseStatus & 0xF000) == 0xB000) return 1;
+    return -1;
+}
+
+int on_instance(void *ud, const dwb_rseries *se, const void *data, size_t len, const char *location) {
+    Run &r = *static_cast<Run *>(ud);
+    if (check_cancel(&r)) return 1;
+    DcmInputBufferStream in;
+    in.setBuffer(data, (offile_off_t)len);
+    in.setEos();
+    DcmFileFormat ff;
+    ff.transferInit();
+    OFCondition c = ff.read(in, EXS_Unknown, EGL_noChange, DCM_MaxReadLength);
+    ff.transferEnd();
+    DcmDataset *ds = ff.getDataset();
+    OFString sop, cls;
+    if (c.good()) {
+        ds->findAndGetOFString(DCM_SOPInstanceUID, sop);
+        ds->findAndGetOFString(DCM_SOPClassUID, cls);
+    }
+    if (c.bad() || sop.empty() || cls.empty()) {
+        // Not attributable to a planned instance: the planned ones that never arrive are counted as missing.
+        DWB_WARN(&r.ctx->log, "store sent an unreadable instance (%s): %s", location && *location ? location : "?",
+                 c.bad() ? c.text() : "no SOP Instance/Class UID");
+        return 0;
+    }
+    dwb_retrieve_mark_seen(se, sop.c_str());
+    if (r.dest_dead) {
+        fail_instance(r, sop.c_str(), r.dest_why);
+        maybe_pending(r);
+        return 0;
+    }
+    const dwb_upstream_conf *up = r.ctx->upstream->conf;
+    if (r.ctx->cfg->provenance.stamp) {
+        std::string url = std::string(up->base_url) + "/studies/" + se->study_uid + "/series/" + se->series_uid +
+                          "/instances/" + sop.c_str();
+        stamp(ds, up, r.ctx->cfg->listen.ae_title, url);
+    }
+    std::string why;
+    int rc = store_one(r, ds, cls.c_str(), sop.c_str(), why);
+    if (rc == 0) {
+        r.completed++;
+        r.since_pending++;
+    } else if (rc == 1) {
+        r.warning++;
+        r.since_pending++;
+    } else {
+        fail_instance(r, sop.c_str(), why);
+        if (rc == -2) {
+            // The destination association is gone: the rest fails fast instead of being fetched for nothing.
+            r.dest_dead = true;
+            r.dest_why = why;
+        }
+    }
+    maybe_pending(r);
+    return r.net.bad() ? 1 : 0;
+}
+
+} // namespace
+
+OFCondition dwb_handle_move_get(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid) {
+    Run r;
+    r.ctx = ctx;
+    r.pid = pid;
+    r.req = msg;
+    r.is_move = msg->CommandField == DIMSE_C_MOVE_RQ;
+    const char *name = r.is_move ? "C-MOVE" : "C-GET";
+    DcmDataset *raw = nullptr;
+    T_ASC_PresentationContextID dpid = pid;
+    OFCondition cond = DIMSE_receiveDataSetInMemory(ctx->assoc, DIMSE_BLOCKING, 0, &dpid, &raw, nullptr, nullptr);
+    std::unique_ptr<DcmDataset> ident(raw);
+    if (cond.bad()) return cond;
+    if (!ctx->upstream) return send_rsp(r, 0xC000, true, "needs an upstream AE title as called AE");
+    const char *cls = sop_class(r);
+    dwb_qr_model model = (!strcmp(cls, UID_MOVEPatientRootQueryRetrieveInformationModel) ||
+                          !strcmp(cls, UID_GETPatientRootQueryRetrieveInformationModel))
+                             ? DWB_QR_PATIENT_ROOT
+                             : DWB_QR_STUDY_ROOT;
+    const dwb_destination_conf *dest = nullptr;
+    if (r.is_move) {
+        dest = dwb_config_find_destination(ctx->cfg, msg->msg.CMoveRQ.MoveDestination);
+        if (!dest) {
+            DWB_WARN(&ctx->log, "C-MOVE: move destination '%s' is not in destinations[]", msg->msg.CMoveRQ.MoveDestination);
+            return send_rsp(r, STATUS_MOVE_Failed_MoveDestinationUnknown, true, "move destination unknown");
+        }
+    }
+    dwb_attrs *id = dwb_attrs_new();
+    dwb_error err = {};
+    if (!id) return send_rsp(r, 0xA701, true, "out of memory");
+    if (dwb_dcm_to_attrs(ident.get(), id, &err) != DWB_OK) {
+        dwb_attrs_free(id);
+        return send_rsp(r, 0xA900, true, err.message);
+    }
+    auto t0 = std::chrono::steady_clock::now();
+    dwb_rplan *plan = nullptr;
+    dwb_status st = dwb_retrieve_resolve(ctx->upstream, model, id, &ctx->log, check_cancel, &r, &plan, &err);
+    dwb_attrs_free(id);
+    if (r.net.bad()) return r.net;
+    if (st != DWB_OK) {
+        if (st == DWB_E_CANCELLED || r.cancelled) return send_rsp(r, STATUS_MOVE_Cancel_SubOperationsTerminatedDueToCancelIndication, true, nullptr);
+        DWB_WARN(&ctx->log, "%s: cannot resolve the identifier: %s", name, err.message);
+        DIC_US status = st == DWB_E_INVALID ? 0xA900 : (err.http_code >= 400 && err.http_code < 500) ? 0xC000 : 0xA701;
+        std::string comment = st == DWB_E_INVALID ? err.message : (err.http_code ? "store HTTP " + std::to_string(err.http_code) : std::string("store unreachable"));
+        return send_rsp(r, status, true, comment.c_str());
+    }
+    r.total = plan->total;
+    DWB_INFO(&ctx->log, "%s: %zu instance(s) in %zu series to %s", name, plan->total, plan->n_series,
+             r.is_move ? dest->ae_title : ctx->calling);
+    if (r.total == 0) {
+        dwb_rplan_free(plan);
+        return send_rsp(r, STATUS_Success, true, nullptr);
+    }
+    if (r.is_move) {
+        size_t n = 0;
+        const char **classes = dwb_rplan_sop_classes(plan, &n);
+        std::vector<std::string> cl;
+        for (size_t i = 0; classes && i < n; i++) cl.push_back(classes[i]);
+        free(classes);
+        std::string why;
+        if (!open_destination(ctx->cfg, dest, cl, r.target, why)) {
+            DWB_WARN(&ctx->log, "C-MOVE: destination %s: %s", dest->ae_title, why.c_str());
+            for (size_t s = 0; s < plan->n_series; s++)
+                for (size_t i = 0; i < plan->series[s].n; i++)
+                    if (r.failed_uids.size() < 10000) r.failed_uids.push_back(plan->series[s].sop[i]);
+            r.failed = r.total;
+            dwb_rplan_free(plan);
+            return send_rsp(r, STATUS_MOVE_Refused_OutOfResourcesSubOperations, true, "destination unreachable");
+        }
+    } else {
+        r.target.assoc = ctx->assoc;
+        r.target.own = false;
+        r.target.is_move = false;
+        r.target.next_msg_id = (DIC_US)(msg_id(r) + 1);
+    }
+    r.net = send_rsp(r, STATUS_Pending, false, nullptr);
+    dwb_retrieve_callbacks cb = {on_instance, on_missing, check_cancel, &r};
+    if (r.net.good()) st = dwb_retrieve_stream(ctx->upstream, plan, &ctx->log, kMaxInstanceBytes, &cb, &err);
+    dwb_rplan_free(plan);
+    close_target(r.target, r.cancelled || r.dest_dead);
+    if (r.net.bad()) return r.net;
+    long ms = (long)std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+    DIC_US status;
+    const char *comment = nullptr;
+    if (r.cancelled) {
+        status = STATUS_MOVE_Cancel_SubOperationsTerminatedDueToCancelIndication;
+    } else if (r.failed == 0 && r.warning == 0) {
+        status = STATUS_Success;
+    } else if (r.completed == 0 && r.warning == 0) {
+        status = STATUS_MOVE_Refused_OutOfResourcesSubOperations;
+        comment = r.dest_dead ? "destination failed" : "no instance could be sent";
+    } else {
+        status = STATUS_MOVE_Warning_SubOperationsCompleteOneOrMoreFailures;
+    }
+    DWB_INFO(&ctx->log, "%s finished 0x%04X: %zu completed, %zu failed, %zu warning of %zu in %ld ms", name, status,
+             r.completed, r.failed, r.warning, r.total, ms);
+    return send_rsp(r, status, true, comment);
+}

@@ -1,0 +1,459 @@
+/* Resolve (QIDO-RS) and stream (WADO-RS multipart) for C-MOVE and C-GET. */
+#include "dwb_retrieve.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dwb_dicomjson.h"
+#include "dwb_http.h"
+#include "dwb_multipart.h"
+
+#define TAG_QR_LEVEL DWB_TAG(0x0008, 0x0052)
+#define TAG_PATIENT_ID DWB_TAG(0x0010, 0x0020)
+#define TAG_STUDY_UID DWB_TAG(0x0020, 0x000D)
+#define TAG_SERIES_UID DWB_TAG(0x0020, 0x000E)
+#define TAG_SOP_UID DWB_TAG(0x0008, 0x0018)
+#define TAG_SOP_CLASS DWB_TAG(0x0008, 0x0016)
+#define MAX_QIDO_BYTES (64u << 20)
+#define MAX_INSTANCES 5000000
+
+typedef struct uidlist {
+    char (*v)[65];
+    size_t n, cap;
+    char (*cls)[65];
+} uidlist;
+
+static int ul_add(uidlist *l, const char *uid, const char *cls) {
+    if (l->n >= MAX_INSTANCES) return -1;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        char(*nv)[65] = realloc(l->v, cap * sizeof *nv);
+        if (!nv) return -1;
+        l->v = nv;
+        char(*nc)[65] = realloc(l->cls, cap * sizeof *nc);
+        if (!nc) return -1;
+        l->cls = nc;
+        l->cap = cap;
+    }
+    snprintf(l->v[l->n], 65, "%s", uid);
+    snprintf(l->cls[l->n], 65, "%s", cls ? cls : "");
+    l->n++;
+    return 0;
+}
+
+static void ul_free(uidlist *l) {
+    free(l->v);
+    free(l->cls);
+    memset(l, 0, sizeof *l);
+}
+
+static int valid_uid(const char *s) {
+    size_t n = strlen(s);
+    if (n == 0 || n > 64) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || s[i] == '.')) return 0;
+    return 1;
+}
+
+typedef struct qctx {
+    const dwb_upstream *up;
+    const dwb_log_ctx *log;
+    int (*is_cancelled)(void *);
+    void *ud;
+    uint32_t key;     /* attribute collected */
+    uint32_t key2;    /* optional second attribute (SOP class) */
+    uidlist *out;
+    dwb_error *err;
+} qctx;
+
+static dwb_status collect(void *ud, dwb_attrs *ds) {
+    qctx *q = ud;
+    const char *v = dwb_attrs_get_str(ds, q->key);
+    const char *c = q->key2 ? dwb_attrs_get_str(ds, q->key2) : NULL;
+    dwb_status st = DWB_OK;
+    if (v && valid_uid(v) && ul_add(q->out, v, c) < 0) st = dwb_error_set(q->err, DWB_E_LIMIT, "too many instances");
+    dwb_attrs_free(ds);
+    return st;
+}
+
+/* GETs path?query page by page (JSON) and collects key (and key2) of each result. */
+static dwb_status qido_list(qctx *q, const char *path, const char *query) {
+    long page = q->up->conf->qido_page_size > 0 ? q->up->conf->qido_page_size : 1000;
+    if (page > 5000) page = 5000;
+    for (long offset = 0;;) {
+        if (q->is_cancelled && q->is_cancelled(q->ud)) return dwb_error_set(q->err, DWB_E_CANCELLED, "cancelled");
+        char url[4096];
+        int n = snprintf(url, sizeof url, "%s%s?%s%slimit=%ld&offset=%ld", q->up->conf->base_url, path, query,
+                         query[0] ? "&" : "", page, offset);
+        if (n < 0 || (size_t)n >= sizeof url) return dwb_error_set(q->err, DWB_E_LIMIT, "QIDO URL too long");
+        char *body = NULL;
+        size_t len = 0;
+        dwb_http_response resp = {0};
+        dwb_status st = dwb_http_get_buffer(q->up->http, url, "application/dicom+json", MAX_QIDO_BYTES, &body, &len,
+                                            &resp, q->err);
+        int warned = resp.warning != NULL;
+        dwb_http_response_cleanup(&resp);
+        if (st != DWB_OK) return st;
+        size_t before = q->out->n;
+        if (len > 0) st = dwb_dicomjson_parse_array(body, len, NULL, collect, q, q->err);
+        free(body);
+        if (st != DWB_OK) return st;
+        size_t got = q->out->n - before;
+        if (got == 0 || ((long)got < page && !warned)) return DWB_OK;
+        offset += (long)got;
+    }
+}
+
+static dwb_status add_series(dwb_rplan *p, const char *study, const char *series, uidlist *inst, int whole) {
+    dwb_rseries *ns = realloc(p->series, (p->n_series + 1) * sizeof *ns);
+    if (!ns) return DWB_E_NOMEM;
+    p->series = ns;
+    dwb_rseries *s = &p->series[p->n_series++];
+    memset(s, 0, sizeof *s);
+    snprintf(s->study_uid, sizeof s->study_uid, "%s", study);
+    snprintf(s->series_uid, sizeof s->series_uid, "%s", series);
+    s->n = inst->n;
+    s->sop = inst->v;
+    s->cls = inst->cls;
+    s->whole = whole;
+    s->seen = calloc(inst->n ? inst->n : 1, 1);
+    memset(inst, 0, sizeof *inst); /* ownership moved */
+    p->total += s->n;
+    return s->seen ? DWB_OK : DWB_E_NOMEM;
+}
+
+/* Instances of one series (optionally restricted to a UID list). */
+static dwb_status resolve_series(qctx *q, dwb_rplan *p, const char *study, const char *series, const dwb_attr *sops) {
+    uidlist inst = {0};
+    char path[256], query[512] = "includefield=00080016";
+    snprintf(path, sizeof path, "/studies/%s/series/%s/instances", study, series);
+    q->key = TAG_SOP_UID;
+    q->key2 = TAG_SOP_CLASS;
+    q->out = &inst;
+    dwb_status st;
+    if (sops && sops->n_values > 0) {
+        /* One query per UID keeps URLs short whatever the list length. */
+        for (size_t i = 0; i < sops->n_values; i++) {
+            char qq[200];
+            snprintf(qq, sizeof qq, "00080018=%s&includefield=00080016", sops->values[i]);
+            st = qido_list(q, path, qq);
+            if (st != DWB_OK) {
+                ul_free(&inst);
+                return st;
+            }
+        }
+    } else {
+        st = qido_list(q, path, query);
+        if (st != DWB_OK) {
+            ul_free(&inst);
+            return st;
+        }
+    }
+    if (inst.n == 0) {
+        ul_free(&inst);
+        return DWB_OK;
+    }
+    st = add_series(p, study, series, &inst, !(sops && sops->n_values > 0));
+    ul_free(&inst);
+    return st;
+}
+
+static dwb_status resolve_study(qctx *q, dwb_rplan *p, const char *study) {
+    uidlist series = {0};
+    char path[256];
+    snprintf(path, sizeof path, "/studies/%s/series", study);
+    q->key = TAG_SERIES_UID;
+    q->key2 = 0;
+    q->out = &series;
+    dwb_status st = qido_list(q, path, "includefield=0020000E");
+    for (size_t i = 0; st == DWB_OK && i < series.n; i++) st = resolve_series(q, p, study, series.v[i], NULL);
+    ul_free(&series);
+    return st;
+}
+
+static dwb_status key_error(dwb_error *err, uint32_t tag, const char *name, const char *why) {
+    return dwb_error_set(err, DWB_E_INVALID, "(%04X,%04X) %s: %s", DWB_TAG_GROUP(tag), DWB_TAG_ELEMENT(tag), name, why);
+}
+
+/* Values of a UID key: one or more valid UIDs. */
+static dwb_status uid_values(const dwb_attrs *id, uint32_t tag, const char *name, int allow_list, const dwb_attr **out,
+                             dwb_error *err) {
+    const dwb_attr *a = dwb_attrs_find(id, tag);
+    if (!a || a->n_values == 0) return key_error(err, tag, name, "required for this retrieve level");
+    if (!allow_list && a->n_values != 1) return key_error(err, tag, name, "must be a single UID at this level");
+    for (size_t i = 0; i < a->n_values; i++)
+        if (!valid_uid(a->values[i])) return key_error(err, tag, name, "not a valid UID (wildcards are not allowed in C-MOVE/C-GET)");
+    *out = a;
+    return DWB_OK;
+}
+
+dwb_status dwb_retrieve_resolve(const dwb_upstream *up, dwb_qr_model model, const dwb_attrs *id, const dwb_log_ctx *log,
+                                int (*is_cancelled)(void *), void *ud, dwb_rplan **out, dwb_error *err) {
+    *out = NULL;
+    const char *lv = dwb_attrs_get_str(id, TAG_QR_LEVEL);
+    if (!lv) return key_error(err, TAG_QR_LEVEL, "QueryRetrieveLevel", "missing");
+    char level[17];
+    snprintf(level, sizeof level, "%s", lv);
+    for (size_t n = strlen(level); n > 0 && level[n - 1] == ' '; n--) level[n - 1] = '\0';
+    dwb_rplan *p = calloc(1, sizeof *p);
+    if (!p) return dwb_error_set(err, DWB_E_NOMEM, "out of memory");
+    qctx q = {up, log, is_cancelled, ud, 0, 0, NULL, err};
+    dwb_status st = DWB_OK;
+    const dwb_attr *a = NULL, *b = NULL, *c = NULL;
+    if (!strcmp(level, "PATIENT")) {
+        if (model != DWB_QR_PATIENT_ROOT) {
+            st = key_error(err, TAG_QR_LEVEL, "QueryRetrieveLevel", "PATIENT level is not part of the Study Root model");
+        } else {
+            const char *pid = dwb_attrs_get_str(id, TAG_PATIENT_ID);
+            const dwb_attr *pa = dwb_attrs_find(id, TAG_PATIENT_ID);
+            if (!pid || !pa || pa->n_values != 1 || strchr(pid, '*') || strchr(pid, '?')) {
+                st = key_error(err, TAG_PATIENT_ID, "PatientID", "required with a single value at PATIENT level");
+            } else {
+                uidlist studies = {0};
+                char query[256], enc[200];
+                if (dwb_url_encode(pid, enc, sizeof enc) < 0) {
+                    st = key_error(err, TAG_PATIENT_ID, "PatientID", "too long");
+                } else {
+                    snprintf(query, sizeof query, "00100020=%s&includefield=0020000D", enc);
+                    q.key = TAG_STUDY_UID;
+                    q.out = &studies;
+                    st = qido_list(&q, "/studies", query);
+                    /* The store may match PatientID loosely: the list is exactly what it returned for the ID. */
+                    for (size_t i = 0; st == DWB_OK && i < studies.n; i++) st = resolve_study(&q, p, studies.v[i]);
+                }
+                ul_free(&studies);
+            }
+        }
+    } else if (!strcmp(level, "STUDY")) {
+        if ((st = uid_values(id, TAG_STUDY_UID, "StudyInstanceUID", 1, &a, err)) == DWB_OK)
+            for (size_t i = 0; st == DWB_OK && i < a->n_values; i++) st = resolve_study(&q, p, a->values[i]);
+    } else if (!strcmp(level, "SERIES")) {
+        if ((st = uid_values(id, TAG_STUDY_UID, "StudyInstanceUID", 0, &a, err)) == DWB_OK &&
+            (st = uid_values(id, TAG_SERIES_UID, "SeriesInstanceUID", 1, &b, err)) == DWB_OK)
+            for (size_t i = 0; st == DWB_OK && i < b->n_values; i++)
+                st = resolve_series(&q, p, a->values[0], b->values[i], NULL);
+    } else if (!strcmp(level, "IMAGE")) {
+        if ((st = uid_values(id, TAG_STUDY_UID, "StudyInstanceUID", 0, &a, err)) == DWB_OK &&
+            (st = uid_values(id, TAG_SERIES_UID, "SeriesInstanceUID", 0, &b, err)) == DWB_OK &&
+            (st = uid_values(id, TAG_SOP_UID, "SOPInstanceUID", 1, &c, err)) == DWB_OK)
+            st = resolve_series(&q, p, a->values[0], b->values[0], c);
+    } else {
+        st = key_error(err, TAG_QR_LEVEL, "QueryRetrieveLevel", "not PATIENT, STUDY, SERIES or IMAGE");
+    }
+    if (st != DWB_OK) {
+        dwb_rplan_free(p);
+        return st;
+    }
+    *out = p;
+    return DWB_OK;
+}
+
+void dwb_rplan_free(dwb_rplan *p) {
+    if (!p) return;
+    for (size_t i = 0; i < p->n_series; i++) {
+        free(p->series[i].sop);
+        free(p->series[i].cls);
+        free(p->series[i].seen);
+    }
+    free(p->series);
+    free(p);
+}
+
+const char **dwb_rplan_sop_classes(const dwb_rplan *p, size_t *n) {
+    size_t cap = 16, cnt = 0;
+    const char **v = malloc(cap * sizeof *v);
+    for (size_t s = 0; v && s < p->n_series; s++)
+        for (size_t i = 0; i < p->series[s].n; i++) {
+            const char *c = p->series[s].cls[i];
+            if (!c[0]) continue;
+            int dup = 0;
+            for (size_t k = 0; k < cnt && !dup; k++) dup = !strcmp(v[k], c);
+            if (dup) continue;
+            if (cnt == cap) {
+                const char **nv = realloc(v, (cap *= 2) * sizeof *nv);
+                if (!nv) {
+                    free(v);
+                    return NULL;
+                }
+                v = nv;
+            }
+            v[cnt++] = c;
+        }
+    *n = cnt;
+    return v;
+}
+
+void dwb_retrieve_mark_seen(const dwb_rseries *s, const char *sop) {
+    for (size_t i = 0; i < s->n; i++)
+        if (!strcmp(s->sop[i], sop)) {
+            s->seen[i] = 1; /* seen[] is scratch state of the run, not part of the plan's identity */
+            return;
+        }
+}
+
+/* ---- streaming ---- */
+
+typedef struct stream_ctx {
+    const dwb_retrieve_callbacks *cb;
+    const dwb_rseries *series;
+    dwb_multipart *mp;
+    char boundary[128];
+    int started;
+    int bad_type;
+    unsigned char *part;
+    size_t len, cap, max;
+    int too_big;
+    char location[512];
+    int stop;        /* caller asked to stop */
+    dwb_error perr;  /* multipart error */
+    int perr_set;
+} stream_ctx;
+
+static int sc_begin(void *ud, const dwb_multipart_part *p) {
+    stream_ctx *s = ud;
+    s->len = 0;
+    s->too_big = 0;
+    snprintf(s->location, sizeof s->location, "%s", p->content_location);
+    return 0;
+}
+
+static int sc_data(void *ud, const void *d, size_t n) {
+    stream_ctx *s = ud;
+    if (s->too_big) return 0;
+    if (s->len + n > s->max) {
+        s->too_big = 1;
+        return 0;
+    }
+    if (s->len + n > s->cap) {
+        size_t cap = s->cap ? s->cap : (1u << 20);
+        while (cap < s->len + n) cap *= 2;
+        unsigned char *np = realloc(s->part, cap);
+        if (!np) {
+            s->too_big = 1;
+            return 0;
+        }
+        s->part = np;
+        s->cap = cap;
+    }
+    memcpy(s->part + s->len, d, n);
+    s->len += n;
+    return 0;
+}
+
+static int sc_end(void *ud) {
+    stream_ctx *s = ud;
+    if (s->too_big) return 0; /* counted as missing at the end */
+    if (s->cb->on_instance(s->cb->ud, s->series, s->part, s->len, s->location)) {
+        s->stop = 1;
+        return 1;
+    }
+    return 0;
+}
+
+static int st_response(void *ud, long code, const char *ct) {
+    stream_ctx *s = ud;
+    dwb_error e = {0};
+    char type[128];
+    if (dwb_multipart_parse_content_type(ct, s->boundary, sizeof s->boundary, type, sizeof type, &e) != DWB_OK) {
+        s->bad_type = 1;
+        s->perr = e;
+        s->perr_set = 1;
+        return 1;
+    }
+    dwb_multipart_callbacks mcb = {sc_begin, sc_data, sc_end};
+    if (dwb_multipart_new(s->boundary, &mcb, s, 16384, &s->mp, &e) != DWB_OK) return 1;
+    s->started = 1;
+    return 0;
+}
+
+static int st_body(void *ud, const void *d, size_t n) {
+    stream_ctx *s = ud;
+    dwb_error e = {0};
+    if (dwb_multipart_feed(s->mp, d, n, &e) != DWB_OK) {
+        if (!s->stop) {
+            s->perr = e;
+            s->perr_set = 1;
+        }
+        return 1;
+    }
+    return 0;
+}
+
+static int st_cancel(void *ud) {
+    stream_ctx *s = ud;
+    return s->cb->is_cancelled ? s->cb->is_cancelled(s->cb->ud) : 0;
+}
+
+static dwb_status fetch(const dwb_upstream *up, const char *url, stream_ctx *s, dwb_error *err, char *why, size_t whycap) {
+    const char *hdr[1] = {"Accept: multipart/related; type=\"application/dicom\"; transfer-syntax=*"};
+    dwb_http_request req = {0};
+    req.url = url;
+    req.headers = hdr;
+    req.n_headers = 1;
+    req.on_response = st_response;
+    req.on_body = st_body;
+    req.is_cancelled = st_cancel;
+    req.ud = s;
+    dwb_http_response resp = {0};
+    dwb_error e = {0};
+    dwb_status st = dwb_http_perform(up->http, &req, &resp, &e);
+    dwb_http_response_cleanup(&resp);
+    if (st == DWB_OK && s->mp) {
+        dwb_error fe = {0};
+        if (dwb_multipart_finish(s->mp, &fe) != DWB_OK) {
+            snprintf(why, whycap, "store response cut: %.300s", fe.message);
+            st = DWB_E_PARSE;
+        }
+    } else if (s->stop) {
+        st = DWB_E_CANCELLED;
+    } else if (s->perr_set) {
+        snprintf(why, whycap, "unreadable store response: %.200s", s->perr.message);
+        st = DWB_E_PARSE;
+    } else if (st != DWB_OK) {
+        snprintf(why, whycap, "%.300s", e.message);
+        if (st == DWB_E_CANCELLED) dwb_error_set(err, DWB_E_CANCELLED, "cancelled");
+    }
+    dwb_multipart_free(s->mp);
+    s->mp = NULL;
+    return st;
+}
+
+dwb_status dwb_retrieve_stream(const dwb_upstream *up, const dwb_rplan *plan, const dwb_log_ctx *log,
+                               size_t max_instance_bytes, const dwb_retrieve_callbacks *cb, dwb_error *err) {
+    dwb_status result = DWB_OK;
+    stream_ctx s;
+    memset(&s, 0, sizeof s);
+    s.cb = cb;
+    s.max = max_instance_bytes;
+    for (size_t i = 0; i < plan->n_series && result == DWB_OK; i++) {
+        const dwb_rseries *se = &plan->series[i];
+        s.series = se;
+        size_t n_urls = se->whole ? 1 : se->n;
+        for (size_t u = 0; u < n_urls; u++) {
+            char url[1024], why[400] = "";
+            if (se->whole)
+                snprintf(url, sizeof url, "%s/studies/%s/series/%s", up->conf->base_url, se->study_uid, se->series_uid);
+            else
+                snprintf(url, sizeof url, "%s/studies/%s/series/%s/instances/%s", up->conf->base_url, se->study_uid,
+                         se->series_uid, se->sop[u]);
+            s.started = s.bad_type = s.perr_set = 0;
+            dwb_status st = fetch(up, url, &s, err, why, sizeof why);
+            if (st == DWB_E_CANCELLED || s.stop) {
+                result = DWB_E_CANCELLED;
+                break;
+            }
+            if (st != DWB_OK) {
+                dwb_log_ctx lc = log ? *log : (dwb_log_ctx){0};
+                DWB_WARN(&lc, "WADO-RS series %s: %s", se->series_uid, why);
+            }
+            /* Every planned instance that did not arrive is a failed sub-operation. */
+            size_t lo = se->whole ? 0 : u, hi = se->whole ? se->n : u + 1;
+            for (size_t k = lo; k < hi; k++)
+                if (!se->seen[k])
+                    cb->on_missing(cb->ud, se, se->sop[k], why[0] ? why : (s.too_big ? "instance larger than the limit" : "not delivered by the store"));
+        }
+    }
+    free(s.part);
+    return result;
+}

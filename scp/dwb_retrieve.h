@@ -1,0 +1,68 @@
+/* C-MOVE/C-GET retrieve side in C: resolves an identifier to the series and instances to send (QIDO-RS), then
+ * streams them from the store by WADO-RS, series by series, handing each complete Part-10 instance to the
+ * caller, which sends it on. Only one instance is held in memory at a time. */
+#ifndef DWB_RETRIEVE_H
+#define DWB_RETRIEVE_H
+
+#include <stddef.h>
+
+#include "dwb_attrs.h"
+#include "dwb_log.h"
+#include "dwb_qido.h"
+#include "dwb_status.h"
+#include "dwb_upstream.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct dwb_rseries {
+    char study_uid[65];
+    char series_uid[65];
+    size_t n;           /* instances to send */
+    char (*sop)[65];    /* SOP Instance UIDs */
+    char (*cls)[65];    /* their SOP Class UIDs */
+    int whole;          /* 1 = every instance of the series (series URL); 0 = listed instances only */
+    unsigned char *seen; /* per instance: delivered by the store in this run */
+} dwb_rseries;
+
+typedef struct dwb_rplan {
+    dwb_rseries *series;
+    size_t n_series;
+    size_t total;
+} dwb_rplan;
+
+/* Resolves a C-MOVE/C-GET identifier. DWB_E_INVALID names the offending key (answer 0xA900);
+ * store failures keep err->http_code (answer 0xA701/0xC000). */
+dwb_status dwb_retrieve_resolve(const dwb_upstream *up, dwb_qr_model model, const dwb_attrs *identifier,
+                                const dwb_log_ctx *log, int (*is_cancelled)(void *), void *ud, dwb_rplan **out,
+                                dwb_error *err);
+void dwb_rplan_free(dwb_rplan *p);
+/* Distinct SOP Class UIDs of the plan (for presentation contexts); *n set; pointers into the plan. */
+const char **dwb_rplan_sop_classes(const dwb_rplan *p, size_t *n);
+
+typedef struct dwb_retrieve_callbacks {
+    /* A complete instance as sent by the store (Part-10 bytes). Return 0 to go on, non-zero to stop everything
+     * (cancel or a dead destination). */
+    int (*on_instance)(void *ud, const dwb_rseries *series, const void *data, size_t len, const char *location);
+    /* An instance the store could not deliver (listed in the plan but missing from, or cut off in, the WADO-RS
+     * response). */
+    void (*on_missing)(void *ud, const dwb_rseries *series, const char *sop_uid, const char *reason);
+    int (*is_cancelled)(void *ud);
+    void *ud;
+} dwb_retrieve_callbacks;
+
+/* Streams every series of the plan. Returns DWB_E_CANCELLED if the caller stopped. Store failures are reported
+ * per instance through on_missing and do not stop the other series. sop_seen(ud, uid) lets the engine know
+ * which planned instances arrived: the caller reports each delivered SOP Instance UID through
+ * dwb_retrieve_mark_seen from on_instance. */
+typedef struct dwb_retrieve_run dwb_retrieve_run;
+dwb_status dwb_retrieve_stream(const dwb_upstream *up, const dwb_rplan *plan, const dwb_log_ctx *log,
+                               size_t max_instance_bytes, const dwb_retrieve_callbacks *cb, dwb_error *err);
+/* Called from on_instance with the SOP Instance UID found in the data set. */
+void dwb_retrieve_mark_seen(const dwb_rseries *series, const char *sop_uid);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
