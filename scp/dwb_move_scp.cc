@@ -264,20 +264,37 @@ void on_missing(void *ud, const dwb_rseries *, const char *sop, const char *reas
     maybe_pending(r);
 }
 
+// Accepted context for a SOP class, with the given transfer syntax (NULL: the first accepted one). Written out
+// because ASC_findAcceptedPresentationContextID also returns contexts whose syntax differs from the one asked.
+T_ASC_PresentationContextID find_context(T_ASC_Association *a, const char *cls, const char *ts, std::string *accepted) {
+    int n = ASC_countPresentationContexts(a->params);
+    for (int i = 0; i < n; i++) {
+        T_ASC_PresentationContext pc;
+        if (ASC_getPresentationContext(a->params, i, &pc).bad()) continue;
+        if (pc.resultReason != ASC_P_ACCEPTANCE || strcmp(pc.abstractSyntax, cls) != 0) continue;
+        if (ts && strcmp(pc.acceptedTransferSyntax, ts) != 0) continue;
+        if (accepted) *accepted = pc.acceptedTransferSyntax;
+        return pc.presentationContextID;
+    }
+    return 0;
+}
+
 // Returns 0 sent, 1 warning, -1 failed (go on), -2 target dead.
 int store_one(Run &r, DcmDataset *ds, const char *cls, const char *sop, std::string &why) {
     T_ASC_Association *a = r.target.assoc;
     DcmXfer have(ds->getOriginalXfer());
-    T_ASC_PresentationContextID pid = ASC_findAcceptedPresentationContextID(a, cls, have.getXferID());
+    T_ASC_PresentationContextID pid = find_context(a, cls, have.getXferID(), nullptr);
     if (pid == 0) {
-        pid = ASC_findAcceptedPresentationContextID(a, cls);
+        std::string accepted;
+        // Prefer an uncompressed context: the bridge can decode into it.
+        for (const char *u : kUncompressed)
+            if ((pid = find_context(a, cls, u, &accepted)) != 0) break;
+        if (pid == 0) pid = find_context(a, cls, nullptr, &accepted);
         if (pid == 0) {
             why = std::string("destination does not accept SOP class ") + cls;
             return -1;
         }
-        T_ASC_PresentationContext pc;
-        ASC_findAcceptedPresentationContext(a->params, pid, &pc);
-        DcmXfer want(pc.acceptedTransferSyntax);
+        DcmXfer want(accepted.c_str());
         if (want.isEncapsulated()) {
             why = std::string("destination accepts ") + cls + " only as " + want.getXferName();
             return -1;
@@ -329,7 +346,8 @@ int on_instance(void *ud, const dwb_rseries *se, const void *data, size_t len, c
     in.setEos();
     DcmFileFormat ff;
     ff.transferInit();
-    OFCondition c = ff.read(in, EXS_Unknown, EGL_noChange, DCM_MaxReadLength);
+    // Load every value now: a buffer stream cannot serve deferred reads later.
+    OFCondition c = ff.read(in, EXS_Unknown, EGL_noChange, 0xFFFFFFFFu);
     ff.transferEnd();
     DcmDataset *ds = ff.getDataset();
     OFString sop, cls;

@@ -1,0 +1,247 @@
+"""C-MOVE and C-GET through the bridge: Orthanc DICOMweb as the store, DCMTK's storescp as the destination.
+Every instance arrives with byte-identical pixel data and the provenance stamp; the destination's calling and
+called AE overrides are used; failures (unknown destination, destination down, store cut mid-stream), C-CANCEL
+and transcoding give the right counts and statuses."""
+import filecmp
+import glob
+import http.client
+import http.server
+import os
+import re
+import shutil
+import socketserver
+import subprocess
+import tempfile
+import threading
+import unittest
+
+import harness
+from harness import Bridge, Orthanc, StoreSCP, run
+
+
+def status_of(p):
+    m = re.findall(r"DIMSE Status\s*:\s*(0x[0-9a-fA-F]{4})", p.stdout)
+    return m[-1].lower() if m else None
+
+
+def counts_of(p):
+    """(completed, failed, warning) of the last response, from -d output."""
+    def last(name):
+        m = re.findall(r"%s\s*:\s*(\d+)" % name, p.stdout)
+        return int(m[-1]) if m else None
+    return last("Completed Suboperations"), last("Failed Suboperations"), last("Warning Suboperations")
+
+
+def pixels(workdir, path):
+    out = tempfile.mkdtemp(dir=workdir)
+    run(["dcmdump", "-q", "+W", out, path], check=True)
+    raws = glob.glob(os.path.join(out, "*"))
+    assert len(raws) == 1, raws
+    with open(raws[0], "rb") as f:
+        data = f.read()
+    shutil.rmtree(out)
+    return data
+
+
+def tag_value(workdir, path, tag):
+    p = run(["dcmdump", "-q", "+L", "+P", tag, path])
+    m = re.search(r"\[(.*)\]", p.stdout)
+    return m.group(1) if m else None
+
+
+class CuttingProxy:
+    """Forwards to Orthanc; WADO-RS series retrieves are cut after half of their body."""
+
+    def __init__(self, target_port):
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                c = http.client.HTTPConnection("127.0.0.1", target_port, timeout=30)
+                c.request("GET", self.path, headers={k: v for k, v in self.headers.items() if k.lower() != "host"})
+                r = c.getresponse()
+                body = r.read()
+                cut = re.match(r"^/dicom-web/studies/[0-9.]+/series/[0-9.]+$", self.path.split("?")[0]) is not None
+                self.send_response(r.status)
+                for k, v in r.getheaders():
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                if cut:
+                    self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2] if cut else body)
+                if cut:
+                    self.wfile.flush()
+                    self.close_connection = True
+
+            def log_message(self, *a):
+                pass
+
+        self.srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), H)
+        self.srv.daemon_threads = True
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+        self.url = "http://127.0.0.1:%d/dicom-web" % self.srv.server_address[1]
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+class MoveTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.workdir = tempfile.mkdtemp(prefix="dwb-it-move-")
+        cls.cohort, cls.manifest = harness.gencohort(cls.workdir, patients=2, studies=1, series=2, instances=4,
+                                                     rows=64, cols=64)
+        cls.files = {i["SOPInstanceUID"]: os.path.join(cls.cohort, i["file"]) for i in cls.manifest["instances"]}
+        # One JPEG-LS instance in the store: the destination (storescp default: uncompressed only) needs it decoded.
+        cls.jls_source = cls.manifest["instances"][-1]
+        cls.jls_file = os.path.join(cls.workdir, "jls.dcm")
+        run(["dcmcjpls", cls.files[cls.jls_source["SOPInstanceUID"]], cls.jls_file], check=True)
+        cls.orthanc = Orthanc(cls.workdir)
+        cls.orthanc.upload([f for u, f in cls.files.items() if u != cls.jls_source["SOPInstanceUID"]] + [cls.jls_file])
+        cls.proxy = CuttingProxy(cls.orthanc.http_port)
+        cls.pacs = StoreSCP(cls.workdir, aet="kp-admin", extra_args=["-v"])
+        cls.dead_port = harness.free_port()
+        cls.bridge = Bridge(cls.workdir, {
+            "listen": {"ae_title": "DWBRIDGE"},
+            "upstreams": [{"ae_title": "ORTHANC", "base_url": cls.orthanc.dicomweb_url},
+                          {"ae_title": "CUTTING", "base_url": cls.proxy.url, "max_retries": 0}],
+            "destinations": [
+                {"ae_title": "KAAPANA", "host": "127.0.0.1", "port": cls.pacs.port,
+                 "calling_ae_title": "kp-idc", "called_ae_title": "kp-admin"},
+                {"ae_title": "DOWN", "host": "127.0.0.1", "port": cls.dead_port}],
+            "log": {"level": "debug"}})
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.bridge.close()
+        cls.pacs.close()
+        cls.proxy.close()
+        cls.orthanc.close()
+        shutil.rmtree(cls.workdir, ignore_errors=True)
+
+    def setUp(self):
+        for f in self.pacs.files():
+            os.unlink(f)
+
+    def move(self, keys, dest="KAAPANA", aec="ORTHANC", extra=None):
+        cmd = ["movescu", "-d", "-S", "-aec", aec, "-aem", dest]
+        for k in keys:
+            cmd += ["-k", k]
+        cmd += (extra or []) + ["127.0.0.1", str(self.bridge.port)]
+        return run(cmd, timeout=120)
+
+    def received(self):
+        out = {}
+        for f in self.pacs.files():
+            uid = tag_value(self.workdir, f, "SOPInstanceUID")
+            out[uid] = f
+        return out
+
+    def check_instance(self, uid, path):
+        src = self.files[uid]
+        self.assertEqual(pixels(self.workdir, path), pixels(self.workdir, src), "pixel data of %s differs" % uid)
+        self.assertEqual(tag_value(self.workdir, path, "RetrieveAETitle"), "ORTHANC")
+        url = tag_value(self.workdir, path, "RetrieveURL")
+        self.assertTrue(url and url.endswith("/instances/" + uid), url)
+        self.assertEqual(tag_value(self.workdir, path, "SourceOfPreviousValues"),
+                         "ORTHANC " + self.orthanc.dicomweb_url)
+        self.assertEqual(tag_value(self.workdir, path, "ReasonForTheAttributeModification"), "COERCE")
+        self.assertEqual(tag_value(self.workdir, path, "ModifyingSystem"), "DWBRIDGE")
+        self.assertEqual(tag_value(self.workdir, path, "PatientName"), tag_value(self.workdir, src, "PatientName"))
+
+    def test_move_study_all_instances_stamped_with_ae_overrides(self):
+        study = self.manifest["instances"][0]["StudyInstanceUID"]
+        exp = [i["SOPInstanceUID"] for i in self.manifest["instances"] if i["StudyInstanceUID"] == study]
+        p = self.move(["QueryRetrieveLevel=STUDY", "StudyInstanceUID=" + study])
+        self.assertEqual(p.returncode, 0, p.stdout[-2000:])
+        self.assertEqual(status_of(p), "0x0000", p.stdout[-2000:])
+        self.assertEqual(counts_of(p)[:2], (len(exp), 0))
+        got = self.received()
+        self.assertEqual(sorted(got), sorted(exp))
+        for uid, path in got.items():
+            self.check_instance(uid, path)
+        # storescp records the calling AE in the file meta, and logs the called AE of the association.
+        self.assertEqual(tag_value(self.workdir, list(got.values())[0], "SourceApplicationEntityTitle"), "kp-idc")
+        self.assertIn("kp-admin", self.pacs.log())
+
+    def test_move_series_and_image_levels(self):
+        i0 = self.manifest["instances"][0]
+        series = [i["SOPInstanceUID"] for i in self.manifest["instances"] if i["SeriesInstanceUID"] == i0["SeriesInstanceUID"]]
+        p = self.move(["QueryRetrieveLevel=SERIES", "StudyInstanceUID=" + i0["StudyInstanceUID"],
+                       "SeriesInstanceUID=" + i0["SeriesInstanceUID"]])
+        self.assertEqual(status_of(p), "0x0000", p.stdout[-1500:])
+        self.assertEqual(sorted(self.received()), sorted(series))
+        for f in self.pacs.files():
+            os.unlink(f)
+        two = series[:2]
+        p = self.move(["QueryRetrieveLevel=IMAGE", "StudyInstanceUID=" + i0["StudyInstanceUID"],
+                       "SeriesInstanceUID=" + i0["SeriesInstanceUID"], "SOPInstanceUID=" + "\\".join(two)])
+        self.assertEqual(status_of(p), "0x0000", p.stdout[-1500:])
+        self.assertEqual(sorted(self.received()), sorted(two))
+
+    def test_jpegls_instance_is_decoded_for_an_uncompressed_destination(self):
+        src = self.jls_source
+        p = self.move(["QueryRetrieveLevel=IMAGE", "StudyInstanceUID=" + src["StudyInstanceUID"],
+                       "SeriesInstanceUID=" + src["SeriesInstanceUID"], "SOPInstanceUID=" + src["SOPInstanceUID"]])
+        self.assertEqual(status_of(p), "0x0000", p.stdout[-1500:])
+        got = self.received()
+        self.assertEqual(list(got), [src["SOPInstanceUID"]])
+        # Lossless: the decoded pixels equal the original uncompressed ones.
+        self.check_instance(src["SOPInstanceUID"], got[src["SOPInstanceUID"]])
+
+    def test_get_series(self):
+        i0 = self.manifest["instances"][0]
+        exp = [i["SOPInstanceUID"] for i in self.manifest["instances"] if i["SeriesInstanceUID"] == i0["SeriesInstanceUID"]]
+        out = tempfile.mkdtemp(dir=self.workdir)
+        p = run(["getscu", "-d", "-S", "-aec", "ORTHANC", "-od", out, "-k", "QueryRetrieveLevel=SERIES",
+                 "-k", "StudyInstanceUID=" + i0["StudyInstanceUID"], "-k", "SeriesInstanceUID=" + i0["SeriesInstanceUID"],
+                 "127.0.0.1", str(self.bridge.port)], timeout=120)
+        self.assertEqual(status_of(p), "0x0000", p.stdout[-1500:])
+        files = glob.glob(os.path.join(out, "*"))
+        self.assertEqual(sorted(tag_value(self.workdir, f, "SOPInstanceUID") for f in files), sorted(exp))
+        for f in files:
+            self.check_instance(tag_value(self.workdir, f, "SOPInstanceUID"), f)
+
+    def test_unknown_destination(self):
+        p = self.move(["QueryRetrieveLevel=STUDY", "StudyInstanceUID=" + self.manifest["instances"][0]["StudyInstanceUID"]],
+                      dest="NOWHERE")
+        self.assertEqual(status_of(p), "0xa801", p.stdout[-1500:])
+
+    def test_destination_down(self):
+        study = self.manifest["instances"][0]["StudyInstanceUID"]
+        n = len([i for i in self.manifest["instances"] if i["StudyInstanceUID"] == study])
+        p = self.move(["QueryRetrieveLevel=STUDY", "StudyInstanceUID=" + study], dest="DOWN")
+        self.assertEqual(status_of(p), "0xa702", p.stdout[-1500:])
+        self.assertEqual(counts_of(p)[:2], (0, n))
+        self.assertIn("FailedSOPInstanceUIDList", p.stdout)
+        self.assertEqual(harness.echoscu(self.bridge.port, "ORTHANC").returncode, 0)
+
+    def test_store_cut_mid_stream(self):
+        study = self.manifest["instances"][0]["StudyInstanceUID"]
+        n = len([i for i in self.manifest["instances"] if i["StudyInstanceUID"] == study])
+        p = self.move(["QueryRetrieveLevel=STUDY", "StudyInstanceUID=" + study], aec="CUTTING")
+        completed, failed, _ = counts_of(p)
+        self.assertIn(status_of(p), ("0xb000", "0xa702"), p.stdout[-1500:])
+        self.assertGreater(failed, 0)
+        self.assertEqual(completed + failed, n)
+        self.assertEqual(len(self.received()), completed, "completed instances are at the destination")
+        self.assertIn("after part of the body was received", self.bridge.log())
+
+    def test_wildcard_uid_refused(self):
+        p = self.move(["QueryRetrieveLevel=STUDY", "StudyInstanceUID=1.2.*"])
+        self.assertEqual(status_of(p), "0xa900", p.stdout[-1500:])
+
+    def test_cancel(self):
+        study = self.manifest["instances"][0]["StudyInstanceUID"]
+        n = len([i for i in self.manifest["instances"] if i["StudyInstanceUID"] == study])
+        p = self.move(["QueryRetrieveLevel=STUDY", "StudyInstanceUID=" + study], extra=["--cancel", "1"])
+        self.assertEqual(status_of(p), "0xfe00", p.stdout[-1500:])
+        completed, failed, _ = counts_of(p)
+        self.assertLess(completed, n)
+
+
+if __name__ == "__main__":
+    harness.main()
