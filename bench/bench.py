@@ -1,0 +1,136 @@
+"""dicomweb-bridge benchmark. Everything runs on loopback in one run, every DCMTK-based peer with TCP_NODELAY=1:
+
+  C-MOVE   bridge (QIDO + WADO-RS + C-STORE)   vs  the direct legs: curl WADO-RS of the same series, and
+                                                    storescu of the same files into the same storescp
+           vs  Orthanc's own C-MOVE of the study to the same storescp
+  C-FIND   bridge study-level query            vs  findscu straight to Orthanc's DICOM port
+
+Prints wall times (best of --repeat) and ratios. No assertion: the numbers are for people."""
+import argparse
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "integration"))
+import harness  # noqa: E402
+
+
+def timed(fn, repeat):
+    best = None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        dt = time.perf_counter() - t0
+        best = dt if best is None else min(best, dt)
+    return best
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--instances", type=int, default=500, help="instances in the study (default 500)")
+    ap.add_argument("--series", type=int, default=4)
+    ap.add_argument("--rows", type=int, default=256, help="image rows and columns (16-bit pixels)")
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--keep", action="store_true")
+    a = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="dwb-bench-")
+    per_series = max(1, a.instances // a.series)
+    cohort, man = harness.gencohort(work, patients=1, studies=1, series=a.series, instances=per_series,
+                                    rows=a.rows, cols=a.rows, modalities="CT")
+    files = [os.path.join(cohort, i["file"]) for i in man["instances"]]
+    total_bytes = sum(os.path.getsize(f) for f in files)
+    study = man["instances"][0]["StudyInstanceUID"]
+    series = sorted({i["SeriesInstanceUID"] for i in man["instances"]})
+    pacs = harness.StoreSCP(work, aet="PACS")
+    # Orthanc answers C-FIND/C-MOVE only for known modalities: declare the DCMTK clients too.
+    orthanc = harness.Orthanc(work, modalities={"PACS": ["PACS", "127.0.0.1", pacs.port],
+                                                "MOVESCU": ["MOVESCU", "127.0.0.1", 104],
+                                                "FINDSCU": ["FINDSCU", "127.0.0.1", 104]},
+                              extra={"DicomAlwaysAllowMove": True, "DicomAlwaysAllowFind": True})
+    servers = [pacs, orthanc]
+    try:
+        orthanc.upload(files)
+        bridge = harness.Bridge(work, {
+            "upstreams": [{"ae_title": "STORE", "base_url": orthanc.dicomweb_url}],
+            "destinations": [{"ae_title": "PACS", "host": "127.0.0.1", "port": pacs.port}],
+            "log": {"level": "warn"}})
+        servers.append(bridge)
+
+        def clear():
+            for f in pacs.files():
+                os.unlink(f)
+
+        def check(n=len(files), what=""):
+            got = len(pacs.files())
+            if got != n:
+                raise SystemExit("%s: expected %d instances at the PACS, got %d\n%s" % (what, n, got, pacs.log()[-2000:]))
+
+        def wado():
+            for s in series:
+                subprocess.run(["curl", "-sf", "-o", "/dev/null", "-H",
+                                'Accept: multipart/related; type="application/dicom"; transfer-syntax=*',
+                                "%s/studies/%s/series/%s" % (orthanc.dicomweb_url, study, s)], check=True)
+
+        def storescu():
+            clear()
+            harness.run(["storescu", "-aec", "PACS", "127.0.0.1", str(pacs.port)] + files, check=True, timeout=600)
+            check(what="storescu")
+
+        def bridge_move():
+            clear()
+            harness.run(["movescu", "-S", "-aec", "STORE", "-aem", "PACS", "-k", "QueryRetrieveLevel=STUDY",
+                         "-k", "StudyInstanceUID=" + study, "127.0.0.1", str(bridge.port)], check=True, timeout=600)
+            check(what="bridge C-MOVE")
+
+        def orthanc_move():
+            clear()
+            harness.run(["movescu", "-S", "-aec", "ORTHANC", "-aem", "PACS", "-k", "QueryRetrieveLevel=STUDY",
+                         "-k", "StudyInstanceUID=" + study, "127.0.0.1", str(orthanc.dicom_port)], check=True,
+                        timeout=600)
+            check(what="Orthanc C-MOVE")
+
+        keys = ["-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID", "-k", "PatientName", "-k", "StudyDate",
+                "-k", "NumberOfStudyRelatedInstances"]
+
+        def bridge_find():
+            for _ in range(20):
+                harness.run(["findscu", "-S", "-aec", "STORE"] + keys + ["127.0.0.1", str(bridge.port)], check=True)
+
+        def orthanc_find():
+            for _ in range(20):
+                harness.run(["findscu", "-S", "-aec", "ORTHANC"] + keys + ["127.0.0.1", str(orthanc.dicom_port)],
+                            check=True)
+
+        r = {}
+        for name, fn in [("WADO-RS direct (curl)", wado), ("storescu -> storescp direct", storescu),
+                         ("bridge C-MOVE", bridge_move), ("Orthanc C-MOVE", orthanc_move),
+                         ("bridge C-FIND x20", bridge_find), ("Orthanc C-FIND x20", orthanc_find)]:
+            r[name] = timed(fn, a.repeat)
+        mb = total_bytes / 1e6
+        print("\n%d instances, %d series, %.1f MB, best of %d" % (len(files), len(series), mb, a.repeat))
+        for k, v in r.items():
+            extra = "  (%.0f MB/s, %.2f ms/instance)" % (mb / v, 1000 * v / len(files)) if "x20" not in k else \
+                "  (%.1f ms/query)" % (v * 50)
+            print("  %-30s %8.3f s%s" % (k, v, extra))
+        legs = max(r["WADO-RS direct (curl)"], r["storescu -> storescp direct"])
+        print("\nratios")
+        print("  bridge C-MOVE / slower direct leg        %.2f" % (r["bridge C-MOVE"] / legs))
+        print("  bridge C-MOVE / (WADO + storescu)         %.2f" %
+              (r["bridge C-MOVE"] / (r["WADO-RS direct (curl)"] + r["storescu -> storescp direct"])))
+        print("  bridge C-MOVE / Orthanc C-MOVE            %.2f" % (r["bridge C-MOVE"] / r["Orthanc C-MOVE"]))
+        print("  bridge C-FIND / Orthanc C-FIND            %.2f" % (r["bridge C-FIND x20"] / r["Orthanc C-FIND x20"]))
+    finally:
+        for s in reversed(servers):
+            s.close()
+        if a.keep:
+            print("work directory:", work)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
