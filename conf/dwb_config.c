@@ -355,7 +355,7 @@ static dwb_status get_str_array(loader *L, const char *path, json_t *obj, const 
 
 static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
     static const char *const keys[] = {"listen", "upstreams", "destinations", "spool", "http", "log",
-                                       "provenance", NULL};
+                                       "provenance", "retrieve", NULL};
     static const char *const listen_keys[] = {"port", "ae_title", "max_associations", "max_pdu", "acse_timeout_s",
                                               "dimse_timeout_s", "allow_calling_ae", "allow_hosts", NULL};
     if (!json_is_object(root)) return bad(L, "(top level)", "expected a JSON object");
@@ -370,6 +370,8 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
     c->listen.dimse_timeout_s = 0;
     c->http.port = 8080;
     c->provenance.stamp = 1;
+    c->retrieve.parallel_series = 2;
+    c->retrieve.max_in_flight_mb = 64;
     c->log.level = DWB_LOG_INFO;
     c->log.format = DWB_LOG_TEXT;
 
@@ -447,6 +449,17 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
         if (!json_is_object(prov)) return bad(L, "provenance", "expected an object");
         if ((st = check_keys(L, "provenance", prov, prov_keys)) != DWB_OK) return st;
         if ((st = get_bool(L, "provenance", prov, "stamp", &c->provenance.stamp)) != DWB_OK) return st;
+    }
+
+    json_t *ret = json_object_get(root, "retrieve");
+    if (ret) {
+        static const char *const ret_keys[] = {"parallel_series", "max_in_flight_mb", NULL};
+        if (!json_is_object(ret)) return bad(L, "retrieve", "expected an object");
+        if ((st = check_keys(L, "retrieve", ret, ret_keys)) != DWB_OK) return st;
+        if ((st = get_int(L, "retrieve", ret, "parallel_series", 1, 16, &c->retrieve.parallel_series)) != DWB_OK)
+            return st;
+        if ((st = get_int(L, "retrieve", ret, "max_in_flight_mb", 1, 4096, &c->retrieve.max_in_flight_mb)) != DWB_OK)
+            return st;
     }
 
     json_t *http = json_object_get(root, "http");

@@ -79,6 +79,10 @@ typedef struct dwb_config {
         char *dir; /* default "/var/spool/dicomweb-bridge" */
     } spool;
     struct {
+        int parallel_series;  /* series fetched at once per C-MOVE/C-GET; default 2 */
+        int max_in_flight_mb; /* instances fetched but not yet sent, per C-MOVE/C-GET; default 64 */
+    } retrieve;
+    struct {
         int stamp; /* default 1: Original Attributes Sequence, Retrieve URL/AE on forwarded instances */
     } provenance;
     struct {

@@ -12,7 +12,11 @@
 #include "dcmtk/dcmjpls/djdecode.h"
 #include "dcmtk/dcmnet/dimse.h"
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <thread>
 #include <cstring>
 #include <ctime>
 #include <memory>
@@ -169,6 +173,20 @@ struct Run {
     std::chrono::steady_clock::time_point last_pending;
     size_t since_pending = 0;
     std::string dest_why;
+
+    // Pipeline: producer threads fetch and parse (WADO-RS), this thread stamps and sends (C-STORE).
+    struct Item {
+        std::unique_ptr<DcmFileFormat> ff; // null = an instance the store did not deliver
+        std::string sop, cls, why;
+        const dwb_rseries *series = nullptr;
+        size_t bytes = 0;
+    };
+    std::mutex mu;
+    std::condition_variable cv_space, cv_items;
+    std::deque<Item> queue;
+    size_t queued_bytes = 0, budget = 64u << 20;
+    int producers_left = 0;
+    std::atomic<bool> stop{false};
 };
 
 DIC_US msg_id(const Run &r) { return r.is_move ? r.req->msg.CMoveRQ.MessageID : r.req->msg.CGetRQ.MessageID; }
@@ -258,12 +276,6 @@ void fail_instance(Run &r, const char *sop, const std::string &why) {
     DWB_WARN(&r.ctx->log, "%s: instance %s failed: %s", r.is_move ? "C-MOVE" : "C-GET", sop, why.c_str());
 }
 
-void on_missing(void *ud, const dwb_rseries *, const char *sop, const char *reason) {
-    Run &r = *static_cast<Run *>(ud);
-    fail_instance(r, sop, reason);
-    maybe_pending(r);
-}
-
 // Accepted context for a SOP class, with the given transfer syntax (NULL: the first accepted one). Written out
 // because ASC_findAcceptedPresentationContextID also returns contexts whose syntax differs from the one asked.
 T_ASC_PresentationContextID find_context(T_ASC_Association *a, const char *cls, const char *ts, std::string *accepted) {
@@ -338,22 +350,32 @@ int store_one(Run &r, DcmDataset *ds, const char *cls, const char *sop, std::str
     return -1;
 }
 
-int on_instance(void *ud, const dwb_rseries *se, const void *data, size_t len, const char *location) {
+void push(Run &r, Run::Item &&it) {
+    std::unique_lock<std::mutex> lk(r.mu);
+    // Bounded in-flight data: a producer waits while the sender is behind (one item always fits).
+    r.cv_space.wait(lk, [&] { return r.stop.load() || r.queued_bytes == 0 || r.queued_bytes + it.bytes <= r.budget; });
+    if (r.stop.load()) return;
+    r.queued_bytes += it.bytes;
+    r.queue.push_back(std::move(it));
+    r.cv_items.notify_one();
+}
+
+// Producer side (fetch threads): parse each instance as it completes and queue it.
+int p_instance(void *ud, const dwb_rseries *se, const void *data, size_t len, const char *location) {
     Run &r = *static_cast<Run *>(ud);
-    if (check_cancel(&r)) return 1;
+    if (r.stop.load()) return 1;
     DcmInputBufferStream in;
     in.setBuffer(data, (offile_off_t)len);
     in.setEos();
-    DcmFileFormat ff;
-    ff.transferInit();
+    std::unique_ptr<DcmFileFormat> ff(new DcmFileFormat());
+    ff->transferInit();
     // Load every value now: a buffer stream cannot serve deferred reads later.
-    OFCondition c = ff.read(in, EXS_Unknown, EGL_noChange, 0xFFFFFFFFu);
-    ff.transferEnd();
-    DcmDataset *ds = ff.getDataset();
+    OFCondition c = ff->read(in, EXS_Unknown, EGL_noChange, 0xFFFFFFFFu);
+    ff->transferEnd();
     OFString sop, cls;
     if (c.good()) {
-        ds->findAndGetOFString(DCM_SOPInstanceUID, sop);
-        ds->findAndGetOFString(DCM_SOPClassUID, cls);
+        ff->getDataset()->findAndGetOFString(DCM_SOPInstanceUID, sop);
+        ff->getDataset()->findAndGetOFString(DCM_SOPClassUID, cls);
     }
     if (c.bad() || sop.empty() || cls.empty()) {
         // Not attributable to a planned instance: the planned ones that never arrive are counted as missing.
@@ -362,19 +384,46 @@ int on_instance(void *ud, const dwb_rseries *se, const void *data, size_t len, c
         return 0;
     }
     dwb_retrieve_mark_seen(se, sop.c_str());
-    if (r.dest_dead) {
-        fail_instance(r, sop.c_str(), r.dest_why);
-        maybe_pending(r);
-        return 0;
+    Run::Item it;
+    it.ff = std::move(ff);
+    it.sop = sop.c_str();
+    it.cls = cls.c_str();
+    it.series = se;
+    it.bytes = len;
+    push(r, std::move(it));
+    return r.stop.load() ? 1 : 0;
+}
+
+void p_missing(void *ud, const dwb_rseries *se, const char *sop, const char *reason) {
+    Run &r = *static_cast<Run *>(ud);
+    Run::Item it;
+    it.sop = sop;
+    it.why = reason;
+    it.series = se;
+    push(r, std::move(it));
+}
+
+int p_cancelled(void *ud) { return static_cast<Run *>(ud)->stop.load() ? 1 : 0; }
+
+// Consumer side (the association's thread): stamp and send one queued instance.
+void send_item(Run &r, Run::Item &it) {
+    if (!it.ff) {
+        fail_instance(r, it.sop.c_str(), it.why);
+        return;
     }
+    if (r.dest_dead) {
+        fail_instance(r, it.sop.c_str(), r.dest_why);
+        return;
+    }
+    DcmDataset *ds = it.ff->getDataset();
     const dwb_upstream_conf *up = r.ctx->upstream->conf;
     if (r.ctx->cfg->provenance.stamp) {
-        std::string url = std::string(up->base_url) + "/studies/" + se->study_uid + "/series/" + se->series_uid +
-                          "/instances/" + sop.c_str();
+        std::string url = std::string(up->base_url) + "/studies/" + it.series->study_uid + "/series/" +
+                          it.series->series_uid + "/instances/" + it.sop;
         stamp(ds, up, r.ctx->cfg->listen.ae_title, url);
     }
     std::string why;
-    int rc = store_one(r, ds, cls.c_str(), sop.c_str(), why);
+    int rc = store_one(r, ds, it.cls.c_str(), it.sop.c_str(), why);
     if (rc == 0) {
         r.completed++;
         r.since_pending++;
@@ -382,15 +431,62 @@ int on_instance(void *ud, const dwb_rseries *se, const void *data, size_t len, c
         r.warning++;
         r.since_pending++;
     } else {
-        fail_instance(r, sop.c_str(), why);
+        fail_instance(r, it.sop.c_str(), why);
         if (rc == -2) {
-            // The destination association is gone: the rest fails fast instead of being fetched for nothing.
+            // The destination association is gone: the rest fails fast instead of being sent for nothing.
             r.dest_dead = true;
             r.dest_why = why;
         }
     }
-    maybe_pending(r);
-    return r.net.bad() ? 1 : 0;
+}
+
+void run_pipeline(Run &r, const dwb_rplan *plan) {
+    const dwb_config *cfg = r.ctx->cfg;
+    r.budget = (size_t)cfg->retrieve.max_in_flight_mb << 20;
+    size_t n_threads = (size_t)cfg->retrieve.parallel_series;
+    if (n_threads > plan->n_series) n_threads = plan->n_series;
+    if (n_threads == 0) n_threads = 1;
+    std::atomic<size_t> next{0};
+    dwb_retrieve_callbacks cb = {p_instance, p_missing, p_cancelled, &r};
+    r.producers_left = (int)n_threads;
+    std::vector<std::thread> producers;
+    for (size_t t = 0; t < n_threads; t++) {
+        producers.emplace_back([&r, &next, &cb, plan] {
+            for (size_t i = next++; i < plan->n_series && !r.stop.load(); i = next++) {
+                dwb_error e = {};
+                dwb_retrieve_stream_series(r.ctx->upstream, plan, i, &r.ctx->log, kMaxInstanceBytes, &cb, &e);
+            }
+            std::lock_guard<std::mutex> lk(r.mu);
+            r.producers_left--;
+            r.cv_items.notify_all();
+        });
+    }
+    for (;;) {
+        Run::Item it;
+        bool have = false, done = false;
+        {
+            std::unique_lock<std::mutex> lk(r.mu);
+            r.cv_items.wait_for(lk, std::chrono::milliseconds(100),
+                                [&] { return !r.queue.empty() || r.producers_left == 0; });
+            if (!r.queue.empty()) {
+                it = std::move(r.queue.front());
+                r.queue.pop_front();
+                r.queued_bytes -= it.bytes;
+                have = true;
+                r.cv_space.notify_all();
+            } else if (r.producers_left == 0) {
+                done = true;
+            }
+        }
+        if (done) break;
+        if (check_cancel(&r)) break;
+        if (have) send_item(r, it);
+        maybe_pending(r);
+    }
+    // Cancel or a dead requester: stop the producers (they notice within one callback or 100 ms).
+    r.stop.store(true);
+    r.cv_space.notify_all();
+    for (auto &t : producers) t.join();
 }
 
 } // namespace
@@ -470,8 +566,7 @@ OFCondition dwb_handle_move_get(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_
         r.target.next_msg_id = (DIC_US)(msg_id(r) + 1);
     }
     r.net = send_rsp(r, STATUS_Pending, false, nullptr);
-    dwb_retrieve_callbacks cb = {on_instance, on_missing, check_cancel, &r};
-    if (r.net.good()) st = dwb_retrieve_stream(ctx->upstream, plan, &ctx->log, kMaxInstanceBytes, &cb, &err);
+    if (r.net.good()) run_pipeline(r, plan);
     dwb_rplan_free(plan);
     close_target(r.target, r.cancelled || r.dest_dead);
     if (r.net.bad()) return r.net;

@@ -419,41 +419,50 @@ static dwb_status fetch(const dwb_upstream *up, const char *url, stream_ctx *s, 
     return st;
 }
 
-dwb_status dwb_retrieve_stream(const dwb_upstream *up, const dwb_rplan *plan, const dwb_log_ctx *log,
-                               size_t max_instance_bytes, const dwb_retrieve_callbacks *cb, dwb_error *err) {
+dwb_status dwb_retrieve_stream_series(const dwb_upstream *up, const dwb_rplan *plan, size_t index,
+                                      const dwb_log_ctx *log, size_t max_instance_bytes,
+                                      const dwb_retrieve_callbacks *cb, dwb_error *err) {
     dwb_status result = DWB_OK;
     stream_ctx s;
     memset(&s, 0, sizeof s);
     s.cb = cb;
     s.max = max_instance_bytes;
-    for (size_t i = 0; i < plan->n_series && result == DWB_OK; i++) {
-        const dwb_rseries *se = &plan->series[i];
-        s.series = se;
-        size_t n_urls = se->whole ? 1 : se->n;
-        for (size_t u = 0; u < n_urls; u++) {
-            char url[1024], why[400] = "";
-            if (se->whole)
-                snprintf(url, sizeof url, "%s/studies/%s/series/%s", up->conf->base_url, se->study_uid, se->series_uid);
-            else
-                snprintf(url, sizeof url, "%s/studies/%s/series/%s/instances/%s", up->conf->base_url, se->study_uid,
-                         se->series_uid, se->sop[u]);
-            s.started = s.bad_type = s.perr_set = 0;
-            dwb_status st = fetch(up, url, &s, err, why, sizeof why);
-            if (st == DWB_E_CANCELLED || s.stop) {
-                result = DWB_E_CANCELLED;
-                break;
-            }
-            if (st != DWB_OK) {
-                dwb_log_ctx lc = log ? *log : (dwb_log_ctx){0};
-                DWB_WARN(&lc, "WADO-RS series %s: %s", se->series_uid, why);
-            }
-            /* Every planned instance that did not arrive is a failed sub-operation. */
-            size_t lo = se->whole ? 0 : u, hi = se->whole ? se->n : u + 1;
-            for (size_t k = lo; k < hi; k++)
-                if (!se->seen[k])
-                    cb->on_missing(cb->ud, se, se->sop[k], why[0] ? why : (s.too_big ? "instance larger than the limit" : "not delivered by the store"));
+    const dwb_rseries *se = &plan->series[index];
+    s.series = se;
+    size_t n_urls = se->whole ? 1 : se->n;
+    for (size_t u = 0; u < n_urls; u++) {
+        char url[1024], why[400] = "";
+        if (se->whole)
+            snprintf(url, sizeof url, "%s/studies/%s/series/%s", up->conf->base_url, se->study_uid, se->series_uid);
+        else
+            snprintf(url, sizeof url, "%s/studies/%s/series/%s/instances/%s", up->conf->base_url, se->study_uid,
+                     se->series_uid, se->sop[u]);
+        s.started = s.bad_type = s.perr_set = 0;
+        dwb_status st = fetch(up, url, &s, err, why, sizeof why);
+        if (st == DWB_E_CANCELLED || s.stop) {
+            result = DWB_E_CANCELLED;
+            break;
         }
+        if (st != DWB_OK) {
+            dwb_log_ctx lc = log ? *log : (dwb_log_ctx){0};
+            DWB_WARN(&lc, "WADO-RS series %s: %s", se->series_uid, why);
+        }
+        /* Every planned instance that did not arrive is a failed sub-operation. */
+        size_t lo = se->whole ? 0 : u, hi = se->whole ? se->n : u + 1;
+        for (size_t k = lo; k < hi; k++)
+            if (!se->seen[k])
+                cb->on_missing(cb->ud, se, se->sop[k],
+                               why[0] ? why : (s.too_big ? "instance larger than the limit" : "not delivered by the store"));
     }
     free(s.part);
     return result;
+}
+
+dwb_status dwb_retrieve_stream(const dwb_upstream *up, const dwb_rplan *plan, const dwb_log_ctx *log,
+                               size_t max_instance_bytes, const dwb_retrieve_callbacks *cb, dwb_error *err) {
+    for (size_t i = 0; i < plan->n_series; i++) {
+        dwb_status st = dwb_retrieve_stream_series(up, plan, i, log, max_instance_bytes, cb, err);
+        if (st == DWB_E_CANCELLED) return st;
+    }
+    return DWB_OK;
 }

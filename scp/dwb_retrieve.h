@@ -59,6 +59,10 @@ typedef struct dwb_retrieve_callbacks {
 typedef struct dwb_retrieve_run dwb_retrieve_run;
 dwb_status dwb_retrieve_stream(const dwb_upstream *up, const dwb_rplan *plan, const dwb_log_ctx *log,
                                size_t max_instance_bytes, const dwb_retrieve_callbacks *cb, dwb_error *err);
+/* One series of the plan; callers may run several series in parallel threads (callbacks must cope). */
+dwb_status dwb_retrieve_stream_series(const dwb_upstream *up, const dwb_rplan *plan, size_t index,
+                                      const dwb_log_ctx *log, size_t max_instance_bytes,
+                                      const dwb_retrieve_callbacks *cb, dwb_error *err);
 /* Called from on_instance with the SOP Instance UID found in the data set. */
 void dwb_retrieve_mark_seen(const dwb_rseries *series, const char *sop_uid);
 
