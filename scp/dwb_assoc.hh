@@ -12,6 +12,8 @@
 extern "C" {
 #include "dwb_config.h"
 #include "dwb_log.h"
+#include "dwb_spool.h"
+#include "dwb_uploader.h"
 #include "dwb_upstream.h"
 }
 
@@ -19,6 +21,8 @@ struct dwb_assoc_ctx {
     T_ASC_Association *assoc;
     const dwb_config *cfg;
     const dwb_upstream *upstream; /* NULL when the called AE is the bridge's own (Verification only) */
+    dwb_spool *spool;             /* the upstream's spool; NULL if it could not be opened */
+    dwb_uploader *uploader;
     char id[24];
     char calling[DWB_AE_MAX + 1];
     char called[DWB_AE_MAX + 1];
@@ -31,6 +35,7 @@ struct dwb_assoc_ctx {
 /* Handlers answer one request. A returned bad OFCondition is a network failure: the caller aborts. */
 OFCondition dwb_handle_echo(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid);
 OFCondition dwb_handle_move_get(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid);
+OFCondition dwb_handle_store(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid);
 OFCondition dwb_handle_find(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid);
 /* Sends the response matching req's command (FIND/MOVE/GET/STORE) with a status and an ErrorComment
  * (truncated to 64 characters, the LO limit). DIMSE_BADCOMMANDTYPE for other commands. */

@@ -38,6 +38,8 @@ struct dwb_server {
     const dwb_config *cfg = nullptr;
     T_ASC_Network *net = nullptr;
     std::vector<dwb_upstream *> upstreams; // same order as cfg->upstreams
+    std::vector<dwb_spool *> spools;       // same order; NULL where the spool could not be opened
+    std::vector<dwb_uploader *> uploaders;
     std::atomic<int> stop_level{0};       // 1 = drain, 2 = cancel in-flight work
     std::atomic<bool> cancel_all{false};
     std::mutex mu;
@@ -230,6 +232,7 @@ void serve_association(dwb_server *srv, dwb_assoc_ctx *ctx) {
         switch (msg.CommandField) {
         case DIMSE_C_ECHO_RQ: cond = dwb_handle_echo(ctx, &msg, pid); break;
         case DIMSE_C_FIND_RQ: cond = dwb_handle_find(ctx, &msg, pid); break;
+        case DIMSE_C_STORE_RQ: cond = dwb_handle_store(ctx, &msg, pid); break;
         case DIMSE_C_MOVE_RQ:
         case DIMSE_C_GET_RQ: cond = dwb_handle_move_get(ctx, &msg, pid); break;
         case DIMSE_C_CANCEL_RQ:
@@ -376,6 +379,20 @@ extern "C" dwb_status dwb_server_new(const dwb_config *cfg, dwb_server **out, dw
             return st;
         }
         srv->upstreams.push_back(up);
+        // C-STORE needs the spool; the other services work without it, so a bad spool is a warning here and
+        // an Out of Resources answer to C-STORE later.
+        dwb_spool *sp = nullptr;
+        dwb_uploader *ul = nullptr;
+        dwb_error se = {};
+        if (dwb_spool_open(cfg->spool.dir, cfg->upstreams[i].ae_title, &sp, &se) != DWB_OK) {
+            DWB_WARN(nullptr, "upstream %s: C-STORE disabled: %s", cfg->upstreams[i].ae_title, se.message);
+        } else if (dwb_uploader_start(up, sp, &ul, &se) != DWB_OK) {
+            DWB_WARN(nullptr, "upstream %s: C-STORE disabled: %s", cfg->upstreams[i].ae_title, se.message);
+            dwb_spool_close(sp);
+            sp = nullptr;
+        }
+        srv->spools.push_back(sp);
+        srv->uploaders.push_back(ul);
     }
     OFCondition c = ASC_initializeNetwork(NET_ACCEPTOR, cfg->listen.port, cfg->listen.acse_timeout_s, &srv->net);
     if (c.bad()) {
@@ -444,7 +461,11 @@ extern "C" dwb_status dwb_server_run(dwb_server *srv, dwb_error *err) {
         for (size_t i = 0; i < cfg->n_upstreams; i++) {
             char t[DWB_AE_MAX + 1];
             trim_ae(cfg->upstreams[i].ae_title, t);
-            if (strcmp(t, ctx->called) == 0) up = srv->upstreams[i];
+            if (strcmp(t, ctx->called) == 0) {
+                up = srv->upstreams[i];
+                ctx->spool = srv->spools[i];
+                ctx->uploader = srv->uploaders[i];
+            }
         }
         if (!up && strcmp(own, ctx->called) != 0) {
             DWB_WARN(&ctx->log, "association rejected: called AE title '%s' is not an upstream of this bridge",
@@ -516,6 +537,9 @@ extern "C" dwb_status dwb_server_run(dwb_server *srv, dwb_error *err) {
 extern "C" void dwb_server_free(dwb_server *srv) {
     if (!srv) return;
     if (srv->net) ASC_dropNetwork(&srv->net);
+    // Uploaders first: they use the upstreams' HTTP clients. Spooled files stay for the next start.
+    for (dwb_uploader *u : srv->uploaders) dwb_uploader_stop(u);
+    for (dwb_spool *sp : srv->spools) dwb_spool_close(sp);
     for (dwb_upstream *up : srv->upstreams) dwb_upstream_free(up);
     delete srv;
 }

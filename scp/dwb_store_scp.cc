@@ -1,0 +1,92 @@
+// DCMTK adapter for C-STORE on an upstream's AE title: each instance is written durably to that upstream's
+// spool (temporary name, fsync, rename, fsync of the directory) before the SCU hears success; the uploader
+// thread then sends it by STOW-RS. A full or unwritable spool answers Out of Resources, never success.
+#include "dcmtk/config/osconfig.h"
+#include "dcmtk/dcmdata/dcdeftag.h"
+#include "dcmtk/dcmdata/dcfilefo.h"
+#include "dcmtk/dcmdata/dcmetinf.h"
+#include "dcmtk/dcmdata/dcxfer.h"
+#include "dcmtk/dcmnet/dimse.h"
+
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "dwb_assoc.hh"
+
+namespace {
+
+OFCondition respond(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid, DIC_US status,
+                    const char *comment) {
+    if (status != STATUS_Success) return dwb_send_failure(ctx, msg, pid, status, comment);
+    T_DIMSE_Message rsp;
+    memset(&rsp, 0, sizeof rsp);
+    rsp.CommandField = DIMSE_C_STORE_RSP;
+    T_DIMSE_C_StoreRSP &r = rsp.msg.CStoreRSP;
+    const T_DIMSE_C_StoreRQ &rq = msg->msg.CStoreRQ;
+    r.MessageIDBeingRespondedTo = rq.MessageID;
+    OFStandard::strlcpy(r.AffectedSOPClassUID, rq.AffectedSOPClassUID, sizeof r.AffectedSOPClassUID);
+    OFStandard::strlcpy(r.AffectedSOPInstanceUID, rq.AffectedSOPInstanceUID, sizeof r.AffectedSOPInstanceUID);
+    r.opts = O_STORE_AFFECTEDSOPCLASSUID | O_STORE_AFFECTEDSOPINSTANCEUID;
+    r.DataSetType = DIMSE_DATASET_NULL;
+    r.DimseStatus = STATUS_Success;
+    return DIMSE_sendMessageUsingMemoryData(ctx->assoc, pid, &rsp, nullptr, nullptr, nullptr, nullptr);
+}
+
+} // namespace
+
+OFCondition dwb_handle_store(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid) {
+    const T_DIMSE_C_StoreRQ &rq = msg->msg.CStoreRQ;
+    DcmDataset *raw = nullptr;
+    T_ASC_PresentationContextID dpid = pid;
+    OFCondition cond = DIMSE_receiveDataSetInMemory(ctx->assoc, DIMSE_BLOCKING, 0, &dpid, &raw, nullptr, nullptr);
+    std::unique_ptr<DcmDataset> ds(raw);
+    if (cond.bad()) return cond; // the stream is out of step: the caller aborts the association
+    if (!ctx->upstream)
+        return respond(ctx, msg, pid, STATUS_STORE_Refused_SOPClassNotSupported, "C-STORE needs an upstream AE title");
+
+    OFString sop, cls;
+    ds->findAndGetOFString(DCM_SOPInstanceUID, sop);
+    ds->findAndGetOFString(DCM_SOPClassUID, cls);
+    std::string why;
+    if (sop.empty()) why = "data set has no SOP Instance UID";
+    else if (cls.empty()) why = "data set has no SOP Class UID";
+    else if (strcmp(sop.c_str(), rq.AffectedSOPInstanceUID) != 0) why = "SOP Instance UID differs from the command";
+    else if (strcmp(cls.c_str(), rq.AffectedSOPClassUID) != 0) why = "SOP Class UID differs from the command";
+    if (!why.empty()) {
+        DWB_WARN(&ctx->log, "C-STORE %s refused: %s", rq.AffectedSOPInstanceUID, why.c_str());
+        return respond(ctx, msg, pid, STATUS_STORE_Error_DataSetDoesNotMatchSOPClass, why.c_str());
+    }
+    if (!ctx->spool) {
+        DWB_WARN(&ctx->log, "C-STORE %s refused: the spool of this upstream is not available", sop.c_str());
+        return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources, "spool not available");
+    }
+    T_ASC_PresentationContext pc;
+    E_TransferSyntax xfer = EXS_LittleEndianExplicit;
+    if (ASC_findAcceptedPresentationContext(ctx->assoc->params, pid, &pc).good())
+        xfer = DcmXfer(pc.acceptedTransferSyntax).getXfer();
+    if (xfer == EXS_Unknown) xfer = EXS_LittleEndianExplicit;
+
+    char tmp[1400];
+    dwb_error err = {};
+    if (dwb_spool_tmp_path(ctx->spool, sop.c_str(), tmp, sizeof tmp, &err) != DWB_OK)
+        return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources, err.message);
+    DcmFileFormat ff(ds.get());
+    // File meta: who sent it. It does not survive a later C-STORE, but it is kept with the spooled file.
+    ff.getMetaInfo()->putAndInsertString(DCM_SourceApplicationEntityTitle, ctx->calling);
+    OFCondition c = ff.saveFile(tmp, xfer, EET_ExplicitLength, EGL_recalcGL, EPD_noChange, 0, 0, EWM_fileformat);
+    if (c.bad()) {
+        dwb_spool_discard(tmp);
+        DWB_ERROR(&ctx->log, "C-STORE %s: cannot write %s: %s (spool full or not writable?)", sop.c_str(), tmp, c.text());
+        return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources, "spool full or not writable");
+    }
+    if (dwb_spool_commit(ctx->spool, tmp, &err) != DWB_OK) {
+        dwb_spool_discard(tmp);
+        DWB_ERROR(&ctx->log, "C-STORE %s: %s", sop.c_str(), err.message);
+        return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources,
+                       err.status == DWB_E_LIMIT ? "spool full" : "spool not writable");
+    }
+    if (ctx->uploader) dwb_uploader_notify(ctx->uploader);
+    DWB_DEBUG(&ctx->log, "C-STORE %s spooled", sop.c_str());
+    return respond(ctx, msg, pid, STATUS_Success, nullptr);
+}

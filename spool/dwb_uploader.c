@@ -1,0 +1,323 @@
+/* STOW-RS uploader. A batch is a multipart/related body assembled on the fly from the spool files (never held
+ * in memory). The store's per-instance answer decides each file's fate: stored (or already held) -> deleted,
+ * refused for good -> failed/ with the reason, refused for now or no answer -> retried later with backoff. */
+#define _GNU_SOURCE /* pthread_tryjoin_np */
+#include "dwb_uploader.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "dwb_http.h"
+#include "dwb_log.h"
+#include "dwb_multipart.h"
+#include "dwb_stow.h"
+
+#define MAX_RESPONSE (16u << 20)
+
+struct dwb_uploader {
+    const dwb_upstream *up;
+    dwb_spool *spool;
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int pending;          /* notifications since the last scan */
+    atomic_int stop;
+    unsigned long delivered, failed, retried;
+    int single;           /* isolate instances one by one after a whole-batch refusal */
+};
+
+/* ---- streamed request body ---- */
+
+typedef struct body {
+    dwb_spool *spool;
+    const dwb_spool_entry *e;
+    size_t n;
+    char boundary[80];
+    size_t idx;        /* current entry; n = closing delimiter */
+    int in_header;     /* emitting the part header of idx */
+    char hdr[256];
+    size_t hdr_len, hdr_pos;
+    FILE *f;
+    int failed;
+} body;
+
+static long long body_size(body *b) {
+    long long total = 0;
+    char tmp[256];
+    for (size_t i = 0; i < b->n; i++)
+        total += dwb_multipart_part_header(tmp, sizeof tmp, b->boundary, "application/dicom") + b->e[i].size;
+    total += dwb_multipart_close(tmp, sizeof tmp, b->boundary);
+    return total;
+}
+
+static void body_start_part(body *b) {
+    if (b->idx < b->n)
+        b->hdr_len = (size_t)dwb_multipart_part_header(b->hdr, sizeof b->hdr, b->boundary, "application/dicom");
+    else
+        b->hdr_len = (size_t)dwb_multipart_close(b->hdr, sizeof b->hdr, b->boundary);
+    b->hdr_pos = 0;
+    b->in_header = 1;
+}
+
+static int body_rewind(void *ud) {
+    body *b = ud;
+    if (b->f) fclose(b->f);
+    b->f = NULL;
+    b->idx = 0;
+    b->failed = 0;
+    body_start_part(b);
+    return 0;
+}
+
+static size_t body_read(void *ud, char *buf, size_t len) {
+    body *b = ud;
+    size_t out = 0;
+    while (out < len) {
+        if (b->in_header) {
+            size_t k = b->hdr_len - b->hdr_pos;
+            if (k > len - out) k = len - out;
+            memcpy(buf + out, b->hdr + b->hdr_pos, k);
+            b->hdr_pos += k;
+            out += k;
+            if (b->hdr_pos < b->hdr_len) break;
+            b->in_header = 0;
+            if (b->idx >= b->n) break; /* closing delimiter done */
+            char path[1300];
+            snprintf(path, sizeof path, "%s/%s", dwb_spool_dir(b->spool), b->e[b->idx].name);
+            b->f = fopen(path, "rb");
+            if (!b->f) {
+                b->failed = 1;
+                return (size_t)-1;
+            }
+            continue;
+        }
+        if (b->idx >= b->n) break;
+        size_t got = fread(buf + out, 1, len - out, b->f);
+        out += got;
+        if (got == 0) {
+            fclose(b->f);
+            b->f = NULL;
+            b->idx++;
+            body_start_part(b);
+        }
+    }
+    return out;
+}
+
+/* ---- batches ---- */
+
+typedef struct resp_buf {
+    char *data;
+    size_t len, cap;
+    dwb_uploader *u;
+} resp_buf;
+
+static int on_resp(void *ud, const void *d, size_t n) {
+    resp_buf *r = ud;
+    if (r->len + n > MAX_RESPONSE) return 1;
+    if (r->len + n + 1 > r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 8192;
+        while (cap < r->len + n + 1) cap *= 2;
+        char *nd = realloc(r->data, cap);
+        if (!nd) return 1;
+        r->data = nd;
+        r->cap = cap;
+    }
+    memcpy(r->data + r->len, d, n);
+    r->len += n;
+    r->data[r->len] = '\0';
+    return 0;
+}
+
+static int is_stopped(void *ud) { return atomic_load(&((resp_buf *)ud)->u->stop) > 1; }
+
+/* Returns 1 if the store was reachable (whatever it answered), 0 if it should be retried later as a whole. */
+static int upload_batch(dwb_uploader *u, const dwb_spool_entry *e, size_t n) {
+    const dwb_upstream *up = u->up;
+    dwb_log_ctx lc = {NULL, up->conf->ae_title, NULL, NULL};
+    body b;
+    memset(&b, 0, sizeof b);
+    b.spool = u->spool;
+    b.e = e;
+    b.n = n;
+    if (dwb_multipart_make_boundary(b.boundary, sizeof b.boundary) != DWB_OK) return 0;
+    body_rewind(&b);
+    char ct[200], url[1200];
+    snprintf(ct, sizeof ct, "Content-Type: multipart/related; type=\"application/dicom\"; boundary=%s", b.boundary);
+    snprintf(url, sizeof url, "%s/studies", up->conf->base_url);
+    const char *hdrs[2] = {ct, "Accept: application/dicom+json"};
+    dwb_http_body_reader rd = {body_read, body_rewind, &b, body_size(&b)};
+    resp_buf rb = {NULL, 0, 0, u};
+    dwb_http_request req = {0};
+    req.method = "POST";
+    req.url = url;
+    req.headers = hdrs;
+    req.n_headers = 2;
+    req.reader = &rd;
+    req.on_body = on_resp;
+    req.is_cancelled = is_stopped;
+    req.ud = &rb;
+    dwb_http_response resp = {0};
+    dwb_error err = {0};
+    dwb_status st = dwb_http_perform(up->http, &req, &resp, &err);
+    if (b.f) fclose(b.f);
+    int reachable = 1;
+    long code = resp.code;
+    char *body_text = rb.data ? rb.data : resp.error_body;
+    size_t body_len = rb.data ? rb.len : (resp.error_body ? strlen(resp.error_body) : 0);
+    dwb_stow_result res = {0};
+    dwb_error perr = {0};
+    int parsed = 0;
+    if (body_len > 0 && (code >= 200 && code < 500))
+        parsed = dwb_stow_parse(body_text, body_len, resp.content_type, &res, &perr) == DWB_OK;
+    if (st != DWB_OK && !(code >= 400 && code < 500) && !(code == 409 || code == 202)) {
+        /* Unreachable, 5xx after the client's retries, cancelled: everything stays queued. */
+        DWB_WARN(&lc, "STOW-RS of %zu instance(s) not done, will retry: %s", n, err.message);
+        reachable = 0;
+    } else if (code == 401 || code == 403 || code == 404 || code == 405) {
+        /* A configuration problem, not the instances' fault: keep them and retry later. */
+        DWB_ERROR(&lc, "STOW-RS refused by the store (HTTP %ld): check base_url and credentials; %zu instance(s) kept",
+                  code, n);
+        reachable = 0;
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            const dwb_stow_item *it = parsed ? dwb_stow_find(&res, e[i].sop_uid) : NULL;
+            dwb_error fe = {0};
+            char reason[600];
+            if (it && (it->outcome != DWB_STOW_FAILED || dwb_stow_reason_already_stored(it->reason))) {
+                if (dwb_spool_delete(u->spool, e[i].name, &fe) == DWB_OK) u->delivered++;
+            } else if (it && !dwb_stow_reason_transient(it->reason)) {
+                snprintf(reason, sizeof reason, "store refused SOP Instance %s with FailureReason 0x%04X (HTTP %ld)",
+                         e[i].sop_uid, it->reason, code);
+                dwb_spool_fail(u->spool, e[i].name, reason, &fe);
+                u->failed++;
+                DWB_ERROR(&lc, "%s; moved to %s/failed/%s", reason, dwb_spool_dir(u->spool), e[i].name);
+            } else if (!it && code >= 200 && code < 300 && (!parsed || res.n == 0)) {
+                /* 2xx without a per-instance answer: the store accepted the request as a whole. */
+                if (dwb_spool_delete(u->spool, e[i].name, &fe) == DWB_OK) u->delivered++;
+            } else if (!it && code >= 400 && code < 500 && n == 1) {
+                char q[300];
+                snprintf(q, sizeof q, "%.280s", body_text ? body_text : "");
+                for (char *c = q; *c; c++)
+                    if (*c == '\n' || *c == '\r') *c = ' ';
+                snprintf(reason, sizeof reason, "store refused SOP Instance %s: HTTP %ld %s", e[i].sop_uid, code, q);
+                dwb_spool_fail(u->spool, e[i].name, reason, &fe);
+                u->failed++;
+                DWB_ERROR(&lc, "%s; moved to %s/failed/%s", reason, dwb_spool_dir(u->spool), e[i].name);
+            } else {
+                u->retried++;
+                if (code >= 400 && code < 500) u->single = 1; /* find the culprit one by one */
+            }
+        }
+    }
+    if (reachable && u->single && n == 1) u->single = 0; /* isolation round done when nothing else is pending */
+    dwb_stow_result_free(&res);
+    free(rb.data);
+    dwb_http_response_cleanup(&resp);
+    return reachable;
+}
+
+static void *run(void *arg) {
+    dwb_uploader *u = arg;
+    dwb_log_ctx lc = {NULL, u->up->conf->ae_title, NULL, NULL};
+    long backoff_ms = 0;
+    unsigned long last_d = 0, last_f = 0;
+    size_t batch_n = 50;
+    long long batch_bytes = 32LL << 20;
+    size_t queued = dwb_spool_count(u->spool);
+    if (queued) DWB_INFO(&lc, "spool %s: %zu instance(s) queued from before, uploading", dwb_spool_dir(u->spool), queued);
+    while (!atomic_load(&u->stop)) {
+        dwb_spool_entry *e = NULL;
+        size_t n = 0;
+        dwb_error err = {0};
+        if (dwb_spool_list(u->spool, u->single ? 1 : batch_n, &e, &n, &err) != DWB_OK) {
+            DWB_ERROR(&lc, "%s", err.message);
+            n = 0;
+        }
+        size_t take = 0;
+        long long bytes = 0;
+        while (take < n && (take == 0 || bytes + e[take].size <= batch_bytes)) bytes += e[take++].size;
+        if (take == 0) {
+            free(e);
+            pthread_mutex_lock(&u->mu);
+            if (!u->pending && !atomic_load(&u->stop)) {
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_sec += 1;
+                pthread_cond_timedwait(&u->cv, &u->mu, &ts);
+            }
+            u->pending = 0;
+            pthread_mutex_unlock(&u->mu);
+            continue;
+        }
+        int ok = upload_batch(u, e, take);
+        free(e);
+        if (u->delivered != last_d || u->failed != last_f) {
+            DWB_INFO(&lc, "STOW-RS: %lu delivered, %lu failed, %zu queued", u->delivered, u->failed,
+                     dwb_spool_count(u->spool));
+            last_d = u->delivered;
+            last_f = u->failed;
+        }
+        if (!ok) {
+            backoff_ms = backoff_ms ? backoff_ms * 2 : 500;
+            if (backoff_ms > 30000) backoff_ms = 30000;
+            pthread_mutex_lock(&u->mu);
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += backoff_ms / 1000;
+            ts.tv_nsec += (backoff_ms % 1000) * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+            if (!atomic_load(&u->stop)) pthread_cond_timedwait(&u->cv, &u->mu, &ts);
+            pthread_mutex_unlock(&u->mu);
+        } else {
+            backoff_ms = 0;
+        }
+    }
+    return NULL;
+}
+
+dwb_status dwb_uploader_start(const dwb_upstream *up, dwb_spool *spool, dwb_uploader **out, dwb_error *err) {
+    *out = NULL;
+    dwb_uploader *u = calloc(1, sizeof *u);
+    if (!u) return dwb_error_set(err, DWB_E_NOMEM, "out of memory");
+    u->up = up;
+    u->spool = spool;
+    pthread_mutex_init(&u->mu, NULL);
+    pthread_cond_init(&u->cv, NULL);
+    if (pthread_create(&u->th, NULL, run, u) != 0) {
+        free(u);
+        return dwb_error_set(err, DWB_E_INTERNAL, "cannot start the uploader thread: %s", strerror(errno));
+    }
+    *out = u;
+    return DWB_OK;
+}
+
+void dwb_uploader_notify(dwb_uploader *u) {
+    pthread_mutex_lock(&u->mu);
+    u->pending = 1;
+    pthread_cond_signal(&u->cv);
+    pthread_mutex_unlock(&u->mu);
+}
+
+void dwb_uploader_stop(dwb_uploader *u) {
+    if (!u) return;
+    atomic_store(&u->stop, 1);
+    dwb_uploader_notify(u);
+    /* Give a batch in flight a moment, then cancel it (is_stopped sees stop > 1). */
+    struct timespec ts = {0, 200000000L};
+    for (int i = 0; i < 25; i++) {
+        if (pthread_tryjoin_np(u->th, NULL) == 0) goto joined;
+        nanosleep(&ts, NULL);
+    }
+    atomic_store(&u->stop, 2);
+    pthread_join(u->th, NULL);
+joined:
+    pthread_mutex_destroy(&u->mu);
+    pthread_cond_destroy(&u->cv);
+    free(u);
+}
