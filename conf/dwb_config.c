@@ -227,7 +227,7 @@ static dwb_status load_upstream(loader *L, const char *path, json_t *obj, dwb_up
     static const char *const keys[] = {"ae_title", "base_url", "auth", "qido_page_size", "timeout_s",
                                        "connect_timeout_s", "low_speed_time_s", "max_retries", "retry_budget_s",
                                        "tls_verify", "ca_bundle", "metadata_format", "max_concurrent_requests",
-                                       NULL};
+                                       "stow_batch_instances", "stow_batch_bytes", "stow_batch_delay_ms", NULL};
     if (!json_is_object(obj)) return bad(L, path, "expected an object");
     dwb_status st = check_keys(L, path, obj, keys);
     if (st != DWB_OK) return st;
@@ -240,6 +240,9 @@ static dwb_status load_upstream(loader *L, const char *path, json_t *obj, dwb_up
     u->tls_verify = 1;
     u->metadata_format = DWB_META_JSON;
     u->max_concurrent_requests = 16;
+    u->stow_batch_instances = 50;
+    u->stow_batch_bytes = 32 << 20;
+    u->stow_batch_delay_ms = 200;
     if ((st = get_ae(L, path, obj, "ae_title", 1, u->ae_title)) != DWB_OK) return st;
     const char *url = NULL;
     if ((st = get_str(L, path, obj, "base_url", 1, &url)) != DWB_OK) return st;
@@ -269,6 +272,9 @@ static dwb_status load_upstream(loader *L, const char *path, json_t *obj, dwb_up
     if ((st = get_bool(L, path, obj, "tls_verify", &u->tls_verify)) != DWB_OK) return st;
     if ((st = get_int(L, path, obj, "max_concurrent_requests", 1, 1024, &u->max_concurrent_requests)) != DWB_OK)
         return st;
+    if ((st = get_int(L, path, obj, "stow_batch_instances", 1, 10000, &u->stow_batch_instances)) != DWB_OK) return st;
+    if ((st = get_int(L, path, obj, "stow_batch_bytes", 1024, 1 << 30, &u->stow_batch_bytes)) != DWB_OK) return st;
+    if ((st = get_int(L, path, obj, "stow_batch_delay_ms", 0, 60000, &u->stow_batch_delay_ms)) != DWB_OK) return st;
     const char *ca = NULL;
     if ((st = get_str(L, path, obj, "ca_bundle", 0, &ca)) != DWB_OK) return st;
     if (ca) {

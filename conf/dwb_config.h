@@ -46,6 +46,9 @@ typedef struct dwb_upstream_conf {
     char *ca_bundle;         /* optional path */
     dwb_metadata_format metadata_format; /* "json" (default) | "xml" */
     int max_concurrent_requests;         /* default 16 */
+    int stow_batch_instances;            /* instances per STOW-RS request; default 50 */
+    int stow_batch_bytes;                /* bytes per STOW-RS request (a single larger instance still goes); 32 MiB */
+    int stow_batch_delay_ms;             /* wait this long for a batch to fill; default 200 */
 } dwb_upstream_conf;
 
 typedef struct dwb_destination_conf {

@@ -154,14 +154,23 @@ void accept_storage_contexts(T_ASC_Parameters *params) {
         if (ASC_getPresentationContext(params, i, &pc).bad()) continue;
         if (pc.resultReason == ASC_P_ACCEPTANCE) continue;
         if (!dcmIsaStorageSOPClassUID(pc.abstractSyntax, ESSC_All)) continue;
-        for (int t = 0; t < pc.transferSyntaxCount; t++) {
+        // The SCU's order, except that big endian (retired, badly supported by stores) is taken only when it is
+        // the only syntax the bridge knows in this context.
+        const char *pick = nullptr, *big = nullptr;
+        for (int t = 0; t < pc.transferSyntaxCount && !pick; t++) {
             DcmXfer xf(pc.proposedTransferSyntaxes[t]);
             if (xf.getXfer() == EXS_Unknown) continue;
-            T_ASC_SC_ROLE role = ASC_SC_ROLE_DEFAULT;
-            if (pc.proposedRole == ASC_SC_ROLE_SCP || pc.proposedRole == ASC_SC_ROLE_SCUSCP) role = pc.proposedRole;
-            ASC_acceptPresentationContext(params, pc.presentationContextID, pc.proposedTransferSyntaxes[t], role);
-            break;
+            if (xf.getXfer() == EXS_BigEndianExplicit) {
+                if (!big) big = pc.proposedTransferSyntaxes[t];
+                continue;
+            }
+            pick = pc.proposedTransferSyntaxes[t];
         }
+        if (!pick) pick = big;
+        if (!pick) continue;
+        T_ASC_SC_ROLE role = ASC_SC_ROLE_DEFAULT;
+        if (pc.proposedRole == ASC_SC_ROLE_SCP || pc.proposedRole == ASC_SC_ROLE_SCUSCP) role = pc.proposedRole;
+        ASC_acceptPresentationContext(params, pc.presentationContextID, pick, role);
     }
 }
 

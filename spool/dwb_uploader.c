@@ -227,8 +227,10 @@ static void *run(void *arg) {
     dwb_log_ctx lc = {NULL, u->up->conf->ae_title, NULL, NULL};
     long backoff_ms = 0;
     unsigned long last_d = 0, last_f = 0;
-    size_t batch_n = 50;
-    long long batch_bytes = 32LL << 20;
+    size_t batch_n = (size_t)u->up->conf->stow_batch_instances;
+    long long batch_bytes = u->up->conf->stow_batch_bytes;
+    long delay_ms = u->up->conf->stow_batch_delay_ms;
+    int waited_for_batch = 0;
     size_t queued = dwb_spool_count(u->spool);
     if (queued) DWB_INFO(&lc, "spool %s: %zu instance(s) queued from before, uploading", dwb_spool_dir(u->spool), queued);
     while (!atomic_load(&u->stop)) {
@@ -255,6 +257,15 @@ static void *run(void *arg) {
             pthread_mutex_unlock(&u->mu);
             continue;
         }
+        if (take < batch_n && take == n && delay_ms > 0 && !waited_for_batch && !u->single) {
+            /* A partial batch: give the SCU a moment to send more so that requests carry many instances. */
+            free(e);
+            waited_for_batch = 1;
+            struct timespec ts = {delay_ms / 1000, (delay_ms % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        waited_for_batch = 0;
         int ok = upload_batch(u, e, take);
         free(e);
         if (u->delivered != last_d || u->failed != last_f) {

@@ -114,10 +114,10 @@ class Server:
 class Orthanc(Server):
     """Orthanc with the DICOMweb plugin: the store behind the bridge in tests."""
 
-    def __init__(self, workdir, aet="ORTHANC", modalities=None, extra=None):
+    def __init__(self, workdir, aet="ORTHANC", modalities=None, extra=None, http_port=None):
         super().__init__("orthanc-" + aet.lower(), workdir)
         self.aet = aet
-        self.http_port = free_port()
+        self.http_port = http_port or free_port()
         self.dicom_port = free_port()
         db = os.path.join(workdir, "orthanc-" + aet.lower())
         os.makedirs(db, exist_ok=True)
@@ -178,6 +178,10 @@ class Orthanc(Server):
         with urllib.request.urlopen(req, timeout=30) as r:
             body = r.read()
         return json.loads(body) if body else []
+
+    def instance_uids(self):
+        """SOP Instance UIDs of every instance the store holds (via QIDO-RS)."""
+        return sorted(i["00080018"]["Value"][0] for i in self.qido("/instances?includefield=00080018&limit=100000"))
 
     def get_json(self, path):
         with urllib.request.urlopen(self.url + path, timeout=30) as r:

@@ -1,0 +1,148 @@
+"""C-STORE through the bridge into Orthanc by STOW-RS: a mixed cohort in several transfer syntaxes arrives; the
+store down while storescu sends, kill -9 of the bridge, store back up, restart: every acknowledged instance
+arrives exactly once; a refused instance lands in failed/ with its reason; a data set that does not match its
+command is refused and the association goes on; an unusable spool answers Out of Resources."""
+import glob
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+import harness
+from harness import Bridge, Orthanc, TestCase, run
+
+
+def wait_for(pred, timeout=30, step=0.1):
+    end = time.time() + timeout
+    while time.time() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()
+
+
+class StoreTest(TestCase):
+    def cohort(self, **kw):
+        d, man = harness.gencohort(self.workdir, **kw)
+        return [os.path.join(d, i["file"]) for i in man["instances"]], man
+
+    def storescu(self, port, files, aec="ORTHANC", extra=None):
+        return run(["storescu", "-aec", aec] + (extra or []) + ["127.0.0.1", str(port)] + files, timeout=300)
+
+    def test_mixed_cohort_in_several_transfer_syntaxes(self):
+        files, man = self.cohort(patients=2, studies=1, series=3, instances=3, modalities="CT,MR,CR")
+        # Re-encode some: JPEG-LS lossless, RLE, implicit VR little endian.
+        # storescu proposes one syntax family per run: (conversion, storescu option) per group.
+        groups = {"jls": (["dcmcjpls"], ["-xt"]), "rle": (["dcmcrle"], ["-xr"]), "implicit": (["dcmconv", "+ti"], ["-xi"]),
+                  "explicit": (None, [])}
+        names = list(groups)
+        batches = {g: [] for g in names}
+        for i, f in enumerate(files):
+            g = names[i % len(names)]
+            tool = groups[g][0]
+            if tool:
+                out = os.path.join(self.workdir, "conv%03d.dcm" % i)
+                run(tool + [f, out], check=True)
+                batches[g].append(out)
+            else:
+                batches[g].append(f)
+        orthanc = self.start(Orthanc(self.workdir))
+        bridge = self.start(Bridge(self.workdir, {"upstreams": [{"ae_title": "ORTHANC", "base_url": orthanc.dicomweb_url}],
+                                                  "spool": {"dir": os.path.join(self.workdir, "spool")},
+                                                  "log": {"level": "debug"}}))
+        for g in names:
+            p = self.storescu(bridge.port, batches[g], extra=groups[g][1])
+            self.assertEqual(p.returncode, 0, "%s: %s" % (g, p.stdout[-2000:]))
+        expected = sorted(i["SOPInstanceUID"] for i in man["instances"])
+        got = wait_for(lambda: orthanc.instance_uids() if orthanc.instance_uids() == expected else None)
+        self.assertEqual(got, expected)
+        self.assertEqual(os.listdir(os.path.join(self.workdir, "spool", "ORTHANC")), ["failed"],
+                         "delivered files are removed from the spool")
+        self.assertIn("delivered", bridge.log())
+
+    def test_store_down_kill_restart_exactly_once(self):
+        files, man = self.cohort(patients=2, studies=1, series=2, instances=5)
+        store_port = harness.free_port()
+        spool = os.path.join(self.workdir, "spool")
+        cfg = {"upstreams": [{"ae_title": "ORTHANC", "base_url": "http://127.0.0.1:%d/dicom-web" % store_port,
+                              "max_retries": 1, "retry_budget_s": 1, "connect_timeout_s": 1}],
+               "spool": {"dir": spool}, "log": {"level": "debug"}}
+        bridge = self.start(Bridge(self.workdir, cfg))
+        p = self.storescu(bridge.port, files)
+        self.assertEqual(p.returncode, 0, "acknowledged from the spool while the store is down:\n" + p.stdout[-1500:])
+        queued = glob.glob(os.path.join(spool, "ORTHANC", "*.dcm"))
+        self.assertEqual(len(queued), len(files))
+        bridge.stop(signal.SIGKILL)
+        orthanc = self.start(Orthanc(self.workdir, http_port=store_port))
+        self.assertEqual(orthanc.instance_uids(), [])
+        bridge2 = self.start(Bridge(os.path.join(self.workdir), cfg))
+        expected = sorted(i["SOPInstanceUID"] for i in man["instances"])
+        got = wait_for(lambda: orthanc.instance_uids() if len(orthanc.instance_uids()) >= len(expected) else None,
+                       timeout=60)
+        self.assertEqual(got, expected)
+        # Exactly once: Orthanc counts each stored instance; no duplicate STOW of a delivered file.
+        self.assertEqual(len(orthanc.get_json("/instances")), len(expected))
+        wait_for(lambda: not glob.glob(os.path.join(spool, "ORTHANC", "*.dcm")))
+        self.assertEqual(glob.glob(os.path.join(spool, "ORTHANC", "*.dcm")), [])
+        self.assertIn("queued from before", bridge2.log())
+
+    def test_refused_instance_goes_to_failed_with_reason(self):
+        files, man = self.cohort(patients=1, studies=1, series=1, instances=4)
+        bad = os.path.join(self.workdir, "bad.dcm")
+        shutil.copy(files[0], bad)
+        # No Series Instance UID: the bridge spools it (SOP UIDs are fine), Orthanc refuses it.
+        run(["dcmodify", "-nb", "-ea", "(0020,000E)", "-m", "(0008,0018)=1.2.826.0.1.3680043.2.1143.77", bad],
+            check=True)
+        orthanc = self.start(Orthanc(self.workdir))
+        spool = os.path.join(self.workdir, "spool")
+        bridge = self.start(Bridge(self.workdir, {"upstreams": [{"ae_title": "ORTHANC", "base_url": orthanc.dicomweb_url}],
+                                                  "spool": {"dir": spool}, "log": {"level": "debug"}}))
+        p = self.storescu(bridge.port, files + [bad])
+        self.assertEqual(p.returncode, 0, p.stdout[-1500:])
+        failed_dir = os.path.join(spool, "ORTHANC", "failed")
+        reasons = wait_for(lambda: glob.glob(os.path.join(failed_dir, "*.reason.txt")))
+        self.assertEqual(len(reasons), 1, os.listdir(failed_dir))
+        with open(reasons[0]) as f:
+            reason = f.read()
+        self.assertIn("1.2.826.0.1.3680043.2.1143.77", reason)
+        self.assertIn("refused", reason)
+        self.assertEqual(len(glob.glob(os.path.join(failed_dir, "*.dcm"))), 1)
+        expected = sorted(i["SOPInstanceUID"] for i in man["instances"])
+        self.assertEqual(wait_for(lambda: orthanc.instance_uids() if orthanc.instance_uids() == expected else None),
+                         expected, "the other instances are delivered")
+        self.assertIn("moved to", bridge.log())
+
+    def test_mismatching_data_set_refused_and_association_continues(self):
+        files, man = self.cohort(patients=1, studies=1, series=1, instances=1, modalities="CT")
+        orthanc = self.start(Orthanc(self.workdir))
+        bridge = self.start(Bridge(self.workdir, {"upstreams": [{"ae_title": "ORTHANC", "base_url": orthanc.dicomweb_url}],
+                                                  "spool": {"dir": os.path.join(self.workdir, "spool")}}))
+        tool = os.path.join(harness.BUILD_DIR, "tests", "tools", "dwb_badstore")
+        p = run([tool, "127.0.0.1", str(bridge.port), "ORTHANC", files[0]])
+        lines = [l for l in p.stdout.splitlines() if l.startswith("status")]
+        self.assertEqual(len(lines), 3, p.stdout)
+        self.assertTrue(lines[0].startswith("status 0xa900 comment SOP Instance UID differs"), lines[0])
+        self.assertTrue(lines[1].startswith("status 0xa900 comment SOP Class UID differs"), lines[1])
+        self.assertTrue(lines[2].startswith("status 0x0000"), "the association goes on: " + lines[2])
+        uid = man["instances"][0]["SOPInstanceUID"]
+        self.assertEqual(wait_for(lambda: orthanc.instance_uids() if orthanc.instance_uids() else None), [uid])
+
+    def test_unusable_spool_answers_out_of_resources(self):
+        files, man = self.cohort(patients=1, studies=1, series=1, instances=1)
+        blocker = os.path.join(self.workdir, "not-a-dir")
+        with open(blocker, "w") as f:
+            f.write("x")
+        bridge = self.start(Bridge(self.workdir, {"upstreams": [{"ae_title": "ORTHANC", "base_url": "http://127.0.0.1:9"}],
+                                                  "spool": {"dir": blocker}}))
+        p = self.storescu(bridge.port, files, extra=["-d"])
+        self.assertIn("0xa700", p.stdout, p.stdout[-2000:])
+        self.assertIn("C-STORE disabled", bridge.log())
+        self.assertEqual(harness.echoscu(bridge.port, "ORTHANC").returncode, 0, "other services keep working")
+
+
+if __name__ == "__main__":
+    harness.main()
