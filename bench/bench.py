@@ -4,6 +4,8 @@
                                                     storescu of the same files into the same storescp
            vs  Orthanc's own C-MOVE of the study to the same storescp
   C-FIND   bridge study-level query            vs  findscu straight to Orthanc's DICOM port
+  C-STORE  storescu -> bridge -> STOW-RS, until all instances are in the store
+                                               vs  one curl STOW-RS of the same files straight to the store
 
 Prints wall times (best of --repeat) and ratios. No assertion: the numbers are for people."""
 import argparse
@@ -19,9 +21,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import harness  # noqa: E402
 
 
-def timed(fn, repeat):
+def timed(fn, repeat, setup=None):
     best = None
     for _ in range(repeat):
+        if setup:
+            setup()
         t0 = time.perf_counter()
         fn()
         dt = time.perf_counter() - t0
@@ -105,11 +109,55 @@ def main():
                 harness.run(["findscu", "-S", "-aec", "ORTHANC"] + keys + ["127.0.0.1", str(orthanc.dicom_port)],
                             check=True)
 
+        # A second, empty store for the STOW comparison; each run starts from an empty store.
+        store2 = harness.Orthanc(work, aet="STOW")
+        servers.append(store2)
+        stow_dir = os.path.join(work, "stow")
+        os.makedirs(stow_dir, exist_ok=True)
+        body_path = os.path.join(work, "stow-body")
+        with open(body_path, "wb") as out:
+            for f in files:
+                out.write(b"\r\n--BENCHBOUNDARY\r\nContent-Type: application/dicom\r\n\r\n")
+                with open(f, "rb") as src:
+                    out.write(src.read())
+            out.write(b"\r\n--BENCHBOUNDARY--\r\n")
+
+        def empty_store():
+            import urllib.request
+            for i in store2.get_json("/instances"):
+                urllib.request.urlopen(urllib.request.Request(store2.url + "/instances/" + i, method="DELETE")).read()
+
+        def store_count():
+            return len(store2.get_json("/instances"))
+
+        def stow_direct():
+            subprocess.run(["curl", "-sf", "-o", "/dev/null", "-X", "POST", "-H",
+                            'Content-Type: multipart/related; type="application/dicom"; boundary=BENCHBOUNDARY',
+                            "--data-binary", "@" + body_path, store2.dicomweb_url + "/studies"], check=True)
+            if store_count() != len(files):
+                raise SystemExit("direct STOW stored %d of %d" % (store_count(), len(files)))
+
+        bridge_store = harness.Bridge(work, {
+            "listen": {"port": harness.free_port()},
+            "upstreams": [{"ae_title": "STOW", "base_url": store2.dicomweb_url}],
+            "spool": {"dir": os.path.join(work, "spool")}, "log": {"level": "warn"}})
+        servers.append(bridge_store)
+
+        def store_via_bridge():
+            harness.run(["storescu", "-aec", "STOW", "127.0.0.1", str(bridge_store.port)] + files, check=True,
+                        timeout=600)
+            end = time.time() + 600
+            while store_count() < len(files) and time.time() < end:
+                time.sleep(0.02)
+            if store_count() != len(files):
+                raise SystemExit("bridge STOW stored %d of %d" % (store_count(), len(files)))
+
         r = {}
-        for name, fn in [("WADO-RS direct (curl)", wado), ("storescu -> storescp direct", storescu),
+        for name, fn in [("STOW-RS direct (curl)", stow_direct), ("storescu -> bridge -> STOW", store_via_bridge),
+                         ("WADO-RS direct (curl)", wado), ("storescu -> storescp direct", storescu),
                          ("bridge C-MOVE", bridge_move), ("Orthanc C-MOVE", orthanc_move),
                          ("bridge C-FIND x20", bridge_find), ("Orthanc C-FIND x20", orthanc_find)]:
-            r[name] = timed(fn, a.repeat)
+            r[name] = timed(fn, a.repeat, empty_store if "STOW" in name else None)
         mb = total_bytes / 1e6
         print("\n%d instances, %d series, %.1f MB, best of %d" % (len(files), len(series), mb, a.repeat))
         for k, v in r.items():
@@ -123,6 +171,8 @@ def main():
               (r["bridge C-MOVE"] / (r["WADO-RS direct (curl)"] + r["storescu -> storescp direct"])))
         print("  bridge C-MOVE / Orthanc C-MOVE            %.2f" % (r["bridge C-MOVE"] / r["Orthanc C-MOVE"]))
         print("  bridge C-FIND / Orthanc C-FIND            %.2f" % (r["bridge C-FIND x20"] / r["Orthanc C-FIND x20"]))
+        print("  bridge C-STORE->STOW / direct STOW        %.2f   (target <= 1.2)" %
+              (r["storescu -> bridge -> STOW"] / r["STOW-RS direct (curl)"]))
     finally:
         for s in reversed(servers):
             s.close()
