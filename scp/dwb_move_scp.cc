@@ -8,14 +8,19 @@
 #include "dcmtk/dcmdata/dcuid.h"
 #include "dcmtk/dcmdata/dcxfer.h"
 #include "dcmtk/dcmdata/dcfilefo.h"
+#include "dcmtk/dcmdata/dcmetinf.h"
 #include "dcmtk/dcmjpeg/djdecode.h"
 #include "dcmtk/dcmjpls/djdecode.h"
 #include "dcmtk/dcmnet/dimse.h"
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <map>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <thread>
 #include <cstring>
 #include <ctime>
@@ -173,6 +178,15 @@ struct Run {
     std::chrono::steady_clock::time_point last_pending;
     size_t since_pending = 0;
     std::string dest_why;
+
+    // series_burst: a series is written to disk first and sent in one burst once complete.
+    bool burst = false;
+    std::string burst_dir;
+    struct Burst {
+        size_t seen = 0;
+        std::vector<std::pair<std::string, std::string>> files; // path, SOP Instance UID
+    };
+    std::map<const dwb_rseries *, Burst> bursts;
 
     // Pipeline: producer threads fetch and parse (WADO-RS), this thread stamps and sends (C-STORE).
     struct Item {
@@ -405,25 +419,7 @@ void p_missing(void *ud, const dwb_rseries *se, const char *sop, const char *rea
 
 int p_cancelled(void *ud) { return static_cast<Run *>(ud)->stop.load() ? 1 : 0; }
 
-// Consumer side (the association's thread): stamp and send one queued instance.
-void send_item(Run &r, Run::Item &it) {
-    if (!it.ff) {
-        fail_instance(r, it.sop.c_str(), it.why);
-        return;
-    }
-    if (r.dest_dead) {
-        fail_instance(r, it.sop.c_str(), r.dest_why);
-        return;
-    }
-    DcmDataset *ds = it.ff->getDataset();
-    const dwb_upstream_conf *up = r.ctx->upstream->conf;
-    if (r.ctx->cfg->provenance.stamp) {
-        std::string url = std::string(up->base_url) + "/studies/" + it.series->study_uid + "/series/" +
-                          it.series->series_uid + "/instances/" + it.sop;
-        stamp(ds, up, r.ctx->cfg->listen.ae_title, url);
-    }
-    std::string why;
-    int rc = store_one(r, ds, it.cls.c_str(), it.sop.c_str(), why);
+void count_result(Run &r, int rc, const char *sop, const std::string &why) {
     if (rc == 0) {
         r.completed++;
         r.since_pending++;
@@ -431,13 +427,75 @@ void send_item(Run &r, Run::Item &it) {
         r.warning++;
         r.since_pending++;
     } else {
-        fail_instance(r, it.sop.c_str(), why);
+        fail_instance(r, sop, why);
         if (rc == -2) {
-            // The destination association is gone: the rest fails fast instead of being sent for nothing.
             r.dest_dead = true;
             r.dest_why = why;
         }
     }
+}
+
+// Sends a completed series from its burst files, back to back.
+void flush_burst(Run &r, Run::Burst &b) {
+    for (auto &f : b.files) {
+        if (r.dest_dead) {
+            fail_instance(r, f.second.c_str(), r.dest_why);
+        } else {
+            DcmFileFormat ff;
+            std::string why;
+            int rc;
+            if (ff.loadFile(f.first.c_str()).bad()) {
+                rc = -1;
+                why = "cannot read back " + f.first;
+            } else {
+                OFString cls;
+                ff.getDataset()->findAndGetOFString(DCM_SOPClassUID, cls);
+                rc = store_one(r, ff.getDataset(), cls.c_str(), f.second.c_str(), why);
+            }
+            count_result(r, rc, f.second.c_str(), why);
+        }
+        unlink(f.first.c_str());
+        maybe_pending(r);
+    }
+    b.files.clear();
+}
+
+// Consumer side (the association's thread): stamp and send one queued instance.
+void send_item(Run &r, Run::Item &it) {
+    Run::Burst *burst = r.burst ? &r.bursts[it.series] : nullptr;
+    if (burst) burst->seen++;
+    if (!it.ff) {
+        fail_instance(r, it.sop.c_str(), it.why);
+    } else if (r.dest_dead) {
+        fail_instance(r, it.sop.c_str(), r.dest_why);
+    } else {
+        DcmDataset *ds = it.ff->getDataset();
+        const dwb_upstream_conf *up = r.ctx->upstream->conf;
+        if (r.ctx->cfg->provenance.stamp) {
+            std::string url = std::string(up->base_url) + "/studies/" + it.series->study_uid + "/series/" +
+                              it.series->series_uid + "/instances/" + it.sop;
+            stamp(ds, up, r.ctx->cfg->listen.ae_title, url);
+        }
+        if (burst) {
+            // Part-10 written by the bridge itself: the file meta can carry the source too.
+            it.ff->getMetaInfo()->putAndInsertString(DCM_SourceApplicationEntityTitle, up->ae_title);
+            it.ff->getMetaInfo()->putAndInsertString(DCM_SourcePresentationAddress, up->base_url);
+            std::string path = r.burst_dir + "/" + std::to_string(r.bursts.size()) + "-" + it.sop + ".dcm";
+            OFCondition c = it.ff->saveFile(path.c_str(), EXS_Unknown, EET_ExplicitLength, EGL_recalcGL, EPD_noChange,
+                                            0, 0, EWM_fileformat);
+            if (c.bad()) {
+                unlink(path.c_str());
+                fail_instance(r, it.sop.c_str(), std::string("cannot write the series burst file: ") + c.text());
+            } else {
+                burst->files.emplace_back(path, it.sop);
+            }
+        } else {
+            std::string why;
+            int rc = store_one(r, ds, it.cls.c_str(), it.sop.c_str(), why);
+            count_result(r, rc, it.sop.c_str(), why);
+        }
+    }
+    if (burst && burst->seen >= it.series->n) flush_burst(r, *burst);
 }
 
 void run_pipeline(Run &r, const dwb_rplan *plan) {
@@ -565,8 +623,25 @@ OFCondition dwb_handle_move_get(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_
         r.target.is_move = false;
         r.target.next_msg_id = (DIC_US)(msg_id(r) + 1);
     }
+    if (r.is_move && dest->series_burst) {
+        r.burst = true;
+        r.burst_dir = std::string(ctx->cfg->spool.dir) + "/burst-" + ctx->id + "-" + std::to_string(msg_id(r));
+        std::string parent = std::string(ctx->cfg->spool.dir);
+        mkdir(parent.c_str(), 0750);
+        if (mkdir(r.burst_dir.c_str(), 0750) != 0 && errno != EEXIST) {
+            DWB_WARN(&ctx->log, "C-MOVE: cannot create %s (%s): sending without series bursts", r.burst_dir.c_str(),
+                     strerror(errno));
+            r.burst = false;
+        }
+    }
     r.net = send_rsp(r, STATUS_Pending, false, nullptr);
     if (r.net.good()) run_pipeline(r, plan);
+    if (r.burst) {
+        // Cancelled or failed bursts leave files behind: they were never acknowledged to anyone.
+        for (auto &kv : r.bursts)
+            for (auto &f : kv.second.files) unlink(f.first.c_str());
+        rmdir(r.burst_dir.c_str());
+    }
     dwb_rplan_free(plan);
     close_target(r.target, r.cancelled || r.dest_dead);
     if (r.net.bad()) return r.net;

@@ -111,7 +111,9 @@ class MoveTest(unittest.TestCase):
             "destinations": [
                 {"ae_title": "KAAPANA", "host": "127.0.0.1", "port": cls.pacs.port,
                  "calling_ae_title": "kp-idc", "called_ae_title": "kp-admin"},
-                {"ae_title": "DOWN", "host": "127.0.0.1", "port": cls.dead_port}],
+                {"ae_title": "DOWN", "host": "127.0.0.1", "port": cls.dead_port},
+                {"ae_title": "BURST", "host": "127.0.0.1", "port": cls.pacs.port, "series_burst": True}],
+            "spool": {"dir": os.path.join(cls.workdir, "spool")},
             "log": {"level": "debug"}})
 
     @classmethod
@@ -204,6 +206,25 @@ class MoveTest(unittest.TestCase):
         self.assertEqual(sorted(tag_value(self.workdir, f, "SOPInstanceUID") for f in files), sorted(exp))
         for f in files:
             self.check_instance(tag_value(self.workdir, f, "SOPInstanceUID"), f)
+
+    def test_series_burst_sends_each_series_in_one_run(self):
+        study = self.manifest["instances"][0]["StudyInstanceUID"]
+        rows = [i for i in self.manifest["instances"] if i["StudyInstanceUID"] == study]
+        series_of = {i["SOPInstanceUID"]: i["SeriesInstanceUID"] for i in rows}
+        log_before = len(self.pacs.log())
+        p = self.move(["QueryRetrieveLevel=STUDY", "StudyInstanceUID=" + study], dest="BURST")
+        self.assertEqual(status_of(p), "0x0000", p.stdout[-1500:])
+        got = self.received()
+        self.assertEqual(sorted(got), sorted(series_of))
+        for uid, path in got.items():
+            self.check_instance(uid, path)
+        # storescp -v logs each stored file in arrival order: each series must arrive as one contiguous run.
+        order = [series_of[u] for u in re.findall(r"storing DICOM file: .*/[A-Za-z]+\.([0-9][0-9.]*)\s*$", self.pacs.log()[log_before:],
+                                                   re.M) if u in series_of]
+        self.assertEqual(len(order), len(series_of), self.pacs.log()[log_before:][-1500:])
+        runs = [s for i, s in enumerate(order) if i == 0 or order[i - 1] != s]
+        self.assertEqual(len(runs), len(set(order)), "series interleaved: %s" % order)
+        self.assertEqual(glob.glob(os.path.join(self.workdir, "spool", "burst-*")), [], "burst files are removed")
 
     def test_unknown_destination(self):
         p = self.move(["QueryRetrieveLevel=STUDY", "StudyInstanceUID=" + self.manifest["instances"][0]["StudyInstanceUID"]],
