@@ -227,7 +227,8 @@ static dwb_status load_upstream(loader *L, const char *path, json_t *obj, dwb_up
     static const char *const keys[] = {"ae_title", "base_url", "auth", "qido_page_size", "timeout_s",
                                        "connect_timeout_s", "low_speed_time_s", "max_retries", "retry_budget_s",
                                        "tls_verify", "ca_bundle", "metadata_format", "max_concurrent_requests",
-                                       "stow_batch_instances", "stow_batch_bytes", "stow_batch_delay_ms", NULL};
+                                       "stow_batch_instances", "stow_batch_bytes", "stow_batch_delay_ms", "store_mode",
+                                       NULL};
     if (!json_is_object(obj)) return bad(L, path, "expected an object");
     dwb_status st = check_keys(L, path, obj, keys);
     if (st != DWB_OK) return st;
@@ -281,6 +282,14 @@ static dwb_status load_upstream(loader *L, const char *path, json_t *obj, dwb_up
         join(p, sizeof p, path, "ca_bundle");
         if (!(u->ca_bundle = resolve_path(L, ca))) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
         if ((st = check_readable(L, p, u->ca_bundle)) != DWB_OK) return st;
+    }
+    const char *mode = NULL;
+    if ((st = get_str(L, path, obj, "store_mode", 0, &mode)) != DWB_OK) return st;
+    if (mode) {
+        join(p, sizeof p, path, "store_mode");
+        if (!strcmp(mode, "async")) u->store_sync = 0;
+        else if (!strcmp(mode, "sync")) u->store_sync = 1;
+        else return bad(L, p, "expected \"async\" or \"sync\", got \"%s\"", mode);
     }
     const char *fmt = NULL;
     if ((st = get_str(L, path, obj, "metadata_format", 0, &fmt)) != DWB_OK) return st;

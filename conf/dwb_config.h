@@ -49,6 +49,7 @@ typedef struct dwb_upstream_conf {
     int stow_batch_instances;            /* instances per STOW-RS request; default 50 */
     int stow_batch_bytes;                /* bytes per STOW-RS request (a single larger instance still goes); 32 MiB */
     int stow_batch_delay_ms;             /* wait this long for a batch to fill; default 200 */
+    int store_sync;                      /* "store_mode": "sync" = answer C-STORE after the store confirmed */
 } dwb_upstream_conf;
 
 typedef struct dwb_destination_conf {

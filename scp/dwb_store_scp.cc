@@ -8,7 +8,11 @@
 #include "dcmtk/dcmdata/dcxfer.h"
 #include "dcmtk/dcmnet/dimse.h"
 
+#include <chrono>
 #include <cstring>
+#include <fstream>
+#include <thread>
+#include <unistd.h>
 #include <memory>
 #include <string>
 
@@ -88,5 +92,29 @@ OFCondition dwb_handle_store(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_Pre
     }
     if (ctx->uploader) dwb_uploader_notify(ctx->uploader);
     DWB_DEBUG(&ctx->log, "C-STORE %s spooled", sop.c_str());
+    if (!ctx->upstream->conf->store_sync) return respond(ctx, msg, pid, STATUS_Success, nullptr);
+
+    // store_mode sync: answer once the uploader has settled this file (deleted = delivered, failed/ = refused).
+    std::string final(tmp);
+    final.resize(final.size() - 4); // ".tmp"
+    std::string base = final.substr(final.rfind('/') + 1);
+    std::string failed = std::string(dwb_spool_dir(ctx->spool)) + "/failed/" + base;
+    int limit_s = ctx->upstream->conf->timeout_s > 0 ? ctx->upstream->conf->timeout_s : 60;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(limit_s);
+    while (access(final.c_str(), F_OK) == 0) {
+        if (std::chrono::steady_clock::now() > deadline || (ctx->cancel_all && ctx->cancel_all->load())) {
+            DWB_WARN(&ctx->log, "C-STORE %s: the store did not confirm within %d s; kept in the spool", sop.c_str(),
+                     limit_s);
+            return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources, "store did not confirm in time");
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    if (access(failed.c_str(), F_OK) == 0) {
+        std::ifstream in(failed + ".reason.txt");
+        std::string reason;
+        std::getline(in, reason);
+        DWB_WARN(&ctx->log, "C-STORE %s refused by the store: %s", sop.c_str(), reason.c_str());
+        return respond(ctx, msg, pid, STATUS_STORE_Error_CannotUnderstand, "refused by the store");
+    }
     return respond(ctx, msg, pid, STATUS_Success, nullptr);
 }

@@ -131,6 +131,23 @@ class StoreTest(TestCase):
         uid = man["instances"][0]["SOPInstanceUID"]
         self.assertEqual(wait_for(lambda: orthanc.instance_uids() if orthanc.instance_uids() else None), [uid])
 
+    def test_sync_mode_answers_after_the_store(self):
+        files, man = self.cohort(patients=1, studies=1, series=1, instances=3)
+        orthanc = self.start(Orthanc(self.workdir))
+        dead = harness.free_port()
+        bridge = self.start(Bridge(self.workdir, {
+            "upstreams": [{"ae_title": "ORTHANC", "base_url": orthanc.dicomweb_url, "store_mode": "sync"},
+                          {"ae_title": "DOWN", "base_url": "http://127.0.0.1:%d/dicom-web" % dead, "store_mode": "sync",
+                           "timeout_s": 2, "max_retries": 0, "connect_timeout_s": 1}],
+            "spool": {"dir": os.path.join(self.workdir, "spool")}}))
+        p = self.storescu(bridge.port, files)
+        self.assertEqual(p.returncode, 0, p.stdout[-1500:])
+        # No waiting: in sync mode success means the store already has them.
+        self.assertEqual(orthanc.instance_uids(), sorted(i["SOPInstanceUID"] for i in man["instances"]))
+        p = self.storescu(bridge.port, files[:1], aec="DOWN", extra=["-d"])
+        self.assertIn("0xa700", p.stdout, p.stdout[-1500:])
+        self.assertIn("store did not confirm in time", p.stdout)
+
     def test_unusable_spool_answers_out_of_resources(self):
         files, man = self.cohort(patients=1, studies=1, series=1, instances=1)
         blocker = os.path.join(self.workdir, "not-a-dir")

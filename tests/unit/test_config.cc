@@ -136,6 +136,10 @@ TEST(Config, BadConfigsNameTheKey) {
         {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h"}], "http": {"port": -1}})", "http.port: expected an integer 0-65535"},
         {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h"}], "spool": {"dir": ""}})", "spool.dir: expected a non-empty string"},
         {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h"}], "upstreams": []})", "line 1"},
+        {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h", "store_mode": "later"}]})", "upstreams[0].store_mode: expected \"async\" or \"sync\""},
+        {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h", "stow_batch_instances": 0}]})", "upstreams[0].stow_batch_instances: expected an integer 1-10000"},
+        {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h"}], "retrieve": {"parallel_series": 0}})", "retrieve.parallel_series: expected an integer 1-16"},
+        {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h"}], "provenance": {"stamp": "yes"}})", "provenance.stamp: expected true or false"},
     };
     for (const Bad &b : cases) {
         dwb_config *c = nullptr;
