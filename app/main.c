@@ -8,6 +8,7 @@
 
 #include "dwb_config.h"
 #include "dwb_http.h"
+#include "dwb_import.h"
 #include "dwb_log.h"
 #include "dwb_server.h"
 #include "dwb_status.h"
@@ -24,6 +25,7 @@ static const char *k_usage =
     "commands:\n"
     "  serve --config FILE          run the DIMSE listener until SIGTERM/SIGINT\n"
     "  check-config --config FILE   validate a configuration file and the files it references\n"
+    "  import --config FILE ...     pull studies/series from an upstream store into a destination AE\n"
     "  version                      print the version\n"
     "\n"
     "Run 'dicomweb-bridge <command> --help' for the options of a command.\n";
@@ -186,6 +188,7 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     if (strcmp(cmd, "serve") == 0) return cmd_serve(argc - 2, argv + 2);
     if (strcmp(cmd, "check-config") == 0) return cmd_check_config(argc - 2, argv + 2);
+    if (strcmp(cmd, "import") == 0) return dwb_import_main(argc - 2, argv + 2);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         if (argc > 2 && is_help(argv[2])) {
             puts("usage: dicomweb-bridge version\n\nPrints the version of dicomweb-bridge.");

@@ -33,6 +33,7 @@
 #include "dwb_dcmconv.hh"
 
 extern "C" {
+#include "dwb_import_send.h"
 #include "dwb_retrieve.h"
 }
 
@@ -179,12 +180,17 @@ struct Run {
     size_t since_pending = 0;
     std::string dest_why;
 
+    // Import mode: no requesting association; progress and cancellation come from the caller's hooks.
+    const dwb_import_hooks *import = nullptr;
+    unsigned long long bytes_done = 0;
+
     // series_burst: a series is written to disk first and sent in one burst once complete.
     bool burst = false;
     std::string burst_dir;
     struct Burst {
-        size_t seen = 0;
+        size_t seen = 0, failed = 0;
         std::vector<std::pair<std::string, std::string>> files; // path, SOP Instance UID
+        std::vector<size_t> sizes;
     };
     std::map<const dwb_rseries *, Burst> bursts;
 
@@ -209,6 +215,13 @@ const char *sop_class(const Run &r) {
 }
 
 OFCondition send_rsp(Run &r, DIC_US status, bool final, const char *comment) {
+    if (r.import) {
+        dwb_import_totals t = {r.total, r.completed, r.failed, r.warning, r.bytes_done};
+        if (r.import->progress) r.import->progress(r.import->ud, &t);
+        r.last_pending = std::chrono::steady_clock::now();
+        r.since_pending = 0;
+        return EC_Normal;
+    }
     T_DIMSE_Message rsp;
     memset(&rsp, 0, sizeof rsp);
     size_t remaining = r.total - r.completed - r.failed - r.warning;
@@ -272,6 +285,7 @@ void maybe_pending(Run &r) {
 int check_cancel(void *ud) {
     Run &r = *static_cast<Run *>(ud);
     if (r.cancelled || r.net.bad()) return 1;
+    if (r.import) return r.cancelled = r.import->cancelled && r.import->cancelled(r.import->ud), r.cancelled ? 1 : 0;
     if (r.ctx->cancel_all && r.ctx->cancel_all->load()) return r.cancelled = true, 1;
     OFCondition c = DIMSE_checkForCancelRQ(r.ctx->assoc, r.pid, msg_id(r));
     if (c.good()) {
@@ -287,7 +301,8 @@ void fail_instance(Run &r, const char *sop, const std::string &why) {
     r.failed++;
     r.since_pending++;
     if (r.failed_uids.size() < 10000) r.failed_uids.push_back(sop);
-    DWB_WARN(&r.ctx->log, "%s: instance %s failed: %s", r.is_move ? "C-MOVE" : "C-GET", sop, why.c_str());
+    DWB_WARN(&r.ctx->log, "%s: instance %s failed: %s", r.import ? "import" : r.is_move ? "C-MOVE" : "C-GET", sop,
+             why.c_str());
 }
 
 // Accepted context for a SOP class, with the given transfer syntax (NULL: the first accepted one). Written out
@@ -436,10 +451,12 @@ void count_result(Run &r, int rc, const char *sop, const std::string &why) {
 }
 
 // Sends a completed series from its burst files, back to back.
-void flush_burst(Run &r, Run::Burst &b) {
-    for (auto &f : b.files) {
+void flush_burst(Run &r, const dwb_rseries *se, Run::Burst &b) {
+    for (size_t k = 0; k < b.files.size(); k++) {
+        auto &f = b.files[k];
         if (r.dest_dead) {
             fail_instance(r, f.second.c_str(), r.dest_why);
+            b.failed++;
         } else {
             DcmFileFormat ff;
             std::string why;
@@ -453,11 +470,15 @@ void flush_burst(Run &r, Run::Burst &b) {
                 rc = store_one(r, ff.getDataset(), cls.c_str(), f.second.c_str(), why);
             }
             count_result(r, rc, f.second.c_str(), why);
+            if (rc < 0) b.failed++;
+            else r.bytes_done += b.sizes[k];
         }
         unlink(f.first.c_str());
         maybe_pending(r);
     }
     b.files.clear();
+    b.sizes.clear();
+    if (r.import && r.import->series_done) r.import->series_done(r.import->ud, se, b.failed);
 }
 
 // Consumer side (the association's thread): stamp and send one queued instance.
@@ -466,8 +487,10 @@ void send_item(Run &r, Run::Item &it) {
     if (burst) burst->seen++;
     if (!it.ff) {
         fail_instance(r, it.sop.c_str(), it.why);
+        if (burst) burst->failed++;
     } else if (r.dest_dead) {
         fail_instance(r, it.sop.c_str(), r.dest_why);
+        if (burst) burst->failed++;
     } else {
         DcmDataset *ds = it.ff->getDataset();
         const dwb_upstream_conf *up = r.ctx->upstream->conf;
@@ -486,16 +509,19 @@ void send_item(Run &r, Run::Item &it) {
             if (c.bad()) {
                 unlink(path.c_str());
                 fail_instance(r, it.sop.c_str(), std::string("cannot write the series burst file: ") + c.text());
+                burst->failed++;
             } else {
                 burst->files.emplace_back(path, it.sop);
+                burst->sizes.push_back(it.bytes);
             }
         } else {
             std::string why;
             int rc = store_one(r, ds, it.cls.c_str(), it.sop.c_str(), why);
             count_result(r, rc, it.sop.c_str(), why);
+            if (rc >= 0) r.bytes_done += it.bytes;
         }
     }
-    if (burst && burst->seen >= it.series->n) flush_burst(r, *burst);
+    if (burst && burst->seen >= it.series->n) flush_burst(r, it.series, *burst);
 }
 
 void run_pipeline(Run &r, const dwb_rplan *plan) {
@@ -661,4 +687,51 @@ OFCondition dwb_handle_move_get(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_
     DWB_INFO(&ctx->log, "%s finished 0x%04X: %zu completed, %zu failed, %zu warning of %zu in %ld ms", name, status,
              r.completed, r.failed, r.warning, r.total, ms);
     return send_rsp(r, status, true, comment);
+}
+
+extern "C" dwb_status dwb_import_send(const dwb_config *cfg, const dwb_upstream *up, const dwb_destination_conf *dest,
+                                      const dwb_rplan *plan, const dwb_import_hooks *hooks, dwb_import_totals *out,
+                                      dwb_error *err) {
+    memset(out, 0, sizeof *out);
+    dwb_assoc_ctx ctx = {};
+    ctx.cfg = cfg;
+    ctx.upstream = up;
+    snprintf(ctx.id, sizeof ctx.id, "import");
+    ctx.log.assoc = ctx.id;
+    ctx.log.upstream = up->conf->ae_title;
+    Run r;
+    r.ctx = &ctx;
+    r.req = nullptr;
+    r.pid = 0;
+    r.is_move = false; // no move originator on the sub-operations
+    r.import = hooks;
+    r.total = plan->total;
+    size_t n = 0;
+    const char **classes = dwb_rplan_sop_classes(plan, &n);
+    std::vector<std::string> cl;
+    for (size_t i = 0; classes && i < n; i++) cl.push_back(classes[i]);
+    free(classes);
+    std::string why;
+    if (!open_destination(cfg, dest, cl, r.target, why))
+        return dwb_error_set(err, DWB_E_CONNECT, "destination %s: %s", dest->ae_title, why.c_str());
+    // Kaapana's CTP starts its workflow after ~10 s of silence per series: always send whole series at once.
+    r.burst = true;
+    r.burst_dir = std::string(cfg->spool.dir) + "/burst-import-" + std::to_string((long)getpid());
+    mkdir(cfg->spool.dir, 0750);
+    if (mkdir(r.burst_dir.c_str(), 0750) != 0 && errno != EEXIST) {
+        close_target(r.target, true);
+        return dwb_error_set(err, DWB_E_IO, "cannot create %s: %s", r.burst_dir.c_str(), strerror(errno));
+    }
+    run_pipeline(r, plan);
+    for (auto &kv : r.bursts)
+        for (auto &f : kv.second.files) unlink(f.first.c_str());
+    rmdir(r.burst_dir.c_str());
+    close_target(r.target, r.cancelled || r.dest_dead);
+    out->total = r.total;
+    out->completed = r.completed;
+    out->failed = r.failed;
+    out->warning = r.warning;
+    out->bytes = r.bytes_done;
+    if (r.cancelled) return dwb_error_set(err, DWB_E_CANCELLED, "interrupted");
+    return DWB_OK;
 }

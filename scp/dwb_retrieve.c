@@ -466,3 +466,29 @@ dwb_status dwb_retrieve_stream(const dwb_upstream *up, const dwb_rplan *plan, co
     }
     return DWB_OK;
 }
+
+dwb_status dwb_rplan_take(dwb_rplan *dst, dwb_rplan *src) {
+    if (src->n_series == 0) {
+        dwb_rplan_free(src);
+        return DWB_OK;
+    }
+    dwb_rseries *ns = realloc(dst->series, (dst->n_series + src->n_series) * sizeof *ns);
+    if (!ns) return DWB_E_NOMEM;
+    dst->series = ns;
+    memcpy(dst->series + dst->n_series, src->series, src->n_series * sizeof *ns);
+    dst->n_series += src->n_series;
+    dst->total += src->total;
+    free(src->series);
+    free(src);
+    return DWB_OK;
+}
+
+void dwb_rplan_remove_series(dwb_rplan *p, size_t index) {
+    dwb_rseries *s = &p->series[index];
+    p->total -= s->n;
+    free(s->sop);
+    free(s->cls);
+    free(s->seen);
+    memmove(s, s + 1, (p->n_series - index - 1) * sizeof *s);
+    p->n_series--;
+}

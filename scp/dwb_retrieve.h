@@ -38,6 +38,9 @@ dwb_status dwb_retrieve_resolve(const dwb_upstream *up, dwb_qr_model model, cons
                                 const dwb_log_ctx *log, int (*is_cancelled)(void *), void *ud, dwb_rplan **out,
                                 dwb_error *err);
 void dwb_rplan_free(dwb_rplan *p);
+/* Moves every series of src to the end of dst and frees src (also on DWB_E_NOMEM it leaves src intact). */
+dwb_status dwb_rplan_take(dwb_rplan *dst, dwb_rplan *src);
+void dwb_rplan_remove_series(dwb_rplan *p, size_t index);
 /* Distinct SOP Class UIDs of the plan (for presentation contexts); *n set; pointers into the plan. */
 const char **dwb_rplan_sop_classes(const dwb_rplan *p, size_t *n);
 

@@ -1,0 +1,117 @@
+"""dicomweb-bridge import: a multi-study cohort from Orthanc DICOMweb into storescp, stamped, with the
+destination's calling/called AE overrides; a second run sends nothing; --dry-run counts match the real run; a
+destination that fails half-way gives a non-zero exit and a resumed run completes the rest."""
+import os
+import re
+import signal
+import subprocess
+
+import harness
+from harness import Orthanc, StoreSCP, TestCase, run
+
+
+def dump(path, tag):
+    p = run(["dcmdump", "-q", "+L", "+P", tag, path])
+    m = re.search(r"\[(.*)\]", p.stdout)
+    return m.group(1) if m else None
+
+
+class ImportTest(TestCase):
+    def setUp(self):
+        super().setUp()
+        self.cohort, self.man = harness.gencohort(self.workdir, patients=2, studies=1, series=2, instances=4)
+        self.orthanc = self.start(Orthanc(self.workdir))
+        self.orthanc.upload([os.path.join(self.cohort, i["file"]) for i in self.man["instances"]])
+        self.studies = sorted({i["StudyInstanceUID"] for i in self.man["instances"]})
+        self.study_file = os.path.join(self.workdir, "studies.txt")
+        with open(self.study_file, "w") as f:
+            f.write("# an IDC cohort\n" + "\n".join(self.studies) + "\n")
+
+    def config(self, pacs_port):
+        path = os.path.join(self.workdir, "import.json")
+        import json
+        with open(path, "w") as f:
+            json.dump({"upstreams": [{"ae_title": "IDC", "base_url": self.orthanc.dicomweb_url}],
+                       "destinations": [{"ae_title": "KAAPANA", "host": "127.0.0.1", "port": pacs_port,
+                                         "calling_ae_title": "kp-idc", "called_ae_title": "kp-admin"}],
+                       "spool": {"dir": os.path.join(self.workdir, "spool")}}, f)
+        return path
+
+    def importer(self, cfg, *args):
+        return run([harness.BINARY, "import", "--config", cfg, "--upstream", "IDC", "--destination", "KAAPANA"] +
+                   list(args), timeout=300)
+
+    def test_import_dry_run_resume(self):
+        pacs = self.start(StoreSCP(self.workdir, aet="kp-admin", extra_args=["-v"]))
+        cfg = self.config(pacs.port)
+        dry = self.importer(cfg, "--studies", self.study_file, "--dry-run")
+        self.assertEqual(dry.returncode, 0, dry.stdout)
+        m = re.search(r"would send: (\d+) studies, (\d+) series, (\d+) instances", dry.stdout)
+        self.assertTrue(m, dry.stdout)
+        self.assertEqual(pacs.files(), [], "--dry-run sends nothing")
+        p = self.importer(cfg, "--studies", self.study_file)
+        self.assertEqual(p.returncode, 0, p.stdout)
+        sent = int(re.search(r"sent (\d+)", p.stdout).group(1))
+        self.assertEqual(sent, int(m.group(3)), "dry-run count equals what the real run sends")
+        self.assertEqual((int(m.group(1)), int(m.group(2))), (len(self.studies), 2 * len(self.studies)))
+        files = pacs.files()
+        self.assertEqual(sorted(dump(f, "SOPInstanceUID") for f in files),
+                         sorted(i["SOPInstanceUID"] for i in self.man["instances"]))
+        for f in files:
+            self.assertEqual(dump(f, "SourceApplicationEntityTitle"), "kp-idc", "calling AE override")
+            self.assertEqual(dump(f, "RetrieveAETitle"), "IDC")
+            self.assertEqual(dump(f, "SourceOfPreviousValues"), "IDC " + self.orthanc.dicomweb_url)
+        self.assertIn("kp-admin", pacs.log())
+        again = self.importer(cfg, "--studies", self.study_file)
+        self.assertEqual(again.returncode, 0, again.stdout)
+        self.assertIn("nothing to send", again.stdout)
+        self.assertEqual(len(pacs.files()), len(files), "a second run sends nothing")
+        dry2 = self.importer(cfg, "--studies", self.study_file, "--dry-run")
+        self.assertIn("would send: 0 studies, 0 series, 0 instances", dry2.stdout)
+
+    def test_series_manifest_and_query(self):
+        pacs = self.start(StoreSCP(self.workdir, aet="kp-admin"))
+        cfg = self.config(pacs.port)
+        one = self.man["instances"][0]
+        manifest = os.path.join(self.workdir, "series.csv")
+        with open(manifest, "w") as f:
+            f.write("StudyInstanceUID,SeriesInstanceUID\n%s,%s\n" % (one["StudyInstanceUID"], one["SeriesInstanceUID"]))
+        p = self.importer(cfg, "--series", manifest, "--state", os.path.join(self.workdir, "s1.state"))
+        self.assertEqual(p.returncode, 0, p.stdout)
+        exp = [i["SOPInstanceUID"] for i in self.man["instances"] if i["SeriesInstanceUID"] == one["SeriesInstanceUID"]]
+        self.assertEqual(sorted(dump(f, "SOPInstanceUID") for f in pacs.files()), sorted(exp))
+        pid = one["PatientID"]
+        q = self.importer(cfg, "--query", "PatientID=%s" % pid, "--dry-run", "--state", os.path.join(self.workdir, "s2.state"))
+        n = len([i for i in self.man["instances"] if i["PatientID"] == pid])
+        self.assertIn("%d instances" % n, q.stdout)
+
+    def test_destination_failing_half_way_then_resume(self):
+        # storescp kills itself after the 6th file: the first series (4) completes, the second breaks off.
+        target = os.path.join(self.workdir, "received-kp-admin")
+        pacs = self.start(StoreSCP(self.workdir, aet="kp-admin", extra_args=[
+            "-xs", "-xcr", "[ $(ls #p | wc -l) -ge 6 ] && pkill -9 -f 'od %s' || true" % target]))
+        cfg = self.config(pacs.port)
+        p = self.importer(cfg, "--studies", self.study_file, "--parallel", "1")
+        self.assertEqual(p.returncode, 1, "failures must give a non-zero exit:\n" + p.stdout)
+        self.assertRegex(p.stdout, r"failed [1-9]")
+        got_first = len(pacs.files())
+        self.assertGreaterEqual(got_first, 4)
+        port = pacs.port
+        pacs.stop()
+        pacs2 = self.start(StoreSCP(self.workdir, aet="kp-admin"))
+        cfg = self.config(pacs2.port)
+        p2 = self.importer(cfg, "--studies", self.study_file)
+        self.assertEqual(p2.returncode, 0, p2.stdout)
+        self.assertIn("resuming", p2.stdout + self.last_stderr(p2))
+        # storescp writes into the same directory: together the two runs delivered every instance.
+        uids = {dump(f, "SOPInstanceUID") for f in pacs2.files()}
+        self.assertEqual(uids, {i["SOPInstanceUID"] for i in self.man["instances"]})
+        self.assertLess(int(re.search(r"sent (\d+)", p2.stdout).group(1)), len(self.man["instances"]),
+                        "the resumed run skips the series already delivered")
+
+    def last_stderr(self, p):
+        return p.stdout
+
+
+if __name__ == "__main__":
+    harness.main()
