@@ -99,9 +99,15 @@ static int cmd_check_config(int argc, char **argv) {
            cfg->listen.max_associations);
     for (size_t i = 0; i < cfg->n_upstreams; i++) {
         const dwb_upstream_conf *u = &cfg->upstreams[i];
-        const char *auth = u->auth.type == DWB_AUTH_BEARER ? "bearer" : u->auth.type == DWB_AUTH_BASIC ? "basic" : "none";
-        printf("  upstream %-16s %s (auth %s%s%s)\n", u->ae_title, u->base_url, auth,
-               u->auth.token.source ? ", token from " : "", u->auth.token.source ? u->auth.token.source : "");
+        static const char *const names[] = {"none", "bearer", "basic", "google_service_account", "google_metadata",
+                                            "token_command"};
+        const char *auth = names[u->auth.type];
+        const char *from = u->auth.token.source   ? u->auth.token.source
+                           : u->auth.key_file     ? u->auth.key_file
+                           : u->auth.metadata_url ? u->auth.metadata_url
+                                                  : NULL;
+        printf("  upstream %-16s %s (auth %s%s%s)\n", u->ae_title, u->base_url, auth, from ? ", from " : "",
+               from ? from : "");
     }
     for (size_t i = 0; i < cfg->n_destinations; i++) {
         const dwb_destination_conf *d = &cfg->destinations[i];

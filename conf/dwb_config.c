@@ -2,6 +2,7 @@
  * so that an administrator knows where to look; unknown keys are errors because a typo in a PACS config must
  * not silently fall back to a default. */
 #include "dwb_config.h"
+#include "dwb_google_key.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -192,7 +193,8 @@ static dwb_status get_secret(loader *L, const char *path, json_t *obj, const cha
 
 static dwb_status load_auth(loader *L, const char *path, json_t *obj, dwb_auth_conf *a) {
     static const char *const keys[] = {"type", "token", "token_file", "token_env", "username",
-                                       "password", "password_file", "password_env", NULL};
+                                       "password", "password_file", "password_env", "key_file", "key_env",
+                                       "scope", "metadata_url", "command", "token_lifetime_s", NULL};
     if (!json_is_object(obj)) return bad(L, path, "expected an object");
     dwb_status st = check_keys(L, path, obj, keys);
     if (st != DWB_OK) return st;
@@ -206,13 +208,54 @@ static dwb_status load_auth(loader *L, const char *path, json_t *obj, dwb_auth_c
         a->type = DWB_AUTH_BEARER;
     else if (strcmp(type, "basic") == 0)
         a->type = DWB_AUTH_BASIC;
+    else if (strcmp(type, "google_service_account") == 0)
+        a->type = DWB_AUTH_GOOGLE_SERVICE_ACCOUNT;
+    else if (strcmp(type, "google_metadata") == 0)
+        a->type = DWB_AUTH_GOOGLE_METADATA;
+    else if (strcmp(type, "token_command") == 0)
+        a->type = DWB_AUTH_TOKEN_COMMAND;
     else
-        return bad(L, p, "expected \"none\", \"bearer\" or \"basic\", got \"%s\"", type);
+        return bad(L, p, "expected \"none\", \"bearer\", \"basic\", \"google_service_account\", "
+                         "\"google_metadata\" or \"token_command\", got \"%s\"", type);
     if ((st = get_secret(L, path, obj, "token", &a->token)) != DWB_OK) return st;
     if ((st = get_secret(L, path, obj, "password", &a->password)) != DWB_OK) return st;
     const char *user = NULL;
     if ((st = get_str(L, path, obj, "username", 0, &user)) != DWB_OK) return st;
     if (user && !(a->username = strdup(user))) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
+    const char *kf = NULL, *ke = NULL, *scope = NULL, *murl = NULL, *cmd = NULL;
+    if ((st = get_str(L, path, obj, "key_file", 0, &kf)) != DWB_OK) return st;
+    if ((st = get_str(L, path, obj, "key_env", 0, &ke)) != DWB_OK) return st;
+    if ((st = get_str(L, path, obj, "scope", 0, &scope)) != DWB_OK) return st;
+    if ((st = get_str(L, path, obj, "metadata_url", 0, &murl)) != DWB_OK) return st;
+    if ((st = get_str(L, path, obj, "command", 0, &cmd)) != DWB_OK) return st;
+    a->token_lifetime_s = 300;
+    if ((st = get_int(L, path, obj, "token_lifetime_s", 1, 86400, &a->token_lifetime_s)) != DWB_OK) return st;
+    if ((kf || ke || scope) && a->type != DWB_AUTH_GOOGLE_SERVICE_ACCOUNT)
+        return bad(L, path, "key_file/key_env/scope are only used with type google_service_account");
+    if (murl && a->type != DWB_AUTH_GOOGLE_METADATA)
+        return bad(L, path, "metadata_url is only used with type google_metadata");
+    if (cmd && a->type != DWB_AUTH_TOKEN_COMMAND) return bad(L, path, "command is only used with type token_command");
+    if (a->type == DWB_AUTH_GOOGLE_SERVICE_ACCOUNT) {
+        join(p, sizeof p, path, kf ? "key_file" : "key_env");
+        if (kf && ke) return bad(L, path, "give only one of key_file and key_env");
+        const char *env = ke ? ke : "GOOGLE_APPLICATION_CREDENTIALS";
+        const char *file = kf ? kf : getenv(env);
+        if (!file || !*file)
+            return bad(L, ke ? p : path, "type google_service_account needs key_file, key_env or %s", env);
+        if (!(a->key_file = resolve_path(L, file))) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
+        char why[300];
+        if (dwb_google_key_check(a->key_file, why, sizeof why) != 0) return bad(L, p, "%s: %s", a->key_file, why);
+        if (!(a->scope = strdup(scope ? scope : "https://www.googleapis.com/auth/cloud-healthcare")))
+            return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
+    }
+    if (a->type == DWB_AUTH_GOOGLE_METADATA &&
+        !(a->metadata_url = strdup(murl ? murl : "http://metadata.google.internal/computeMetadata/v1/instance/"
+                                                 "service-accounts/default/token")))
+        return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
+    if (a->type == DWB_AUTH_TOKEN_COMMAND) {
+        if (!cmd) return bad(L, path, "type token_command needs command");
+        if (!(a->command = strdup(cmd))) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
+    }
     if (a->type == DWB_AUTH_BEARER && !a->token.value)
         return bad(L, path, "type bearer needs one of token_file, token_env or token");
     if (a->type == DWB_AUTH_BASIC && (!a->username || !a->password.value))
@@ -228,7 +271,7 @@ static dwb_status load_upstream(loader *L, const char *path, json_t *obj, dwb_up
                                        "connect_timeout_s", "low_speed_time_s", "max_retries", "retry_budget_s",
                                        "tls_verify", "ca_bundle", "metadata_format", "max_concurrent_requests",
                                        "stow_batch_instances", "stow_batch_bytes", "stow_batch_delay_ms", "store_mode",
-                                       NULL};
+                                       "google", NULL};
     if (!json_is_object(obj)) return bad(L, path, "expected an object");
     dwb_status st = check_keys(L, path, obj, keys);
     if (st != DWB_OK) return st;
@@ -246,9 +289,38 @@ static dwb_status load_upstream(loader *L, const char *path, json_t *obj, dwb_up
     u->stow_batch_delay_ms = 200;
     if ((st = get_ae(L, path, obj, "ae_title", 1, u->ae_title)) != DWB_OK) return st;
     const char *url = NULL;
-    if ((st = get_str(L, path, obj, "base_url", 1, &url)) != DWB_OK) return st;
     char p[200];
-    join(p, sizeof p, path, "base_url");
+    char gurl[1024];
+    json_t *google = json_object_get(obj, "google");
+    if (google) {
+        /* Google Cloud Healthcare API store addressed by its names instead of a URL. */
+        static const char *const gkeys[] = {"project", "location", "dataset", "dicom_store", "endpoint", NULL};
+        char gp[200];
+        join(gp, sizeof gp, path, "google");
+        if (!json_is_object(google)) return bad(L, gp, "expected an object");
+        if (json_object_get(obj, "base_url")) return bad(L, gp, "give either base_url or google, not both");
+        if ((st = check_keys(L, gp, google, gkeys)) != DWB_OK) return st;
+        const char *proj = NULL, *loc = NULL, *ds = NULL, *store = NULL;
+        const char *ep = "https://healthcare.googleapis.com/v1";
+        if ((st = get_str(L, gp, google, "project", 1, &proj)) != DWB_OK) return st;
+        if ((st = get_str(L, gp, google, "location", 1, &loc)) != DWB_OK) return st;
+        if ((st = get_str(L, gp, google, "dataset", 1, &ds)) != DWB_OK) return st;
+        if ((st = get_str(L, gp, google, "dicom_store", 1, &store)) != DWB_OK) return st;
+        if ((st = get_str(L, gp, google, "endpoint", 0, &ep)) != DWB_OK) return st;
+        const char *parts[] = {proj, loc, ds, store};
+        for (int i = 0; i < 4; i++)
+            for (const char *c = parts[i]; *c; c++)
+                if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+                      *c == '-' || *c == '_' || *c == '.'))
+                    return bad(L, gp, "'%s' may only contain letters, digits, '-', '_' and '.'", parts[i]);
+        snprintf(gurl, sizeof gurl, "%s/projects/%s/locations/%s/datasets/%s/dicomStores/%s/dicomWeb", ep, proj, loc,
+                 ds, store);
+        url = gurl;
+        join(p, sizeof p, path, "google.endpoint");
+    } else {
+        if ((st = get_str(L, path, obj, "base_url", 1, &url)) != DWB_OK) return st;
+        join(p, sizeof p, path, "base_url");
+    }
     if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
         return bad(L, p, "expected an http:// or https:// URL, got \"%s\"", url);
     const char *host = strstr(url, "://") + 3;
@@ -259,6 +331,7 @@ static dwb_status load_upstream(loader *L, const char *path, json_t *obj, dwb_up
     if (!(u->base_url = strdup(url))) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
     size_t n = strlen(u->base_url);
     while (n > 0 && u->base_url[n - 1] == '/') u->base_url[--n] = '\0';
+    u->auth.name = u->ae_title;
     json_t *auth = json_object_get(obj, "auth");
     if (auth) {
         join(p, sizeof p, path, "auth");
@@ -585,6 +658,10 @@ void dwb_config_free(dwb_config *c) {
         secret_free(&u->auth.token);
         secret_free(&u->auth.password);
         free(u->auth.username);
+        free(u->auth.key_file);
+        free(u->auth.scope);
+        free(u->auth.metadata_url);
+        free(u->auth.command);
     }
     free(c->upstreams);
     for (size_t i = 0; i < c->n_destinations; i++) {

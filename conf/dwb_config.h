@@ -14,7 +14,14 @@ extern "C" {
 
 #define DWB_AE_MAX 16 /* DICOM AE titles are at most 16 characters */
 
-typedef enum dwb_auth_type { DWB_AUTH_NONE = 0, DWB_AUTH_BEARER, DWB_AUTH_BASIC } dwb_auth_type;
+typedef enum dwb_auth_type {
+    DWB_AUTH_NONE = 0,
+    DWB_AUTH_BEARER,
+    DWB_AUTH_BASIC,
+    DWB_AUTH_GOOGLE_SERVICE_ACCOUNT,
+    DWB_AUTH_GOOGLE_METADATA,
+    DWB_AUTH_TOKEN_COMMAND
+} dwb_auth_type;
 
 /* A secret comes from exactly one of: inline value, file (first line, trailing newline stripped), env var.
  * The loader resolves it into `value` at load time; `source` says where it came from for messages. */
@@ -25,9 +32,16 @@ typedef struct dwb_secret {
 
 typedef struct dwb_auth_conf {
     dwb_auth_type type;
+    const char *name;    /* the upstream's AE title, for messages (points into dwb_upstream_conf) */
     dwb_secret token;    /* bearer: token | token_file | token_env */
     char *username;      /* basic */
     dwb_secret password; /* basic: password | password_file | password_env */
+    char *key_file;      /* google_service_account: path of the key JSON (key_file, key_env, or
+                          * GOOGLE_APPLICATION_CREDENTIALS); validated at load time */
+    char *scope;         /* google_service_account: default https://www.googleapis.com/auth/cloud-healthcare */
+    char *metadata_url;  /* google_metadata: token URL of the metadata server */
+    char *command;       /* token_command: run with /bin/sh -c; first line of stdout is the token */
+    int token_lifetime_s; /* token_command: how long a token is reused; default 300 */
 } dwb_auth_conf;
 
 typedef enum dwb_metadata_format { DWB_META_JSON = 0, DWB_META_XML } dwb_metadata_format;

@@ -55,6 +55,9 @@ dwb_status dwb_auth_from_conf(const dwb_auth_conf *conf, dwb_auth **out, dwb_err
     *out = NULL;
     char *line = NULL;
     if (conf->type == DWB_AUTH_NONE) return DWB_OK;
+    if (conf->type == DWB_AUTH_GOOGLE_SERVICE_ACCOUNT || conf->type == DWB_AUTH_GOOGLE_METADATA ||
+        conf->type == DWB_AUTH_TOKEN_COMMAND)
+        return dwb_auth_token_provider_new(conf, conf->name, out, err);
     if (conf->type == DWB_AUTH_BEARER) {
         if (!conf->token.value) return dwb_error_set(err, DWB_E_AUTH, "bearer auth without a token");
         size_t n = strlen(conf->token.value) + 32;

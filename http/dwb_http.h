@@ -25,6 +25,8 @@ dwb_status dwb_auth_new(dwb_auth_header_fn fn, void *ud, void (*free_ud)(void *)
 /* none / bearer / basic from the config section. */
 dwb_status dwb_auth_from_conf(const dwb_auth_conf *conf, dwb_auth **out, dwb_error *err);
 void dwb_auth_free(dwb_auth *auth);
+/* google_service_account / google_metadata / token_command providers (dwb_auth_google.c); name = upstream AE. */
+dwb_status dwb_auth_token_provider_new(const dwb_auth_conf *conf, const char *name, dwb_auth **out, dwb_error *err);
 /* The header line for a request (empty string when auth is NULL or provides none). */
 dwb_status dwb_auth_header(dwb_auth *auth, int force_refresh, char *buf, size_t buflen, dwb_error *err);
 
