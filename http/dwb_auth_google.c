@@ -14,6 +14,7 @@
 #include "dwb_google_key.h"
 #include "dwb_http.h"
 #include "dwb_log.h"
+#include "dwb_metrics.h"
 
 typedef struct tokprov {
     dwb_auth_type type;
@@ -222,6 +223,9 @@ static dwb_status header(void *ud, int force, char *buf, size_t cap, dwb_error *
         }
         if (st == DWB_OK) {
             p->exchanges++;
+            char labels[64];
+            snprintf(labels, sizeof labels, "upstream=\"%s\"", p->name);
+            dwb_metrics_add("dwb_token_refreshes_total", labels, 1);
             dwb_log_ctx lc = {NULL, p->name, NULL, NULL};
             DWB_INFO(&lc, "new access token (%s, valid %lld s, exchange #%lu)", force ? "refresh after 401" : "cached one expired or absent",
                      p->lifetime_ms / 1000, p->exchanges);

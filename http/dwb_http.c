@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "dwb_log.h"
+#include "dwb_metrics.h"
 
 #define ERROR_BODY_MAX 4096
 
@@ -607,6 +608,16 @@ dwb_status dwb_http_perform(dwb_http_client *c, const dwb_http_request *req, dwb
         DWB_INFO(&lc, "%s", err->message);
     else if (result != DWB_OK)
         DWB_WARN(&lc, "%s", err->message);
+    {
+        char labels[96];
+        snprintf(labels, sizeof labels, "upstream=\"%s\",code=\"%ld\"", c->name, resp->code);
+        dwb_metrics_add("dwb_http_requests_total", labels, 1);
+        snprintf(labels, sizeof labels, "upstream=\"%s\"", c->name);
+        if (resp->attempts > 1) dwb_metrics_add("dwb_http_retries_total", labels, resp->attempts - 1);
+        dwb_metrics_add("dwb_http_received_bytes_total", labels, (double)resp->body_bytes);
+        long long sent = req->reader ? req->reader->size : (long long)req->body_len;
+        if (sent > 0) dwb_metrics_add("dwb_http_sent_bytes_total", labels, (double)sent * resp->attempts);
+    }
     if (resp == &local) dwb_http_response_cleanup(&local);
     return result;
 }

@@ -42,6 +42,8 @@ OFCondition dwb_handle_find(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_Pres
 OFCondition dwb_send_failure(dwb_assoc_ctx *ctx, T_DIMSE_Message *req, T_ASC_PresentationContextID pid,
                              unsigned short status, const char *comment);
 bool dwb_request_has_dataset(const T_DIMSE_Message *msg);
+/* Counts a final DIMSE response for /metrics. */
+void dwb_count_response(const char *service, unsigned short status);
 /* Disables Nagle on the association's socket (Debian's DCMTK leaves it on). Also for outbound associations. */
 void dwb_set_nodelay(T_ASC_Association *assoc);
 /* Answers a request whose service this build does not provide yet with a failure and an ErrorComment. */

@@ -38,6 +38,7 @@ OFCondition send_rsp(FindCall *fc, unsigned short status, DcmDataset *data, cons
     r.opts = O_FIND_AFFECTEDSOPCLASSUID;
     r.DataSetType = data ? DIMSE_DATASET_PRESENT : DIMSE_DATASET_NULL;
     r.DimseStatus = status;
+    if (!data) dwb_count_response("C-FIND", status);
     DcmDataset detail;
     bool with_detail = comment && *comment;
     if (with_detail) {

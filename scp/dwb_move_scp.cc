@@ -34,6 +34,7 @@
 
 extern "C" {
 #include "dwb_import_send.h"
+#include "dwb_metrics.h"
 #include "dwb_retrieve.h"
 }
 
@@ -225,6 +226,17 @@ OFCondition send_rsp(Run &r, DIC_US status, bool final, const char *comment) {
     T_DIMSE_Message rsp;
     memset(&rsp, 0, sizeof rsp);
     size_t remaining = r.total - r.completed - r.failed - r.warning;
+    if (final) {
+        const char *svc = r.is_move ? "C-MOVE" : "C-GET";
+        dwb_count_response(svc, status);
+        char labels[80];
+        snprintf(labels, sizeof labels, "service=\"%s\",result=\"completed\"", svc);
+        dwb_metrics_add("dwb_suboperations_total", labels, (double)r.completed);
+        snprintf(labels, sizeof labels, "service=\"%s\",result=\"failed\"", svc);
+        dwb_metrics_add("dwb_suboperations_total", labels, (double)r.failed);
+        snprintf(labels, sizeof labels, "service=\"%s\",result=\"warning\"", svc);
+        dwb_metrics_add("dwb_suboperations_total", labels, (double)r.warning);
+    }
     bool with_remaining = !final || status == STATUS_MOVE_Cancel_SubOperationsTerminatedDueToCancelIndication;
     bool with_list = final && !r.failed_uids.empty() && status != 0;
     if (r.is_move) {

@@ -31,6 +31,8 @@
 #include "dwb_assoc.hh"
 
 extern "C" {
+#include "dwb_metrics.h"
+#include "dwb_ops.h"
 #include "dwb_server.h"
 }
 
@@ -40,6 +42,11 @@ struct dwb_server {
     std::vector<dwb_upstream *> upstreams; // same order as cfg->upstreams
     std::vector<dwb_spool *> spools;       // same order; NULL where the spool could not be opened
     std::vector<dwb_uploader *> uploaders;
+    dwb_ops *ops = nullptr;
+    std::mutex ready_mu; // readiness probe cache
+    std::chrono::steady_clock::time_point ready_at;
+    bool ready_ok = false;
+    std::string ready_why;
     std::atomic<int> stop_level{0};       // 1 = drain, 2 = cancel in-flight work
     std::atomic<bool> cancel_all{false};
     std::mutex mu;
@@ -139,6 +146,7 @@ bool allowed(const dwb_config *cfg, const char *calling, const char *host, const
 
 void reject(T_ASC_Association *assoc, T_ASC_RejectParametersResult result, T_ASC_RejectParametersSource source,
             T_ASC_RejectParametersReason reason) {
+    dwb_metrics_add("dwb_associations_total", "result=\"rejected\"", 1);
     T_ASC_RejectParameters rej = {result, source, reason};
     ASC_rejectAssociation(assoc, &rej);
     ASC_dropAssociation(assoc);
@@ -268,11 +276,19 @@ void serve_association(dwb_server *srv, dwb_assoc_ctx *ctx) {
 
 OFCondition dwb_handle_echo(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid) {
     DWB_DEBUG(&ctx->log, "C-ECHO");
+    dwb_count_response("C-ECHO", STATUS_Success);
     return DIMSE_sendEchoResponse(ctx->assoc, pid, &msg->msg.CEchoRQ, STATUS_Success, nullptr);
+}
+
+void dwb_count_response(const char *service, unsigned short status) {
+    char labels[96];
+    snprintf(labels, sizeof labels, "service=\"%s\",status=\"0x%04X\"", service, status);
+    dwb_metrics_add("dwb_dimse_requests_total", labels, 1);
 }
 
 OFCondition dwb_send_failure(dwb_assoc_ctx *ctx, T_DIMSE_Message *req, T_ASC_PresentationContextID pid,
                              unsigned short status, const char *comment) {
+    dwb_count_response(command_name(req->CommandField), status);
     T_DIMSE_Message rsp;
     memset(&rsp, 0, sizeof rsp);
     switch (req->CommandField) {
@@ -368,6 +384,56 @@ static dwb_status fail(dwb_error *err, dwb_status st, const char *what, const OF
     return dwb_error_set(err, st, "%s: %s", what, c.text());
 }
 
+static int ready_probe(void *ud, char *why, size_t cap) {
+    dwb_server *srv = static_cast<dwb_server *>(ud);
+    std::lock_guard<std::mutex> lk(srv->ready_mu);
+    auto now = std::chrono::steady_clock::now();
+    if (srv->ready_at.time_since_epoch().count() != 0 && now - srv->ready_at < std::chrono::seconds(10)) {
+        snprintf(why, cap, "%s", srv->ready_why.c_str());
+        return srv->ready_ok;
+    }
+    // Each upstream answers a one-result QIDO; each spool takes a file. Cached for 10 s: probes are frequent.
+    std::string problems;
+    for (size_t i = 0; i < srv->upstreams.size(); i++) {
+        const dwb_upstream *up = srv->upstreams[i];
+        std::string url = std::string(up->conf->base_url) + "/studies?limit=1&includefield=0020000D";
+        char *body = nullptr;
+        size_t len = 0;
+        dwb_http_response resp = {};
+        dwb_error e = {};
+        if (dwb_http_get_buffer(up->http, url.c_str(), "application/dicom+json", 1 << 20, &body, &len, &resp, &e) !=
+            DWB_OK)
+            problems += std::string("upstream ") + up->conf->ae_title + ": " + e.message + "\n";
+        free(body);
+        dwb_http_response_cleanup(&resp);
+        if (!srv->spools[i]) {
+            problems += std::string("upstream ") + up->conf->ae_title + ": spool not available\n";
+        } else {
+            std::string probe = std::string(dwb_spool_dir(srv->spools[i])) + "/.readyz-probe";
+            FILE *f = fopen(probe.c_str(), "w");
+            if (!f || fputs("ok", f) < 0) problems += std::string("spool ") + dwb_spool_dir(srv->spools[i]) + " not writable\n";
+            if (f) fclose(f);
+            unlink(probe.c_str());
+        }
+    }
+    srv->ready_at = now;
+    srv->ready_ok = problems.empty();
+    srv->ready_why = problems;
+    snprintf(why, cap, "%s", problems.c_str());
+    return srv->ready_ok;
+}
+
+static void refresh_gauges(void *ud) {
+    dwb_server *srv = static_cast<dwb_server *>(ud);
+    for (size_t i = 0; i < srv->spools.size(); i++) {
+        if (!srv->spools[i]) continue;
+        char labels[64];
+        snprintf(labels, sizeof labels, "upstream=\"%s\"", srv->upstreams[i]->conf->ae_title);
+        dwb_metrics_set("dwb_spool_queued", labels, (double)dwb_spool_count(srv->spools[i]));
+        dwb_metrics_set("dwb_spool_failed", labels, (double)dwb_spool_failed_count(srv->spools[i]));
+    }
+}
+
 extern "C" dwb_status dwb_server_new(const dwb_config *cfg, dwb_server **out, dwb_error *err) {
     *out = nullptr;
     if (!dcmDataDict.isDictionaryLoaded())
@@ -402,6 +468,13 @@ extern "C" dwb_status dwb_server_new(const dwb_config *cfg, dwb_server **out, dw
         }
         srv->spools.push_back(sp);
         srv->uploaders.push_back(ul);
+    }
+    if (cfg->http.port > 0) {
+        dwb_error oe = {};
+        if (dwb_ops_start(cfg->http.port, ready_probe, refresh_gauges, srv, &srv->ops, &oe) != DWB_OK)
+            DWB_WARN(nullptr, "health and metrics endpoint not available: %s", oe.message);
+        else
+            DWB_INFO(nullptr, "health and metrics on http://0.0.0.0:%d (/healthz, /readyz, /metrics)", cfg->http.port);
     }
     OFCondition c = ASC_initializeNetwork(NET_ACCEPTOR, cfg->listen.port, cfg->listen.acse_timeout_s, &srv->net);
     if (c.bad()) {
@@ -515,6 +588,8 @@ extern "C" dwb_status dwb_server_run(dwb_server *srv, dwb_error *err) {
         {
             std::lock_guard<std::mutex> lk(srv->mu);
             srv->active++;
+            dwb_metrics_add("dwb_associations_total", "result=\"accepted\"", 1);
+            dwb_metrics_set("dwb_associations_active", nullptr, srv->active);
         }
         dwb_assoc_ctx *raw = ctx.release();
         try {
@@ -523,6 +598,7 @@ extern "C" dwb_status dwb_server_run(dwb_server *srv, dwb_error *err) {
                 delete raw;
                 std::lock_guard<std::mutex> lk(srv->mu);
                 srv->active--;
+                dwb_metrics_set("dwb_associations_active", nullptr, srv->active);
                 srv->cv.notify_all();
             }).detach();
         } catch (const std::exception &e) {
@@ -545,6 +621,7 @@ extern "C" dwb_status dwb_server_run(dwb_server *srv, dwb_error *err) {
 
 extern "C" void dwb_server_free(dwb_server *srv) {
     if (!srv) return;
+    dwb_ops_stop(srv->ops);
     if (srv->net) ASC_dropNetwork(&srv->net);
     // Uploaders first: they use the upstreams' HTTP clients. Spooled files stay for the next start.
     for (dwb_uploader *u : srv->uploaders) dwb_uploader_stop(u);

@@ -23,6 +23,7 @@ namespace {
 OFCondition respond(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid, DIC_US status,
                     const char *comment) {
     if (status != STATUS_Success) return dwb_send_failure(ctx, msg, pid, status, comment);
+    dwb_count_response("C-STORE", status);
     T_DIMSE_Message rsp;
     memset(&rsp, 0, sizeof rsp);
     rsp.CommandField = DIMSE_C_STORE_RSP;

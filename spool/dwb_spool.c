@@ -202,3 +202,14 @@ dwb_status dwb_spool_fail(dwb_spool *s, const char *name, const char *reason, dw
     fsync_dir(s->dir);
     return DWB_OK;
 }
+
+size_t dwb_spool_failed_count(dwb_spool *s) {
+    DIR *d = opendir(s->failed);
+    size_t n = 0;
+    if (!d) return 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (queued_name(e->d_name)) n++;
+    closedir(d);
+    return n;
+}

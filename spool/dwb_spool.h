@@ -36,6 +36,8 @@ typedef struct dwb_spool_entry {
 /* Queued instances in arrival order, at most max. *out malloc'd. */
 dwb_status dwb_spool_list(dwb_spool *s, size_t max, dwb_spool_entry **out, size_t *n, dwb_error *err);
 size_t dwb_spool_count(dwb_spool *s);
+/* Instances in failed/. */
+size_t dwb_spool_failed_count(dwb_spool *s);
 dwb_status dwb_spool_delete(dwb_spool *s, const char *name, dwb_error *err);
 /* Moves an instance the store refused for good to failed/, with <name>.reason.txt next to it. */
 dwb_status dwb_spool_fail(dwb_spool *s, const char *name, const char *reason, dwb_error *err);

@@ -213,6 +213,8 @@ class Bridge(Server):
             raise RuntimeError("DWB_BINARY is not set (run through ctest)")
         self.config = config
         self.port = config.setdefault("listen", {}).setdefault("port", free_port())
+        # Parallel tests must not fight over the default health port 8080.
+        self.http_port = config.setdefault("http", {}).setdefault("port", free_port())
         self.config_path = os.path.join(workdir, "bridge.json")
         with open(self.config_path, "w") as f:
             json.dump(config, f, indent=2)
