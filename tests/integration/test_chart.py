@@ -1,0 +1,114 @@
+"""The Kaapana extension chart and the compose demo are valid: Chart.yaml and values.yaml parse, every template
+renders (a small renderer for the {{ .Values.x }} / if / end subset the chart uses) into valid YAML for both
+branches of every condition, the rendered bridge config passes check-config, and the Kaapana essentials are
+there (kaapanaapplication keyword, namespace, egress/CTP labels, probes, CTP destination, proxy variables)."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+try:
+    import yaml
+except ImportError:  # Debian's python3-yaml (scripts/install-deps) if the interpreter running ctest lacks it
+    if sys.executable != "/usr/bin/python3" and os.path.exists("/usr/bin/python3"):
+        os.execv("/usr/bin/python3", ["/usr/bin/python3"] + sys.argv)
+    raise
+
+import harness
+from harness import TestCase, run
+
+CHART = os.path.join(harness.SOURCE_DIR, "docker", "dicomweb-bridge-chart")
+
+
+def lookup(values, expr):
+    cur = {"Values": values}
+    for part in expr.strip().lstrip(".").split("."):
+        cur = cur[part]
+    return cur
+
+
+def render(text, values):
+    out, stack = [], [True]
+    for line in text.splitlines():
+        m = re.match(r"^\s*\{\{-?\s*if\s+(\S+)\s*-?\}\}\s*$", line)
+        if m:
+            stack.append(stack[-1] and bool(lookup(values, m.group(1))))
+            continue
+        if re.match(r"^\s*\{\{-?\s*end\s*-?\}\}\s*$", line):
+            stack.pop()
+            continue
+        if not stack[-1]:
+            continue
+        out.append(re.sub(r"\{\{-?\s*(\.[A-Za-z0-9_.]+)\s*-?\}\}", lambda mm: str(lookup(values, mm.group(1))), line))
+    assert len(stack) == 1, "unbalanced if/end"
+    return "\n".join(out) + "\n"
+
+
+class ChartTest(TestCase):
+    def test_chart_renders_to_valid_kubernetes_objects(self):
+        with open(os.path.join(CHART, "Chart.yaml")) as f:
+            chart = yaml.safe_load(f)
+        self.assertIn("kaapanaapplication", chart["keywords"])
+        with open(os.path.join(CHART, "values.yaml")) as f:
+            values = yaml.safe_load(f)
+        for p in ("store_url", "upstream_ae", "dataset", "project"):
+            self.assertIn("value", values["extension_params"][p])
+        for secret in ("", "google-sa-key"):
+            v = json.loads(json.dumps(values))
+            v["google_key_secret"] = secret
+            v["global"]["http_proxy"] = "http://squid:3128"
+            docs = {}
+            for name in sorted(os.listdir(os.path.join(CHART, "templates"))):
+                with open(os.path.join(CHART, "templates", name)) as f:
+                    for d in yaml.safe_load_all(render(f.read(), v)):
+                        docs[d["kind"]] = d
+                        self.assertEqual(d["metadata"]["namespace"], "services", name)
+            dep = docs["Deployment"]["spec"]["template"]
+            self.assertEqual(dep["metadata"]["labels"]["network-access-external-ips"], "true")
+            self.assertEqual(dep["metadata"]["labels"]["network-access-ctp"], "true")
+            c = dep["spec"]["containers"][0]
+            self.assertEqual(c["livenessProbe"]["httpGet"]["path"], "/healthz")
+            self.assertEqual(c["readinessProbe"]["httpGet"]["path"], "/readyz")
+            env = {e["name"]: e["value"] for e in c["env"]}
+            self.assertEqual(env["https_proxy"], "http://squid:3128")
+            self.assertEqual(docs["Service"]["spec"]["type"], "NodePort")
+            cfg = json.loads(docs["ConfigMap"]["data"]["config.json"])
+            dest = cfg["destinations"][0]
+            self.assertEqual(dest["host"], "ctp-dicom-service.services.svc")
+            self.assertEqual((dest["calling_ae_title"], dest["called_ae_title"]), ("kp-idc", "kp-admin"))
+            mounts = [m["mountPath"] for m in c["volumeMounts"]]
+            self.assertEqual("/run/secrets/google" in mounts, bool(secret))
+            # The rendered config is one the bridge accepts (with the key file where the Secret would be).
+            if secret:
+                key = os.path.join(self.workdir, "key.pem")
+                run(["openssl", "genpkey", "-algorithm", "RSA", "-out", key], check=True)
+                with open(key) as f:
+                    sa = {"type": "service_account", "client_email": "x@y", "private_key": f.read()}
+                keyfile = os.path.join(self.workdir, "key.json")
+                with open(keyfile, "w") as f:
+                    json.dump(sa, f)
+                cfg["upstreams"][0]["auth"]["key_file"] = keyfile
+            cfg["spool"]["dir"] = os.path.join(self.workdir, "spool")
+            path = os.path.join(self.workdir, "rendered.json")
+            with open(path, "w") as f:
+                json.dump(cfg, f)
+            p = run([harness.BINARY, "check-config", "--config", path])
+            self.assertEqual(p.returncode, 0, p.stdout)
+
+    def test_compose_demo_parses(self):
+        with open(os.path.join(harness.SOURCE_DIR, "docker", "compose.yaml")) as f:
+            compose = yaml.safe_load(f)
+        self.assertEqual(set(compose["services"]), {"store", "pacs", "bridge"})
+        cfg = json.loads(compose["configs"]["bridge"]["content"])
+        path = os.path.join(self.workdir, "compose-bridge.json")
+        cfg["spool"]["dir"] = os.path.join(self.workdir, "spool")
+        with open(path, "w") as f:
+            json.dump(cfg, f)
+        p = run([harness.BINARY, "check-config", "--config", path])
+        self.assertEqual(p.returncode, 0, p.stdout)
+
+
+if __name__ == "__main__":
+    harness.main()
