@@ -266,6 +266,31 @@ static dwb_status load_auth(loader *L, const char *path, json_t *obj, dwb_auth_c
     return DWB_OK;
 }
 
+/* "tls": { "certificate", "key", "ca", ... }: paths resolved and checked readable. */
+static dwb_status load_tls(loader *L, const char *path, json_t *obj, const char *const *extra_keys, char **cert,
+                           char **key, char **ca) {
+    const char *known[12] = {"certificate", "key", "ca"};
+    size_t nk = 3;
+    for (const char *const *e = extra_keys; e && *e && nk < 11; e++) known[nk++] = *e;
+    known[nk] = NULL;
+    if (!json_is_object(obj)) return bad(L, path, "expected an object");
+    dwb_status st = check_keys(L, path, obj, known);
+    if (st != DWB_OK) return st;
+    const char *names[3] = {"certificate", "key", "ca"};
+    char **slots[3] = {cert, key, ca};
+    for (int i = 0; i < 3; i++) {
+        const char *v = NULL;
+        if ((st = get_str(L, path, obj, names[i], 0, &v)) != DWB_OK) return st;
+        if (!v) continue;
+        char p[220];
+        join(p, sizeof p, path, names[i]);
+        if (!(*slots[i] = resolve_path(L, v))) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
+        if ((st = check_readable(L, p, *slots[i])) != DWB_OK) return st;
+    }
+    if ((*cert != NULL) != (*key != NULL)) return bad(L, path, "certificate and key go together");
+    return DWB_OK;
+}
+
 static dwb_status load_upstream(loader *L, const char *path, json_t *obj, dwb_upstream_conf *u) {
     static const char *const keys[] = {"ae_title", "base_url", "auth", "qido_page_size", "timeout_s",
                                        "connect_timeout_s", "low_speed_time_s", "max_retries", "retry_budget_s",
@@ -380,7 +405,7 @@ static dwb_status load_upstream(loader *L, const char *path, json_t *obj, dwb_up
 
 static dwb_status load_destination(loader *L, const char *path, json_t *obj, dwb_destination_conf *d) {
     static const char *const keys[] = {"ae_title", "host", "port", "calling_ae_title", "called_ae_title",
-                                       "max_associations", "preferred_transfer_syntax", "series_burst", NULL};
+                                       "max_associations", "preferred_transfer_syntax", "series_burst", "tls", NULL};
     if (!json_is_object(obj)) return bad(L, path, "expected an object");
     dwb_status st = check_keys(L, path, obj, keys);
     if (st != DWB_OK) return st;
@@ -398,6 +423,13 @@ static dwb_status load_destination(loader *L, const char *path, json_t *obj, dwb
     if ((st = get_ae(L, path, obj, "called_ae_title", 0, d->called_ae_title)) != DWB_OK) return st;
     if ((st = get_int(L, path, obj, "max_associations", 1, 64, &d->max_associations)) != DWB_OK) return st;
     if ((st = get_bool(L, path, obj, "series_burst", &d->series_burst)) != DWB_OK) return st;
+    json_t *tls = json_object_get(obj, "tls");
+    if (tls) {
+        char tp[200];
+        join(tp, sizeof tp, path, "tls");
+        d->tls = 1;
+        if ((st = load_tls(L, tp, tls, NULL, &d->tls_certificate, &d->tls_key, &d->tls_ca)) != DWB_OK) return st;
+    }
     const char *ts = NULL;
     if ((st = get_str(L, path, obj, "preferred_transfer_syntax", 0, &ts)) != DWB_OK) return st;
     if (ts) {
@@ -445,7 +477,7 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
     static const char *const keys[] = {"listen", "upstreams", "destinations", "spool", "http", "log",
                                        "provenance", "retrieve", NULL};
     static const char *const listen_keys[] = {"port", "ae_title", "max_associations", "max_pdu", "acse_timeout_s",
-                                              "dimse_timeout_s", "allow_calling_ae", "allow_hosts", NULL};
+                                              "dimse_timeout_s", "allow_calling_ae", "allow_hosts", "tls", NULL};
     if (!json_is_object(root)) return bad(L, "(top level)", "expected a JSON object");
     dwb_status st = check_keys(L, "", root, keys);
     if (st != DWB_OK) return st;
@@ -482,6 +514,19 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
         if ((st = get_str_array(L, "listen", listen, "allow_hosts", 1, &c->listen.allow_hosts,
                                 &c->listen.n_allow_hosts)) != DWB_OK)
             return st;
+        json_t *tls = json_object_get(listen, "tls");
+        if (tls) {
+            static const char *const extra[] = {"require_client_certificate", NULL};
+            if ((st = load_tls(L, "listen.tls", tls, extra, &c->listen.tls_certificate, &c->listen.tls_key,
+                               &c->listen.tls_ca)) != DWB_OK)
+                return st;
+            if (!c->listen.tls_certificate) return bad(L, "listen.tls", "certificate and key are required");
+            if ((st = get_bool(L, "listen.tls", tls, "require_client_certificate",
+                               &c->listen.tls_require_client_certificate)) != DWB_OK)
+                return st;
+            if (c->listen.tls_require_client_certificate && !c->listen.tls_ca)
+                return bad(L, "listen.tls", "require_client_certificate needs ca");
+        }
     }
 
     json_t *ups = json_object_get(root, "upstreams");
@@ -667,7 +712,13 @@ void dwb_config_free(dwb_config *c) {
     for (size_t i = 0; i < c->n_destinations; i++) {
         free(c->destinations[i].host);
         free(c->destinations[i].preferred_transfer_syntax);
+        free(c->destinations[i].tls_ca);
+        free(c->destinations[i].tls_certificate);
+        free(c->destinations[i].tls_key);
     }
+    free(c->listen.tls_certificate);
+    free(c->listen.tls_key);
+    free(c->listen.tls_ca);
     free(c->destinations);
     for (size_t i = 0; i < c->listen.n_allow_calling_ae; i++) free(c->listen.allow_calling_ae[i]);
     free(c->listen.allow_calling_ae);

@@ -75,6 +75,8 @@ typedef struct dwb_destination_conf {
     int max_associations;                  /* default 1 */
     char *preferred_transfer_syntax;       /* optional UID, NULL = as stored */
     int series_burst;                      /* default 0 */
+    int tls;                               /* destinations[].tls present: DIMSE over TLS */
+    char *tls_ca, *tls_certificate, *tls_key; /* trusted CA (verify the peer), optional client certificate */
 } dwb_destination_conf;
 
 typedef struct dwb_config {
@@ -88,6 +90,8 @@ typedef struct dwb_config {
         int dimse_timeout_s;                /* default 0 = none (idle associations wait for the peer) */
         char **allow_calling_ae; size_t n_allow_calling_ae; /* empty = all */
         char **allow_hosts; size_t n_allow_hosts;           /* IPv4/IPv6 literals; empty = all */
+        char *tls_certificate, *tls_key, *tls_ca;            /* listen.tls: DIMSE over TLS when set */
+        int tls_require_client_certificate;                  /* default 0 */
     } listen;
     dwb_upstream_conf *upstreams;
     size_t n_upstreams;

@@ -6,8 +6,10 @@
 #include "dcmtk/config/osconfig.h"
 #include "dcmtk/dcmnet/assoc.h"
 #include "dcmtk/dcmnet/dimse.h"
+#include "dcmtk/dcmnet/dcmlayer.h"
 
 #include <atomic>
+#include <string>
 
 extern "C" {
 #include "dwb_config.h"
@@ -44,6 +46,9 @@ OFCondition dwb_send_failure(dwb_assoc_ctx *ctx, T_DIMSE_Message *req, T_ASC_Pre
 bool dwb_request_has_dataset(const T_DIMSE_Message *msg);
 /* Counts a final DIMSE response for /metrics. */
 void dwb_count_response(const char *service, unsigned short status);
+/* A TLS transport layer (BCP 195 profile) with optional own certificate and trusted CA; NULL + why on error. */
+DcmTransportLayer *dwb_tls_layer(T_ASC_NetworkRole role, const char *cert, const char *key, const char *ca,
+                                 int require_peer_cert, std::string &why);
 /* Disables Nagle on the association's socket (Debian's DCMTK leaves it on). Also for outbound associations. */
 void dwb_set_nodelay(T_ASC_Association *assoc);
 /* Answers a request whose service this build does not provide yet with a failure and an ErrorComment. */

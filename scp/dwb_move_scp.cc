@@ -86,8 +86,18 @@ bool open_destination(const dwb_config *cfg, const dwb_destination_conf *d, cons
         why = std::string("network: ") + c.text();
         return false;
     }
+    if (d->tls) {
+        std::string tw;
+        DcmTransportLayer *layer = dwb_tls_layer(NET_REQUESTOR, d->tls_certificate, d->tls_key, d->tls_ca, 1, tw);
+        if (!layer || ASC_setTransportLayer(t.net, layer, OFTrue).bad()) {
+            delete layer;
+            why = "TLS: " + tw;
+            return false;
+        }
+    }
     T_ASC_Parameters *params = nullptr;
     ASC_createAssociationParameters(&params, cfg->listen.max_pdu);
+    if (d->tls) ASC_setTransportLayerType(params, OFTrue);
     const char *calling = d->calling_ae_title[0] ? d->calling_ae_title : cfg->listen.ae_title;
     const char *called = d->called_ae_title[0] ? d->called_ae_title : d->ae_title;
     ASC_setAPTitles(params, calling, called, nullptr);

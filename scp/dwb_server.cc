@@ -10,6 +10,7 @@
 #include "dcmtk/dcmnet/dimse.h"
 #include "dcmtk/dcmnet/diutil.h"
 #include "dcmtk/oflog/oflog.h"
+#include "dcmtk/dcmtls/tlslayer.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -87,6 +88,43 @@ struct SocketAccess : DcmTransportConnection {
 };
 
 } // namespace
+
+DcmTransportLayer *dwb_tls_layer(T_ASC_NetworkRole role, const char *cert, const char *key, const char *ca,
+                                 int require_peer_cert, std::string &why) {
+    DcmTLSTransportLayer *t = new DcmTLSTransportLayer(role, nullptr, OFTrue);
+    if (t->setTLSProfile(TSP_Profile_BCP195).bad() || t->activateCipherSuites().bad()) {
+        why = "cannot set up the TLS profile";
+        delete t;
+        return nullptr;
+    }
+    if (cert && key) {
+        if (t->setPrivateKeyFile(key, DCF_Filetype_PEM).bad()) {
+            why = std::string("cannot load the private key ") + key;
+            delete t;
+            return nullptr;
+        }
+        if (t->setCertificateFile(cert, DCF_Filetype_PEM).bad()) {
+            why = std::string("cannot load the certificate ") + cert;
+            delete t;
+            return nullptr;
+        }
+        if (!t->checkPrivateKeyMatchesCertificate()) {
+            why = std::string("the private key does not match the certificate ") + cert;
+            delete t;
+            return nullptr;
+        }
+    }
+    if (ca && t->addTrustedCertificateFile(ca, DCF_Filetype_PEM).bad()) {
+        why = std::string("cannot load the CA certificate ") + ca;
+        delete t;
+        return nullptr;
+    }
+    // A requestor verifies the destination when a CA is given; an acceptor asks clients for certificates when a CA
+    // is given and insists on them only when configured to.
+    if (role == NET_REQUESTOR) t->setCertificateVerification(ca ? DCV_requireCertificate : DCV_ignoreCertificate);
+    else t->setCertificateVerification(require_peer_cert ? DCV_requireCertificate : ca ? DCV_checkCertificate : DCV_ignoreCertificate);
+    return t;
+}
 
 void dwb_set_nodelay(T_ASC_Association *assoc) {
     DcmTransportConnection *conn = DUL_getTransportConnection(assoc->DULassociation);
@@ -483,6 +521,20 @@ extern "C" dwb_status dwb_server_new(const dwb_config *cfg, dwb_server **out, dw
         dwb_server_free(srv);
         return st;
     }
+    if (cfg->listen.tls_certificate) {
+        std::string why;
+        DcmTransportLayer *layer = dwb_tls_layer(NET_ACCEPTOR, cfg->listen.tls_certificate, cfg->listen.tls_key,
+                                                 cfg->listen.tls_ca, cfg->listen.tls_require_client_certificate, why);
+        if (!layer || ASC_setTransportLayer(srv->net, layer, OFTrue).bad()) {
+            delete layer;
+            dwb_status st = dwb_error_set(err, DWB_E_INVALID, "listen.tls: %s", why.c_str());
+            dwb_server_free(srv);
+            return st;
+        }
+        DWB_INFO(nullptr, "DIMSE over TLS (BCP 195 profile)%s", cfg->listen.tls_require_client_certificate
+                                                                    ? ", client certificates required"
+                                                                    : "");
+    }
     *out = srv;
     return DWB_OK;
 }
@@ -499,8 +551,8 @@ extern "C" dwb_status dwb_server_run(dwb_server *srv, dwb_error *err) {
              cfg->listen.ae_title, cfg->n_upstreams, cfg->listen.max_associations);
     while (srv->stop_level.load() == 0) {
         T_ASC_Association *assoc = nullptr;
-        OFCondition c = ASC_receiveAssociation(srv->net, &assoc, cfg->listen.max_pdu, nullptr, nullptr, OFFalse,
-                                               DUL_NOBLOCK, 1);
+        OFCondition c = ASC_receiveAssociation(srv->net, &assoc, cfg->listen.max_pdu, nullptr, nullptr,
+                                               cfg->listen.tls_certificate ? OFTrue : OFFalse, DUL_NOBLOCK, 1);
         if (c == DUL_NOASSOCIATIONREQUEST) {
             if (assoc) ASC_destroyAssociation(&assoc);
             continue;
