@@ -98,6 +98,8 @@ typedef struct find_run {
     char comment[160];        /* short ErrorComment for the SCU; the log line gets r->err in full */
     unsigned long page_count; /* data sets in the current page */
     char first_uid[96];       /* first unique key of the current page, to detect a store ignoring offset */
+    char prev_first[96];      /* same for the previous page */
+    long offset;              /* offset of the current page */
     patient_entry *patients;
     size_t n_patients, cap_patients;
 } find_run;
@@ -583,6 +585,11 @@ static dwb_status on_dataset_entry(void *ud, dwb_attrs *ds) {
         case DWB_LEVEL_IMAGE: uid = dwb_attrs_get_str(ds, TAG_SOP_INSTANCE); break;
         }
         snprintf(r->first_uid, sizeof r->first_uid, "%s", uid ? uid : "");
+        if (r->offset > 0 && r->first_uid[0] && strcmp(r->first_uid, r->prev_first) == 0 && !r->fail_status) {
+            /* Same page again: the store ignores offset. Stop before answering duplicates. */
+            r->fail_status = 0xC000;
+            dwb_error_set(&r->err, DWB_E_PARSE, "store ignores the QIDO offset parameter (same page twice)");
+        }
     }
     dwb_status st = r->stopped || r->fail_status ? DWB_E_CANCELLED : on_candidate(r, ds);
     dwb_attrs_free(ds);
@@ -644,8 +651,8 @@ dwb_status dwb_find_run(const dwb_upstream *up, dwb_qr_model model, const dwb_at
     long page = up->conf->qido_page_size > 0 ? up->conf->qido_page_size : 1000;
     if (page > page_cap(r.level)) page = page_cap(r.level);
     long offset = 0;
-    char prev_first[96] = "";
     for (int pages = 0; pages < MAX_PAGES; pages++) {
+        r.offset = offset;
         if (is_cancelled_cb(&r)) {
             r.fail_status = 0xFE00;
             break;
@@ -672,12 +679,7 @@ dwb_status dwb_find_run(const dwb_upstream *up, dwb_qr_model model, const dwb_at
         int truncated = warning != NULL && got > 0;
         free(warning);
         if (got == 0 || (got < page && !truncated)) break;
-        if (offset > 0 && r.first_uid[0] && strcmp(r.first_uid, prev_first) == 0) {
-            r.fail_status = 0xC000;
-            dwb_error_set(&r.err, DWB_E_PARSE, "store ignores the QIDO offset parameter (same page twice)");
-            break;
-        }
-        snprintf(prev_first, sizeof prev_first, "%s", r.first_uid);
+        snprintf(r.prev_first, sizeof r.prev_first, "%s", r.first_uid);
         offset += got;
     }
     if (r.level == DWB_LEVEL_PATIENT) finish_patients(&r);

@@ -240,6 +240,61 @@ class FindTest(unittest.TestCase):
         self.assertEqual(len(res), len(self.studies))
 
 
+class CappingStoreTest(harness.TestCase):
+    """A store that caps every page below the requested limit and says so in a Warning header (as Google does),
+    and one that ignores offset altogether."""
+
+    def serve(self, cap, honour_offset=True):
+        studies = [{"0020000D": {"vr": "UI", "Value": ["1.2.3.%d" % i]},
+                    "00100010": {"vr": "PN", "Value": [{"Alphabetic": "DOE^N%d" % i}]}} for i in range(7)]
+        seen = []
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                import urllib.parse as up
+                q = up.parse_qs(up.urlparse(self.path).query)
+                off = int(q.get("offset", ["0"])[0]) if honour_offset else 0
+                lim = int(q.get("limit", ["100"])[0])
+                seen.append((off, lim))
+                page = studies[off:off + min(lim, cap)]
+                body = json.dumps(page).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/dicom+json")
+                if off + len(page) < len(studies) and len(page) < lim:
+                    self.send_header("Warning", '299 test: "The number of results exceeded the maximum, truncated"')
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), H)
+        srv.daemon_threads = True
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        self.addCleanup(srv.server_close)
+        self.addCleanup(srv.shutdown)
+        return "http://127.0.0.1:%d/dicom-web" % srv.server_address[1], seen
+
+    def test_capped_pages_with_warning_are_followed(self):
+        url, seen = self.serve(cap=2)
+        bridge = self.start(Bridge(self.workdir, {"upstreams": [{"ae_title": "CAP", "base_url": url, "qido_page_size": 5}]}))
+        p, res = findscu(bridge.port, "CAP", ["QueryRetrieveLevel=STUDY", "StudyInstanceUID", "PatientName"],
+                         extra=["-d"], workdir=self.workdir)
+        self.assertEqual(sorted(value(r, "0020000D") for r in res), ["1.2.3.%d" % i for i in range(7)])
+        self.assertEqual([o for o, _ in seen], [0, 2, 4, 6], "offsets follow what the store returned")
+
+    def test_store_ignoring_offset_is_an_error_not_a_loop(self):
+        url, seen = self.serve(cap=3, honour_offset=False)
+        bridge = self.start(Bridge(self.workdir, {"upstreams": [{"ae_title": "CAP", "base_url": url, "qido_page_size": 3}]}))
+        p, res = findscu(bridge.port, "CAP", ["QueryRetrieveLevel=STUDY", "StudyInstanceUID"], extra=["-d"],
+                         workdir=self.workdir)
+        self.assertEqual(status_of(p), "0xc000", p.stdout[-1500:])
+        self.assertLessEqual(len(seen), 3)
+        self.assertEqual(len(res), 3, "the repeated page is not answered twice")
+        self.assertIn("ignores the QIDO offset", bridge.log())
+
+
 class HostileStoreTest(harness.TestCase):
     """A store that answers garbage: malformed JSON, deep nesting, a huge claimed body."""
 
