@@ -16,8 +16,8 @@
 #include "dwb_log.h"
 #include "dwb_multipart.h"
 #include "dwb_stow.h"
+#include "dwb_stow_send.h"
 
-#define MAX_RESPONSE (16u << 20)
 
 struct dwb_uploader {
     const dwb_upstream *up;
@@ -31,150 +31,43 @@ struct dwb_uploader {
     int single;           /* isolate instances one by one after a whole-batch refusal */
 };
 
-/* ---- streamed request body ---- */
-
-typedef struct body {
-    dwb_spool *spool;
-    const dwb_spool_entry *e;
-    size_t n;
-    char boundary[80];
-    size_t idx;        /* current entry; n = closing delimiter */
-    int in_header;     /* emitting the part header of idx */
-    char hdr[256];
-    size_t hdr_len, hdr_pos;
-    FILE *f;
-    int failed;
-} body;
-
-static long long body_size(body *b) {
-    long long total = 0;
-    char tmp[256];
-    for (size_t i = 0; i < b->n; i++)
-        total += dwb_multipart_part_header(tmp, sizeof tmp, b->boundary, "application/dicom") + b->e[i].size;
-    total += dwb_multipart_close(tmp, sizeof tmp, b->boundary);
-    return total;
-}
-
-static void body_start_part(body *b) {
-    if (b->idx < b->n)
-        b->hdr_len = (size_t)dwb_multipart_part_header(b->hdr, sizeof b->hdr, b->boundary, "application/dicom");
-    else
-        b->hdr_len = (size_t)dwb_multipart_close(b->hdr, sizeof b->hdr, b->boundary);
-    b->hdr_pos = 0;
-    b->in_header = 1;
-}
-
-static int body_rewind(void *ud) {
-    body *b = ud;
-    if (b->f) fclose(b->f);
-    b->f = NULL;
-    b->idx = 0;
-    b->failed = 0;
-    body_start_part(b);
-    return 0;
-}
-
-static size_t body_read(void *ud, char *buf, size_t len) {
-    body *b = ud;
-    size_t out = 0;
-    while (out < len) {
-        if (b->in_header) {
-            size_t k = b->hdr_len - b->hdr_pos;
-            if (k > len - out) k = len - out;
-            memcpy(buf + out, b->hdr + b->hdr_pos, k);
-            b->hdr_pos += k;
-            out += k;
-            if (b->hdr_pos < b->hdr_len) break;
-            b->in_header = 0;
-            if (b->idx >= b->n) break; /* closing delimiter done */
-            char path[1300];
-            snprintf(path, sizeof path, "%s/%s", dwb_spool_dir(b->spool), b->e[b->idx].name);
-            b->f = fopen(path, "rb");
-            if (!b->f) {
-                b->failed = 1;
-                return (size_t)-1;
-            }
-            continue;
-        }
-        if (b->idx >= b->n) break;
-        size_t got = fread(buf + out, 1, len - out, b->f);
-        out += got;
-        if (got == 0) {
-            fclose(b->f);
-            b->f = NULL;
-            b->idx++;
-            body_start_part(b);
-        }
-    }
-    return out;
-}
-
-/* ---- batches ---- */
-
-typedef struct resp_buf {
-    char *data;
-    size_t len, cap;
-    dwb_uploader *u;
-} resp_buf;
-
-static int on_resp(void *ud, const void *d, size_t n) {
-    resp_buf *r = ud;
-    if (r->len + n > MAX_RESPONSE) return 1;
-    if (r->len + n + 1 > r->cap) {
-        size_t cap = r->cap ? r->cap * 2 : 8192;
-        while (cap < r->len + n + 1) cap *= 2;
-        char *nd = realloc(r->data, cap);
-        if (!nd) return 1;
-        r->data = nd;
-        r->cap = cap;
-    }
-    memcpy(r->data + r->len, d, n);
-    r->len += n;
-    r->data[r->len] = '\0';
-    return 0;
-}
-
-static int is_stopped(void *ud) { return atomic_load(&((resp_buf *)ud)->u->stop) > 1; }
+static int is_stopped(void *ud) { return atomic_load(&((dwb_uploader *)ud)->stop) > 1; }
 
 /* Returns 1 if the store was reachable (whatever it answered), 0 if it should be retried later as a whole. */
 static int upload_batch(dwb_uploader *u, const dwb_spool_entry *e, size_t n) {
     const dwb_upstream *up = u->up;
     dwb_log_ctx lc = {NULL, up->conf->ae_title, NULL, NULL};
-    body b;
-    memset(&b, 0, sizeof b);
-    b.spool = u->spool;
-    b.e = e;
-    b.n = n;
-    if (dwb_multipart_make_boundary(b.boundary, sizeof b.boundary) != DWB_OK) return 0;
-    body_rewind(&b);
-    char ct[200], url[1200];
-    snprintf(ct, sizeof ct, "Content-Type: multipart/related; type=\"application/dicom\"; boundary=%s", b.boundary);
+    char url[1200];
     snprintf(url, sizeof url, "%s/studies", up->conf->base_url);
-    const char *hdrs[2] = {ct, "Accept: application/dicom+json"};
-    dwb_http_body_reader rd = {body_read, body_rewind, &b, body_size(&b)};
-    resp_buf rb = {NULL, 0, 0, u};
-    dwb_http_request req = {0};
-    req.method = "POST";
-    req.url = url;
-    req.headers = hdrs;
-    req.n_headers = 2;
-    req.reader = &rd;
-    req.on_body = on_resp;
-    req.is_cancelled = is_stopped;
-    req.ud = &rb;
-    dwb_http_response resp = {0};
-    dwb_error err = {0};
-    dwb_status st = dwb_http_perform(up->http, &req, &resp, &err);
-    if (b.f) fclose(b.f);
+    char **paths = calloc(n, sizeof *paths);
+    long long *sizes = calloc(n, sizeof *sizes);
+    if (!paths || !sizes) {
+        free(paths);
+        free(sizes);
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t l = strlen(dwb_spool_dir(u->spool)) + strlen(e[i].name) + 2;
+        paths[i] = malloc(l);
+        if (paths[i]) snprintf(paths[i], l, "%s/%s", dwb_spool_dir(u->spool), e[i].name);
+        sizes[i] = e[i].size;
+    }
+    dwb_stow_post post;
+    dwb_stow_post_files(up->http, url, (const char *const *)paths, sizes, n, is_stopped, u, &post);
+    for (size_t i = 0; i < n; i++) free(paths[i]);
+    free(paths);
+    free(sizes);
+    dwb_status st = post.status;
+    dwb_error err = post.err;
     int reachable = 1;
-    long code = resp.code;
-    char *body_text = rb.data ? rb.data : resp.error_body;
-    size_t body_len = rb.data ? rb.len : (resp.error_body ? strlen(resp.error_body) : 0);
+    long code = post.code;
+    char *body_text = post.body;
+    size_t body_len = post.body_len;
     dwb_stow_result res = {0};
     dwb_error perr = {0};
     int parsed = 0;
     if (body_len > 0 && (code >= 200 && code < 500))
-        parsed = dwb_stow_parse(body_text, body_len, resp.content_type, &res, &perr) == DWB_OK;
+        parsed = dwb_stow_parse(body_text, body_len, post.content_type, &res, &perr) == DWB_OK;
     if (st != DWB_OK && !(code >= 400 && code < 500) && !(code == 409 || code == 202)) {
         /* Unreachable, 5xx after the client's retries, cancelled: everything stays queued. */
         DWB_WARN(&lc, "STOW-RS of %zu instance(s) not done, will retry: %s", n, err.message);
@@ -217,8 +110,7 @@ static int upload_batch(dwb_uploader *u, const dwb_spool_entry *e, size_t n) {
     }
     if (reachable && u->single && n == 1) u->single = 0; /* isolation round done when nothing else is pending */
     dwb_stow_result_free(&res);
-    free(rb.data);
-    dwb_http_response_cleanup(&resp);
+    dwb_stow_post_cleanup(&post);
     return reachable;
 }
 
