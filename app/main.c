@@ -111,6 +111,10 @@ static int cmd_check_config(int argc, char **argv) {
     }
     for (size_t i = 0; i < cfg->n_destinations; i++) {
         const dwb_destination_conf *d = &cfg->destinations[i];
+        if (d->stow_url) {
+            printf("  destination %-16s STOW-RS %s (import only)\n", d->ae_title, d->stow_url);
+            continue;
+        }
         printf("  destination %-16s %s:%d (calling %s, called %s)\n", d->ae_title, d->host, d->port,
                d->calling_ae_title[0] ? d->calling_ae_title : cfg->listen.ae_title,
                d->called_ae_title[0] ? d->called_ae_title : d->ae_title);

@@ -405,20 +405,40 @@ static dwb_status load_upstream(loader *L, const char *path, json_t *obj, dwb_up
 
 static dwb_status load_destination(loader *L, const char *path, json_t *obj, dwb_destination_conf *d) {
     static const char *const keys[] = {"ae_title", "host", "port", "calling_ae_title", "called_ae_title",
-                                       "max_associations", "preferred_transfer_syntax", "series_burst", "tls", NULL};
+                                       "max_associations", "preferred_transfer_syntax", "series_burst", "tls",
+                                       "stow_url", "auth", NULL};
     if (!json_is_object(obj)) return bad(L, path, "expected an object");
     dwb_status st = check_keys(L, path, obj, keys);
     if (st != DWB_OK) return st;
     d->max_associations = 1;
     d->port = 0;
     if ((st = get_ae(L, path, obj, "ae_title", 1, d->ae_title)) != DWB_OK) return st;
-    const char *host = NULL;
-    if ((st = get_str(L, path, obj, "host", 1, &host)) != DWB_OK) return st;
-    if (!(d->host = strdup(host))) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
+    const char *host = NULL, *stow = NULL;
     char p[200];
-    join(p, sizeof p, path, "port");
-    if (!json_object_get(obj, "port")) return bad(L, p, "required");
-    if ((st = get_int(L, path, obj, "port", 1, 65535, &d->port)) != DWB_OK) return st;
+    if ((st = get_str(L, path, obj, "stow_url", 0, &stow)) != DWB_OK) return st;
+    d->auth.name = d->ae_title;
+    if (stow) {
+        /* A DICOMweb destination (e.g. CTP's STOW-RS port) for the import command. */
+        join(p, sizeof p, path, "stow_url");
+        if (json_object_get(obj, "host") || json_object_get(obj, "port"))
+            return bad(L, path, "give either host and port, or stow_url");
+        if (strncmp(stow, "http://", 7) != 0 && strncmp(stow, "https://", 8) != 0)
+            return bad(L, p, "expected an http:// or https:// URL, got \"%s\"", stow);
+        if (!(d->stow_url = strdup(stow))) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
+        if (!(d->host = strdup(""))) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
+        json_t *auth = json_object_get(obj, "auth");
+        if (auth) {
+            join(p, sizeof p, path, "auth");
+            if ((st = load_auth(L, p, auth, &d->auth)) != DWB_OK) return st;
+        }
+    } else {
+        if (json_object_get(obj, "auth")) return bad(L, path, "auth is only used with stow_url");
+        if ((st = get_str(L, path, obj, "host", 1, &host)) != DWB_OK) return st;
+        if (!(d->host = strdup(host))) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
+        join(p, sizeof p, path, "port");
+        if (!json_object_get(obj, "port")) return bad(L, p, "required");
+        if ((st = get_int(L, path, obj, "port", 1, 65535, &d->port)) != DWB_OK) return st;
+    }
     if ((st = get_ae(L, path, obj, "calling_ae_title", 0, d->calling_ae_title)) != DWB_OK) return st;
     if ((st = get_ae(L, path, obj, "called_ae_title", 0, d->called_ae_title)) != DWB_OK) return st;
     if ((st = get_int(L, path, obj, "max_associations", 1, 64, &d->max_associations)) != DWB_OK) return st;
@@ -694,19 +714,23 @@ static void secret_free(dwb_secret *s) {
     free(s->source);
 }
 
+static void auth_free(dwb_auth_conf *a) {
+    secret_free(&a->token);
+    secret_free(&a->password);
+    free(a->username);
+    free(a->key_file);
+    free(a->scope);
+    free(a->metadata_url);
+    free(a->command);
+}
+
 void dwb_config_free(dwb_config *c) {
     if (!c) return;
     for (size_t i = 0; i < c->n_upstreams; i++) {
         dwb_upstream_conf *u = &c->upstreams[i];
         free(u->base_url);
         free(u->ca_bundle);
-        secret_free(&u->auth.token);
-        secret_free(&u->auth.password);
-        free(u->auth.username);
-        free(u->auth.key_file);
-        free(u->auth.scope);
-        free(u->auth.metadata_url);
-        free(u->auth.command);
+        auth_free(&u->auth);
     }
     free(c->upstreams);
     for (size_t i = 0; i < c->n_destinations; i++) {
@@ -715,6 +739,8 @@ void dwb_config_free(dwb_config *c) {
         free(c->destinations[i].tls_ca);
         free(c->destinations[i].tls_certificate);
         free(c->destinations[i].tls_key);
+        free(c->destinations[i].stow_url);
+        auth_free(&c->destinations[i].auth);
     }
     free(c->listen.tls_certificate);
     free(c->listen.tls_key);

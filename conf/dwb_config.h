@@ -75,6 +75,8 @@ typedef struct dwb_destination_conf {
     int max_associations;                  /* default 1 */
     char *preferred_transfer_syntax;       /* optional UID, NULL = as stored */
     int series_burst;                      /* default 0 */
+    char *stow_url;                        /* a STOW-RS destination (import): POST URL instead of host/port */
+    dwb_auth_conf auth;                    /* for stow_url */
     int tls;                               /* destinations[].tls present: DIMSE over TLS */
     char *tls_ca, *tls_certificate, *tls_key; /* trusted CA (verify the peer), optional client certificate */
 } dwb_destination_conf;

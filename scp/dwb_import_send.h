@@ -27,10 +27,11 @@ typedef struct dwb_import_hooks {
     void *ud;
 } dwb_import_hooks;
 
-/* Sends every series of the plan to dest. DWB_E_CONNECT if the destination cannot be reached at all. */
+/* Sends every series of the plan to dest: by C-STORE, or by STOW-RS through stow (an HTTP client with the
+ * destination's auth) when dest->stow_url is set. DWB_E_CONNECT if a DIMSE destination cannot be reached. */
 dwb_status dwb_import_send(const dwb_config *cfg, const dwb_upstream *up, const dwb_destination_conf *dest,
-                           const dwb_rplan *plan, const dwb_import_hooks *hooks, dwb_import_totals *out,
-                           dwb_error *err);
+                           dwb_http_client *stow, const dwb_rplan *plan, const dwb_import_hooks *hooks,
+                           dwb_import_totals *out, dwb_error *err);
 
 #ifdef __cplusplus
 }

@@ -35,6 +35,8 @@
 extern "C" {
 #include "dwb_import_send.h"
 #include "dwb_metrics.h"
+#include "dwb_stow.h"
+#include "dwb_stow_send.h"
 #include "dwb_retrieve.h"
 }
 
@@ -194,6 +196,8 @@ struct Run {
     // Import mode: no requesting association; progress and cancellation come from the caller's hooks.
     const dwb_import_hooks *import = nullptr;
     unsigned long long bytes_done = 0;
+    dwb_http_client *stow = nullptr; // STOW-RS destination (import)
+    std::string stow_url;
 
     // series_burst: a series is written to disk first and sent in one burst once complete.
     bool burst = false;
@@ -472,8 +476,55 @@ void count_result(Run &r, int rc, const char *sop, const std::string &why) {
     }
 }
 
+// A completed series to a STOW-RS destination: one request, streamed from the burst files.
+void flush_burst_stow(Run &r, Run::Burst &b) {
+    std::vector<const char *> paths;
+    std::vector<long long> sizes;
+    for (auto &f : b.files) {
+        paths.push_back(f.first.c_str());
+        struct stat st;
+        sizes.push_back(stat(f.first.c_str(), &st) == 0 ? (long long)st.st_size : 0);
+    }
+    dwb_stow_post post;
+    dwb_stow_post_files(r.stow, r.stow_url.c_str(), paths.data(), sizes.data(), paths.size(), check_cancel, &r, &post);
+    dwb_stow_result res = {};
+    dwb_error perr = {};
+    bool parsed = post.body_len > 0 && dwb_stow_parse(post.body, post.body_len, post.content_type, &res, &perr) == DWB_OK;
+    for (size_t k = 0; k < b.files.size(); k++) {
+        const char *sop = b.files[k].second.c_str();
+        const dwb_stow_item *it = parsed ? dwb_stow_find(&res, sop) : nullptr;
+        int rc;
+        std::string why;
+        if (it && (it->outcome != DWB_STOW_FAILED || dwb_stow_reason_already_stored(it->reason))) {
+            rc = it->outcome == DWB_STOW_WARNING ? 1 : 0;
+        } else if (!it && post.status == DWB_OK && res.n == 0) {
+            rc = 0; // 2xx without per-instance details: accepted as a whole
+        } else {
+            rc = -1;
+            char buf[640];
+            if (it) snprintf(buf, sizeof buf, "STOW-RS destination refused it with FailureReason 0x%04X", it->reason);
+            else snprintf(buf, sizeof buf, "STOW-RS destination: %s", post.status == DWB_OK ? "no answer for it" : post.err.message);
+            why = buf;
+        }
+        count_result(r, rc, sop, why);
+        if (rc < 0) b.failed++;
+        else r.bytes_done += b.sizes[k];
+        unlink(b.files[k].first.c_str());
+    }
+    dwb_stow_result_free(&res);
+    dwb_stow_post_cleanup(&post);
+    maybe_pending(r);
+}
+
 // Sends a completed series from its burst files, back to back.
 void flush_burst(Run &r, const dwb_rseries *se, Run::Burst &b) {
+    if (r.stow) {
+        flush_burst_stow(r, b);
+        b.files.clear();
+        b.sizes.clear();
+        if (r.import && r.import->series_done) r.import->series_done(r.import->ud, se, b.failed);
+        return;
+    }
     for (size_t k = 0; k < b.files.size(); k++) {
         auto &f = b.files[k];
         if (r.dest_dead) {
@@ -622,6 +673,10 @@ OFCondition dwb_handle_move_get(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_
             DWB_WARN(&ctx->log, "C-MOVE: move destination '%s' is not in destinations[]", msg->msg.CMoveRQ.MoveDestination);
             return send_rsp(r, STATUS_MOVE_Failed_MoveDestinationUnknown, true, "move destination unknown");
         }
+        if (dest->stow_url) {
+            DWB_WARN(&ctx->log, "C-MOVE: destination %s is a STOW-RS destination, used by import only", dest->ae_title);
+            return send_rsp(r, 0xC000, true, "destination is STOW-RS (import only)");
+        }
     }
     dwb_attrs *id = dwb_attrs_new();
     dwb_error err = {};
@@ -712,8 +767,8 @@ OFCondition dwb_handle_move_get(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_
 }
 
 extern "C" dwb_status dwb_import_send(const dwb_config *cfg, const dwb_upstream *up, const dwb_destination_conf *dest,
-                                      const dwb_rplan *plan, const dwb_import_hooks *hooks, dwb_import_totals *out,
-                                      dwb_error *err) {
+                                      dwb_http_client *stow, const dwb_rplan *plan, const dwb_import_hooks *hooks,
+                                      dwb_import_totals *out, dwb_error *err) {
     memset(out, 0, sizeof *out);
     dwb_assoc_ctx ctx = {};
     ctx.cfg = cfg;
@@ -734,8 +789,12 @@ extern "C" dwb_status dwb_import_send(const dwb_config *cfg, const dwb_upstream 
     for (size_t i = 0; classes && i < n; i++) cl.push_back(classes[i]);
     free(classes);
     std::string why;
-    if (!open_destination(cfg, dest, cl, r.target, why))
+    if (dest->stow_url) {
+        r.stow = stow;
+        r.stow_url = dest->stow_url;
+    } else if (!open_destination(cfg, dest, cl, r.target, why)) {
         return dwb_error_set(err, DWB_E_CONNECT, "destination %s: %s", dest->ae_title, why.c_str());
+    }
     // Kaapana's CTP starts its workflow after ~10 s of silence per series: always send whole series at once.
     r.burst = true;
     r.burst_dir = std::string(cfg->spool.dir) + "/burst-import-" + std::to_string((long)getpid());

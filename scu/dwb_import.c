@@ -403,10 +403,25 @@ int dwb_import_main(int argc, char **argv) {
     clock_gettime(CLOCK_MONOTONIC, &pr.t0);
     pr.last = pr.t0;
     dwb_import_hooks hooks = {on_progress, on_series_done, on_cancelled, &pr};
+    /* A STOW-RS destination gets its own HTTP client and auth, with the upstream's timeouts and retries. */
+    dwb_upstream *stow = NULL;
+    dwb_upstream_conf stow_conf;
+    if (dc->stow_url) {
+        stow_conf = *uc;
+        snprintf(stow_conf.ae_title, sizeof stow_conf.ae_title, "%s", dc->ae_title);
+        stow_conf.base_url = dc->stow_url;
+        stow_conf.auth = dc->auth;
+        if (dwb_upstream_new(&stow_conf, &stow, &err) != DWB_OK) {
+            fprintf(stderr, "import: destination %s: %s\n", dc->ae_title, err.message);
+            rc = 1;
+            goto out;
+        }
+    }
     dwb_import_totals tot;
     fprintf(stderr, "import: %zu studies, %zu series, %zu instances from %s to %s%s\n", n_studies, plan->n_series,
             plan->total, uc->ae_title, dc->ae_title, skipped_series ? " (resuming)" : "");
-    s = dwb_import_send(cfg, up, dc, plan, &hooks, &tot, &err);
+    s = dwb_import_send(cfg, up, dc, stow ? stow->http : NULL, plan, &hooks, &tot, &err);
+    dwb_upstream_free(stow);
     if (pr.tty) fputc('\n', stderr);
     double el = secs_since(&pr.t0);
     if (s != DWB_OK && s != DWB_E_CANCELLED) {

@@ -109,6 +109,30 @@ class ImportTest(TestCase):
         self.assertLess(int(re.search(r"sent (\d+)", p2.stdout).group(1)), len(self.man["instances"]),
                         "the resumed run skips the series already delivered")
 
+    def test_stow_destination(self):
+        target = self.start(Orthanc(self.workdir, aet="CTPSTOW"))
+        import json
+        cfg = os.path.join(self.workdir, "stow.json")
+        with open(cfg, "w") as f:
+            json.dump({"upstreams": [{"ae_title": "IDC", "base_url": self.orthanc.dicomweb_url}],
+                       "destinations": [{"ae_title": "CTPSTOW", "stow_url": target.dicomweb_url + "/studies"}],
+                       "spool": {"dir": os.path.join(self.workdir, "spool")}}, f)
+        p = run([harness.BINARY, "import", "--config", cfg, "--upstream", "IDC", "--destination", "CTPSTOW",
+                 "--studies", self.study_file], timeout=300)
+        self.assertEqual(p.returncode, 0, p.stdout)
+        self.assertEqual(target.instance_uids(), sorted(i["SOPInstanceUID"] for i in self.man["instances"]))
+        one = target.get_json("/instances")[0]
+        path = os.path.join(self.workdir, "fromstow.dcm")
+        import urllib.request
+        with urllib.request.urlopen(target.url + "/instances/%s/file" % one) as r, open(path, "wb") as f:
+            f.write(r.read())
+        self.assertEqual(dump(path, "SourceOfPreviousValues"), "IDC " + self.orthanc.dicomweb_url)
+        # C-MOVE cannot use a STOW-RS destination: a clear refusal, not a hang.
+        bridge = self.start(harness.Bridge(self.workdir, json.load(open(cfg))))
+        m = run(["movescu", "-d", "-S", "-aec", "IDC", "-aem", "CTPSTOW", "-k", "QueryRetrieveLevel=STUDY",
+                 "-k", "StudyInstanceUID=" + self.studies[0], "127.0.0.1", str(bridge.port)])
+        self.assertIn("0xc000", m.stdout)
+
     def last_stderr(self, p):
         return p.stdout
 
