@@ -226,6 +226,41 @@ class MoveTest(unittest.TestCase):
         self.assertEqual(len(runs), len(set(order)), "series interleaved: %s" % order)
         self.assertEqual(glob.glob(os.path.join(self.workdir, "spool", "burst-*")), [], "burst files are removed")
 
+    def test_destination_refusing_a_sop_class(self):
+        cfg = os.path.join(self.workdir, "ct-only.cfg")
+        with open(cfg, "w") as f:
+            f.write("[[TransferSyntaxes]]\n[Uncompressed]\nTransferSyntax1 = LocalEndianExplicit\n"
+                    "TransferSyntax2 = LittleEndianImplicit\n[[PresentationContexts]]\n[CTOnly]\n"
+                    "PresentationContext1 = VerificationSOPClass\\Uncompressed\n"
+                    "PresentationContext2 = CTImageStorage\\Uncompressed\n[[Profiles]]\n[CT]\n"
+                    "PresentationContexts = CTOnly\n")
+        ct_only = StoreSCP(self.workdir, aet="CTONLY", extra_args=["-xf", cfg, "CT"])
+        try:
+            import json
+            study = self.manifest["instances"][0]["StudyInstanceUID"]
+            rows = [i for i in self.manifest["instances"] if i["StudyInstanceUID"] == study]
+            ct = sorted(i["SOPInstanceUID"] for i in rows if i["Modality"] == "CT")
+            other = sorted(i["SOPInstanceUID"] for i in rows if i["Modality"] != "CT")
+            self.assertTrue(ct and other)
+            cfgb = dict(self.bridge.config)
+            cfgb["destinations"] = [{"ae_title": "CTONLY", "host": "127.0.0.1", "port": ct_only.port}]
+            cfgb["listen"] = {"port": harness.free_port()}
+            cfgb["http"] = {"port": harness.free_port()}
+            b2 = Bridge(tempfile.mkdtemp(dir=self.workdir), cfgb)
+            try:
+                p = run(["movescu", "-d", "-S", "-aec", "ORTHANC", "-aem", "CTONLY", "-k", "QueryRetrieveLevel=STUDY",
+                         "-k", "StudyInstanceUID=" + study, "127.0.0.1", str(b2.port)], timeout=120)
+                self.assertEqual(status_of(p), "0xb000", p.stdout[-1500:])
+                self.assertEqual(counts_of(p)[:2], (len(ct), len(other)))
+                for u in other:
+                    self.assertIn(u, p.stdout, "refused instances are in the Failed SOP Instance UID List")
+                self.assertEqual(sorted(tag_value(self.workdir, f, "SOPInstanceUID") for f in ct_only.files()), ct)
+                self.assertIn("does not accept SOP class", b2.log())
+            finally:
+                b2.close()
+        finally:
+            ct_only.close()
+
     def test_unknown_destination(self):
         p = self.move(["QueryRetrieveLevel=STUDY", "StudyInstanceUID=" + self.manifest["instances"][0]["StudyInstanceUID"]],
                       dest="NOWHERE")
