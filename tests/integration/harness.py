@@ -22,6 +22,24 @@ BUILD_DIR = os.environ.get("DWB_BUILD_DIR", "")
 SOURCE_DIR = os.environ.get("DWB_SOURCE_DIR", os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 
+# Lines by which ASan, LSan, UBSan and TSan announce a report. Any of them in the output of a process the
+# suite built (the bridge, its tools) fails the test that started the process.
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", "WARNING: ThreadSanitizer",
+                   "ERROR: ThreadSanitizer", "SUMMARY: UndefinedBehaviorSanitizer")
+
+
+def sanitizer_report(text):
+    """The sanitizer report in a process's output (from its first marked line on), or None."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if any(m in line for m in SANITIZER_MARKS):
+            return "\n".join(lines[max(0, i - 2):i + 60])
+    return None
+
+
+# Problems found in processes started by run() since the current test began: (command, report).
+_run_problems = []
+
 
 def peer_env():
     """Environment for DCMTK-based peers: Nagle off, as for the bridge, so that timings compare fairly."""
@@ -61,6 +79,10 @@ def tail(path, n=40):
 def run(cmd, timeout=120, env=None, check=False):
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout,
                        env=env or peer_env(), text=True, errors="replace")
+    if BINARY and cmd and cmd[0] == BINARY:
+        rep = sanitizer_report(p.stdout)
+        if rep:
+            _run_problems.append((" ".join(cmd), rep))
     if check and p.returncode != 0:
         raise AssertionError("%s exited %d:\n%s" % (" ".join(cmd), p.returncode, p.stdout))
     return p
@@ -74,6 +96,9 @@ class Server:
         self.workdir = workdir
         self.log_path = os.path.join(workdir, name + ".log")
         self.proc = None
+        # Exit statuses of every run of this server: (status, signal the test sent or None).
+        self.exits = []
+        self.checked = False  # the bridge's own log and exit are checked by the test case
 
     def _start(self, cmd, env=None):
         self._log = open(self.log_path, "ab")
@@ -89,7 +114,9 @@ class Server:
     def stop(self, sig=signal.SIGTERM, timeout=20):
         if self.proc is None:
             return None
+        sent = None
         if self.proc.poll() is None:
+            sent = sig
             self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout)
@@ -98,8 +125,21 @@ class Server:
                 self.proc.wait()
         self._log.close()
         rc = self.proc.returncode
+        self.exits.append((rc, sent))
         self.proc = None
         return rc
+
+    def problems(self):
+        """What went wrong in this server's life that no test asserted: a sanitizer report in its log, or an
+        exit status other than 0 that the test did not cause with SIGKILL. Only for processes the suite built."""
+        out = []
+        rep = sanitizer_report(self.log())
+        if rep:
+            out.append("sanitizer report in %s:\n%s" % (self.log_path, rep))
+        for rc, sent in self.exits:
+            if rc not in (0, None) and not (sent == signal.SIGKILL and rc == -signal.SIGKILL):
+                out.append("%s exited with status %s (signal sent by the test: %s)" % (self.name, rc, sent))
+        return out
 
     def close(self):
         self.stop()
@@ -209,6 +249,7 @@ class Bridge(Server):
 
     def __init__(self, workdir, config, args=None, env=None, wait=True):
         super().__init__("bridge", workdir)
+        self.checked = True
         if not BINARY:
             raise RuntimeError("DWB_BINARY is not set (run through ctest)")
         self.config = config
@@ -279,15 +320,26 @@ def gencohort(workdir, name="cohort", **opts):
 
 
 class TestCase(unittest.TestCase):
-    """A test with its own work directory and servers that are stopped after the test."""
+    """A test with its own work directory and servers that are stopped after the test. A sanitizer report or an
+    unexpected exit status of any bridge process the test started fails the test, with the report shown."""
 
     def setUp(self):
         self.workdir = tempfile.mkdtemp(prefix="dwb-it-%s-" % self._testMethodName)
         self._servers = []
+        del _run_problems[:]
 
     def start(self, server):
         self._servers.append(server)
         return server
+
+    def _failed_so_far(self):
+        outcome = getattr(self, "_outcome", None)
+        if outcome is None:
+            return False
+        if any(err is not None for _, err in getattr(outcome, "errors", [])):
+            return True
+        res = getattr(outcome, "result", None)
+        return res is not None and any(t is self for t, _ in res.failures + res.errors)
 
     def tearDown(self):
         for s in reversed(self._servers):
@@ -295,18 +347,31 @@ class TestCase(unittest.TestCase):
                 s.close()
             except Exception as e:  # keep stopping the others
                 print("stopping %s failed: %s" % (s.name, e), file=sys.stderr)
-        failed = self._outcome is not None and any(
-            err is not None for _, err in getattr(self._outcome, "errors", []))
-        if hasattr(self._outcome, "result") and self._outcome.result is not None:
-            res = self._outcome.result
-            failed = failed or any(t is self for t, _ in res.failures + res.errors)
-        if failed:
+        problems = []
+        for s in self._servers:
+            if s.checked:
+                problems += s.problems()
+        problems += ["sanitizer report from `%s`:\n%s" % (c, r) for c, r in _run_problems]
+        del _run_problems[:]
+        if problems or self._failed_so_far():
             print("\n--- work directory kept: %s" % self.workdir, file=sys.stderr)
+            seen = set()
             for s in self._servers:
-                print("--- %s log (tail):\n%s" % (s.name, tail(s.log_path)), file=sys.stderr)
+                if s.log_path in seen:
+                    continue
+                seen.add(s.log_path)
+                print("--- %s log (tail):\n%s" % (s.name, tail(s.log_path, 80)), file=sys.stderr)
         else:
             shutil.rmtree(self.workdir, ignore_errors=True)
+        if problems:
+            self.fail("processes started by this test misbehaved:\n" + "\n".join(problems))
 
 
 def main():
-    unittest.main(module="__main__", verbosity=2)
+    """Runs the module's tests; fails when none ran (a module whose tests all vanished must not pass)."""
+    prog = unittest.main(module="__main__", verbosity=2, exit=False)
+    res = prog.result
+    if res.testsRun == 0:
+        print("FAILED: no test ran in %s" % sys.argv[0], file=sys.stderr)
+        sys.exit(1)
+    sys.exit(0 if res.wasSuccessful() else 1)

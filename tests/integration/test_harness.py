@@ -1,0 +1,96 @@
+"""The harness itself: a sanitizer report or an unexpected exit of a process the suite built must fail the test
+that started it, and a module that runs no test must fail. Without these the rest of the suite could pass
+while the bridge reports memory errors."""
+import os
+import signal
+import subprocess
+import sys
+import unittest
+
+import harness
+
+
+class Fake(harness.Server):
+    """A stand-in for the bridge: a shell that prints what it is told and exits with the given status."""
+
+    def __init__(self, workdir, script):
+        super().__init__("fake", workdir)
+        self.checked = True
+        self._start(["sh", "-c", script])
+        self.proc.wait(10)
+
+
+class HarnessTest(unittest.TestCase):
+    def setUp(self):
+        self.workdir = os.path.join(os.environ.get("TMPDIR", "/tmp"), "dwb-harness-%d" % os.getpid())
+        os.makedirs(self.workdir, exist_ok=True)
+
+    def test_asan_report_in_log_is_a_problem(self):
+        f = Fake(self.workdir, "echo '==1==ERROR: AddressSanitizer: heap-use-after-free on address 0x1'; exit 0")
+        f.stop()
+        probs = f.problems()
+        self.assertEqual(len(probs), 1, probs)
+        self.assertIn("heap-use-after-free", probs[0])
+
+    def test_ubsan_and_lsan_reports_are_problems(self):
+        for line in ("x.c:3:5: runtime error: signed integer overflow",
+                     "==2==ERROR: LeakSanitizer: detected memory leaks"):
+            f = Fake(self.workdir, "echo '%s'" % line)
+            f.stop()
+            self.assertTrue(any(line.split(":")[-1].strip() in p for p in f.problems()), (line, f.problems()))
+            os.unlink(f.log_path)
+
+    def test_nonzero_exit_is_a_problem_but_a_kill_the_test_sent_is_not(self):
+        f = Fake(self.workdir, "exit 3")
+        f.stop()
+        self.assertEqual(f.problems(), ["fake exited with status 3 (signal sent by the test: None)"])
+        g = harness.Server("sleeper", self.workdir)
+        g.checked = True
+        g._start(["sleep", "30"])
+        g.stop(signal.SIGKILL)
+        self.assertEqual(g.problems(), [])
+
+    def test_clean_run_has_no_problem(self):
+        f = Fake(self.workdir, "echo all well; exit 0")
+        f.stop()
+        self.assertEqual(f.problems(), [])
+
+    def test_module_without_tests_fails(self):
+        empty = os.path.join(self.workdir, "test_empty.py")
+        with open(empty, "w") as fh:
+            fh.write("import harness\nif __name__ == '__main__':\n    harness.main()\n")
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.path.dirname(os.path.abspath(harness.__file__))
+        p = subprocess.run([sys.executable, empty], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           env=env, timeout=60)
+        self.assertEqual(p.returncode, 1, p.stdout)
+        self.assertIn("no test ran", p.stdout)
+
+    def test_report_fails_the_test_that_started_the_process(self):
+        mod = os.path.join(self.workdir, "test_reported.py")
+        with open(mod, "w") as fh:
+            fh.write(
+                "import harness\n"
+                "class T(harness.TestCase):\n"
+                "    def test_x(self):\n"
+                "        s = self.start(harness.Server('bridge', self.workdir))\n"
+                "        s.checked = True\n"
+                "        s._start(['sh', '-c', 'echo ==9==ERROR: AddressSanitizer: stack-buffer-overflow'])\n"
+                "        s.proc.wait(10)\n"
+                "if __name__ == '__main__':\n"
+                "    harness.main()\n")
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.path.dirname(os.path.abspath(harness.__file__))
+        p = subprocess.run([sys.executable, mod], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           env=env, timeout=60)
+        self.assertEqual(p.returncode, 1, p.stdout)
+        self.assertIn("stack-buffer-overflow", p.stdout)
+        self.assertIn("FAIL: test_x", p.stdout)
+
+    def tearDown(self):
+        import shutil
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    harness.main()
