@@ -454,7 +454,7 @@ dwb_status dwb_http_perform(dwb_http_client *c, const dwb_http_request *req, dwb
         curl_easy_setopt(h, CURLOPT_ERRORBUFFER, curl_msg);
         curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
         curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, c->opts.connect_timeout_ms);
-        if (c->opts.timeout_ms > 0) curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->opts.timeout_ms);
+        if (c->opts.timeout_ms > 0 && !req->transfer) curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->opts.timeout_ms);
         if (c->opts.low_speed_time_s > 0) {
             curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
             curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, c->opts.low_speed_time_s);
@@ -492,6 +492,7 @@ dwb_status dwb_http_perform(dwb_http_client *c, const dwb_http_request *req, dwb
         curl_easy_cleanup(h);
         resp->code = code;
         resp->body_bytes = x.body_bytes;
+        resp->retry_after_ms = x.retry_after_ms;
         DWB_DEBUG(&lc, "%s %s -> %ld (%s, attempt %d, %lld ms, %llu bytes)", method, logurl, code,
                   rc == CURLE_OK ? "ok" : curl_easy_strerror(rc), attempt, now_ms() - t0, x.body_bytes);
 
@@ -572,6 +573,7 @@ dwb_status dwb_http_perform(dwb_http_client *c, const dwb_http_request *req, dwb
         int can_resend = !req->reader || (req->reader->rewind && req->reader->rewind(req->reader->ud) == 0);
         const char *stop = NULL;
         if (!can_resend) stop = "the request body cannot be resent";
+        else if (req->no_retry) stop = "the caller retries";
         else if (attempt > c->opts.max_retries) stop = "no retries left";
         else if (waited_ms + wait > c->opts.retry_budget_ms) stop = "retry budget exhausted";
         if (stop) {

@@ -79,6 +79,14 @@ typedef struct dwb_http_request {
     int (*is_cancelled)(void *ud);
     void *ud;
     const char *log_ctx_assoc;       /* association id for log lines, may be NULL */
+    /* Request class. 0 = a query (QIDO, metadata): bounded by the client's timeout_ms. 1 = a bulk transfer
+     * (STOW-RS, WADO-RS): as long as bytes move, only the low-speed limit and cancellation end it, because
+     * a large series over a slow link would otherwise be cut and retried forever. */
+    int transfer;
+    /* 1 = make one attempt and report; the caller owns the retry decision (the STOW uploader, which must
+     * honour a Retry-After of minutes without holding a thread in the client's backoff). A 401 still
+     * refreshes credentials once. */
+    int no_retry;
 } dwb_http_request;
 
 typedef struct dwb_http_response {
@@ -89,6 +97,7 @@ typedef struct dwb_http_response {
     char request_id[20];    /* our id, on every log line about this request */
     int attempts;
     unsigned long long body_bytes; /* bytes passed to on_body */
+    long retry_after_ms;    /* Retry-After of the final answer in ms, -1 if absent */
 } dwb_http_response;
 
 /* Performs the request. Retries (connection failure, timeout before the body, 429, 502, 503, 504) with

@@ -135,3 +135,91 @@ int dwb_stow_reason_already_stored(unsigned reason) {
     /* 0x0111 Duplicate SOP Instance (PS3.4 Annex C): the store has it; re-sending would not change that. */
     return reason == 0x0111;
 }
+
+/* A DICOM STOW answer is DICOM JSON or DICOM XML; a proxy's login page or error page is anything else. */
+static int dicom_answer_type(const char *ct) {
+    if (!ct) return 0;
+    return strcasestr(ct, "application/dicom+json") || strcasestr(ct, "application/dicom+xml") ||
+           strcasestr(ct, "application/json") || strcasestr(ct, "multipart/related") ||
+           strcasestr(ct, "application/xml") || strcasestr(ct, "text/xml");
+}
+
+static int blank(const char *b, size_t len) {
+    for (size_t i = 0; i < len; i++)
+        if (b[i] != ' ' && b[i] != '\n' && b[i] != '\r' && b[i] != '\t') return 0;
+    return 1;
+}
+
+dwb_stow_verdict dwb_stow_judge(long code, const char *ct, const char *body, size_t len, dwb_stow_result *res,
+                                char *why, size_t cap) {
+    char tmp[2];
+    if (!why) why = tmp, cap = sizeof tmp;
+    why[0] = '\0';
+    memset(res, 0, sizeof *res);
+    if (code == 0) {
+        /* No answer (refused connection, reset, timeout, a body cut on the way): the store may or may not have
+         * stored the request; re-sending is safe because a second copy is answered as already held. */
+        snprintf(why, cap, "no answer from the store");
+        return DWB_STOW_V_UNAVAILABLE;
+    }
+    if (code == 408 || code == 429 || code == 502 || code == 503 || code == 504) {
+        /* Timeout, quota, overloaded or unreachable behind a gateway: the store said nothing about the
+         * instances, and the same request will succeed once it recovers. */
+        snprintf(why, cap, "HTTP %ld (store unavailable)", code);
+        return DWB_STOW_V_UNAVAILABLE;
+    }
+    if (code == 401 || code == 403 || code == 404 || code == 405 || code == 407) {
+        /* Credentials, permissions or the URL are wrong: an operator fixes the configuration, the instances are
+         * not at fault and must wait for that fix. */
+        snprintf(why, cap, "HTTP %ld (check base_url and credentials)", code);
+        return DWB_STOW_V_UNAVAILABLE;
+    }
+    if ((code >= 200 && code < 300) || code == 409) {
+        if (!body || blank(body, len)) {
+            if (code >= 200 && code < 300 && dicom_answer_type(ct)) return DWB_STOW_V_ANSWERED; /* accepted whole */
+            if (code == 409) {
+                snprintf(why, cap, "HTTP 409 without a per-instance answer");
+                return DWB_STOW_V_SPLIT;
+            }
+            /* An empty 2xx of another type is what a captive proxy or a misrouted URL gives: nothing proves
+             * the store has the instances, so nothing is deleted. */
+            snprintf(why, cap, "HTTP %ld with an empty %s body, not a STOW-RS answer", code, ct ? ct : "untyped");
+            return DWB_STOW_V_UNAVAILABLE;
+        }
+        if (!dicom_answer_type(ct) && !(ct == NULL && (body[0] == '{' || body[0] == '[' || body[0] == '<'))) {
+            snprintf(why, cap, "HTTP %ld with a %s body, not a STOW-RS answer (a proxy in the way?)", code,
+                     ct ? ct : "untyped");
+            return DWB_STOW_V_UNAVAILABLE;
+        }
+        dwb_error perr = {0};
+        if (dwb_stow_parse(body, len, ct, res, &perr) != DWB_OK) {
+            /* An answer we cannot read deletes nothing: the next attempt will be answered as already held. */
+            snprintf(why, cap, "HTTP %ld: %s", code, perr.message);
+            return DWB_STOW_V_UNAVAILABLE;
+        }
+        return DWB_STOW_V_ANSWERED;
+    }
+    /* 400, 413, 415, 422, 500 and the rest: the request as a whole was refused, possibly because of one of
+     * its instances; halves are tried until the culprit is alone. */
+    snprintf(why, cap, "HTTP %ld", code);
+    return DWB_STOW_V_SPLIT;
+}
+
+dwb_stow_fate dwb_stow_instance_fate(long code, const dwb_stow_result *res, const char *uid, unsigned *reason) {
+    const dwb_stow_item *it = dwb_stow_find(res, uid);
+    *reason = it ? it->reason : 0;
+    if (!it) {
+        /* A 2xx with no item at all accepted the request whole; an answer that names others but not this one
+         * leaves it undecided, so it is tried again (counted, so it cannot loop forever). */
+        return (code >= 200 && code < 300 && res->n == 0) ? DWB_STOW_F_DELIVERED : DWB_STOW_F_RETRY;
+    }
+    if (it->outcome != DWB_STOW_FAILED) return DWB_STOW_F_DELIVERED; /* stored, or stored with a warning */
+    if (dwb_stow_reason_already_stored(it->reason)) return DWB_STOW_F_DELIVERED;
+    return dwb_stow_reason_transient(it->reason) ? DWB_STOW_F_RETRY : DWB_STOW_F_REFUSED;
+}
+
+dwb_stow_fate dwb_stow_single_fate(long code) {
+    /* A client error for one instance alone is about its bytes: sending them again gets the same answer.
+     * A server error may be a store-side fault that passes: retried, within the instance's attempts. */
+    return (code >= 400 && code < 500) ? DWB_STOW_F_REFUSED : DWB_STOW_F_RETRY;
+}

@@ -40,6 +40,33 @@ int dwb_stow_reason_transient(unsigned reason);
 /* 1 if the reason means the store already holds this instance (counts as delivered). */
 int dwb_stow_reason_already_stored(unsigned reason);
 
+/* ---- the one retry decision for STOW-RS (uploader, C-MOVE/import STOW destinations) ---- */
+
+/* What one STOW-RS exchange says about the whole request. */
+typedef enum dwb_stow_verdict {
+    DWB_STOW_V_UNAVAILABLE = 0, /* nothing was decided: keep every instance queued, back off the upstream */
+    DWB_STOW_V_ANSWERED,        /* a DICOM STOW answer: each instance's fate follows from it */
+    DWB_STOW_V_SPLIT            /* the request was refused as a whole: one instance may be the cause */
+} dwb_stow_verdict;
+
+/* What happens to one instance. */
+typedef enum dwb_stow_fate {
+    DWB_STOW_F_DELIVERED = 0, /* the store holds it: delete the spooled copy */
+    DWB_STOW_F_RETRY,         /* refused for now: retry this instance later, counting an attempt */
+    DWB_STOW_F_REFUSED        /* the same bytes will be refused again: failed/ at once */
+} dwb_stow_fate;
+
+/* Judges an exchange. code: final HTTP status, 0 when none came (connection failed, timed out, cut).
+ * On DWB_STOW_V_ANSWERED *res holds the parsed answer (caller frees); otherwise it is empty. why (may be NULL)
+ * receives a short reason for log lines and reason files. */
+dwb_stow_verdict dwb_stow_judge(long code, const char *content_type, const char *body, size_t len,
+                                dwb_stow_result *res, char *why, size_t cap);
+/* The fate of sop_uid after an ANSWERED exchange with status code; *reason gets the failure reason (0 if
+ * none). */
+dwb_stow_fate dwb_stow_instance_fate(long code, const dwb_stow_result *res, const char *sop_uid, unsigned *reason);
+/* The fate of the only instance of a request judged SPLIT (no smaller batch to try). */
+dwb_stow_fate dwb_stow_single_fate(long code);
+
 #ifdef __cplusplus
 }
 #endif

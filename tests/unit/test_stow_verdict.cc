@@ -1,0 +1,120 @@
+// The one STOW-RS retry decision (issue 12): which exchanges keep everything queued, which are answered per
+// instance, which are split to find a poison instance; and each instance's fate (PS3.4 / PS3.18 reasons).
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <string>
+
+extern "C" {
+#include "dwb_stow.h"
+}
+
+namespace {
+
+const char *kAnswer = R"({"00081199": {"vr": "SQ", "Value": [{"00081155": {"vr": "UI", "Value": ["1.1"]}}]},
+  "00081198": {"vr": "SQ", "Value": [
+    {"00081155": {"vr": "UI", "Value": ["1.2"]}, "00081197": {"vr": "US", "Value": [272]}},
+    {"00081155": {"vr": "UI", "Value": ["1.3"]}, "00081197": {"vr": "US", "Value": [43264]}},
+    {"00081155": {"vr": "UI", "Value": ["1.4"]}, "00081197": {"vr": "US", "Value": [273]}},
+    {"00081155": {"vr": "UI", "Value": ["1.5"]}, "00081197": {"vr": "US", "Value": [42752]}},
+    {"00081155": {"vr": "UI", "Value": ["1.6"]}, "00081197": {"vr": "US", "Value": [49152]}},
+    {"00081155": {"vr": "UI", "Value": ["1.7"]}, "00081197": {"vr": "US", "Value": [290]}},
+    {"00081155": {"vr": "UI", "Value": ["1.8"]}, "00081197": {"vr": "US", "Value": [292]}},
+    {"00081155": {"vr": "UI", "Value": ["1.9"]}, "00081197": {"vr": "US", "Value": [4660]}}
+  ]}})";
+
+struct JudgeRow {
+    long code;
+    const char *ct;
+    const char *body;
+    dwb_stow_verdict want;
+    const char *why_contains;
+};
+
+TEST(StowVerdict, ExchangeTable) {
+    const JudgeRow rows[] = {
+        {0, nullptr, nullptr, DWB_STOW_V_UNAVAILABLE, "no answer"},
+        {408, "text/plain", "slow", DWB_STOW_V_UNAVAILABLE, "408"},
+        {429, "text/html", "<html>quota</html>", DWB_STOW_V_UNAVAILABLE, "429"},
+        {502, nullptr, nullptr, DWB_STOW_V_UNAVAILABLE, "502"},
+        {503, "text/plain", "busy", DWB_STOW_V_UNAVAILABLE, "503"},
+        {504, nullptr, "", DWB_STOW_V_UNAVAILABLE, "504"},
+        {401, nullptr, "", DWB_STOW_V_UNAVAILABLE, "credentials"},
+        {403, nullptr, "", DWB_STOW_V_UNAVAILABLE, "credentials"},
+        {404, nullptr, "", DWB_STOW_V_UNAVAILABLE, "base_url"},
+        // A captive proxy: 200 with its HTML page, or an empty body of a non-DICOM type.
+        {200, "text/html; charset=utf-8", "<html><body>Sign in</body></html>", DWB_STOW_V_UNAVAILABLE, "proxy"},
+        {200, "text/plain", "", DWB_STOW_V_UNAVAILABLE, "empty"},
+        {200, nullptr, "", DWB_STOW_V_UNAVAILABLE, "empty"},
+        // A DICOM answer that cannot be parsed deletes nothing.
+        {200, "application/dicom+json", "{\"00081199\": [", DWB_STOW_V_UNAVAILABLE, "HTTP 200"},
+        {202, "application/dicom+json", "not json", DWB_STOW_V_UNAVAILABLE, "HTTP 202"},
+        {409, "application/dicom+json", "{{", DWB_STOW_V_UNAVAILABLE, "HTTP 409"},
+        // Answers.
+        {200, "application/dicom+json", kAnswer, DWB_STOW_V_ANSWERED, ""},
+        {202, "application/dicom+json", kAnswer, DWB_STOW_V_ANSWERED, ""},
+        {409, "application/dicom+json", kAnswer, DWB_STOW_V_ANSWERED, ""},
+        {200, "application/dicom+json", "", DWB_STOW_V_ANSWERED, ""},
+        // Refused as a whole: split to find the culprit.
+        {400, "text/plain", "bad request", DWB_STOW_V_SPLIT, "400"},
+        {413, nullptr, "", DWB_STOW_V_SPLIT, "413"},
+        {422, "application/json", "{}", DWB_STOW_V_SPLIT, "422"},
+        {500, "text/plain", "boom", DWB_STOW_V_SPLIT, "500"},
+        {409, "application/dicom+json", "", DWB_STOW_V_SPLIT, "409"},
+    };
+    for (const JudgeRow &r : rows) {
+        dwb_stow_result res;
+        char why[200];
+        dwb_stow_verdict v = dwb_stow_judge(r.code, r.ct, r.body, r.body ? strlen(r.body) : 0, &res, why, sizeof why);
+        EXPECT_EQ(v, r.want) << "HTTP " << r.code << " " << (r.ct ? r.ct : "-") << " body " << (r.body ? r.body : "-")
+                             << ": expected verdict " << r.want << ", saw " << v << " (" << why << ")";
+        EXPECT_NE(std::string(why).find(r.why_contains), std::string::npos)
+            << "HTTP " << r.code << ": reason '" << why << "' should mention '" << r.why_contains << "'";
+        if (v != DWB_STOW_V_ANSWERED) { EXPECT_EQ(res.n, 0u); }
+        dwb_stow_result_free(&res);
+    }
+}
+
+TEST(StowVerdict, InstanceFateTable) {
+    dwb_stow_result res;
+    ASSERT_EQ(dwb_stow_judge(409, "application/dicom+json", kAnswer, strlen(kAnswer), &res, nullptr, 0),
+              DWB_STOW_V_ANSWERED);
+    struct Row {
+        const char *uid;
+        dwb_stow_fate want;
+        unsigned reason;
+    } rows[] = {
+        {"1.1", DWB_STOW_F_DELIVERED, 0},      // stored
+        {"1.2", DWB_STOW_F_RETRY, 0x0110},     // processing failure
+        {"1.3", DWB_STOW_F_REFUSED, 0xA900},   // data set does not match SOP class
+        {"1.4", DWB_STOW_F_DELIVERED, 0x0111}, // duplicate: the store has it
+        {"1.5", DWB_STOW_F_RETRY, 0xA700},     // out of resources
+        {"1.6", DWB_STOW_F_REFUSED, 0xC000},   // cannot understand
+        {"1.7", DWB_STOW_F_REFUSED, 0x0122},   // SOP class not supported
+        {"1.8", DWB_STOW_F_REFUSED, 0x0124},   // not authorized
+        {"1.9", DWB_STOW_F_RETRY, 0x1234},     // unknown: retried within max_attempts
+        {"9.9", DWB_STOW_F_RETRY, 0},          // not named in an answer that names others
+    };
+    for (const Row &r : rows) {
+        unsigned reason = 99;
+        EXPECT_EQ(dwb_stow_instance_fate(409, &res, r.uid, &reason), r.want) << r.uid;
+        EXPECT_EQ(reason, r.reason) << r.uid;
+    }
+    dwb_stow_result_free(&res);
+    // A 2xx DICOM answer with no item accepted the request whole.
+    dwb_stow_result empty;
+    ASSERT_EQ(dwb_stow_judge(200, "application/dicom+json", "{}", 2, &empty, nullptr, 0), DWB_STOW_V_ANSWERED);
+    unsigned reason = 0;
+    EXPECT_EQ(dwb_stow_instance_fate(200, &empty, "1.1", &reason), DWB_STOW_F_DELIVERED);
+    EXPECT_EQ(dwb_stow_instance_fate(409, &empty, "1.1", &reason), DWB_STOW_F_RETRY);
+    dwb_stow_result_free(&empty);
+}
+
+TEST(StowVerdict, SingleInstanceRefusedAsWhole) {
+    EXPECT_EQ(dwb_stow_single_fate(400), DWB_STOW_F_REFUSED);
+    EXPECT_EQ(dwb_stow_single_fate(413), DWB_STOW_F_REFUSED);
+    EXPECT_EQ(dwb_stow_single_fate(500), DWB_STOW_F_RETRY);
+    EXPECT_EQ(dwb_stow_single_fate(501), DWB_STOW_F_RETRY);
+}
+
+} // namespace
