@@ -296,7 +296,7 @@ static dwb_status load_upstream(loader *L, const char *path, json_t *obj, dwb_up
                                        "connect_timeout_s", "low_speed_time_s", "max_retries", "retry_budget_s",
                                        "tls_verify", "ca_bundle", "metadata_format", "max_concurrent_requests",
                                        "stow_batch_instances", "stow_batch_bytes", "stow_batch_delay_ms", "store_mode",
-                                       "google", NULL};
+                                       "google", "stow_parallel", "max_attempts", "retry_max_wait_s", NULL};
     if (!json_is_object(obj)) return bad(L, path, "expected an object");
     dwb_status st = check_keys(L, path, obj, keys);
     if (st != DWB_OK) return st;
@@ -312,6 +312,9 @@ static dwb_status load_upstream(loader *L, const char *path, json_t *obj, dwb_up
     u->stow_batch_instances = 50;
     u->stow_batch_bytes = 32 << 20;
     u->stow_batch_delay_ms = 200;
+    u->stow_parallel = 4;
+    u->max_attempts = 10;
+    u->retry_max_wait_s = 300;
     if ((st = get_ae(L, path, obj, "ae_title", 1, u->ae_title)) != DWB_OK) return st;
     const char *url = NULL;
     char p[200];
@@ -374,6 +377,9 @@ static dwb_status load_upstream(loader *L, const char *path, json_t *obj, dwb_up
     if ((st = get_int(L, path, obj, "stow_batch_instances", 1, 10000, &u->stow_batch_instances)) != DWB_OK) return st;
     if ((st = get_int(L, path, obj, "stow_batch_bytes", 1024, 1 << 30, &u->stow_batch_bytes)) != DWB_OK) return st;
     if ((st = get_int(L, path, obj, "stow_batch_delay_ms", 0, 60000, &u->stow_batch_delay_ms)) != DWB_OK) return st;
+    if ((st = get_int(L, path, obj, "stow_parallel", 1, 64, &u->stow_parallel)) != DWB_OK) return st;
+    if ((st = get_int(L, path, obj, "max_attempts", 1, 1000, &u->max_attempts)) != DWB_OK) return st;
+    if ((st = get_int(L, path, obj, "retry_max_wait_s", 1, 86400, &u->retry_max_wait_s)) != DWB_OK) return st;
     const char *ca = NULL;
     if ((st = get_str(L, path, obj, "ca_bundle", 0, &ca)) != DWB_OK) return st;
     if (ca) {
@@ -588,11 +594,13 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
 
     json_t *spool = json_object_get(root, "spool");
     const char *dir = "/var/spool/dicomweb-bridge";
+    c->spool.min_free_mb = 512;
     if (spool) {
-        static const char *const spool_keys[] = {"dir", NULL};
+        static const char *const spool_keys[] = {"dir", "min_free_mb", NULL};
         if (!json_is_object(spool)) return bad(L, "spool", "expected an object");
         if ((st = check_keys(L, "spool", spool, spool_keys)) != DWB_OK) return st;
         if ((st = get_str(L, "spool", spool, "dir", 0, &dir)) != DWB_OK) return st;
+        if ((st = get_int(L, "spool", spool, "min_free_mb", 0, 1 << 30, &c->spool.min_free_mb)) != DWB_OK) return st;
     }
     if (!(c->spool.dir = resolve_path(L, dir))) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
 

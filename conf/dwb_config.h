@@ -64,6 +64,9 @@ typedef struct dwb_upstream_conf {
     int stow_batch_bytes;                /* bytes per STOW-RS request (a single larger instance still goes); 32 MiB */
     int stow_batch_delay_ms;             /* wait this long for a batch to fill; default 200 */
     int store_sync;                      /* "store_mode": "sync" = answer C-STORE after the store confirmed */
+    int stow_parallel;                   /* STOW-RS requests in flight at once (within max_concurrent_requests); 4 */
+    int max_attempts;                    /* refusals of one instance before it goes to failed/; default 10 */
+    int retry_max_wait_s;                /* longest wait between STOW-RS retries (also caps Retry-After); 300 */
 } dwb_upstream_conf;
 
 typedef struct dwb_destination_conf {
@@ -100,7 +103,8 @@ typedef struct dwb_config {
     dwb_destination_conf *destinations;
     size_t n_destinations;
     struct {
-        char *dir; /* default "/var/spool/dicomweb-bridge" */
+        char *dir;       /* default "/var/spool/dicomweb-bridge" */
+        int min_free_mb; /* below this much free space C-STORE answers Out of Resources; default 512 */
     } spool;
     struct {
         int parallel_series;  /* series fetched at once per C-MOVE/C-GET; default 2 */

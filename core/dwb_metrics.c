@@ -31,6 +31,8 @@ static const struct {
     {"dwb_token_refreshes_total", "access tokens obtained by upstream"},
     {"dwb_spool_queued", "instances waiting in the spool for STOW-RS, by upstream"},
     {"dwb_spool_failed", "instances the store refused for good (in failed/), by upstream"},
+    {"dwb_spool_retrying", "instances refused for now, waiting for their own retry time, by upstream"},
+    {"dwb_spool_oldest_age_seconds", "age of the oldest instance still to deliver, by upstream"},
 };
 
 static series *find_or_add(const char *name, const char *labels, int gauge) {

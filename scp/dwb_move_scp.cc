@@ -486,7 +486,7 @@ void flush_burst_stow(Run &r, Run::Burst &b) {
         sizes.push_back(stat(f.first.c_str(), &st) == 0 ? (long long)st.st_size : 0);
     }
     dwb_stow_post post;
-    dwb_stow_post_files(r.stow, r.stow_url.c_str(), paths.data(), sizes.data(), paths.size(), check_cancel, &r, &post);
+    dwb_stow_post_files(r.stow, r.stow_url.c_str(), paths.data(), sizes.data(), paths.size(), 0, check_cancel, &r, &post);
     dwb_stow_result res = {};
     dwb_error perr = {};
     bool parsed = post.body_len > 0 && dwb_stow_parse(post.body, post.body_len, post.content_type, &res, &perr) == DWB_OK;

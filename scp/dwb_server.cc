@@ -467,8 +467,12 @@ static void refresh_gauges(void *ud) {
         if (!srv->spools[i]) continue;
         char labels[64];
         snprintf(labels, sizeof labels, "upstream=\"%s\"", srv->upstreams[i]->conf->ae_title);
-        dwb_metrics_set("dwb_spool_queued", labels, (double)dwb_spool_count(srv->spools[i]));
-        dwb_metrics_set("dwb_spool_failed", labels, (double)dwb_spool_failed_count(srv->spools[i]));
+        dwb_spool_stats st;
+        dwb_spool_stats_get(srv->spools[i], &st);
+        dwb_metrics_set("dwb_spool_queued", labels, (double)st.queued);
+        dwb_metrics_set("dwb_spool_retrying", labels, (double)st.retrying);
+        dwb_metrics_set("dwb_spool_failed", labels, (double)st.failed);
+        dwb_metrics_set("dwb_spool_oldest_age_seconds", labels, st.oldest_age_s);
     }
 }
 

@@ -5,10 +5,14 @@
 #include "dcmtk/dcmdata/dcdeftag.h"
 #include "dcmtk/dcmdata/dcfilefo.h"
 #include "dcmtk/dcmdata/dcmetinf.h"
+#include "dcmtk/dcmdata/dcostrma.h"
 #include "dcmtk/dcmdata/dcxfer.h"
 #include "dcmtk/dcmnet/dimse.h"
 
+#include <cerrno>
 #include <chrono>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <cstring>
 #include <fstream>
 #include <thread>
@@ -19,6 +23,78 @@
 #include "dwb_assoc.hh"
 
 namespace {
+
+// DCMTK's file stream ignores the result of fclose(), so a data set cut short by a full disk could be answered
+// with success. This consumer writes through our own descriptor and remembers the first failed write; it
+// still takes every byte so that DCMTK finishes its encoding loop, and the caller checks failed() after.
+class FdConsumer : public DcmConsumer {
+  public:
+    explicit FdConsumer(int fd) : fd_(fd) {}
+    OFBool good() const override { return OFTrue; }
+    OFCondition status() const override { return EC_Normal; }
+    OFBool isFlushed() const override { return OFTrue; }
+    offile_off_t avail() const override { return 1 << 30; }
+    offile_off_t write(const void *buf, offile_off_t len) override {
+        const char *p = static_cast<const char *>(buf);
+        offile_off_t left = len;
+        while (left > 0 && !errno_) {
+            ssize_t w = ::write(fd_, p, static_cast<size_t>(left));
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) {
+                errno_ = w < 0 ? errno : ENOSPC;
+                break;
+            }
+            p += w;
+            left -= w;
+            written_ += w;
+        }
+        return len;
+    }
+    void flush() override {}
+    int failed() const { return errno_; }
+    long long written() const { return written_; }
+
+  private:
+    int fd_;
+    int errno_ = 0;
+    long long written_ = 0;
+};
+
+class FdOutputStream : public DcmOutputStream {
+  public:
+    explicit FdOutputStream(FdConsumer *c) : DcmOutputStream(c) {}
+};
+
+// Writes ff as a Part-10 file to path through FdConsumer: every write checked, then fsync, close and the size
+// on disk compared with what was written. On failure the partial file is removed and why says what failed.
+bool write_durably(DcmFileFormat &ff, const char *path, E_TransferSyntax xfer, std::string &why) {
+    int fd = ::open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        why = std::string("cannot create the spool file: ") + strerror(errno);
+        return false;
+    }
+    FdConsumer consumer(fd);
+    OFCondition c;
+    {
+        FdOutputStream out(&consumer);
+        ff.transferInit();
+        c = ff.write(out, xfer, EET_ExplicitLength, nullptr, EGL_recalcGL, EPD_noChange, 0, 0, 0, EWM_fileformat);
+        ff.transferEnd();
+        out.flush();
+    }
+    int err = consumer.failed();
+    if (c.bad() && !err) why = std::string("cannot encode the data set: ") + c.text();
+    if (!err && c.good() && ::fsync(fd) != 0) err = errno;
+    if (::close(fd) != 0 && !err && c.good()) err = errno;
+    struct stat sb;
+    if (!err && c.good() && (::stat(path, &sb) != 0 || sb.st_size != consumer.written())) err = EIO;
+    if (err) why = std::string("spool write failed: ") + strerror(err);
+    if (err || c.bad()) {
+        ::unlink(path);
+        return false;
+    }
+    return true;
+}
 
 OFCondition respond(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid, DIC_US status,
                     const char *comment) {
@@ -72,18 +148,24 @@ OFCondition dwb_handle_store(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_Pre
         xfer = DcmXfer(pc.acceptedTransferSyntax).getXfer();
     if (xfer == EXS_Unknown) xfer = EXS_LittleEndianExplicit;
 
+    int min_free = ctx->cfg ? ctx->cfg->spool.min_free_mb : 0;
+    long long free_mb = min_free > 0 ? dwb_spool_free_mb(ctx->spool) : -1;
+    if (min_free > 0 && free_mb >= 0 && free_mb < min_free) {
+        DWB_ERROR(&ctx->log, "C-STORE %s refused: %lld MiB free in %s, below spool.min_free_mb %d", sop.c_str(),
+                  free_mb, dwb_spool_dir(ctx->spool), min_free);
+        return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources, "spool below min_free_mb");
+    }
     char tmp[1400];
     dwb_error err = {};
     if (dwb_spool_tmp_path(ctx->spool, sop.c_str(), tmp, sizeof tmp, &err) != DWB_OK)
         return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources, err.message);
-    DcmFileFormat ff(ds.get());
+    DcmFileFormat ff(ds.release(), OFFalse); // takes the data set over: no deep copy
     // File meta: who sent it. It does not survive a later C-STORE, but it is kept with the spooled file.
     ff.getMetaInfo()->putAndInsertString(DCM_SourceApplicationEntityTitle, ctx->calling);
-    OFCondition c = ff.saveFile(tmp, xfer, EET_ExplicitLength, EGL_recalcGL, EPD_noChange, 0, 0, EWM_fileformat);
-    if (c.bad()) {
-        dwb_spool_discard(tmp);
-        DWB_ERROR(&ctx->log, "C-STORE %s: cannot write %s: %s (spool full or not writable?)", sop.c_str(), tmp, c.text());
-        return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources, "spool full or not writable");
+    std::string werr;
+    if (!write_durably(ff, tmp, xfer, werr)) {
+        DWB_ERROR(&ctx->log, "C-STORE %s: %s (%s); answered Out of Resources", sop.c_str(), werr.c_str(), tmp);
+        return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources, werr.c_str());
     }
     if (dwb_spool_commit(ctx->spool, tmp, &err) != DWB_OK) {
         dwb_spool_discard(tmp);

@@ -1,4 +1,6 @@
-/* Spool directory handling with the fsync discipline that makes "acknowledged" mean "on disk". */
+/* Spool directory handling with the fsync discipline that makes "acknowledged" mean "on disk", and the index
+ * that lets the uploader pick due files without listing the directory: a FIFO of queued items in arrival
+ * order, a min-heap of items waiting for their own retry time, and items taken by an uploader worker. */
 #include "dwb_spool.h"
 
 #include <dirent.h>
@@ -10,14 +12,33 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
+
+enum { IN_QUEUE = 0, IN_HEAP, TAKEN };
+
+/* A reason file keeps at most this much history; the first and the last attempts matter most. */
+#define MAX_HISTORY 8192
 
 struct dwb_spool {
     char dir[1024];
     char failed[1100];
     atomic_uint seq;
+    pthread_mutex_t mu;
+    dwb_spool_item *head, *tail; /* queued, oldest first */
+    size_t n_queue, n_taken;
+    dwb_spool_item **heap;       /* retrying, earliest due first */
+    size_t n_heap, cap_heap;
+    size_t n_failed;
 };
+
+long long dwb_spool_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static int mkdir_p(const char *path) {
     char tmp[1100];
@@ -40,42 +61,232 @@ static int fsync_dir(const char *dir) {
     return r;
 }
 
+static int queued_name(const char *name) {
+    size_t n = strlen(name);
+    return n > 4 && n < 200 && !strcmp(name + n - 4, ".dcm") && name[0] != '.';
+}
+
+/* <time us, hex>-<seq>-<pid>-<uid>.dcm */
+static dwb_spool_item *item_new(const char *name, long long size) {
+    dwb_spool_item *it = calloc(1, sizeof *it);
+    if (!it) return NULL;
+    it->name = strdup(name);
+    if (!it->name) {
+        free(it);
+        return NULL;
+    }
+    it->size = size;
+    it->arrived_us = (long long)strtoull(name, NULL, 16);
+    const char *p = name;
+    for (int dash = 0; dash < 3 && p; dash++) {
+        p = strchr(p, '-');
+        if (p) p++;
+    }
+    if (p) {
+        size_t l = strlen(p) - 4;
+        if (l > 64) l = 64;
+        memcpy(it->sop_uid, p, l);
+        it->sop_uid[l] = '\0';
+    }
+    return it;
+}
+
+static void item_free(dwb_spool_item *it) {
+    if (!it) return;
+    free(it->name);
+    free(it->history);
+    free(it);
+}
+
+/* ---- FIFO (caller holds mu) ---- */
+static void q_push_back(dwb_spool *s, dwb_spool_item *it) {
+    it->where = IN_QUEUE;
+    it->next = NULL;
+    it->prev = s->tail;
+    if (s->tail) s->tail->next = it;
+    else s->head = it;
+    s->tail = it;
+    s->n_queue++;
+}
+
+static void q_push_front(dwb_spool *s, dwb_spool_item *it) {
+    it->where = IN_QUEUE;
+    it->prev = NULL;
+    it->next = s->head;
+    if (s->head) s->head->prev = it;
+    else s->tail = it;
+    s->head = it;
+    s->n_queue++;
+}
+
+static dwb_spool_item *q_pop_front(dwb_spool *s) {
+    dwb_spool_item *it = s->head;
+    if (!it) return NULL;
+    s->head = it->next;
+    if (s->head) s->head->prev = NULL;
+    else s->tail = NULL;
+    it->next = it->prev = NULL;
+    s->n_queue--;
+    return it;
+}
+
+/* ---- min-heap on due_ms (caller holds mu) ---- */
+static void h_swap(dwb_spool *s, size_t a, size_t b) {
+    dwb_spool_item *t = s->heap[a];
+    s->heap[a] = s->heap[b];
+    s->heap[b] = t;
+    s->heap[a]->heap_i = a;
+    s->heap[b]->heap_i = b;
+}
+
+static int h_push(dwb_spool *s, dwb_spool_item *it) {
+    if (s->n_heap == s->cap_heap) {
+        size_t cap = s->cap_heap ? s->cap_heap * 2 : 64;
+        dwb_spool_item **nh = realloc(s->heap, cap * sizeof *nh);
+        if (!nh) return -1;
+        s->heap = nh;
+        s->cap_heap = cap;
+    }
+    size_t i = s->n_heap++;
+    s->heap[i] = it;
+    it->heap_i = i;
+    it->where = IN_HEAP;
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (s->heap[p]->due_ms <= s->heap[i]->due_ms) break;
+        h_swap(s, p, i);
+        i = p;
+    }
+    return 0;
+}
+
+static dwb_spool_item *h_pop(dwb_spool *s) {
+    if (!s->n_heap) return NULL;
+    dwb_spool_item *top = s->heap[0];
+    s->n_heap--;
+    if (s->n_heap) {
+        s->heap[0] = s->heap[s->n_heap];
+        s->heap[0]->heap_i = 0;
+        size_t i = 0;
+        for (;;) {
+            size_t l = 2 * i + 1, r = l + 1, m = i;
+            if (l < s->n_heap && s->heap[l]->due_ms < s->heap[m]->due_ms) m = l;
+            if (r < s->n_heap && s->heap[r]->due_ms < s->heap[m]->due_ms) m = r;
+            if (m == i) break;
+            h_swap(s, i, m);
+            i = m;
+        }
+    }
+    return top;
+}
+
+/* ---- open / close ---- */
+typedef struct name_size {
+    char *name;
+    long long size;
+} name_size;
+
+static int cmp_ns(const void *a, const void *b) {
+    return strcmp(((const name_size *)a)->name, ((const name_size *)b)->name);
+}
+
+/* One scan: leftover temporary files go, queued files are indexed in name (= arrival) order. */
+static dwb_status scan(dwb_spool *s, dwb_error *err) {
+    DIR *d = opendir(s->dir);
+    if (!d) return dwb_error_set(err, DWB_E_IO, "spool: cannot read %s: %s", s->dir, strerror(errno));
+    size_t n = 0, cap = 0;
+    name_size *v = NULL;
+    struct dirent *e;
+    dwb_status st = DWB_OK;
+    while ((e = readdir(d))) {
+        size_t l = strlen(e->d_name);
+        char p[1300];
+        snprintf(p, sizeof p, "%s/%s", s->dir, e->d_name);
+        if (l > 4 && !strcmp(e->d_name + l - 4, ".tmp")) {
+            unlink(p); /* written but never acknowledged */
+            continue;
+        }
+        if (!queued_name(e->d_name)) continue;
+        struct stat sb;
+        if (stat(p, &sb) != 0 || !S_ISREG(sb.st_mode)) continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 256;
+            name_size *nv = realloc(v, cap * sizeof *nv);
+            if (!nv) {
+                st = dwb_error_set(err, DWB_E_NOMEM, "spool: out of memory indexing %s", s->dir);
+                break;
+            }
+            v = nv;
+        }
+        v[n].name = strdup(e->d_name);
+        v[n].size = (long long)sb.st_size;
+        if (!v[n].name) {
+            st = dwb_error_set(err, DWB_E_NOMEM, "spool: out of memory indexing %s", s->dir);
+            break;
+        }
+        n++;
+    }
+    closedir(d);
+    if (st == DWB_OK) {
+        if (n) qsort(v, n, sizeof *v, cmp_ns);
+        for (size_t i = 0; i < n && st == DWB_OK; i++) {
+            dwb_spool_item *it = item_new(v[i].name, v[i].size);
+            if (!it) st = dwb_error_set(err, DWB_E_NOMEM, "spool: out of memory indexing %s", s->dir);
+            else q_push_back(s, it);
+        }
+    }
+    for (size_t i = 0; i < n; i++) free(v[i].name);
+    free(v);
+    d = opendir(s->failed);
+    if (d) {
+        while ((e = readdir(d)))
+            if (queued_name(e->d_name)) s->n_failed++;
+        closedir(d);
+    }
+    return st;
+}
+
 dwb_status dwb_spool_open(const char *root, const char *ae, dwb_spool **out, dwb_error *err) {
     *out = NULL;
     dwb_spool *s = calloc(1, sizeof *s);
     if (!s) return dwb_error_set(err, DWB_E_NOMEM, "out of memory");
+    pthread_mutex_init(&s->mu, NULL);
     snprintf(s->dir, sizeof s->dir, "%s/%s", root, ae);
     snprintf(s->failed, sizeof s->failed, "%s/failed", s->dir);
-    if (mkdir_p(s->failed) != 0) {
-        dwb_status st = dwb_error_set(err, DWB_E_IO, "spool.dir: cannot create %s: %s", s->failed, strerror(errno));
-        free(s);
+    dwb_status st = DWB_OK;
+    if (mkdir_p(s->failed) != 0)
+        st = dwb_error_set(err, DWB_E_IO, "spool.dir: cannot create %s: %s", s->failed, strerror(errno));
+    else if (access(s->dir, W_OK) != 0)
+        st = dwb_error_set(err, DWB_E_IO, "spool.dir: %s is not writable: %s", s->dir, strerror(errno));
+    else
+        st = scan(s, err);
+    if (st != DWB_OK) {
+        dwb_spool_close(s);
         return st;
-    }
-    if (access(s->dir, W_OK) != 0) {
-        dwb_status st = dwb_error_set(err, DWB_E_IO, "spool.dir: %s is not writable: %s", s->dir, strerror(errno));
-        free(s);
-        return st;
-    }
-    DIR *d = opendir(s->dir);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            size_t n = strlen(e->d_name);
-            if (n > 4 && !strcmp(e->d_name + n - 4, ".tmp")) {
-                char p[1300];
-                snprintf(p, sizeof p, "%s/%s", s->dir, e->d_name);
-                unlink(p); /* written but never acknowledged */
-            }
-        }
-        closedir(d);
     }
     *out = s;
     return DWB_OK;
 }
 
-void dwb_spool_close(dwb_spool *s) { free(s); }
+void dwb_spool_close(dwb_spool *s) {
+    if (!s) return;
+    dwb_spool_item *it;
+    while ((it = q_pop_front(s))) item_free(it);
+    for (size_t i = 0; i < s->n_heap; i++) item_free(s->heap[i]);
+    free(s->heap);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
 const char *dwb_spool_dir(const dwb_spool *s) { return s->dir; }
 
+long long dwb_spool_free_mb(const dwb_spool *s) {
+    struct statvfs v;
+    if (statvfs(s->dir, &v) != 0) return -1;
+    return (long long)((unsigned long long)v.f_bavail * v.f_frsize / (1024ull * 1024ull));
+}
+
+/* ---- writing ---- */
 dwb_status dwb_spool_tmp_path(dwb_spool *s, const char *sop_uid, char *path, size_t cap, dwb_error *err) {
     struct timeval tv;
     gettimeofday(&tv, NULL);
@@ -90,7 +301,8 @@ dwb_status dwb_spool_tmp_path(dwb_spool *s, const char *sop_uid, char *path, siz
 dwb_status dwb_spool_commit(dwb_spool *s, const char *tmp, dwb_error *err) {
     int fd = open(tmp, O_RDONLY);
     if (fd < 0) return dwb_error_set(err, DWB_E_IO, "spool: cannot open %s: %s", tmp, strerror(errno));
-    if (fsync(fd) != 0) {
+    struct stat sb;
+    if (fsync(fd) != 0 || fstat(fd, &sb) != 0) {
         int e = errno;
         close(fd);
         return dwb_error_set(err, e == ENOSPC ? DWB_E_LIMIT : DWB_E_IO, "spool: fsync %s: %s", tmp, strerror(e));
@@ -102,114 +314,176 @@ dwb_status dwb_spool_commit(dwb_spool *s, const char *tmp, dwb_error *err) {
     if (n > 4 && !strcmp(final + n - 4, ".tmp")) final[n - 4] = '\0';
     if (rename(tmp, final) != 0) return dwb_error_set(err, DWB_E_IO, "spool: rename %s: %s", tmp, strerror(errno));
     if (fsync_dir(s->dir) != 0) return dwb_error_set(err, DWB_E_IO, "spool: fsync %s: %s", s->dir, strerror(errno));
+    const char *base = strrchr(final, '/');
+    dwb_spool_item *it = item_new(base ? base + 1 : final, (long long)sb.st_size);
+    /* Durable already: if the index cannot take it, the next start's scan will. */
+    if (!it) return dwb_error_set(err, DWB_E_NOMEM, "spool: out of memory indexing %s", final);
+    pthread_mutex_lock(&s->mu);
+    q_push_back(s, it);
+    pthread_mutex_unlock(&s->mu);
     return DWB_OK;
 }
 
 void dwb_spool_discard(const char *tmp) { unlink(tmp); }
 
-static int cmp_entry(const void *a, const void *b) {
-    return strcmp(((const dwb_spool_entry *)a)->name, ((const dwb_spool_entry *)b)->name);
-}
-
-static int queued_name(const char *name) {
-    size_t n = strlen(name);
-    return n > 4 && n < 128 && !strcmp(name + n - 4, ".dcm") && name[0] != '.';
-}
-
-dwb_status dwb_spool_list(dwb_spool *s, size_t max, dwb_spool_entry **out, size_t *n_out, dwb_error *err) {
-    *out = NULL;
-    *n_out = 0;
-    DIR *d = opendir(s->dir);
-    if (!d) return dwb_error_set(err, DWB_E_IO, "spool: cannot read %s: %s", s->dir, strerror(errno));
-    size_t cap = 64, n = 0;
-    dwb_spool_entry *v = malloc(cap * sizeof *v);
-    struct dirent *e;
-    while (v && (e = readdir(d))) {
-        if (!queued_name(e->d_name)) continue;
-        if (n == cap) {
-            dwb_spool_entry *nv = realloc(v, (cap *= 2) * sizeof *nv);
-            if (!nv) {
-                free(v);
-                v = NULL;
-                break;
-            }
-            v = nv;
-        }
-        dwb_spool_entry *en = &v[n];
-        memset(en, 0, sizeof *en);
-        snprintf(en->name, sizeof en->name, "%.127s", e->d_name);
-        /* <time>-<seq>-<pid>-<uid>.dcm */
-        const char *p = en->name;
-        for (int dash = 0; dash < 3 && p; dash++) {
-            p = strchr(p, '-');
-            if (p) p++;
-        }
-        if (p) {
-            size_t l = strlen(p) - 4;
-            if (l > 64) l = 64;
-            memcpy(en->sop_uid, p, l);
-            en->sop_uid[l] = '\0';
-        }
-        char path[1300];
-        snprintf(path, sizeof path, "%s/%s", s->dir, e->d_name);
-        struct stat st;
-        en->size = stat(path, &st) == 0 ? (long long)st.st_size : -1;
-        if (en->size >= 0) n++;
-    }
-    closedir(d);
-    if (!v) return dwb_error_set(err, DWB_E_NOMEM, "out of memory");
-    qsort(v, n, sizeof *v, cmp_entry);
-    if (n > max) n = max;
-    *out = v;
-    *n_out = n;
-    return DWB_OK;
-}
-
-size_t dwb_spool_count(dwb_spool *s) {
-    DIR *d = opendir(s->dir);
+/* ---- the uploader's side ---- */
+size_t dwb_spool_take(dwb_spool *s, long long now_ms, size_t max_n, long long max_bytes, dwb_spool_item **out,
+                      long long *next_due_ms) {
     size_t n = 0;
-    if (!d) return 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (queued_name(e->d_name)) n++;
-    closedir(d);
+    long long bytes = 0;
+    pthread_mutex_lock(&s->mu);
+    while (n < max_n && s->n_heap && s->heap[0]->due_ms <= now_ms) {
+        if (n > 0 && bytes + s->heap[0]->size > max_bytes) break;
+        dwb_spool_item *it = h_pop(s);
+        it->where = TAKEN;
+        it->from_heap = 1;
+        bytes += it->size;
+        out[n++] = it;
+    }
+    while (n < max_n && s->head) {
+        if (n > 0 && bytes + s->head->size > max_bytes) break;
+        dwb_spool_item *it = q_pop_front(s);
+        it->where = TAKEN;
+        it->from_heap = 0;
+        bytes += it->size;
+        out[n++] = it;
+    }
+    s->n_taken += n;
+    if (next_due_ms) *next_due_ms = s->n_heap ? s->heap[0]->due_ms : -1;
+    pthread_mutex_unlock(&s->mu);
     return n;
 }
 
-dwb_status dwb_spool_delete(dwb_spool *s, const char *name, dwb_error *err) {
-    char path[1300];
-    snprintf(path, sizeof path, "%s/%s", s->dir, name);
-    if (unlink(path) != 0 && errno != ENOENT)
-        return dwb_error_set(err, DWB_E_IO, "spool: cannot delete %s: %s", path, strerror(errno));
-    fsync_dir(s->dir);
-    return DWB_OK;
+void dwb_spool_release(dwb_spool *s, dwb_spool_item **items, size_t n) {
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = n; i-- > 0;) {
+        dwb_spool_item *it = items[i];
+        if (it->where != TAKEN) continue;
+        s->n_taken--;
+        if (it->from_heap) {
+            if (h_push(s, it) != 0) q_push_front(s, it);
+        } else {
+            q_push_front(s, it);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
 }
 
-dwb_status dwb_spool_fail(dwb_spool *s, const char *name, const char *reason, dwb_error *err) {
+void dwb_spool_item_path(const dwb_spool *s, const dwb_spool_item *it, char *path, size_t cap) {
+    snprintf(path, cap, "%s/%s", s->dir, it->name);
+}
+
+static void untake(dwb_spool *s, dwb_spool_item *it) {
+    pthread_mutex_lock(&s->mu);
+    if (it->where == TAKEN) s->n_taken--;
+    pthread_mutex_unlock(&s->mu);
+}
+
+dwb_status dwb_spool_delivered(dwb_spool *s, dwb_spool_item *it, dwb_error *err) {
+    char path[1300];
+    dwb_spool_item_path(s, it, path, sizeof path);
+    dwb_status st = DWB_OK;
+    if (unlink(path) != 0 && errno != ENOENT)
+        st = dwb_error_set(err, DWB_E_IO, "spool: cannot delete %s: %s", path, strerror(errno));
+    /* No fsync of the directory: if the deletion is lost in a crash, the instance is sent again and answered
+     * as already held. */
+    untake(s, it);
+    item_free(it);
+    return st;
+}
+
+dwb_status dwb_spool_refused(dwb_spool *s, dwb_spool_item *it, const char *reason, dwb_error *err) {
     char from[1300], to[1300], why[1400];
-    snprintf(from, sizeof from, "%s/%s", s->dir, name);
-    snprintf(to, sizeof to, "%s/%s", s->failed, name);
-    snprintf(why, sizeof why, "%s/%s.reason.txt", s->failed, name);
+    snprintf(from, sizeof from, "%s/%s", s->dir, it->name);
+    snprintf(to, sizeof to, "%s/%s", s->failed, it->name);
+    snprintf(why, sizeof why, "%s/%s.reason.txt", s->failed, it->name);
     FILE *f = fopen(why, "w");
     if (f) {
         fprintf(f, "%s\n", reason);
+        if (it->history) fprintf(f, "history:\n%s", it->history);
         fflush(f);
         fsync(fileno(f));
         fclose(f);
     }
-    if (rename(from, to) != 0) return dwb_error_set(err, DWB_E_IO, "spool: cannot move %s to failed/: %s", from, strerror(errno));
+    dwb_status st = DWB_OK;
+    if (rename(from, to) != 0)
+        st = dwb_error_set(err, DWB_E_IO, "spool: cannot move %s to failed/: %s", from, strerror(errno));
     fsync_dir(s->failed);
     fsync_dir(s->dir);
-    return DWB_OK;
+    pthread_mutex_lock(&s->mu);
+    if (it->where == TAKEN) s->n_taken--;
+    if (st == DWB_OK) s->n_failed++;
+    pthread_mutex_unlock(&s->mu);
+    item_free(it);
+    return st;
+}
+
+static void add_history(dwb_spool_item *it, const char *why) {
+    char stamp[32];
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    size_t old = it->history ? strlen(it->history) : 0;
+    char line[700];
+    int n = snprintf(line, sizeof line, "attempt %d at %s: %.600s\n", it->attempts, stamp, why);
+    if (n < 0) return;
+    if (old + (size_t)n >= MAX_HISTORY) return; /* the first attempts are kept; the count says the rest */
+    char *h = realloc(it->history, old + (size_t)n + 1);
+    if (!h) return;
+    memcpy(h + old, line, (size_t)n + 1);
+    it->history = h;
+}
+
+int dwb_spool_retry_later(dwb_spool *s, dwb_spool_item *it, const char *why, int max_attempts, long long now_ms,
+                          long long wait_ms) {
+    it->attempts++;
+    add_history(it, why);
+    if (max_attempts > 0 && it->attempts >= max_attempts) {
+        char reason[800];
+        snprintf(reason, sizeof reason, "gave up on SOP Instance %s after %d attempts; last: %.600s", it->sop_uid,
+                 it->attempts, why);
+        dwb_error e = {0};
+        dwb_spool_refused(s, it, reason, &e);
+        return 1;
+    }
+    it->due_ms = now_ms + wait_ms;
+    pthread_mutex_lock(&s->mu);
+    if (it->where == TAKEN) s->n_taken--;
+    if (h_push(s, it) != 0) q_push_back(s, it);
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+/* ---- numbers ---- */
+void dwb_spool_stats_get(dwb_spool *s, dwb_spool_stats *out) {
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&s->mu);
+    out->queued = s->n_queue + s->n_taken;
+    out->retrying = s->n_heap;
+    out->failed = s->n_failed;
+    long long oldest = s->head ? s->head->arrived_us : 0;
+    for (size_t i = 0; i < s->n_heap; i++)
+        if (!oldest || s->heap[i]->arrived_us < oldest) oldest = s->heap[i]->arrived_us;
+    pthread_mutex_unlock(&s->mu);
+    if (oldest > 0) {
+        struct timeval tv;
+        gettimeofday(&tv, NULL);
+        long long now_us = (long long)tv.tv_sec * 1000000LL + tv.tv_usec;
+        out->oldest_age_s = now_us > oldest ? (double)(now_us - oldest) / 1e6 : 0.0;
+    }
+}
+
+size_t dwb_spool_count(dwb_spool *s) {
+    pthread_mutex_lock(&s->mu);
+    size_t n = s->n_queue + s->n_heap + s->n_taken;
+    pthread_mutex_unlock(&s->mu);
+    return n;
 }
 
 size_t dwb_spool_failed_count(dwb_spool *s) {
-    DIR *d = opendir(s->failed);
-    size_t n = 0;
-    if (!d) return 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (queued_name(e->d_name)) n++;
-    closedir(d);
+    pthread_mutex_lock(&s->mu);
+    size_t n = s->n_failed;
+    pthread_mutex_unlock(&s->mu);
     return n;
 }

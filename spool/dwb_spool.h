@@ -1,6 +1,8 @@
 /* The durable spool of one upstream: instances acknowledged to a C-STORE SCU live here until the store has
  * confirmed them. Files are written to a temporary name, fsynced, renamed and the directory fsynced, so an
- * acknowledged instance survives a crash (kill -9, power loss) of the bridge. */
+ * acknowledged instance survives a crash (kill -9, power loss) of the bridge. An index in memory, built by one
+ * scan at open, says which files are queued, in flight or waiting to be retried, so that the uploader never
+ * lists the directory again however large the backlog. All functions are thread-safe. */
 #ifndef DWB_SPOOL_H
 #define DWB_SPOOL_H
 
@@ -14,33 +16,70 @@ extern "C" {
 
 typedef struct dwb_spool dwb_spool;
 
-/* Creates <root>/<ae>/ and <root>/<ae>/failed/ if needed and removes leftover temporary files (never
- * acknowledged). */
+/* Creates <root>/<ae>/ and <root>/<ae>/failed/ if needed, removes leftover temporary files (never
+ * acknowledged) and indexes the queued files in arrival order. */
 dwb_status dwb_spool_open(const char *root, const char *ae, dwb_spool **out, dwb_error *err);
 void dwb_spool_close(dwb_spool *s);
 const char *dwb_spool_dir(const dwb_spool *s);
 
 /* A temporary path for a new instance (the caller writes the Part-10 file there), and the commit that makes
- * it durable and visible to the uploader. DWB_E_LIMIT when the disk is full. */
+ * it durable, indexed and visible to the uploader. DWB_E_LIMIT when the disk is full. */
 dwb_status dwb_spool_tmp_path(dwb_spool *s, const char *sop_uid, char *path, size_t cap, dwb_error *err);
 dwb_status dwb_spool_commit(dwb_spool *s, const char *tmp_path, dwb_error *err);
 /* Drops a temporary file that will not be committed. */
 void dwb_spool_discard(const char *tmp_path);
+/* Free space on the spool's file system in MiB, -1 if unknown. */
+long long dwb_spool_free_mb(const dwb_spool *s);
 
-typedef struct dwb_spool_entry {
-    char name[128];     /* file name inside the spool directory */
-    char sop_uid[65];   /* from the name */
+/* One indexed instance. Owned by the spool; the caller reads the fields of an item it took until it settles
+ * or releases it. */
+typedef struct dwb_spool_item {
+    char *name;          /* file name inside the spool directory */
+    char sop_uid[65];    /* from the name */
     long long size;
-} dwb_spool_entry;
+    int attempts;        /* refusals counted against max_attempts since the bridge started */
+    char *history;       /* one line per counted attempt, NULL if none */
+    /* index bookkeeping */
+    long long arrived_us;
+    long long due_ms;    /* retrying: not before this (monotonic ms) */
+    int where;           /* queue, retry heap, or taken */
+    int from_heap;
+    struct dwb_spool_item *prev, *next;
+    size_t heap_i;
+} dwb_spool_item;
 
-/* Queued instances in arrival order, at most max. *out malloc'd. */
-dwb_status dwb_spool_list(dwb_spool *s, size_t max, dwb_spool_entry **out, size_t *n, dwb_error *err);
+/* Takes up to max_n items (and max_bytes, though the first is always taken) that are due at now_ms (monotonic):
+ * retries that are due first, then the oldest queued. out must hold max_n pointers. *next_due_ms (may be NULL)
+ * receives the earliest time a waiting retry becomes due, or -1. */
+size_t dwb_spool_take(dwb_spool *s, long long now_ms, size_t max_n, long long max_bytes, dwb_spool_item **out,
+                      long long *next_due_ms);
+/* Puts taken items back where they were, in order, without counting an attempt (the store was unavailable). */
+void dwb_spool_release(dwb_spool *s, dwb_spool_item **items, size_t n);
+/* The store has it: the file is deleted and the item freed. */
+dwb_status dwb_spool_delivered(dwb_spool *s, dwb_spool_item *it, dwb_error *err);
+/* Refused for good: the file moves to failed/ with <name>.reason.txt (reason, then the item's history); the
+ * item is freed. */
+dwb_status dwb_spool_refused(dwb_spool *s, dwb_spool_item *it, const char *reason, dwb_error *err);
+/* Refused for now: counts an attempt and records why; past max_attempts the item is refused with its history
+ * (returns 1), otherwise it waits wait_ms before it is due again (returns 0). */
+int dwb_spool_retry_later(dwb_spool *s, dwb_spool_item *it, const char *why, int max_attempts, long long now_ms,
+                          long long wait_ms);
+/* Full path of an item's file. */
+void dwb_spool_item_path(const dwb_spool *s, const dwb_spool_item *it, char *path, size_t cap);
+
+typedef struct dwb_spool_stats {
+    size_t queued;            /* waiting or in flight, not yet refused once */
+    size_t retrying;          /* waiting for their own retry time */
+    size_t failed;            /* in failed/ */
+    double oldest_age_s;      /* of the oldest instance still to deliver; 0 if none */
+} dwb_spool_stats;
+void dwb_spool_stats_get(dwb_spool *s, dwb_spool_stats *out);
+/* Queued + retrying + in flight. */
 size_t dwb_spool_count(dwb_spool *s);
-/* Instances in failed/. */
 size_t dwb_spool_failed_count(dwb_spool *s);
-dwb_status dwb_spool_delete(dwb_spool *s, const char *name, dwb_error *err);
-/* Moves an instance the store refused for good to failed/, with <name>.reason.txt next to it. */
-dwb_status dwb_spool_fail(dwb_spool *s, const char *name, const char *reason, dwb_error *err);
+
+/* Monotonic milliseconds, the clock of due times. */
+long long dwb_spool_now_ms(void);
 
 #ifdef __cplusplus
 }

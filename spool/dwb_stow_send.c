@@ -109,8 +109,9 @@ static int cancelled(void *ud) {
 }
 
 void dwb_stow_post_files(dwb_http_client *http, const char *url, const char *const *paths, const long long *sizes,
-                         size_t n, int (*is_cancelled)(void *), void *ud, dwb_stow_post *out) {
+                         size_t n, int flags, int (*is_cancelled)(void *), void *ud, dwb_stow_post *out) {
     memset(out, 0, sizeof *out);
+    out->retry_after_ms = -1;
     body b;
     memset(&b, 0, sizeof b);
     b.paths = paths;
@@ -135,6 +136,8 @@ void dwb_stow_post_files(dwb_http_client *http, const char *url, const char *con
     req.on_body = on_resp;
     req.is_cancelled = cancelled;
     req.ud = &r;
+    req.transfer = 1;
+    req.no_retry = (flags & DWB_STOW_POST_NO_RETRY) != 0;
     dwb_http_response hr = {0};
     out->status = dwb_http_perform(http, &req, &hr, &out->err);
     if (b.f) fclose(b.f);
@@ -147,6 +150,7 @@ void dwb_stow_post_files(dwb_http_client *http, const char *url, const char *con
         out->body_len = out->body ? strlen(out->body) : 0;
     }
     if (hr.content_type) out->content_type = strdup(hr.content_type);
+    out->retry_after_ms = hr.retry_after_ms;
     dwb_http_response_cleanup(&hr);
 }
 

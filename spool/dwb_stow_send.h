@@ -19,11 +19,16 @@ typedef struct dwb_stow_post {
     char *body;          /* response body (2xx: whole, bounded; otherwise the start), NUL-terminated, or NULL */
     size_t body_len;
     char *content_type;
+    long retry_after_ms; /* Retry-After of the answer, -1 if none */
 } dwb_stow_post;
 
-/* POSTs the files to url (".../studies"). is_cancelled may be NULL. */
+/* Flags of dwb_stow_post_files. */
+#define DWB_STOW_POST_NO_RETRY 1 /* one attempt: the caller owns the retry decision (the uploader) */
+
+/* POSTs the files to url (".../studies"), as a bulk transfer (bounded by the low-speed limit and cancellation,
+ * not by timeout_s). is_cancelled may be NULL. */
 void dwb_stow_post_files(dwb_http_client *http, const char *url, const char *const *paths, const long long *sizes,
-                         size_t n, int (*is_cancelled)(void *), void *ud, dwb_stow_post *out);
+                         size_t n, int flags, int (*is_cancelled)(void *), void *ud, dwb_stow_post *out);
 void dwb_stow_post_cleanup(dwb_stow_post *p);
 
 #ifdef __cplusplus

@@ -1,186 +1,335 @@
-/* STOW-RS uploader. A batch is a multipart/related body assembled on the fly from the spool files (never held
- * in memory). The store's per-instance answer decides each file's fate: stored (or already held) -> deleted,
- * refused for good -> failed/ with the reason, refused for now or no answer -> retried later with backoff. */
+/* STOW-RS uploader of one upstream: stow_parallel workers take due files from the spool index, send each batch
+ * as a multipart/related body assembled on the fly from the spool files (never held in memory), and act on the
+ * one verdict dwb_stow_judge gives. The upstream is in one of two states:
+ *   AVAILABLE   every worker sends;
+ *   UNAVAILABLE nothing was decided by the last answer (no answer, 429/503, a proxy's page): files stay
+ *               queued, and a single probe request goes after the backoff (or Retry-After); its success makes
+ *               the upstream AVAILABLE again. The state changes in one place, set_state(). */
 #define _GNU_SOURCE /* pthread_tryjoin_np */
 #include "dwb_uploader.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "dwb_http.h"
 #include "dwb_log.h"
-#include "dwb_multipart.h"
 #include "dwb_stow.h"
 #include "dwb_stow_send.h"
 
+#define MAX_WORKERS 64
+
+typedef enum up_state { UP_AVAILABLE = 0, UP_UNAVAILABLE } up_state;
 
 struct dwb_uploader {
+    /* set at start */
     const dwb_upstream *up;
     dwb_spool *spool;
-    pthread_t th;
+    pthread_t th[MAX_WORKERS];
+    int n_workers;
+    /* shared state, under mu */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int pending;          /* notifications since the last scan */
-    atomic_int stop;
-    unsigned long delivered, failed, retried;
-    int single;           /* isolate instances one by one after a whole-batch refusal */
+    up_state state;
+    long long state_since_ms;
+    long long blocked_until_ms; /* UNAVAILABLE: no request before this */
+    int probing;                /* UNAVAILABLE: a worker's probe is in flight */
+    int failures;               /* consecutive unavailable answers, for the backoff */
+    unsigned long notifications;
+    atomic_int stop;            /* 1 = finish the request in flight, 2 = cancel it */
+    /* counters */
+    atomic_ulong delivered, failed, retried;
+    atomic_ulong reported;      /* delivered + failed at the last progress line */
 };
 
 static int is_stopped(void *ud) { return atomic_load(&((dwb_uploader *)ud)->stop) > 1; }
 
-/* Returns 1 if the store was reachable (whatever it answered), 0 if it should be retried later as a whole. */
-static int upload_batch(dwb_uploader *u, const dwb_spool_entry *e, size_t n) {
+static double jitter(void) {
+    static _Thread_local unsigned seed;
+    if (!seed) seed = (unsigned)time(NULL) ^ (unsigned)(uintptr_t)&seed;
+    return (double)rand_r(&seed) / ((double)RAND_MAX + 1.0);
+}
+
+/* Exponential backoff: base 1 s doubling per consecutive failure, full jitter on the upper half, capped. */
+static long long backoff_ms(int failures, long long cap_ms) {
+    long long base = 1000;
+    for (int i = 1; i < failures && base < cap_ms; i++) base *= 2;
+    if (base > cap_ms) base = cap_ms;
+    return base / 2 + (long long)(jitter() * (double)(base / 2));
+}
+
+/* The only place the upstream's state changes. retry_after_ms: the store's Retry-After, -1 if none. */
+static void set_state(dwb_uploader *u, up_state to, const char *why, long retry_after_ms) {
+    dwb_log_ctx lc = {NULL, u->up->conf->ae_title, NULL, NULL};
+    long long cap = (long long)u->up->conf->retry_max_wait_s * 1000;
+    long long now = dwb_spool_now_ms();
+    pthread_mutex_lock(&u->mu);
+    if (to == UP_UNAVAILABLE) {
+        u->failures++;
+        long long wait = retry_after_ms >= 0 ? retry_after_ms + (long long)(jitter() * 250) : backoff_ms(u->failures, cap);
+        if (wait > cap) wait = cap;
+        u->blocked_until_ms = now + wait;
+        if (u->state != UP_UNAVAILABLE) {
+            u->state = UP_UNAVAILABLE;
+            u->state_since_ms = now;
+            pthread_mutex_unlock(&u->mu);
+            DWB_WARN(&lc, "STOW-RS: store unavailable (%s); %zu instance(s) kept queued, retrying in %.1f s%s", why,
+                     dwb_spool_count(u->spool), (double)wait / 1000.0,
+                     retry_after_ms >= 0 ? " as Retry-After asks" : "");
+            return;
+        }
+        pthread_mutex_unlock(&u->mu);
+        DWB_DEBUG(&lc, "STOW-RS: still unavailable (%s); next try in %.1f s", why, (double)wait / 1000.0);
+        return;
+    }
+    int was = u->state;
+    long long since = u->state_since_ms;
+    u->state = UP_AVAILABLE;
+    u->failures = 0;
+    u->blocked_until_ms = 0;
+    if (was != UP_AVAILABLE) u->state_since_ms = now;
+    pthread_cond_broadcast(&u->cv);
+    pthread_mutex_unlock(&u->mu);
+    if (was != UP_AVAILABLE)
+        DWB_INFO(&lc, "STOW-RS: store available again after %.0f s", (double)(now - since) / 1000.0);
+}
+
+static void progress(dwb_uploader *u) {
+    unsigned long d = atomic_load(&u->delivered), f = atomic_load(&u->failed);
+    unsigned long last = atomic_exchange(&u->reported, d + f);
+    if (last == d + f) return;
+    dwb_log_ctx lc = {NULL, u->up->conf->ae_title, NULL, NULL};
+    dwb_spool_stats s;
+    dwb_spool_stats_get(u->spool, &s);
+    DWB_INFO(&lc, "STOW-RS: %lu delivered, %lu failed, %zu queued, %zu retrying", d, f, s.queued, s.retrying);
+}
+
+static void refuse(dwb_uploader *u, dwb_spool_item *it, const char *reason) {
+    dwb_log_ctx lc = {NULL, u->up->conf->ae_title, NULL, NULL};
+    char name[256];
+    snprintf(name, sizeof name, "%s", it->name);
+    dwb_error e = {0};
+    dwb_spool_refused(u->spool, it, reason, &e);
+    atomic_fetch_add(&u->failed, 1);
+    DWB_ERROR(&lc, "%s; moved to %s/failed/%s", reason, dwb_spool_dir(u->spool), name);
+}
+
+/* Per-instance backoff: 1 s doubling per attempt of this instance, capped by retry_max_wait_s. */
+static void retry_later(dwb_uploader *u, dwb_spool_item *it, const char *why) {
+    dwb_log_ctx lc = {NULL, u->up->conf->ae_title, NULL, NULL};
+    long long cap = (long long)u->up->conf->retry_max_wait_s * 1000;
+    long long wait = backoff_ms(it->attempts + 1, cap) * 2; /* no shorter than the base: waits must grow */
+    if (wait > cap) wait = cap;
+    char name[256], uid[65];
+    snprintf(name, sizeof name, "%s", it->name);
+    snprintf(uid, sizeof uid, "%s", it->sop_uid);
+    int attempt = it->attempts + 1;
+    if (dwb_spool_retry_later(u->spool, it, why, u->up->conf->max_attempts, dwb_spool_now_ms(), wait)) {
+        atomic_fetch_add(&u->failed, 1);
+        DWB_ERROR(&lc, "STOW-RS: gave up on SOP Instance %s after %d attempts (%s); moved to %s/failed/%s", uid,
+                  attempt, why, dwb_spool_dir(u->spool), name);
+    } else {
+        atomic_fetch_add(&u->retried, 1);
+        DWB_WARN(&lc, "STOW-RS: SOP Instance %s refused for now (%s); attempt %d of %d, next in %.1f s", uid, why,
+                 attempt, u->up->conf->max_attempts, (double)wait / 1000.0);
+    }
+}
+
+typedef enum sent { SENT_DECIDED = 0, SENT_UNAVAILABLE, SENT_STOPPED } sent;
+
+/* Sends items[0..n) as one request and settles every one of them, splitting a batch refused as a whole.
+ * Returns SENT_UNAVAILABLE (every item not yet settled released) when the store decided nothing. */
+static sent send_batch(dwb_uploader *u, dwb_spool_item **items, size_t n) {
     const dwb_upstream *up = u->up;
     dwb_log_ctx lc = {NULL, up->conf->ae_title, NULL, NULL};
+    /* A file that cannot be opened would abort the whole request: it is isolated first. */
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        char path[1400];
+        dwb_spool_item_path(u->spool, items[i], path, sizeof path);
+        int fd = open(path, O_RDONLY);
+        if (fd < 0) {
+            char reason[1600];
+            snprintf(reason, sizeof reason, "spool file %s cannot be read: %s", path, strerror(errno));
+            refuse(u, items[i], reason);
+            continue;
+        }
+        close(fd);
+        items[k++] = items[i];
+    }
+    n = k;
+    if (n == 0) return SENT_DECIDED;
+
     char url[1200];
     snprintf(url, sizeof url, "%s/studies", up->conf->base_url);
     char **paths = calloc(n, sizeof *paths);
     long long *sizes = calloc(n, sizeof *sizes);
-    if (!paths || !sizes) {
+    int oom = !paths || !sizes;
+    for (size_t i = 0; i < n && !oom; i++) {
+        paths[i] = malloc(1400);
+        if (!paths[i]) oom = 1;
+        else dwb_spool_item_path(u->spool, items[i], paths[i], 1400);
+        sizes[i] = items[i]->size;
+    }
+    if (oom) {
+        for (size_t i = 0; paths && i < n; i++) free(paths[i]);
         free(paths);
         free(sizes);
-        return 0;
-    }
-    for (size_t i = 0; i < n; i++) {
-        size_t l = strlen(dwb_spool_dir(u->spool)) + strlen(e[i].name) + 2;
-        paths[i] = malloc(l);
-        if (paths[i]) snprintf(paths[i], l, "%s/%s", dwb_spool_dir(u->spool), e[i].name);
-        sizes[i] = e[i].size;
+        dwb_spool_release(u->spool, items, n);
+        set_state(u, UP_UNAVAILABLE, "out of memory", -1);
+        return SENT_UNAVAILABLE;
     }
     dwb_stow_post post;
-    dwb_stow_post_files(up->http, url, (const char *const *)paths, sizes, n, is_stopped, u, &post);
+    dwb_stow_post_files(up->http, url, (const char *const *)paths, sizes, n, DWB_STOW_POST_NO_RETRY, is_stopped, u,
+                        &post);
     for (size_t i = 0; i < n; i++) free(paths[i]);
     free(paths);
     free(sizes);
-    dwb_status st = post.status;
-    dwb_error err = post.err;
-    int reachable = 1;
-    long code = post.code;
-    char *body_text = post.body;
-    size_t body_len = post.body_len;
-    dwb_stow_result res = {0};
-    dwb_error perr = {0};
-    int parsed = 0;
-    if (body_len > 0 && (code >= 200 && code < 500))
-        parsed = dwb_stow_parse(body_text, body_len, post.content_type, &res, &perr) == DWB_OK;
-    if (st != DWB_OK && !(code >= 400 && code < 500) && !(code == 409 || code == 202)) {
-        /* Unreachable, 5xx after the client's retries, cancelled: everything stays queued. */
-        DWB_WARN(&lc, "STOW-RS of %zu instance(s) not done, will retry: %s", n, err.message);
-        reachable = 0;
-    } else if (code == 401 || code == 403 || code == 404 || code == 405) {
-        /* A configuration problem, not the instances' fault: keep them and retry later. */
-        DWB_ERROR(&lc, "STOW-RS refused by the store (HTTP %ld): check base_url and credentials; %zu instance(s) kept",
-                  code, n);
-        reachable = 0;
-    } else {
+
+    if (post.status == DWB_E_CANCELLED && atomic_load(&u->stop)) {
+        dwb_stow_post_cleanup(&post);
+        dwb_spool_release(u->spool, items, n);
+        return SENT_STOPPED;
+    }
+    /* A transfer that failed on the way (reset, timeout, cut) has no answer, whatever status line came first. */
+    long code = (post.status == DWB_E_CONNECT || post.status == DWB_E_TIMEOUT || post.status == DWB_E_CANCELLED ||
+                 post.status == DWB_E_NOMEM) ? 0 : post.code;
+    dwb_stow_result res;
+    char why[400];
+    dwb_stow_verdict v = dwb_stow_judge(code, post.content_type, post.body, post.body_len, &res, why, sizeof why);
+    if (v == DWB_STOW_V_UNAVAILABLE && code == 0 && post.err.message[0])
+        snprintf(why, sizeof why, "%.390s", post.err.message);
+    sent out = SENT_DECIDED;
+    if (v == DWB_STOW_V_UNAVAILABLE) {
+        dwb_spool_release(u->spool, items, n);
+        if (code == 401 || code == 403 || code == 404 || code == 405 || code == 407)
+            DWB_ERROR(&lc, "STOW-RS refused by the store (HTTP %ld): check base_url and credentials; %zu instance(s) kept",
+                      code, n);
+        set_state(u, UP_UNAVAILABLE, why, post.retry_after_ms);
+        out = SENT_UNAVAILABLE;
+    } else if (v == DWB_STOW_V_ANSWERED) {
+        set_state(u, UP_AVAILABLE, NULL, -1);
         for (size_t i = 0; i < n; i++) {
-            const dwb_stow_item *it = parsed ? dwb_stow_find(&res, e[i].sop_uid) : NULL;
-            dwb_error fe = {0};
-            char reason[600];
-            if (it && (it->outcome != DWB_STOW_FAILED || dwb_stow_reason_already_stored(it->reason))) {
-                if (dwb_spool_delete(u->spool, e[i].name, &fe) == DWB_OK) u->delivered++;
-            } else if (it && !dwb_stow_reason_transient(it->reason)) {
-                snprintf(reason, sizeof reason, "store refused SOP Instance %s with FailureReason 0x%04X (HTTP %ld)",
-                         e[i].sop_uid, it->reason, code);
-                dwb_spool_fail(u->spool, e[i].name, reason, &fe);
-                u->failed++;
-                DWB_ERROR(&lc, "%s; moved to %s/failed/%s", reason, dwb_spool_dir(u->spool), e[i].name);
-            } else if (!it && code >= 200 && code < 300 && (!parsed || res.n == 0)) {
-                /* 2xx without a per-instance answer: the store accepted the request as a whole. */
-                if (dwb_spool_delete(u->spool, e[i].name, &fe) == DWB_OK) u->delivered++;
-            } else if (!it && code >= 400 && code < 500 && n == 1) {
-                char q[300];
-                snprintf(q, sizeof q, "%.280s", body_text ? body_text : "");
-                for (char *c = q; *c; c++)
-                    if (*c == '\n' || *c == '\r') *c = ' ';
-                snprintf(reason, sizeof reason, "store refused SOP Instance %s: HTTP %ld %s", e[i].sop_uid, code, q);
-                dwb_spool_fail(u->spool, e[i].name, reason, &fe);
-                u->failed++;
-                DWB_ERROR(&lc, "%s; moved to %s/failed/%s", reason, dwb_spool_dir(u->spool), e[i].name);
+            unsigned reason = 0;
+            dwb_stow_fate f = dwb_stow_instance_fate(code, &res, items[i]->sop_uid, &reason);
+            char msg[300];
+            if (f == DWB_STOW_F_DELIVERED) {
+                dwb_error e = {0};
+                if (dwb_spool_delivered(u->spool, items[i], &e) != DWB_OK) DWB_WARN(&lc, "%s", e.message);
+                atomic_fetch_add(&u->delivered, 1);
+            } else if (f == DWB_STOW_F_REFUSED) {
+                snprintf(msg, sizeof msg, "store refused SOP Instance %s with FailureReason 0x%04X (HTTP %ld)",
+                         items[i]->sop_uid, reason, code);
+                refuse(u, items[i], msg);
             } else {
-                u->retried++;
-                if (code >= 400 && code < 500) u->single = 1; /* find the culprit one by one */
+                if (reason) snprintf(msg, sizeof msg, "FailureReason 0x%04X (HTTP %ld)", reason, code);
+                else snprintf(msg, sizeof msg, "HTTP %ld answer does not name this instance", code);
+                retry_later(u, items[i], msg);
             }
         }
+    } else if (n > 1) {
+        /* Refused as a whole: halves, until the culprit is alone; the others go on. */
+        set_state(u, UP_AVAILABLE, NULL, -1);
+        DWB_INFO(&lc, "STOW-RS of %zu instances refused as a whole (%s): trying halves to isolate the cause", n, why);
+        size_t h = n / 2;
+        out = send_batch(u, items, h);
+        if (out == SENT_DECIDED) out = send_batch(u, items + h, n - h);
+        else dwb_spool_release(u->spool, items + h, n - h);
+    } else {
+        set_state(u, UP_AVAILABLE, NULL, -1);
+        char q[200] = "";
+        if (post.body) {
+            snprintf(q, sizeof q, "%.190s", post.body);
+            for (char *c = q; *c; c++)
+                if (*c == '\n' || *c == '\r') *c = ' ';
+        }
+        char msg[400];
+        snprintf(msg, sizeof msg, "store refused SOP Instance %s: HTTP %ld%s%s", items[0]->sop_uid, code,
+                 q[0] ? " " : "", q);
+        if (dwb_stow_single_fate(code) == DWB_STOW_F_REFUSED) refuse(u, items[0], msg);
+        else retry_later(u, items[0], msg);
     }
-    if (reachable && u->single && n == 1) u->single = 0; /* isolation round done when nothing else is pending */
     dwb_stow_result_free(&res);
     dwb_stow_post_cleanup(&post);
-    return reachable;
+    return out;
 }
 
-static void *run(void *arg) {
+/* Waits on the condition variable until deadline_ms (monotonic), a notification or stop. */
+static void wait_until(dwb_uploader *u, long long deadline_ms) {
+    long long now = dwb_spool_now_ms();
+    if (deadline_ms <= now) return;
+    long long d = deadline_ms - now;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += d / 1000;
+    ts.tv_nsec += (d % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+    pthread_cond_timedwait(&u->cv, &u->mu, &ts);
+}
+
+static void *worker(void *arg) {
     dwb_uploader *u = arg;
-    dwb_log_ctx lc = {NULL, u->up->conf->ae_title, NULL, NULL};
-    long backoff_ms = 0;
-    unsigned long last_d = 0, last_f = 0;
-    size_t batch_n = (size_t)u->up->conf->stow_batch_instances;
-    long long batch_bytes = u->up->conf->stow_batch_bytes;
-    long delay_ms = u->up->conf->stow_batch_delay_ms;
-    int waited_for_batch = 0;
-    size_t queued = dwb_spool_count(u->spool);
-    if (queued) DWB_INFO(&lc, "spool %s: %zu instance(s) queued from before, uploading", dwb_spool_dir(u->spool), queued);
+    const dwb_upstream_conf *conf = u->up->conf;
+    size_t batch_n = (size_t)conf->stow_batch_instances;
+    long long batch_bytes = conf->stow_batch_bytes;
+    long delay_ms = conf->stow_batch_delay_ms;
+    dwb_spool_item **items = calloc(batch_n, sizeof *items);
+    if (!items) return NULL;
     while (!atomic_load(&u->stop)) {
-        dwb_spool_entry *e = NULL;
-        size_t n = 0;
-        dwb_error err = {0};
-        if (dwb_spool_list(u->spool, u->single ? 1 : batch_n, &e, &n, &err) != DWB_OK) {
-            DWB_ERROR(&lc, "%s", err.message);
-            n = 0;
-        }
-        size_t take = 0;
-        long long bytes = 0;
-        while (take < n && (take == 0 || bytes + e[take].size <= batch_bytes)) bytes += e[take++].size;
-        if (take == 0) {
-            free(e);
-            pthread_mutex_lock(&u->mu);
-            if (!u->pending && !atomic_load(&u->stop)) {
-                struct timespec ts;
-                clock_gettime(CLOCK_REALTIME, &ts);
-                ts.tv_sec += 1;
-                pthread_cond_timedwait(&u->cv, &u->mu, &ts);
+        /* Gate: while the store is unavailable, only one probe goes, and not before its time. */
+        pthread_mutex_lock(&u->mu);
+        int probe = 0;
+        if (u->state == UP_UNAVAILABLE) {
+            long long now = dwb_spool_now_ms();
+            if (u->probing || now < u->blocked_until_ms) {
+                wait_until(u, u->probing ? now + 1000 : u->blocked_until_ms);
+                pthread_mutex_unlock(&u->mu);
+                continue;
             }
-            u->pending = 0;
-            pthread_mutex_unlock(&u->mu);
-            continue;
+            u->probing = probe = 1;
         }
-        if (take < batch_n && take == n && delay_ms > 0 && !waited_for_batch && !u->single) {
+        unsigned long seen = u->notifications;
+        pthread_mutex_unlock(&u->mu);
+
+        long long next_due = -1;
+        size_t n = dwb_spool_take(u->spool, dwb_spool_now_ms(), batch_n, batch_bytes, items, &next_due);
+        if (n > 0 && n < batch_n && delay_ms > 0 && !probe) {
             /* A partial batch: give the SCU a moment to send more so that requests carry many instances. */
-            free(e);
-            waited_for_batch = 1;
-            struct timespec ts = {delay_ms / 1000, (delay_ms % 1000) * 1000000L};
-            nanosleep(&ts, NULL);
+            long long oldest_wait = delay_ms;
+            dwb_spool_release(u->spool, items, n);
+            pthread_mutex_lock(&u->mu);
+            if (u->notifications == seen) wait_until(u, dwb_spool_now_ms() + oldest_wait);
+            pthread_mutex_unlock(&u->mu);
+            n = dwb_spool_take(u->spool, dwb_spool_now_ms(), batch_n, batch_bytes, items, &next_due);
+        }
+        if (n == 0) {
+            pthread_mutex_lock(&u->mu);
+            if (probe) u->probing = 0;
+            if (u->notifications == seen && !atomic_load(&u->stop)) {
+                long long now = dwb_spool_now_ms();
+                long long until = now + 1000;
+                if (next_due >= 0 && next_due < until) until = next_due;
+                wait_until(u, until);
+            }
+            pthread_mutex_unlock(&u->mu);
             continue;
         }
-        waited_for_batch = 0;
-        int ok = upload_batch(u, e, take);
-        free(e);
-        if (u->delivered != last_d || u->failed != last_f) {
-            DWB_INFO(&lc, "STOW-RS: %lu delivered, %lu failed, %zu queued", u->delivered, u->failed,
-                     dwb_spool_count(u->spool));
-            last_d = u->delivered;
-            last_f = u->failed;
-        }
-        if (!ok) {
-            backoff_ms = backoff_ms ? backoff_ms * 2 : 500;
-            if (backoff_ms > 30000) backoff_ms = 30000;
-            pthread_mutex_lock(&u->mu);
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += backoff_ms / 1000;
-            ts.tv_nsec += (backoff_ms % 1000) * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
-            if (!atomic_load(&u->stop)) pthread_cond_timedwait(&u->cv, &u->mu, &ts);
-            pthread_mutex_unlock(&u->mu);
-        } else {
-            backoff_ms = 0;
-        }
+        sent r = send_batch(u, items, n);
+        pthread_mutex_lock(&u->mu);
+        if (probe) u->probing = 0;
+        pthread_cond_broadcast(&u->cv);
+        pthread_mutex_unlock(&u->mu);
+        progress(u);
+        if (r == SENT_STOPPED) break;
     }
+    free(items);
     return NULL;
 }
 
@@ -190,11 +339,26 @@ dwb_status dwb_uploader_start(const dwb_upstream *up, dwb_spool *spool, dwb_uplo
     if (!u) return dwb_error_set(err, DWB_E_NOMEM, "out of memory");
     u->up = up;
     u->spool = spool;
+    u->state_since_ms = dwb_spool_now_ms();
     pthread_mutex_init(&u->mu, NULL);
     pthread_cond_init(&u->cv, NULL);
-    if (pthread_create(&u->th, NULL, run, u) != 0) {
-        free(u);
-        return dwb_error_set(err, DWB_E_INTERNAL, "cannot start the uploader thread: %s", strerror(errno));
+    int n = up->conf->stow_parallel;
+    if (n > up->conf->max_concurrent_requests) n = up->conf->max_concurrent_requests;
+    if (n < 1) n = 1;
+    if (n > MAX_WORKERS) n = MAX_WORKERS;
+    size_t queued = dwb_spool_count(spool);
+    if (queued) {
+        dwb_log_ctx lc = {NULL, up->conf->ae_title, NULL, NULL};
+        DWB_INFO(&lc, "spool %s: %zu instance(s) queued from before, uploading", dwb_spool_dir(spool), queued);
+    }
+    for (int i = 0; i < n; i++) {
+        if (pthread_create(&u->th[i], NULL, worker, u) != 0) {
+            dwb_status st = dwb_error_set(err, DWB_E_INTERNAL, "cannot start an uploader thread: %s", strerror(errno));
+            u->n_workers = i;
+            dwb_uploader_stop(u);
+            return st;
+        }
+        u->n_workers = i + 1;
     }
     *out = u;
     return DWB_OK;
@@ -202,7 +366,7 @@ dwb_status dwb_uploader_start(const dwb_upstream *up, dwb_spool *spool, dwb_uplo
 
 void dwb_uploader_notify(dwb_uploader *u) {
     pthread_mutex_lock(&u->mu);
-    u->pending = 1;
+    u->notifications++;
     pthread_cond_signal(&u->cv);
     pthread_mutex_unlock(&u->mu);
 }
@@ -210,15 +374,22 @@ void dwb_uploader_notify(dwb_uploader *u) {
 void dwb_uploader_stop(dwb_uploader *u) {
     if (!u) return;
     atomic_store(&u->stop, 1);
-    dwb_uploader_notify(u);
-    /* Give a batch in flight a moment, then cancel it (is_stopped sees stop > 1). */
+    pthread_mutex_lock(&u->mu);
+    pthread_cond_broadcast(&u->cv);
+    pthread_mutex_unlock(&u->mu);
+    /* Give requests in flight a moment, then cancel them (is_stopped sees stop > 1). */
     struct timespec ts = {0, 200000000L};
     for (int i = 0; i < 25; i++) {
-        if (pthread_tryjoin_np(u->th, NULL) == 0) goto joined;
+        int all = 1;
+        for (int w = 0; w < u->n_workers; w++)
+            if (u->th[w] && pthread_tryjoin_np(u->th[w], NULL) == 0) u->th[w] = 0;
+            else if (u->th[w]) all = 0;
+        if (all) goto joined;
         nanosleep(&ts, NULL);
     }
     atomic_store(&u->stop, 2);
-    pthread_join(u->th, NULL);
+    for (int w = 0; w < u->n_workers; w++)
+        if (u->th[w]) pthread_join(u->th[w], NULL);
 joined:
     pthread_mutex_destroy(&u->mu);
     pthread_cond_destroy(&u->cv);

@@ -256,6 +256,8 @@ class Bridge(Server):
         self.port = config.setdefault("listen", {}).setdefault("port", free_port())
         # Parallel tests must not fight over the default health port 8080.
         self.http_port = config.setdefault("http", {}).setdefault("port", free_port())
+        # A test machine's disk may have less free space than the production default of spool.min_free_mb.
+        config.setdefault("spool", {}).setdefault("min_free_mb", 16)
         self.config_path = os.path.join(workdir, "bridge.json")
         with open(self.config_path, "w") as f:
             json.dump(config, f, indent=2)
