@@ -309,6 +309,16 @@ static void *worker(void *arg) {
             pthread_mutex_unlock(&u->mu);
             n = dwb_spool_take(u->spool, dwb_spool_now_ms(), batch_n, batch_bytes, items, &next_due);
         }
+        if (n > 0 && !probe) {
+            /* The store may have become unavailable while this worker was taking: then only the probe goes. */
+            pthread_mutex_lock(&u->mu);
+            int gated = u->state == UP_UNAVAILABLE;
+            pthread_mutex_unlock(&u->mu);
+            if (gated) {
+                dwb_spool_release(u->spool, items, n);
+                continue;
+            }
+        }
         if (n == 0) {
             pthread_mutex_lock(&u->mu);
             if (probe) u->probing = 0;

@@ -100,9 +100,15 @@ class Server:
         self.exits = []
         self.checked = False  # the bridge's own log and exit are checked by the test case
 
-    def _start(self, cmd, env=None):
+    def _start(self, cmd, env=None, preexec_fn=None):
+        self._cmd, self._env, self._preexec = cmd, env, preexec_fn
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env or peer_env())
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env or peer_env(),
+                                     preexec_fn=preexec_fn)
+
+    def restart(self):
+        """Starts the same command again (after stop()), logging into the same file."""
+        self._start(self._cmd, self._env, self._preexec)
 
     def log(self):
         try:
@@ -247,7 +253,7 @@ class StoreSCP(Server):
 class Bridge(Server):
     """dicomweb-bridge serve with a config written from a dict; waits until listen.port accepts."""
 
-    def __init__(self, workdir, config, args=None, env=None, wait=True):
+    def __init__(self, workdir, config, args=None, env=None, wait=True, preexec_fn=None):
         super().__init__("bridge", workdir)
         self.checked = True
         if not BINARY:
@@ -264,7 +270,12 @@ class Bridge(Server):
         e = peer_env()
         if env:
             e.update(env)
-        self._start([BINARY, "serve", "--config", self.config_path] + (args or []), env=e)
+        self._start([BINARY, "serve", "--config", self.config_path] + (args or []), env=e, preexec_fn=preexec_fn)
+        if wait:
+            wait_port(self.port, self.proc, log=self.log_path)
+
+    def restart(self, wait=True):
+        super().restart()
         if wait:
             wait_port(self.port, self.proc, log=self.log_path)
 

@@ -1,0 +1,175 @@
+"""A DICOMweb store that misbehaves the way remote cloud stores do, in front of a real Orthanc: every request is
+forwarded unless the test's policy says otherwise, and every STOW-RS request is recorded with the SOP Instance
+UIDs it carried and what was answered. Standard library only.
+
+policy(n, method, path, uids) -> action, where n counts STOW requests from 1 (0 for other requests), and action:
+  None / "pass"                     forward to Orthanc, answer what it answered
+  ("answer", code, headers, body)   answer this without forwarding (429 + Retry-After, 503, a proxy's HTML page)
+  ("cut", fraction)                 read that fraction of the request body, then reset the connection
+  ("hold", event)                   forward, then hold the answer until event is set (kill -9 in that window)
+  ("fail", {uid: reason})           forward, then rewrite the answer: these instances failed with that reason
+  ("delay", seconds)                forward, answer after that delay (a far store)
+"""
+import http.client
+import http.server
+import json
+import socket
+import struct
+import threading
+import time
+
+META_SOP_UID = b"\x02\x00\x03\x00UI"  # (0002,0003) Media Storage SOP Instance UID, always explicit VR LE
+
+
+def uids_in(body):
+    """SOP Instance UIDs of the Part-10 files in a multipart body, in order."""
+    out = []
+    i = body.find(META_SOP_UID)
+    while i >= 0:
+        n = struct.unpack("<H", body[i + 6:i + 8])[0]
+        out.append(body[i + 8:i + 8 + n].rstrip(b"\0 ").decode("ascii", "replace"))
+        i = body.find(META_SOP_UID, i + 8 + n)
+    return out
+
+
+class Exchange:
+    def __init__(self, n, t, method, path, uids):
+        self.n, self.t, self.method, self.path, self.uids = n, t, method, path, uids
+        self.code = None       # what the client was answered (None: connection cut)
+        self.answer = b""
+        self.t_end = None
+
+
+class FaultStore:
+    def __init__(self, upstream_port, port=0, policy=None):
+        self.upstream_port = upstream_port
+        self.policy = policy or (lambda n, method, path, uids: None)
+        self.lock = threading.Lock()
+        self.log = []          # every Exchange, STOW and others
+        self._stow_n = 0
+        store = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def _body(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                return n
+
+            def _handle(self):
+                store._serve(self)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _handle
+
+        class Server(http.server.ThreadingHTTPServer):
+            def handle_error(self, request, client_address):
+                pass  # a client killed with -9 resets its connections: expected here
+
+        self.httpd = Server(("127.0.0.1", port), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d/dicom-web" % self.port
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def stows(self):
+        with self.lock:
+            return [e for e in self.log if e.method == "POST"]
+
+    # ---- serving ----
+    def _serve(self, h):
+        length = int(h.headers.get("Content-Length") or 0)
+        is_stow = h.command == "POST"
+        action = None
+        with self.lock:
+            if is_stow:
+                self._stow_n += 1
+                n = self._stow_n
+            else:
+                n = 0
+        if is_stow:
+            # Peek at the policy before reading the body: a cut reads only part of it.
+            pre = self.policy(n, h.command, h.path, None)
+            if isinstance(pre, tuple) and pre[0] == "cut":
+                part = h.rfile.read(int(length * pre[1]))
+                ex = Exchange(n, time.time(), h.command, h.path, uids_in(part))
+                with self.lock:
+                    self.log.append(ex)
+                h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                h.close_connection = True
+                h.connection.close()
+                ex.t_end = time.time()
+                return
+        body = h.rfile.read(length) if length else b""
+        uids = uids_in(body) if is_stow else []
+        ex = Exchange(n, time.time(), h.command, h.path, uids)
+        with self.lock:
+            self.log.append(ex)
+        action = self.policy(n, h.command, h.path, uids)
+        if isinstance(action, tuple) and action[0] == "answer":
+            _, code, headers, payload = action
+            self._reply(h, ex, code, headers, payload)
+            return
+        code, headers, payload = self._forward(h, body)
+        if isinstance(action, tuple) and action[0] == "fail" and code in (200, 202, 409):
+            code, payload = 409, self._rewrite_failed(payload, action[1])
+        if isinstance(action, tuple) and action[0] == "hold":
+            action[1].wait(120)
+        if isinstance(action, tuple) and action[0] == "delay":
+            time.sleep(action[1])
+        self._reply(h, ex, code, headers, payload)
+
+    def _forward(self, h, body):
+        conn = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=120)
+        try:
+            hdrs = {k: v for k, v in h.headers.items() if k.lower() in ("content-type", "accept")}
+            conn.request(h.command, h.path, body=body if body else None, headers=hdrs)
+            r = conn.getresponse()
+            payload = r.read()
+            headers = [(k, v) for k, v in r.getheaders() if k.lower() in ("content-type", "warning")]
+            return r.status, headers, payload
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _rewrite_failed(payload, failing):
+        try:
+            doc = json.loads(payload)
+        except ValueError:
+            return payload
+        ok = doc.get("00081199", {}).get("Value", [])
+        keep, failed = [], doc.get("00081198", {}).get("Value", [])
+        for item in ok:
+            uid = item.get("00081155", {}).get("Value", [None])[0]
+            if uid in failing:
+                failed.append({"00081150": item.get("00081150", {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.7"]}),
+                               "00081155": {"vr": "UI", "Value": [uid]},
+                               "00081197": {"vr": "US", "Value": [failing[uid]]}})
+            else:
+                keep.append(item)
+        doc["00081199"] = {"vr": "SQ", "Value": keep}
+        doc["00081198"] = {"vr": "SQ", "Value": failed}
+        return json.dumps(doc).encode()
+
+    def _reply(self, h, ex, code, headers, payload):
+        try:
+            h.send_response(code)
+            for k, v in headers:
+                h.send_header(k, v)
+            h.send_header("Content-Length", str(len(payload)))
+            h.end_headers()
+            h.wfile.write(payload)
+            h.wfile.flush()
+        except OSError:
+            pass
+        ex.code, ex.answer, ex.t_end = code, payload, time.time()

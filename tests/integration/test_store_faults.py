@@ -1,0 +1,335 @@
+"""C-STORE -> STOW-RS against a store that misbehaves like a remote cloud store (faultstore.py in front of a real
+Orthanc): a spent quota, 503 storms, refused connections, uploads cut mid-body, a captive proxy's 200 text/html,
+a poison instance, an instance refused "for now" forever, a full disk, kill -9 while the store's answer is held
+back, and kill -9 over and over while the store flaps. The promise checked each time: an instance acknowledged
+with success reaches the store, and nothing is parked in failed/ that the store would have taken."""
+import glob
+import os
+import random
+import re
+import resource
+import signal
+import subprocess
+import threading
+import time
+
+import harness
+from faultstore import FaultStore
+from harness import Bridge, Orthanc, TestCase, run
+
+
+def wait_for(pred, timeout=60, step=0.1):
+    end = time.time() + timeout
+    while time.time() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()
+
+
+class FaultTest(TestCase):
+    def setUp(self):
+        super().setUp()
+        self.orthanc = self.start(Orthanc(self.workdir))
+        self.spool = os.path.join(self.workdir, "spool")
+
+    def cohort(self, name="cohort", **kw):
+        d, man = harness.gencohort(self.workdir, name=name, **kw)
+        files = [os.path.join(d, i["file"]) for i in man["instances"]]
+        return files, sorted(i["SOPInstanceUID"] for i in man["instances"])
+
+    def fault_store(self, policy, port=0):
+        fs = FaultStore(self.orthanc.http_port, port=port, policy=policy)
+        self.addCleanup(fs.close)
+        return fs
+
+    def bridge(self, url, **up):
+        cfg = {"upstreams": [dict({"ae_title": "CLOUD", "base_url": url, "stow_batch_delay_ms": 50}, **up)],
+               "spool": {"dir": self.spool}, "log": {"level": "debug"}}
+        return self.start(Bridge(self.workdir, cfg))
+
+    def storescu(self, port, files, extra=None):
+        p = run(["storescu", "-aec", "CLOUD"] + (extra or []) + ["127.0.0.1", str(port)] + files, timeout=300)
+        self.assertEqual(p.returncode, 0, p.stdout[-2000:])
+        return p
+
+    def queued(self):
+        return glob.glob(os.path.join(self.spool, "CLOUD", "*.dcm"))
+
+    def failed(self):
+        return glob.glob(os.path.join(self.spool, "CLOUD", "failed", "*.dcm"))
+
+    def assert_all_delivered(self, expected, timeout=90):
+        got = wait_for(lambda: self.orthanc.instance_uids() if self.orthanc.instance_uids() == expected else None,
+                       timeout=timeout)
+        self.assertEqual(got, expected, "every acknowledged instance reaches the store")
+        self.assertEqual(wait_for(lambda: not self.queued(), timeout=30) and self.queued(), [],
+                         "delivered files leave the spool")
+        self.assertEqual(self.failed(), [], "nothing is parked in failed/")
+
+    # ---- store unavailable: everything stays queued ----
+    def test_quota_429_with_retry_after(self):
+        files, expected = self.cohort(patients=1, studies=1, series=2, instances=10)
+        refused_until = [None]
+        retry_after = 3
+
+        def policy(n, method, path, uids):
+            if method != "POST":
+                return None
+            if refused_until[0] is None:
+                refused_until[0] = time.time() + 10
+            if time.time() < refused_until[0]:
+                return ("answer", 429, [("Retry-After", str(retry_after)), ("Content-Type", "application/json")],
+                        b'{"error": {"code": 429, "message": "Quota exceeded"}}')
+            return None
+
+        fs = self.fault_store(policy)
+        bridge = self.bridge(fs.url, stow_batch_instances=5)
+        self.storescu(bridge.port, files)
+        self.assert_all_delivered(expected)
+        stows = sorted(fs.stows(), key=lambda e: e.t)
+        refused = [e for e in stows if e.code == 429]
+        self.assertGreaterEqual(len(refused), 2, "the quota was met more than once")
+        # Requests already in flight when the first refusal came back are the parallel workers' first batches;
+        # after it, one probe per Retry-After period.
+        first_answer = min(e.t_end for e in refused)
+        later = [e.t for e in stows if e.t > first_answer + 0.05]
+        first_ok = min(e.t for e in stows if e.code == 200)
+        later = [t for t in later if t <= first_ok]
+        gaps = [b - a for a, b in zip([first_answer] + later, later)]
+        self.assertTrue(gaps, "requests followed the refusal")
+        for g in gaps:
+            self.assertGreaterEqual(g, retry_after - 0.05, "one request per Retry-After period while refused: %s" % gaps)
+        self.assertLessEqual(len([t for t in later if t < refused_until[0]]), 10 / retry_after,
+                             "requests while refused after the first answer: %s" % gaps)
+        self.assertGreater(first_ok, refused_until[0] - 0.1)
+        log = bridge.log()
+        self.assertEqual(log.count("STOW-RS: store unavailable ("), 1, "logged once per state change")
+        self.assertIn("available again", log)
+
+    def test_503_storm_then_healthy(self):
+        files, expected = self.cohort(patients=1, studies=1, series=1, instances=12)
+        fs = self.fault_store(lambda n, m, p, u: ("answer", 503, [("Content-Type", "text/plain")], b"busy")
+                              if m == "POST" and n <= 6 else None)
+        bridge = self.bridge(fs.url, retry_max_wait_s=2)
+        self.storescu(bridge.port, files)
+        self.assert_all_delivered(expected)
+        self.assertEqual(sum(1 for e in fs.stows() if e.code == 503), 6)
+
+    def test_connection_refused_then_store_appears(self):
+        files, expected = self.cohort(patients=1, studies=1, series=1, instances=6)
+        port = harness.free_port()
+        bridge = self.bridge("http://127.0.0.1:%d/dicom-web" % port, retry_max_wait_s=2, connect_timeout_s=1)
+        self.storescu(bridge.port, files)
+        self.assertTrue(wait_for(lambda: "store unavailable" in bridge.log(), timeout=20), bridge.log()[-2000:])
+        time.sleep(1)
+        self.assertEqual(len(self.queued()), len(files), "all kept while nobody answers")
+        self.fault_store(None, port=port)
+        self.assert_all_delivered(expected)
+
+    def test_upload_cut_mid_body(self):
+        files, expected = self.cohort(patients=1, studies=1, series=2, instances=8, rows=128, cols=128)
+        fs = self.fault_store(lambda n, m, p, u: ("cut", 0.4) if m == "POST" and n <= 3 else None)
+        bridge = self.bridge(fs.url, retry_max_wait_s=2)
+        self.storescu(bridge.port, files)
+        self.assert_all_delivered(expected)
+        self.assertEqual(sum(1 for e in fs.stows() if e.code is None), 3, "three uploads were cut")
+
+    def test_captive_proxy_200_html_deletes_nothing(self):
+        files, expected = self.cohort(patients=1, studies=1, series=1, instances=8)
+        captive = threading.Event()
+        captive.set()
+        page = b"<html><head><title>Sign in</title></head><body>Accept the terms of use</body></html>"
+        fs = self.fault_store(lambda n, m, p, u: ("answer", 200, [("Content-Type", "text/html; charset=utf-8")], page)
+                              if m == "POST" and captive.is_set() else None)
+        bridge = self.bridge(fs.url, retry_max_wait_s=1)
+        self.storescu(bridge.port, files)
+        self.assertTrue(wait_for(lambda: len([e for e in fs.stows() if e.code == 200]) >= 3, timeout=30))
+        self.assertEqual(len(self.queued()), len(files), "a proxy's page is no delivery: nothing deleted")
+        self.assertEqual(self.orthanc.instance_uids(), [])
+        captive.clear()
+        self.assert_all_delivered(expected)
+        self.assertIn("not a STOW-RS answer", bridge.log())
+
+    # ---- instances at fault ----
+    def test_poison_instance_isolated(self):
+        files, expected = self.cohort(patients=2, studies=1, series=2, instances=50)
+        poison = expected[77]
+        fs = self.fault_store(lambda n, m, p, u: ("answer", 500, [("Content-Type", "text/plain")], b"internal error")
+                              if m == "POST" and u and poison in u else None)
+        bridge = self.bridge(fs.url, max_attempts=3, retry_max_wait_s=2)
+        t0 = time.time()
+        self.storescu(bridge.port, files)
+        good = [u for u in expected if u != poison]
+        got = wait_for(lambda: self.orthanc.instance_uids() if self.orthanc.instance_uids() == good else None, 90)
+        self.assertEqual(got, good, "the 199 others arrive")
+        self.assertTrue(wait_for(lambda: len(self.failed()) == 1, timeout=60), os.listdir(self.spool))
+        took = time.time() - t0
+        self.assertIn(poison, os.path.basename(self.failed()[0]))
+        with open(self.failed()[0] + ".reason.txt") as f:
+            reason = f.read()
+        self.assertIn("after 3 attempts", reason)
+        self.assertEqual(len(re.findall(r"^attempt \d at ", reason, re.M)), 3, reason)
+        self.assertIn("HTTP 500", reason)
+        self.assertEqual(self.queued(), [])
+        self.assertLess(took, 60, "isolated in bounded time")
+        alone = [e for e in fs.stows() if e.uids == [poison]]
+        self.assertEqual(len(alone), 3, "the culprit alone, max_attempts times")
+
+    def test_processing_failure_forever_backs_off_then_fails(self):
+        files, expected = self.cohort(patients=1, studies=1, series=1, instances=5)
+        bad = expected[2]
+        fs = self.fault_store(lambda n, m, p, u: ("fail", {bad: 0x0110}) if m == "POST" else None)
+        bridge = self.bridge(fs.url, max_attempts=4, retry_max_wait_s=30)
+        self.storescu(bridge.port, files)
+        self.assertTrue(wait_for(lambda: len(self.failed()) == 1, timeout=60), bridge.log()[-3000:])
+        carrying = [e.t for e in fs.stows() if bad in e.uids]
+        self.assertEqual(len(carrying), 4, "max_attempts tries")
+        gaps = [b - a for a, b in zip(carrying, carrying[1:])]
+        for a, b in zip(gaps, gaps[1:]):
+            self.assertGreater(b, a - 0.2, "waits grow: %s" % gaps)
+        self.assertGreaterEqual(gaps[0], 0.9, gaps)
+        with open(self.failed()[0] + ".reason.txt") as f:
+            reason = f.read()
+        self.assertEqual(reason.count("0x0110"), 5, reason)  # the reason line and four attempts
+        self.assertEqual(self.queued(), [])
+
+    # ---- the spool's own faults ----
+    def test_disk_full_answers_out_of_resources_and_keeps_nothing_partial(self):
+        small, small_uids = self.cohort(name="small", patients=1, studies=1, series=1, instances=2, rows=32, cols=32)
+        big, big_uids = self.cohort(name="big", patients=1, studies=1, series=1, instances=1, rows=1024, cols=1024,
+                                    seed=99)
+        self.assertNotIn(big_uids[0], small_uids)
+        limit = 1 << 20  # any file the bridge writes stops growing at 1 MiB: the big instance (2 MiB) cannot fit
+
+        def fsize_limit():
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+        cfg = {"upstreams": [{"ae_title": "CLOUD", "base_url": self.orthanc.dicomweb_url}],
+               "spool": {"dir": self.spool}, "log": {"level": "info"}}
+        bridge = self.start(Bridge(self.workdir, cfg, preexec_fn=fsize_limit))
+        p = run(["storescu", "-v", "-nh", "-aec", "CLOUD", "127.0.0.1", str(bridge.port)] + small + big + small[:1],
+                timeout=120)
+        self.assertIn("Refused: OutOfResources", p.stdout, p.stdout[-2000:])
+        statuses = re.findall(r"Received Store Response \(([^)]*)\)", p.stdout)
+        self.assertEqual(len(statuses), 4, p.stdout[-3000:])
+        self.assertEqual(statuses[0], "Success")
+        self.assertEqual(statuses[1], "Success")
+        self.assertNotEqual(statuses[2], "Success", "the instance that did not fit is not acknowledged")
+        self.assertEqual(statuses[3], "Success", "the association goes on")
+        self.assertEqual(glob.glob(os.path.join(self.spool, "CLOUD", "*.tmp")), [], "no partial file left")
+        self.assertTrue(all(big_uids[0] not in f for f in self.queued()))
+        got = wait_for(lambda: self.orthanc.instance_uids() if self.orthanc.instance_uids() == small_uids else None)
+        self.assertEqual(got, small_uids)
+        self.assertIn("spool write failed", bridge.log())
+
+    def test_min_free_mb_refuses_before_the_disk_is_full(self):
+        files, _ = self.cohort(patients=1, studies=1, series=1, instances=1)
+        bridge = self.start(Bridge(self.workdir, {"upstreams": [{"ae_title": "CLOUD", "base_url": self.orthanc.dicomweb_url}],
+                                                  "spool": {"dir": self.spool, "min_free_mb": 1 << 29}}))
+        p = run(["storescu", "-d", "-aec", "CLOUD", "127.0.0.1", str(bridge.port)] + files)
+        self.assertIn("0xa700", p.stdout)
+        self.assertIn("spool below min_free_mb", p.stdout)
+        self.assertEqual(self.queued(), [])
+
+    # ---- kill -9 ----
+    def test_kill_while_answer_held_exactly_once(self):
+        files, expected = self.cohort(patients=1, studies=1, series=2, instances=6)
+        held = threading.Event()
+        holding = [True]
+        # The first two requests reach the store, which stores them, and their answers are held back.
+        fs = self.fault_store(lambda n, m, p, u: ("hold", held) if m == "POST" and n <= 2 and holding[0] else None)
+        bridge = self.bridge(fs.url, stow_batch_instances=4, retry_max_wait_s=1)
+        self.storescu(bridge.port, files)
+        # The store has them all, the bridge has not heard about the held ones: the dangerous window.
+        self.assertTrue(wait_for(lambda: self.orthanc.instance_uids() == expected, 30), self.orthanc.instance_uids())
+        in_window = sorted(u for e in fs.stows() if e.n <= 2 for u in e.uids)
+        self.assertTrue(wait_for(lambda: len(self.queued()) == len(in_window), 30))
+        self.assertGreater(len(in_window), 0)
+        self.assertEqual(sorted(re.search(r"-(2\.25\.\d+)\.dcm$", f).group(1) for f in self.queued()), in_window,
+                         "nothing deleted before its answer")
+        bridge.stop(signal.SIGKILL)
+        holding[0] = False
+        held.set()
+        before = len(fs.stows())
+        bridge2 = self.bridge(fs.url, stow_batch_instances=4)
+        self.assert_all_delivered(expected)
+        resent = [e for e in fs.stows()[before:]]
+        resent_uids = sorted(u for e in resent for u in e.uids)
+        self.assertEqual(resent_uids, in_window, "exactly the instances whose answer was lost are sent again")
+        for e in resent:
+            self.assertIn(e.code, (200, 202, 409), "answered as already held")
+        # Duplicates reported as a number: the re-sent instances the store already had.
+        print("exactly-once: %d instances, %d re-sent after kill -9 and answered as already held" %
+              (len(expected), len(resent_uids)))
+        self.assertIn("queued from before", bridge2.log())
+        self.assertRegex(bridge2.log(), r"%d delivered, 0 failed" % len(in_window))
+
+    def test_chaos_kill_every_few_seconds_while_the_store_flaps(self):
+        files, expected = self.cohort(patients=4, studies=1, series=5, instances=100, rows=16, cols=16)
+        self.assertEqual(len(files), 2000)
+        uid_of = dict(zip(files, [None] * len(files)))
+        d, man = os.path.dirname(files[0]), None
+        import json
+        with open(os.path.join(d, "manifest.json")) as f:
+            for i in json.load(f)["instances"]:
+                uid_of[os.path.join(d, i["file"])] = i["SOPInstanceUID"]
+        flap = [False]
+        fs = self.fault_store(lambda n, m, p, u: ("answer", 503, [], b"") if m == "POST" and flap[0] else None)
+        cfg = {"upstreams": [{"ae_title": "CLOUD", "base_url": fs.url, "stow_batch_instances": 50,
+                              "retry_max_wait_s": 1}], "spool": {"dir": self.spool}, "log": {"level": "info"}}
+        bridge = self.start(Bridge(self.workdir, cfg))
+        acked = set()
+        lock = threading.Lock()
+        window = time.time() + 25
+
+        def client(part):
+            # Sends its share again and again for the whole window; every success status is recorded.
+            while time.time() < window:
+                p = subprocess.run(["storescu", "-v", "-aec", "CLOUD", "127.0.0.1", str(bridge.port)] + part,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+                                   env=harness.peer_env(), timeout=120)
+                current = None
+                done = []
+                for line in p.stdout.splitlines():
+                    m = re.search(r"Sending file: (.*)$", line)
+                    if m:
+                        current = m.group(1).strip()
+                    elif "Received Store Response (Success)" in line and current:
+                        done.append(uid_of[current])
+                        current = None
+                with lock:
+                    acked.update(done)
+                if p.returncode != 0:
+                    time.sleep(0.2)
+
+        threads = [threading.Thread(target=client, args=(files[i::4],)) for i in range(4)]
+        for t in threads:
+            t.start()
+        kills = 0
+        rnd = random.Random(7)
+        while time.time() < window:
+            time.sleep(rnd.uniform(1, 3))
+            flap[0] = not flap[0]
+            bridge.stop(signal.SIGKILL)
+            kills += 1
+            bridge.restart()
+        for t in threads:
+            t.join(150)
+        flap[0] = False
+        in_store = lambda: set(self.orthanc.instance_uids())
+        wait_for(lambda: in_store() >= acked, timeout=120, step=1)
+        missing = acked - in_store()
+        print("chaos: %d instances, %d kills, %d acknowledged, %d in the store, %d STOW requests, %d answered 503" %
+              (len(files), kills, len(acked), len(in_store()), len(fs.stows()),
+               sum(1 for e in fs.stows() if e.code == 503)))
+        self.assertGreaterEqual(kills, 8)
+        self.assertGreater(len(acked), 200, "instances were acknowledged between the kills")
+        self.assertEqual(missing, set(), "acknowledged but never delivered")
+        self.assertEqual(self.failed(), [])
+
+
+if __name__ == "__main__":
+    harness.main()
