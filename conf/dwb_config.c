@@ -296,7 +296,8 @@ static dwb_status load_upstream(loader *L, const char *path, json_t *obj, dwb_up
                                        "connect_timeout_s", "low_speed_time_s", "max_retries", "retry_budget_s",
                                        "tls_verify", "ca_bundle", "metadata_format", "max_concurrent_requests",
                                        "stow_batch_instances", "stow_batch_bytes", "stow_batch_delay_ms", "store_mode",
-                                       "google", "stow_parallel", "max_attempts", "retry_max_wait_s", NULL};
+                                       "google", "stow_parallel", "max_attempts", "retry_max_wait_s", "commitment_timeout_s",
+                                       NULL};
     if (!json_is_object(obj)) return bad(L, path, "expected an object");
     dwb_status st = check_keys(L, path, obj, keys);
     if (st != DWB_OK) return st;
@@ -315,6 +316,7 @@ static dwb_status load_upstream(loader *L, const char *path, json_t *obj, dwb_up
     u->stow_parallel = 4;
     u->max_attempts = 10;
     u->retry_max_wait_s = 300;
+    u->commitment_timeout_s = 600;
     if ((st = get_ae(L, path, obj, "ae_title", 1, u->ae_title)) != DWB_OK) return st;
     const char *url = NULL;
     char p[200];
@@ -380,6 +382,7 @@ static dwb_status load_upstream(loader *L, const char *path, json_t *obj, dwb_up
     if ((st = get_int(L, path, obj, "stow_parallel", 1, 64, &u->stow_parallel)) != DWB_OK) return st;
     if ((st = get_int(L, path, obj, "max_attempts", 1, 1000, &u->max_attempts)) != DWB_OK) return st;
     if ((st = get_int(L, path, obj, "retry_max_wait_s", 1, 86400, &u->retry_max_wait_s)) != DWB_OK) return st;
+    if ((st = get_int(L, path, obj, "commitment_timeout_s", 1, 86400, &u->commitment_timeout_s)) != DWB_OK) return st;
     const char *ca = NULL;
     if ((st = get_str(L, path, obj, "ca_bundle", 0, &ca)) != DWB_OK) return st;
     if (ca) {

@@ -67,6 +67,7 @@ typedef struct dwb_upstream_conf {
     int stow_parallel;                   /* STOW-RS requests in flight at once (within max_concurrent_requests); 4 */
     int max_attempts;                    /* refusals of one instance before it goes to failed/; default 10 */
     int retry_max_wait_s;                /* longest wait between STOW-RS retries (also caps Retry-After); 300 */
+    int commitment_timeout_s;            /* storage commitment waits this long for queued instances; 600 */
 } dwb_upstream_conf;
 
 typedef struct dwb_destination_conf {

@@ -32,6 +32,7 @@ struct dwb_assoc_ctx {
     dwb_log_ctx log;
     const std::atomic<bool> *cancel_all; /* second SIGTERM: abandon in-flight work */
     unsigned long n_requests;
+    struct dwb_commit_jobs *commit; /* storage commitment reports owed on this association */
 };
 
 /* Handlers answer one request. A returned bad OFCondition is a network failure: the caller aborts. */
@@ -39,6 +40,13 @@ OFCondition dwb_handle_echo(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_Pres
 OFCondition dwb_handle_move_get(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid);
 OFCondition dwb_handle_store(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid);
 OFCondition dwb_handle_find(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid);
+/* Storage Commitment Push Model (dwb_commit_scp.cc): N-ACTION answered at once, the report sent later by
+ * dwb_commit_poll between requests, or on a new association once this one closed. */
+OFCondition dwb_handle_naction(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid);
+void dwb_commit_poll(dwb_assoc_ctx *ctx);
+void dwb_commit_assoc_closed(dwb_assoc_ctx *ctx);
+/* At shutdown: cancels pending commitment work and waits a moment for it. */
+void dwb_commit_shutdown(void);
 /* Sends the response matching req's command (FIND/MOVE/GET/STORE) with a status and an ErrorComment
  * (truncated to 64 characters, the LO limit). DIMSE_BADCOMMANDTYPE for other commands. */
 OFCondition dwb_send_failure(dwb_assoc_ctx *ctx, T_DIMSE_Message *req, T_ASC_PresentationContextID pid,

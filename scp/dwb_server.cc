@@ -230,6 +230,7 @@ const char *command_name(T_DIMSE_Command c) {
     case DIMSE_C_GET_RQ: return "C-GET";
     case DIMSE_C_STORE_RQ: return "C-STORE";
     case DIMSE_C_CANCEL_RQ: return "C-CANCEL";
+    case DIMSE_N_ACTION_RQ: return "N-ACTION";
     default: return "DIMSE";
     }
 }
@@ -250,6 +251,7 @@ void serve_association(dwb_server *srv, dwb_assoc_ctx *ctx) {
     for (;;) {
         T_DIMSE_Message msg;
         T_ASC_PresentationContextID pid = 0;
+        dwb_commit_poll(ctx);
         cond = DIMSE_receiveCommand(assoc, DIMSE_NONBLOCKING, 1, &pid, &msg, nullptr);
         if (cond == DIMSE_NODATAAVAILABLE) {
             idle_s++;
@@ -290,6 +292,7 @@ void serve_association(dwb_server *srv, dwb_assoc_ctx *ctx) {
         case DIMSE_C_STORE_RQ: cond = dwb_handle_store(ctx, &msg, pid); break;
         case DIMSE_C_MOVE_RQ:
         case DIMSE_C_GET_RQ: cond = dwb_handle_move_get(ctx, &msg, pid); break;
+        case DIMSE_N_ACTION_RQ: cond = dwb_handle_naction(ctx, &msg, pid); break;
         case DIMSE_C_CANCEL_RQ:
             // A cancel outside an operation refers to nothing: ignore, as PS3.7 allows.
             DWB_DEBUG(&ctx->log, "C-CANCEL outside an operation ignored");
@@ -306,6 +309,7 @@ void serve_association(dwb_server *srv, dwb_assoc_ctx *ctx) {
         }
     }
     (void)aborted;
+    dwb_commit_assoc_closed(ctx);
     ASC_dropSCPAssociation(assoc);
     ASC_destroyAssociation(&assoc);
 }
@@ -634,6 +638,9 @@ extern "C" dwb_status dwb_server_run(dwb_server *srv, dwb_error *err) {
                 (int)(sizeof kQueryRetrieveClasses / sizeof kQueryRetrieveClasses[0]),
                 (const char **)kNonStorageSyntaxes, 3);
             accept_storage_contexts(assoc->params);
+            const char *commitment[] = {UID_StorageCommitmentPushModelSOPClass};
+            ASC_acceptContextsWithPreferredTransferSyntaxes(assoc->params, commitment, 1,
+                                                            (const char **)kNonStorageSyntaxes, 3);
         }
         if (count_accepted(assoc->params) == 0) {
             DWB_WARN(&ctx->log, "association rejected: none of the proposed presentation contexts is supported%s",
@@ -679,6 +686,7 @@ extern "C" void dwb_server_free(dwb_server *srv) {
     if (!srv) return;
     dwb_ops_stop(srv->ops);
     if (srv->net) ASC_dropNetwork(&srv->net);
+    dwb_commit_shutdown();
     // Uploaders first: they use the upstreams' HTTP clients. Spooled files stay for the next start.
     for (dwb_uploader *u : srv->uploaders) dwb_uploader_stop(u);
     for (dwb_spool *sp : srv->spools) dwb_spool_close(sp);

@@ -17,10 +17,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dwb_uidset.h"
+
 enum { IN_QUEUE = 0, IN_HEAP, TAKEN };
 
 /* A reason file keeps at most this much history; the first and the last attempts matter most. */
 #define MAX_HISTORY 8192
+/* The ledger of delivered instances is a cache for storage commitment (a QIDO-RS answers what it forgot):
+ * past this many entries it starts afresh, so that memory stays bounded. */
+#define MAX_LEDGER 200000
+#define LEDGER_NAME "delivered.ledger"
 
 struct dwb_spool {
     char dir[1024];
@@ -32,6 +38,9 @@ struct dwb_spool {
     dwb_spool_item **heap;       /* retrying, earliest due first */
     size_t n_heap, cap_heap;
     size_t n_failed;
+    dwb_uidset queued_uids;      /* SOP Instance UIDs still to deliver */
+    dwb_uidset ledger;           /* SOP Instance UIDs the store confirmed */
+    int ledger_fd;
 };
 
 long long dwb_spool_now_ms(void) {
@@ -232,7 +241,10 @@ static dwb_status scan(dwb_spool *s, dwb_error *err) {
         for (size_t i = 0; i < n && st == DWB_OK; i++) {
             dwb_spool_item *it = item_new(v[i].name, v[i].size);
             if (!it) st = dwb_error_set(err, DWB_E_NOMEM, "spool: out of memory indexing %s", s->dir);
-            else q_push_back(s, it);
+            else {
+                q_push_back(s, it);
+                dwb_uidset_add(&s->queued_uids, it->sop_uid);
+            }
         }
     }
     for (size_t i = 0; i < n; i++) free(v[i].name);
@@ -246,11 +258,39 @@ static dwb_status scan(dwb_spool *s, dwb_error *err) {
     return st;
 }
 
+static void load_ledger(dwb_spool *s) {
+    char path[1200];
+    snprintf(path, sizeof path, "%s/" LEDGER_NAME, s->dir);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        char line[128];
+        while (fgets(line, sizeof line, f)) {
+            line[strcspn(line, "\r\n")] = '\0';
+            if (line[0]) dwb_uidset_add(&s->ledger, line);
+        }
+        fclose(f);
+    }
+    s->ledger_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+}
+
+/* Caller holds mu. No fsync: a lost line only means that commitment asks the store instead. */
+static void ledger_add(dwb_spool *s, const char *uid) {
+    if (s->ledger.n >= MAX_LEDGER) {
+        dwb_uidset_clear(&s->ledger);
+        if (s->ledger_fd >= 0 && ftruncate(s->ledger_fd, 0) != 0) { /* the next open reloads what is there */ }
+    }
+    if (dwb_uidset_add(&s->ledger, uid) != 0 || s->ledger_fd < 0) return;
+    char line[80];
+    int n = snprintf(line, sizeof line, "%.64s\n", uid);
+    if (write(s->ledger_fd, line, (size_t)n) != n) { /* kept in memory; the store remains the authority */ }
+}
+
 dwb_status dwb_spool_open(const char *root, const char *ae, dwb_spool **out, dwb_error *err) {
     *out = NULL;
     dwb_spool *s = calloc(1, sizeof *s);
     if (!s) return dwb_error_set(err, DWB_E_NOMEM, "out of memory");
     pthread_mutex_init(&s->mu, NULL);
+    s->ledger_fd = -1;
     snprintf(s->dir, sizeof s->dir, "%s/%s", root, ae);
     snprintf(s->failed, sizeof s->failed, "%s/failed", s->dir);
     dwb_status st = DWB_OK;
@@ -260,6 +300,7 @@ dwb_status dwb_spool_open(const char *root, const char *ae, dwb_spool **out, dwb
         st = dwb_error_set(err, DWB_E_IO, "spool.dir: %s is not writable: %s", s->dir, strerror(errno));
     else
         st = scan(s, err);
+    if (st == DWB_OK) load_ledger(s);
     if (st != DWB_OK) {
         dwb_spool_close(s);
         return st;
@@ -274,6 +315,9 @@ void dwb_spool_close(dwb_spool *s) {
     while ((it = q_pop_front(s))) item_free(it);
     for (size_t i = 0; i < s->n_heap; i++) item_free(s->heap[i]);
     free(s->heap);
+    dwb_uidset_clear(&s->queued_uids);
+    dwb_uidset_clear(&s->ledger);
+    if (s->ledger_fd >= 0) close(s->ledger_fd);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }
@@ -320,6 +364,7 @@ dwb_status dwb_spool_commit(dwb_spool *s, const char *tmp, dwb_error *err) {
     if (!it) return dwb_error_set(err, DWB_E_NOMEM, "spool: out of memory indexing %s", final);
     pthread_mutex_lock(&s->mu);
     q_push_back(s, it);
+    dwb_uidset_add(&s->queued_uids, it->sop_uid);
     pthread_mutex_unlock(&s->mu);
     return DWB_OK;
 }
@@ -373,9 +418,11 @@ void dwb_spool_item_path(const dwb_spool *s, const dwb_spool_item *it, char *pat
     snprintf(path, cap, "%s/%s", s->dir, it->name);
 }
 
-static void untake(dwb_spool *s, dwb_spool_item *it) {
+static void untake(dwb_spool *s, dwb_spool_item *it, int delivered) {
     pthread_mutex_lock(&s->mu);
     if (it->where == TAKEN) s->n_taken--;
+    dwb_uidset_remove(&s->queued_uids, it->sop_uid);
+    if (delivered) ledger_add(s, it->sop_uid);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -387,7 +434,7 @@ dwb_status dwb_spool_delivered(dwb_spool *s, dwb_spool_item *it, dwb_error *err)
         st = dwb_error_set(err, DWB_E_IO, "spool: cannot delete %s: %s", path, strerror(errno));
     /* No fsync of the directory: if the deletion is lost in a crash, the instance is sent again and answered
      * as already held. */
-    untake(s, it);
+    untake(s, it, 1);
     item_free(it);
     return st;
 }
@@ -413,6 +460,7 @@ dwb_status dwb_spool_refused(dwb_spool *s, dwb_spool_item *it, const char *reaso
     pthread_mutex_lock(&s->mu);
     if (it->where == TAKEN) s->n_taken--;
     if (st == DWB_OK) s->n_failed++;
+    dwb_uidset_remove(&s->queued_uids, it->sop_uid);
     pthread_mutex_unlock(&s->mu);
     item_free(it);
     return st;
@@ -486,4 +534,18 @@ size_t dwb_spool_failed_count(dwb_spool *s) {
     size_t n = s->n_failed;
     pthread_mutex_unlock(&s->mu);
     return n;
+}
+
+int dwb_spool_holds(dwb_spool *s, const char *uid) {
+    pthread_mutex_lock(&s->mu);
+    int r = dwb_uidset_has(&s->queued_uids, uid);
+    pthread_mutex_unlock(&s->mu);
+    return r;
+}
+
+int dwb_spool_confirmed(dwb_spool *s, const char *uid) {
+    pthread_mutex_lock(&s->mu);
+    int r = dwb_uidset_has(&s->ledger, uid);
+    pthread_mutex_unlock(&s->mu);
+    return r;
 }

@@ -78,6 +78,12 @@ void dwb_spool_stats_get(dwb_spool *s, dwb_spool_stats *out);
 size_t dwb_spool_count(dwb_spool *s);
 size_t dwb_spool_failed_count(dwb_spool *s);
 
+/* Storage commitment's view: 1 if an instance with this SOP Instance UID is still to deliver, and 1 if the
+ * store confirmed one (a ledger kept beside the spool, <dir>/delivered.ledger; a cache of recent deliveries,
+ * not the authority: the store is). */
+int dwb_spool_holds(dwb_spool *s, const char *uid);
+int dwb_spool_confirmed(dwb_spool *s, const char *uid);
+
 /* Monotonic milliseconds, the clock of due times. */
 long long dwb_spool_now_ms(void);
 

@@ -1,0 +1,325 @@
+// DCMTK adapter for Storage Commitment Push Model (1.2.840.10008.1.20.1) on an upstream's AE title. An
+// N-ACTION with a Referenced SOP Sequence is answered at once; a background job then decides each instance
+// (spool/dwb_commit.c: ledger, queue, QIDO-RS) and the N-EVENT-REPORT goes on the same association while it is
+// open (sent by the association's own thread, between requests), otherwise on a new association to the
+// requester's AE title looked up in destinations[].
+#include "dcmtk/config/osconfig.h"
+#include "dcmtk/dcmdata/dcdeftag.h"
+#include "dcmtk/dcmdata/dcsequen.h"
+#include "dcmtk/dcmdata/dcitem.h"
+#include "dcmtk/dcmdata/dcuid.h"
+#include "dcmtk/dcmnet/dimse.h"
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "dwb_assoc.hh"
+
+extern "C" {
+#include "dwb_commit.h"
+}
+
+namespace {
+
+const unsigned short kNoSuchObjectInstance = 0x0112;
+const unsigned short kProcessingFailure = 0x0110;
+
+// One N-ACTION's life. The association thread and the job's thread meet here under mu.
+struct Job {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool ready = false;      // the result is known
+    bool sent = false;       // the report was delivered (or given up)
+    bool assoc_open = true;  // the requester's association is still there to carry it
+    std::string transaction_uid;
+    std::vector<dwb_commit_ref> refs;
+    const dwb_config *cfg = nullptr;
+    const dwb_upstream *up = nullptr;
+    dwb_spool *spool = nullptr;
+    const std::atomic<bool> *cancel_all = nullptr;
+    std::string calling, called, assoc_id, peer;
+};
+
+std::atomic<int> g_live_jobs{0};
+std::atomic<bool> g_shutdown{false};
+
+int job_cancelled(void *ud) {
+    Job *j = static_cast<Job *>(ud);
+    return g_shutdown.load() || (j->cancel_all && j->cancel_all->load());
+}
+
+DcmDataset *event_info(const Job &j, unsigned short &event_type) {
+    DcmDataset *ds = new DcmDataset;
+    ds->putAndInsertString(DCM_TransactionUID, j.transaction_uid.c_str());
+    bool failures = false;
+    for (const dwb_commit_ref &r : j.refs) {
+        bool ok = r.state == DWB_COMMIT_DONE;
+        failures |= !ok;
+        DcmItem *item = nullptr;
+        if (ds->findOrCreateSequenceItem(ok ? DCM_ReferencedSOPSequence : DCM_FailedSOPSequence, item, -2).bad()) continue;
+        item->putAndInsertString(DCM_ReferencedSOPClassUID, r.sop_class);
+        item->putAndInsertString(DCM_ReferencedSOPInstanceUID, r.sop_uid);
+        if (!ok)
+            item->putAndInsertUint16(DCM_FailureReason,
+                                     r.state == DWB_COMMIT_NO_SUCH ? kNoSuchObjectInstance : kProcessingFailure);
+    }
+    event_type = failures ? 2 : 1;
+    return ds;
+}
+
+// Sends the N-EVENT-REPORT on assoc and waits for its response.
+bool send_report(T_ASC_Association *assoc, T_ASC_PresentationContextID pid, const Job &j, std::string &why) {
+    unsigned short type = 1;
+    std::unique_ptr<DcmDataset> info(event_info(j, type));
+    T_DIMSE_Message req;
+    memset(&req, 0, sizeof req);
+    req.CommandField = DIMSE_N_EVENT_REPORT_RQ;
+    T_DIMSE_N_EventReportRQ &r = req.msg.NEventReportRQ;
+    r.MessageID = assoc->nextMsgID++;
+    OFStandard::strlcpy(r.AffectedSOPClassUID, UID_StorageCommitmentPushModelSOPClass, sizeof r.AffectedSOPClassUID);
+    OFStandard::strlcpy(r.AffectedSOPInstanceUID, UID_StorageCommitmentPushModelSOPInstance,
+                        sizeof r.AffectedSOPInstanceUID);
+    r.EventTypeID = type;
+    r.DataSetType = DIMSE_DATASET_PRESENT;
+    OFCondition c = DIMSE_sendMessageUsingMemoryData(assoc, pid, &req, nullptr, info.get(), nullptr, nullptr);
+    if (c.bad()) {
+        why = std::string("sending N-EVENT-REPORT: ") + c.text();
+        return false;
+    }
+    T_DIMSE_Message rsp;
+    T_ASC_PresentationContextID rpid = 0;
+    DcmDataset *sd = nullptr;
+    c = DIMSE_receiveCommand(assoc, DIMSE_NONBLOCKING, 30, &rpid, &rsp, &sd);
+    delete sd;
+    if (c.bad() || rsp.CommandField != DIMSE_N_EVENT_REPORT_RSP) {
+        why = std::string("no N-EVENT-REPORT response: ") + (c.bad() ? c.text() : "another command came");
+        return false;
+    }
+    if (rsp.msg.NEventReportRSP.DataSetType != DIMSE_DATASET_NULL) {
+        DcmDataset *extra = nullptr;
+        DIMSE_receiveDataSetInMemory(assoc, DIMSE_NONBLOCKING, 30, &rpid, &extra, nullptr, nullptr);
+        delete extra;
+    }
+    return true;
+}
+
+// A new association to the requester (destinations[] by its AE title), the bridge in the SCP role.
+bool report_on_new_association(const Job &j, std::string &why) {
+    const dwb_destination_conf *d = dwb_config_find_destination(j.cfg, j.calling.c_str());
+    if (!d || !d->host) {
+        why = "the requester " + j.calling + " is not in destinations[] (needed once its association is gone)";
+        return false;
+    }
+    T_ASC_Network *net = nullptr;
+    OFCondition c = ASC_initializeNetwork(NET_REQUESTOR, 0, j.cfg->listen.acse_timeout_s, &net);
+    if (c.bad()) {
+        why = std::string("network: ") + c.text();
+        return false;
+    }
+    T_ASC_Parameters *params = nullptr;
+    ASC_createAssociationParameters(&params, j.cfg->listen.max_pdu);
+    const char *called = d->called_ae_title[0] ? d->called_ae_title : d->ae_title;
+    ASC_setAPTitles(params, j.called.c_str(), called, nullptr);
+    std::string peer = std::string(d->host) + ":" + std::to_string(d->port);
+    ASC_setPresentationAddresses(params, "localhost", peer.c_str());
+    const char *ts[] = {UID_LittleEndianExplicitTransferSyntax, UID_LittleEndianImplicitTransferSyntax};
+    ASC_addPresentationContext(params, 1, UID_StorageCommitmentPushModelSOPClass, ts, 2, ASC_SC_ROLE_SCP);
+    T_ASC_Association *assoc = nullptr;
+    c = ASC_requestAssociation(net, params, &assoc);
+    bool ok = false;
+    if (c.bad()) {
+        why = std::string("cannot associate with ") + called + "@" + peer + ": " + c.text();
+        if (assoc) ASC_destroyAssociation(&assoc);
+        else ASC_destroyAssociationParameters(&params);
+    } else {
+        T_ASC_PresentationContextID pid = ASC_findAcceptedPresentationContextID(assoc, UID_StorageCommitmentPushModelSOPClass);
+        if (!pid) {
+            why = std::string(called) + " accepted no Storage Commitment context";
+            ASC_abortAssociation(assoc);
+        } else {
+            ok = send_report(assoc, pid, j, why);
+            if (ok) ASC_releaseAssociation(assoc);
+            else ASC_abortAssociation(assoc);
+        }
+        ASC_destroyAssociation(&assoc);
+    }
+    ASC_dropNetwork(&net);
+    return ok;
+}
+
+void log_result(const Job &j, const char *how) {
+    dwb_log_ctx lc = {j.assoc_id.c_str(), j.up->conf->ae_title, nullptr, j.peer.c_str()};
+    size_t done = 0;
+    for (const dwb_commit_ref &r : j.refs) done += r.state == DWB_COMMIT_DONE;
+    DWB_INFO(&lc, "storage commitment %s: %zu of %zu committed, report %s", j.transaction_uid.c_str(), done,
+             j.refs.size(), how);
+}
+
+void run_job(std::shared_ptr<Job> j) {
+    dwb_log_ctx lc = {j->assoc_id.c_str(), j->up->conf->ae_title, nullptr, j->peer.c_str()};
+    dwb_error err = {};
+    dwb_commit_resolve(j->up->http, j->up->conf->base_url, j->spool, j->refs.data(), j->refs.size(),
+                       j->up->conf->commitment_timeout_s, job_cancelled, j.get(), &err);
+    std::unique_lock<std::mutex> lk(j->mu);
+    j->ready = true;
+    j->cv.notify_all();
+    // The association's thread sends it while the association lasts; otherwise this thread does.
+    j->cv.wait(lk, [&] { return j->sent || !j->assoc_open; });
+    if (!j->sent && !job_cancelled(j.get())) {
+        lk.unlock();
+        std::string why;
+        if (report_on_new_association(*j, why)) log_result(*j, "sent on a new association");
+        else DWB_ERROR(&lc, "storage commitment %s: report not delivered: %s", j->transaction_uid.c_str(), why.c_str());
+        lk.lock();
+        j->sent = true;
+    }
+}
+
+} // namespace
+
+struct dwb_commit_jobs {
+    std::vector<std::shared_ptr<Job>> jobs;
+};
+
+OFCondition dwb_handle_naction(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid) {
+    const T_DIMSE_N_ActionRQ &rq = msg->msg.NActionRQ;
+    DcmDataset *raw = nullptr;
+    if (rq.DataSetType != DIMSE_DATASET_NULL) {
+        T_ASC_PresentationContextID dpid = pid;
+        OFCondition c = DIMSE_receiveDataSetInMemory(ctx->assoc, DIMSE_BLOCKING, 0, &dpid, &raw, nullptr, nullptr);
+        if (c.bad()) return c;
+    }
+    std::unique_ptr<DcmDataset> ds(raw);
+    unsigned short status = STATUS_Success;
+    std::string why;
+    auto job = std::make_shared<Job>();
+    if (strcmp(rq.RequestedSOPClassUID, UID_StorageCommitmentPushModelSOPClass) != 0) {
+        status = 0x0118; // No such SOP class
+        why = "N-ACTION is offered for Storage Commitment Push Model only";
+    } else if (rq.ActionTypeID != 1) {
+        status = 0x0123; // No such action type
+        why = "Storage Commitment knows action type 1 only";
+    } else if (!ctx->upstream) {
+        status = kProcessingFailure;
+        why = "storage commitment needs an upstream AE title";
+    } else {
+        OFString tuid;
+        if (!ds || ds->findAndGetOFString(DCM_TransactionUID, tuid).bad() || tuid.empty()) {
+            status = 0x0120; // Missing attribute
+            why = "Transaction UID missing";
+        }
+        job->transaction_uid = tuid.c_str();
+        DcmSequenceOfItems *seq = nullptr;
+        if (status == STATUS_Success && (ds->findAndGetSequence(DCM_ReferencedSOPSequence, seq).bad() || !seq)) {
+            status = 0x0120;
+            why = "Referenced SOP Sequence missing";
+        }
+        for (unsigned long i = 0; status == STATUS_Success && i < seq->card(); i++) {
+            DcmItem *it = seq->getItem(i);
+            OFString cls, uid;
+            it->findAndGetOFString(DCM_ReferencedSOPClassUID, cls);
+            it->findAndGetOFString(DCM_ReferencedSOPInstanceUID, uid);
+            if (uid.empty() || uid.length() > 64 || cls.length() > 64) {
+                status = 0x0121; // Missing attribute value / invalid
+                why = "a Referenced SOP Sequence item lacks a valid SOP Instance UID";
+                break;
+            }
+            dwb_commit_ref r = {};
+            OFStandard::strlcpy(r.sop_class, cls.c_str(), sizeof r.sop_class);
+            OFStandard::strlcpy(r.sop_uid, uid.c_str(), sizeof r.sop_uid);
+            job->refs.push_back(r);
+        }
+    }
+    T_DIMSE_Message rsp;
+    memset(&rsp, 0, sizeof rsp);
+    rsp.CommandField = DIMSE_N_ACTION_RSP;
+    T_DIMSE_N_ActionRSP &r = rsp.msg.NActionRSP;
+    r.MessageIDBeingRespondedTo = rq.MessageID;
+    OFStandard::strlcpy(r.AffectedSOPClassUID, rq.RequestedSOPClassUID, sizeof r.AffectedSOPClassUID);
+    OFStandard::strlcpy(r.AffectedSOPInstanceUID, rq.RequestedSOPInstanceUID, sizeof r.AffectedSOPInstanceUID);
+    r.ActionTypeID = rq.ActionTypeID;
+    r.DimseStatus = status;
+    r.DataSetType = DIMSE_DATASET_NULL;
+    r.opts = O_NACTION_AFFECTEDSOPCLASSUID | O_NACTION_AFFECTEDSOPINSTANCEUID | O_NACTION_ACTIONTYPEID;
+    dwb_count_response("N-ACTION", status);
+    if (status != STATUS_Success) DWB_WARN(&ctx->log, "storage commitment refused (0x%04x): %s", status, why.c_str());
+    OFCondition c = DIMSE_sendMessageUsingMemoryData(ctx->assoc, pid, &rsp, nullptr, nullptr, nullptr, nullptr);
+    if (c.bad() || status != STATUS_Success) return c;
+
+    job->cfg = ctx->cfg;
+    job->up = ctx->upstream;
+    job->spool = ctx->spool;
+    job->cancel_all = ctx->cancel_all;
+    job->calling = ctx->calling;
+    job->called = ctx->called;
+    job->assoc_id = ctx->id;
+    job->peer = ctx->peer;
+    DWB_INFO(&ctx->log, "storage commitment %s requested for %zu instance(s)", job->transaction_uid.c_str(),
+             job->refs.size());
+    if (!ctx->commit) ctx->commit = new dwb_commit_jobs;
+    ctx->commit->jobs.push_back(job);
+    g_live_jobs++;
+    try {
+        std::thread([job]() {
+            run_job(job);
+            g_live_jobs--;
+        }).detach();
+    } catch (const std::exception &e) {
+        g_live_jobs--;
+        job->sent = true;
+        DWB_ERROR(&ctx->log, "storage commitment: cannot start a thread: %s", e.what());
+    }
+    return EC_Normal;
+}
+
+void dwb_commit_poll(dwb_assoc_ctx *ctx) {
+    if (!ctx->commit) return;
+    auto &jobs = ctx->commit->jobs;
+    for (size_t i = 0; i < jobs.size();) {
+        std::shared_ptr<Job> j = jobs[i];
+        bool ready;
+        {
+            std::lock_guard<std::mutex> lk(j->mu);
+            ready = j->ready && !j->sent;
+        }
+        if (!ready) {
+            i++;
+            continue;
+        }
+        T_ASC_PresentationContextID pid =
+            ASC_findAcceptedPresentationContextID(ctx->assoc, UID_StorageCommitmentPushModelSOPClass);
+        std::string why;
+        bool ok = pid && send_report(ctx->assoc, pid, *j, why);
+        if (ok) log_result(*j, "sent on the requesting association");
+        else DWB_WARN(&ctx->log, "storage commitment %s: %s; trying a new association", j->transaction_uid.c_str(),
+                      why.c_str());
+        std::lock_guard<std::mutex> lk(j->mu);
+        j->sent = ok;
+        if (!ok) j->assoc_open = false;
+        j->cv.notify_all();
+        jobs.erase(jobs.begin() + (long)i);
+    }
+}
+
+void dwb_commit_assoc_closed(dwb_assoc_ctx *ctx) {
+    if (!ctx->commit) return;
+    for (auto &j : ctx->commit->jobs) {
+        std::lock_guard<std::mutex> lk(j->mu);
+        j->assoc_open = false;
+        j->cv.notify_all();
+    }
+    delete ctx->commit;
+    ctx->commit = nullptr;
+}
+
+void dwb_commit_shutdown(void) {
+    g_shutdown.store(true);
+    for (int i = 0; i < 100 && g_live_jobs.load() > 0; i++) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+}
