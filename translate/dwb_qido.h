@@ -36,6 +36,29 @@ dwb_status dwb_qido_plan_url(const dwb_qido_plan *p, const char *base_url, long 
  * The pointers stay valid while the plan lives. */
 void dwb_qido_plan_match_opts(const dwb_qido_plan *p, dwb_match_opts *o);
 
+/* ---- filters a store refuses ----
+ * Stores refuse some QIDO-RS filters (Google's answers 400 to StudyID at study level, to SOPClassUID and
+ * AvailableTransferSyntaxUID). The local matcher re-applies every key anyway, so such a filter can be left out of
+ * the request and judged locally: the query gets wider, the answer stays the same. */
+
+typedef struct dwb_qido_filter {
+    uint32_t tag;
+    int unique;  /* a unique key of the hierarchy (UIDs, Patient Root PatientID): never dropped */
+    int dropped; /* left out of the request, matched locally only */
+} dwb_qido_filter;
+
+/* The plan's filters (sent or dropped), at most cap of them into out; returns how many the plan has. */
+size_t dwb_qido_plan_filters(const dwb_qido_plan *p, dwb_qido_filter *out, size_t cap);
+/* Leaves tag out of the request from now on (it stays an includefield and the local matcher still judges it).
+ * *dropped = 1 if a filter was sent and is dropped now; 0 if the plan does not send it or it is a unique key. */
+dwb_status dwb_qido_plan_drop_filter(dwb_qido_plan *p, uint32_t tag, int *dropped, dwb_error *err);
+/* The QIDO resource the plan queries: "studies", "series" or "instances". Static storage. */
+const char *dwb_qido_plan_resource(const dwb_qido_plan *p);
+
+/* 1 if a store's error text names tag: as 8 hex digits (any case) or "gggg,eeee", or by its keyword as a whole
+ * word ("StudyID", case-sensitive), so that the bridge drops only the filter the store complains about. */
+int dwb_qido_error_names_tag(const char *text, uint32_t tag);
+
 /* Level an attribute belongs to in a model (attributes the table does not know belong to the query level). */
 int dwb_qido_attr_level(uint32_t tag, dwb_qr_model model, dwb_qr_level query_level);
 
