@@ -4,6 +4,7 @@
 #define DWB_CONFIG_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "dwb_log.h"
 #include "dwb_status.h"
@@ -64,6 +65,8 @@ typedef struct dwb_upstream_conf {
     int stow_batch_bytes;                /* bytes per STOW-RS request (a single larger instance still goes); 32 MiB */
     int stow_batch_delay_ms;             /* wait this long for a batch to fill; default 200 */
     int store_sync;                      /* "store_mode": "sync" = answer C-STORE after the store confirmed */
+    uint32_t *local_match_keys;          /* never sent to this store as QIDO filters, matched locally only */
+    size_t n_local_match_keys;
 } dwb_upstream_conf;
 
 typedef struct dwb_destination_conf {
