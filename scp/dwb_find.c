@@ -661,9 +661,10 @@ static int is_local_match_key(const dwb_upstream_conf *c, uint32_t tag) {
 /* Filters the store's configuration (local_match_keys) or an earlier refusal keep away from it: dropped before
  * the first request, so that the query does not pay the 400 again. */
 static dwb_status drop_known_refusals(find_run *r) {
-    dwb_qido_filter f[64];
-    size_t n = dwb_qido_plan_filters(r->plan, f, 64);
-    if (n > 64) n = 64;
+    size_t n = dwb_qido_plan_filters(r->plan, NULL, 0);
+    dwb_qido_filter *f = malloc((n ? n : 1) * sizeof *f);
+    if (!f) return dwb_error_set(&r->err, DWB_E_NOMEM, "out of memory");
+    dwb_qido_plan_filters(r->plan, f, n);
     const char *res = dwb_qido_plan_resource(r->plan);
     for (size_t i = 0; i < n; i++) {
         if (f[i].unique || f[i].dropped) continue;
@@ -671,67 +672,65 @@ static dwb_status drop_known_refusals(find_run *r) {
         if (!configured && !dwb_upstream_filter_refused(r->up, res, f[i].tag)) continue;
         int dropped = 0;
         dwb_status st = dwb_qido_plan_drop_filter(r->plan, f[i].tag, &dropped, &r->err);
-        if (st != DWB_OK) return st;
+        if (st != DWB_OK) {
+            free(f);
+            return st;
+        }
         char name[64];
         filter_name(f[i].tag, name, sizeof name);
         DWB_DEBUG(r->log, "%s is matched locally only (%s)", name,
                   configured ? "upstreams[].local_match_keys" : "the store refused it before");
     }
+    free(f);
     return DWB_OK;
 }
 
-/* The store answered 400 or 422 to the first page. The one place that decides whether asking again can help:
- * 1 = the plan dropped at least one filter the bridge matches itself, ask again (nothing else widens);
- * 0 = the refusal stands, r holds the failure (ErrorComment quoting the store). Dropped filters are remembered
- * for the upstream when the refusal is attributable to them: the store named them, or only one was sent. */
+/* The store answered 400 or 422 to the first page. 1 = the plan dropped the filters the refusal is about (as
+ * judged by dwb_qido_plan_judge_refusal), ask again; 0 = the refusal stands and r holds the failure, whose
+ * ErrorComment quotes the store. A refusal attributable to a filter (the store named it, or it was the only one
+ * sent that the bridge may drop) is remembered for the upstream and logged once. */
 static int widen_after_refusal(find_run *r) {
-    dwb_qido_filter f[64];
-    size_t n = dwb_qido_plan_filters(r->plan, f, 64);
-    if (n > 64) n = 64;
     const char *body = r->refusal.body;
-    size_t sent = 0, named = 0, named_droppable = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (f[i].dropped) continue;
-        sent++;
-        if (dwb_qido_error_names_tag(body, f[i].tag)) {
-            named++;
-            if (!f[i].unique) named_droppable++;
-        }
+    size_t cap = dwb_qido_plan_filters(r->plan, NULL, 0);
+    uint32_t *drop = malloc((cap ? cap : 1) * sizeof *drop);
+    if (!drop) {
+        r->fail_status = 0xA700;
+        dwb_error_set(&r->err, DWB_E_NOMEM, "out of memory");
+        return 0;
     }
-    /* Named filters are the ones to drop; a store naming only unique keys refuses something the bridge cannot do
-     * without; a store naming none leaves every droppable filter suspect. */
-    size_t droppable = 0;
-    for (size_t i = 0; i < n; i++)
-        if (!f[i].dropped && !f[i].unique && (named == 0 || dwb_qido_error_names_tag(body, f[i].tag))) droppable++;
-    char said[160];
-    dwb_http_error_text(body, said, sizeof said);
-    if (sent == 0 || droppable == 0 || (named > 0 && named_droppable == 0)) {
+    size_t n = 0;
+    dwb_qido_refusal verdict = dwb_qido_plan_judge_refusal(r->plan, body, drop, cap, &n);
+    if (verdict == DWB_QIDO_REFUSAL_STANDS) {
+        free(drop);
         set_failure_from_http(r, DWB_E_HTTP, &r->refusal.err, body);
         return 0;
     }
-    int attributable = named > 0 || droppable == 1;
+    int attributable = verdict == DWB_QIDO_DROP_NAMED || n == 1;
+    char said[160];
+    dwb_http_error_text(body, said, sizeof said);
     const char *res = dwb_qido_plan_resource(r->plan);
     char list[256] = "";
     for (size_t i = 0; i < n; i++) {
-        if (f[i].dropped || f[i].unique || (named > 0 && !dwb_qido_error_names_tag(body, f[i].tag))) continue;
         int dropped = 0;
-        if (dwb_qido_plan_drop_filter(r->plan, f[i].tag, &dropped, &r->err) != DWB_OK) {
+        if (dwb_qido_plan_drop_filter(r->plan, drop[i], &dropped, &r->err) != DWB_OK) {
+            free(drop);
             r->fail_status = 0xA700;
             return 0;
         }
         char name[64];
-        filter_name(f[i].tag, name, sizeof name);
-        if (attributable && dwb_upstream_note_refused_filter(r->up, res, f[i].tag))
+        filter_name(drop[i], name, sizeof name);
+        if (attributable && dwb_upstream_note_refused_filter(r->up, res, drop[i]))
             DWB_WARN(r->log, "store refuses %s as a QIDO-RS filter on /%s (HTTP %ld: %s); the bridge matches it "
                      "locally from now on", name, res, r->refusal.code, said);
         size_t len = strlen(list);
         snprintf(list + len, sizeof list - len, "%s%s", len ? ", " : "", name);
     }
+    free(drop);
     if (attributable)
         DWB_DEBUG(r->log, "asking again without %s", list);
     else
-        DWB_INFO(r->log, "store refused a QIDO-RS query with filters (HTTP %ld: %s); asking again without %s and "
-                 "matching them locally", r->refusal.code, said, list);
+        DWB_INFO(r->log, "store refused a QIDO-RS query (HTTP %ld: %s) without naming a filter; asking again "
+                 "without %s and matching them locally", r->refusal.code, said, list);
     return 1;
 }
 

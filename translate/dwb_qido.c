@@ -511,3 +511,22 @@ int dwb_qido_error_names_tag(const char *text, uint32_t tag) {
     const char *kw = dwb_tag_keyword(tag);
     return kw && has_token(text, kw, 0);
 }
+
+dwb_qido_refusal dwb_qido_plan_judge_refusal(const dwb_qido_plan *p, const char *error_text, uint32_t *drop,
+                                             size_t cap, size_t *n_drop) {
+    *n_drop = 0;
+    int named_any = 0;
+    for (size_t i = 0; i < p->n_params; i++) {
+        const qido_param *q = &p->params[i];
+        if (q->filter && !q->dropped && dwb_qido_error_names_tag(error_text, q->filter)) named_any = 1;
+    }
+    /* Named filters are the refused ones; a store naming none leaves every droppable filter suspect. */
+    for (size_t i = 0; i < p->n_params; i++) {
+        const qido_param *q = &p->params[i];
+        if (!q->filter || q->dropped || q->unique) continue;
+        if (named_any && !dwb_qido_error_names_tag(error_text, q->filter)) continue;
+        if (*n_drop < cap) drop[(*n_drop)++] = q->filter;
+    }
+    if (*n_drop == 0) return DWB_QIDO_REFUSAL_STANDS;
+    return named_any ? DWB_QIDO_DROP_NAMED : DWB_QIDO_DROP_UNNAMED;
+}

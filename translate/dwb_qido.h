@@ -59,6 +59,20 @@ const char *dwb_qido_plan_resource(const dwb_qido_plan *p);
  * word ("StudyID", case-sensitive), so that the bridge drops only the filter the store complains about. */
 int dwb_qido_error_names_tag(const char *text, uint32_t tag);
 
+/* What a refusal (HTTP 400/422 to a query) leaves the bridge to do. */
+typedef enum dwb_qido_refusal {
+    DWB_QIDO_REFUSAL_STANDS, /* nothing to drop: no filter is sent, or the store named only unique keys */
+    DWB_QIDO_DROP_NAMED,     /* drop the filters the store's answer names: they are the refused ones */
+    DWB_QIDO_DROP_UNNAMED    /* the answer names none: drop every droppable filter sent (refused for sure only
+                              * when there is one) */
+} dwb_qido_refusal;
+
+/* Judges a refusal of the plan's current query, given the store's answer (may be NULL). The filters to drop go
+ * to drop[] (cap: dwb_qido_plan_filters(p, NULL, 0) is always enough), their number to *n_drop. Pure: the
+ * caller drops them (dwb_qido_plan_drop_filter) and asks again. */
+dwb_qido_refusal dwb_qido_plan_judge_refusal(const dwb_qido_plan *p, const char *error_text, uint32_t *drop,
+                                             size_t cap, size_t *n_drop);
+
 /* Level an attribute belongs to in a model (attributes the table does not know belong to the query level). */
 int dwb_qido_attr_level(uint32_t tag, dwb_qr_model model, dwb_qr_level query_level);
 

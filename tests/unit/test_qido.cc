@@ -2,6 +2,7 @@
 // encoding, and hierarchy errors naming the key.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -274,6 +275,72 @@ TEST(Qido, ErrorNamesTheRefusedFilter) {
     for (auto &r : rows)
         EXPECT_EQ(dwb_qido_error_names_tag(r.text, r.tag), r.names) << (r.text ? r.text : "(null)") << " / " << std::hex
                                                                     << r.tag;
+}
+
+// The refusal verdict: which filters to leave out after a 400, from the store's answer.
+TEST(Qido, JudgeRefusal) {
+    const char *google_studyid = R"([{"error": {"code": 400, "message": "unsupported QIDO attribute: StudyID"}}])";
+    struct Row {
+        const char *what;
+        dwb_qr_model model;
+        std::vector<Key> keys;
+        const char *answer;
+        dwb_qido_refusal verdict;
+        std::vector<uint32_t> drop;
+    } rows[] = {
+        {"named filter only", DWB_QR_STUDY_ROOT,
+         {{LVL, "CS", {"STUDY"}}, {STUDY, "UI", {}}, {STUDYID, "SH", {"1"}}, {NAME, "PN", {"DOE*"}}}, google_studyid,
+         DWB_QIDO_DROP_NAMED, {STUDYID}},
+        {"named by tag", DWB_QR_STUDY_ROOT, {{LVL, "CS", {"STUDY"}}, {STUDYID, "SH", {"1"}}, {DATE, "DA", {"2020-"}}},
+         "bad filter 00080020", DWB_QIDO_DROP_NAMED, {DATE}},
+        {"unnamed: every droppable filter", DWB_QR_STUDY_ROOT,
+         {{LVL, "CS", {"STUDY"}}, {STUDY, "UI", {"1.2", "1.3"}}, {STUDYID, "SH", {"1"}}, {NAME, "PN", {"DOE*"}}},
+         "Bad Request", DWB_QIDO_DROP_UNNAMED, {NAME, STUDYID}},
+        {"unnamed, one filter", DWB_QR_STUDY_ROOT,
+         {{LVL, "CS", {"IMAGE"}}, {STUDY, "UI", {"1.2"}}, {SERIES, "UI", {"1.2.3"}}, {CLS, "UI", {"1.2.840.10008.5.1.4.1.1.2"}}},
+         nullptr, DWB_QIDO_DROP_UNNAMED, {CLS}},
+        {"named unique key: stands", DWB_QR_STUDY_ROOT,
+         {{LVL, "CS", {"STUDY"}}, {STUDY, "UI", {"1.2", "1.3"}}}, "StudyInstanceUID lists are not supported",
+         DWB_QIDO_REFUSAL_STANDS, {}},
+        {"named unique key beside a droppable one: stands", DWB_QR_STUDY_ROOT,
+         {{LVL, "CS", {"STUDY"}}, {STUDY, "UI", {"1.2", "1.3"}}, {STUDYID, "SH", {"1"}}}, "0020000D: too many values",
+         DWB_QIDO_REFUSAL_STANDS, {}},
+        {"no filter at all: stands", DWB_QR_STUDY_ROOT, {{LVL, "CS", {"STUDY"}}, {STUDY, "UI", {}}}, "quota",
+         DWB_QIDO_REFUSAL_STANDS, {}},
+        {"patient root patient id only: stands", DWB_QR_PATIENT_ROOT,
+         {{LVL, "CS", {"STUDY"}}, {PID, "LO", {"P1"}}, {STUDY, "UI", {}}}, "invalid", DWB_QIDO_REFUSAL_STANDS, {}},
+        {"echoed URI names everything: the droppable ones go", DWB_QR_PATIENT_ROOT,
+         {{LVL, "CS", {"STUDY"}}, {PID, "LO", {"P1"}}, {STUDYID, "SH", {"1"}}},
+         R"({"Uri": "/dicom-web/studies?00100020=P1&00200010=1"})", DWB_QIDO_DROP_NAMED, {STUDYID}},
+    };
+    for (const Row &r : rows) {
+        dwb_attrs *id = make(r.keys);
+        dwb_qido_plan *p = nullptr;
+        ASSERT_EQ(dwb_qido_plan_new(id, r.model, &p, nullptr), DWB_OK) << r.what;
+        std::vector<uint32_t> drop(dwb_qido_plan_filters(p, nullptr, 0) + 1);
+        size_t n = 99;
+        EXPECT_EQ(dwb_qido_plan_judge_refusal(p, r.answer, drop.data(), drop.size(), &n), r.verdict) << r.what;
+        drop.resize(n);
+        std::sort(drop.begin(), drop.end());
+        std::vector<uint32_t> exp = r.drop;
+        std::sort(exp.begin(), exp.end());
+        EXPECT_EQ(drop, exp) << r.what;
+        dwb_qido_plan_free(p);
+        dwb_attrs_free(id);
+    }
+    // Once dropped, a filter is not judged again: a second refusal with the same answer leaves nothing to drop.
+    dwb_attrs *id = make({{LVL, "CS", {"STUDY"}}, {STUDYID, "SH", {"1"}}});
+    dwb_qido_plan *p = nullptr;
+    ASSERT_EQ(dwb_qido_plan_new(id, DWB_QR_STUDY_ROOT, &p, nullptr), DWB_OK);
+    uint32_t drop[4];
+    size_t n = 0;
+    ASSERT_EQ(dwb_qido_plan_judge_refusal(p, google_studyid, drop, 4, &n), DWB_QIDO_DROP_NAMED);
+    int dropped = 0;
+    ASSERT_EQ(dwb_qido_plan_drop_filter(p, drop[0], &dropped, nullptr), DWB_OK);
+    EXPECT_EQ(dwb_qido_plan_judge_refusal(p, google_studyid, drop, 4, &n), DWB_QIDO_REFUSAL_STANDS);
+    EXPECT_EQ(n, 0u);
+    dwb_qido_plan_free(p);
+    dwb_attrs_free(id);
 }
 
 } // namespace
