@@ -1,7 +1,8 @@
 /* C-FIND as QIDO-RS. The identifier is planned into one QIDO resource and parameters (dwb_qido), each page is
  * fetched and parsed, every candidate is re-matched locally with PS3.4 semantics (dwb_match) because stores
  * differ in what they match and how, derived attributes are computed by follow-up queries when the store did
- * not return them, and the projected response goes to the caller as soon as it is ready. */
+ * not return them, and the projected response goes to the caller as soon as it is ready. Filters a store refuses
+ * (400/422 to the first page) are left to the local matcher and remembered for the upstream. */
 #include "dwb_find.h"
 
 #include <stdio.h>
