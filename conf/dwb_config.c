@@ -3,6 +3,7 @@
  * not silently fall back to a default. */
 #include "dwb_config.h"
 #include "dwb_google_key.h"
+#include "dwb_keywords.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -291,13 +292,40 @@ static dwb_status load_tls(loader *L, const char *path, json_t *obj, const char 
     return DWB_OK;
 }
 
+/* upstreams[].local_match_keys: keywords or 8-hex tags. The UIDs of the hierarchy are refused: they are the
+ * QIDO path or the key that bounds the answer, and a query without them would fetch the whole store. */
+static dwb_status get_local_match_keys(loader *L, const char *path, json_t *obj, dwb_upstream_conf *u) {
+    json_t *arr = json_object_get(obj, "local_match_keys");
+    if (!arr) return DWB_OK;
+    char p[200];
+    join(p, sizeof p, path, "local_match_keys");
+    if (!json_is_array(arr)) return bad(L, p, "expected an array of keywords or 8-hex tags");
+    if (json_array_size(arr) == 0) return DWB_OK;
+    u->local_match_keys = calloc(json_array_size(arr), sizeof *u->local_match_keys);
+    if (!u->local_match_keys) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
+    for (size_t i = 0; i < json_array_size(arr); i++) {
+        json_t *v = json_array_get(arr, i);
+        char pi[240];
+        snprintf(pi, sizeof pi, "%.200s[%zu]", p, i);
+        if (!json_is_string(v)) return bad(L, pi, "expected a keyword (e.g. \"StudyID\") or an 8-hex tag");
+        uint32_t tag = 0;
+        dwb_error e = {0};
+        if (dwb_tag_parse(json_string_value(v), &tag, &e) != DWB_OK) return bad(L, pi, "%s", e.message);
+        if (tag == 0x0020000Du || tag == 0x0020000Eu || tag == 0x00080018u)
+            return bad(L, pi, "%s is a unique key of the query hierarchy; it is always sent to the store",
+                       json_string_value(v));
+        u->local_match_keys[u->n_local_match_keys++] = tag;
+    }
+    return DWB_OK;
+}
+
 static dwb_status load_upstream(loader *L, const char *path, json_t *obj, dwb_upstream_conf *u) {
     static const char *const keys[] = {"ae_title", "base_url", "auth", "qido_page_size", "timeout_s",
                                        "connect_timeout_s", "low_speed_time_s", "max_retries", "retry_budget_s",
                                        "tls_verify", "ca_bundle", "metadata_format", "max_concurrent_requests",
                                        "stow_batch_instances", "stow_batch_bytes", "stow_batch_delay_ms", "store_mode",
                                        "google", "stow_parallel", "max_attempts", "retry_max_wait_s", "commitment_timeout_s",
-                                       NULL};
+                                       "local_match_keys", NULL};
     if (!json_is_object(obj)) return bad(L, path, "expected an object");
     dwb_status st = check_keys(L, path, obj, keys);
     if (st != DWB_OK) return st;
@@ -398,6 +426,7 @@ static dwb_status load_upstream(loader *L, const char *path, json_t *obj, dwb_up
         else if (!strcmp(mode, "sync")) u->store_sync = 1;
         else return bad(L, p, "expected \"async\" or \"sync\", got \"%s\"", mode);
     }
+    if ((st = get_local_match_keys(L, path, obj, u)) != DWB_OK) return st;
     const char *fmt = NULL;
     if ((st = get_str(L, path, obj, "metadata_format", 0, &fmt)) != DWB_OK) return st;
     if (fmt) {
@@ -741,6 +770,7 @@ void dwb_config_free(dwb_config *c) {
         dwb_upstream_conf *u = &c->upstreams[i];
         free(u->base_url);
         free(u->ca_bundle);
+        free(u->local_match_keys);
         auth_free(&u->auth);
     }
     free(c->upstreams);

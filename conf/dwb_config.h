@@ -4,6 +4,7 @@
 #define DWB_CONFIG_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "dwb_log.h"
 #include "dwb_status.h"
@@ -68,6 +69,8 @@ typedef struct dwb_upstream_conf {
     int max_attempts;                    /* refusals of one instance before it goes to failed/; default 10 */
     int retry_max_wait_s;                /* longest wait between STOW-RS retries (also caps Retry-After); 300 */
     int commitment_timeout_s;            /* storage commitment waits this long for queued instances; 600 */
+    uint32_t *local_match_keys;          /* never sent to this store as QIDO filters, matched locally only */
+    size_t n_local_match_keys;
 } dwb_upstream_conf;
 
 typedef struct dwb_destination_conf {

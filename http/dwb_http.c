@@ -6,6 +6,7 @@
 #include "dwb_http.h"
 
 #include <curl/curl.h>
+#include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -682,4 +683,49 @@ dwb_status dwb_http_get_buffer(dwb_http_client *c, const char *url, const char *
     *body = b.data;
     *len = b.len;
     return DWB_OK;
+}
+
+static const char *json_message(json_t *j) {
+    if (json_is_array(j) && json_array_size(j) > 0) j = json_array_get(j, 0);
+    if (!json_is_object(j)) return NULL;
+    json_t *e = json_object_get(j, "error");
+    if (json_is_object(e) && json_is_string(json_object_get(e, "message")))
+        return json_string_value(json_object_get(e, "message"));
+    if (json_is_string(e) && json_string_length(e) > 0) return json_string_value(e);
+    static const char *const keys[] = {"Details", "message", "Message"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        json_t *m = json_object_get(j, keys[i]);
+        if (json_is_string(m) && json_string_length(m) > 0) return json_string_value(m);
+    }
+    return NULL;
+}
+
+void dwb_http_error_text(const char *body, char *out, size_t cap) {
+    if (cap == 0) return;
+    out[0] = '\0';
+    if (!body) return;
+    json_t *j = NULL;
+    const char *text = body;
+    while (*text == ' ' || *text == '\t' || *text == '\r' || *text == '\n') text++;
+    if (*text == '{' || *text == '[') {
+        j = json_loads(text, JSON_DECODE_ANY, NULL);
+        const char *m = j ? json_message(j) : NULL;
+        if (m) text = m;
+    }
+    size_t o = 0;
+    int space = 0;
+    for (const unsigned char *p = (const unsigned char *)text; *p && o + 1 < cap; p++) {
+        if (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') {
+            space = o > 0;
+            continue;
+        }
+        if (space) {
+            if (o + 2 >= cap) break; /* no room for the space and the next character */
+            out[o++] = ' ';
+            space = 0;
+        }
+        out[o++] = (*p < 0x20 || *p >= 0x7f) ? '?' : (char)*p;
+    }
+    out[o] = '\0';
+    json_decref(j);
 }

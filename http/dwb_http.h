@@ -113,6 +113,11 @@ void dwb_http_response_cleanup(dwb_http_response *resp);
 dwb_status dwb_http_get_buffer(dwb_http_client *c, const char *url, const char *accept, size_t max_bytes,
                                char **body, size_t *len, dwb_http_response *resp, dwb_error *err);
 
+/* The store's own words in an error body, for an ErrorComment or a log line: `error.message` of a JSON error
+ * (Google's, also inside an array), Orthanc's `Details` or `Message`, a top-level `message`, otherwise the body
+ * itself; whitespace runs folded to one space, other control and non-ASCII bytes as '?'. Empty for NULL. */
+void dwb_http_error_text(const char *body, char *out, size_t cap);
+
 /* For tests and tuning: how long the next wait is, given the attempt number (1-based) and Retry-After
  * (ms, -1 if absent); jitter_unit is a value in [0,1). Pure function. */
 long dwb_http_backoff_ms(const dwb_http_client_opts *opts, int attempt, long retry_after_ms, double jitter_unit);

@@ -1,9 +1,10 @@
-/* One configured DICOMweb store at run time: its config, its auth provider and its shared HTTP client.
- * Created once at start-up by the server; read-only afterwards and shared by every association thread. */
+/* One configured DICOMweb store at run time: its config, its auth provider, its shared HTTP client and what the
+ * bridge learned about it while running. Created once at start-up; shared by every association thread. */
 #ifndef DWB_UPSTREAM_H
 #define DWB_UPSTREAM_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "dwb_config.h"
 #include "dwb_http.h"
@@ -13,14 +14,26 @@
 extern "C" {
 #endif
 
+typedef struct dwb_refused_filters dwb_refused_filters;
+
 typedef struct dwb_upstream {
     const dwb_upstream_conf *conf; /* borrowed from the dwb_config */
     dwb_auth *auth;                /* owned */
     dwb_http_client *http;         /* owned, thread-safe */
+    dwb_refused_filters *refused;  /* owned, thread-safe: QIDO filters the store refused */
 } dwb_upstream;
 
 dwb_status dwb_upstream_new(const dwb_upstream_conf *conf, dwb_upstream **out, dwb_error *err);
 void dwb_upstream_free(dwb_upstream *up);
+
+/* QIDO-RS filters this store answered 400/422 to, per resource ("studies", "series", "instances"), remembered
+ * for the life of the process so that later queries leave them to the local matcher without paying the 400
+ * again. Thread-safe; the upstream may be const because the memory is not part of its configuration. */
+#define DWB_UPSTREAM_MAX_REFUSED 64
+int dwb_upstream_filter_refused(const dwb_upstream *up, const char *resource, uint32_t tag);
+/* Records a refusal: 1 if it was new (the caller logs it: once per filter), 0 if known or the table is full
+ * (a filter beyond DWB_UPSTREAM_MAX_REFUSED pays its 400 on each query). */
+int dwb_upstream_note_refused_filter(const dwb_upstream *up, const char *resource, uint32_t tag);
 
 /* base_url + path (path starts with '/'), into buf. DWB_E_LIMIT if it does not fit. */
 dwb_status dwb_upstream_url(const dwb_upstream *up, const char *path, char *buf, size_t buflen, dwb_error *err);

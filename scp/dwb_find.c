@@ -1,7 +1,8 @@
 /* C-FIND as QIDO-RS. The identifier is planned into one QIDO resource and parameters (dwb_qido), each page is
  * fetched and parsed, every candidate is re-matched locally with PS3.4 semantics (dwb_match) because stores
  * differ in what they match and how, derived attributes are computed by follow-up queries when the store did
- * not return them, and the projected response goes to the caller as soon as it is ready. */
+ * not return them, and the projected response goes to the caller as soon as it is ready. Filters a store refuses
+ * (400/422 to the first page) are left to the local matcher and remembered for the upstream. */
 #include "dwb_find.h"
 
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include "dwb_dicomjson.h"
 #include "dwb_dicomxml.h"
 #include "dwb_http.h"
+#include "dwb_keywords.h"
 #include "dwb_limits.h"
 #include "dwb_match.h"
 #include "dwb_multipart.h"
@@ -100,6 +102,11 @@ typedef struct find_run {
     char first_uid[96];       /* first unique key of the current page, to detect a store ignoring offset */
     char prev_first[96];      /* same for the previous page */
     long offset;              /* offset of the current page */
+    struct {
+        long code;            /* 400 or 422 to the first page: not yet a failure, widen_after_refusal judges it */
+        char *body;           /* the store's answer (first 4 KiB), malloc'd */
+        dwb_error err;
+    } refusal;
     patient_entry *patients;
     size_t n_patients, cap_patients;
 } find_run;
@@ -155,8 +162,9 @@ typedef struct fetch_ctx {
 static int fetch_cancel(void *ud) { return is_cancelled_cb(((fetch_ctx *)ud)->r); }
 static int fetch_body(void *ud, const void *d, size_t n) { return membuf_on_body(&((fetch_ctx *)ud)->body, d, n); }
 
-/* Maps an HTTP client failure to the DIMSE status PS3.4 offers for C-FIND and a comment quoting the store. */
-static void set_failure_from_http(find_run *r, dwb_status st, const dwb_error *e) {
+/* Maps an HTTP client failure to the DIMSE status PS3.4 offers for C-FIND and a comment quoting the store
+ * (error_body: the store's answer, may be NULL). */
+static void set_failure_from_http(find_run *r, dwb_status st, const dwb_error *e, const char *error_body) {
     if (r->fail_status) return;
     if (st == DWB_E_CANCELLED) {
         r->fail_status = 0xFE00;
@@ -164,7 +172,11 @@ static void set_failure_from_http(find_run *r, dwb_status st, const dwb_error *e
     }
     r->err = *e;
     const char *why = strstr(e->message, ": HTTP ");
-    if (st == DWB_E_HTTP && why) snprintf(r->comment, sizeof r->comment, "store%s", why + 1);
+    char said[128];
+    dwb_http_error_text(error_body, said, sizeof said);
+    if (st == DWB_E_HTTP && e->http_code && said[0])
+        snprintf(r->comment, sizeof r->comment, "store HTTP %ld: %s", e->http_code, said);
+    else if (st == DWB_E_HTTP && why) snprintf(r->comment, sizeof r->comment, "store%s", why + 1);
     else if (st == DWB_E_AUTH) snprintf(r->comment, sizeof r->comment, "store refused the bridge's credentials");
     else if (st == DWB_E_CONNECT || st == DWB_E_TIMEOUT) snprintf(r->comment, sizeof r->comment, "store unreachable");
     if (st == DWB_E_HTTP && e->http_code >= 400 && e->http_code < 500)
@@ -243,8 +255,18 @@ static dwb_status fetch_and_parse(find_run *r, const char *url, char **warning) 
             r->fail_status = 0xC000;
             return DWB_E_LIMIT;
         }
+        if (st == DWB_E_HTTP && (resp.code == 400 || resp.code == 422) && r->offset == 0) {
+            /* Maybe a filter the store does not support: the caller decides (widen_after_refusal). A later page
+             * is not about filters, the same ones were accepted on the first. */
+            r->refusal.code = resp.code;
+            r->refusal.err = e;
+            r->refusal.body = resp.error_body ? strdup(resp.error_body) : NULL;
+            dwb_http_response_cleanup(&resp);
+            free(fc.body.data);
+            return st;
+        }
         if (st != DWB_OK) {
-            set_failure_from_http(r, st, &e);
+            set_failure_from_http(r, st, &e, resp.error_body);
             dwb_http_response_cleanup(&resp);
             free(fc.body.data);
             return st;
@@ -351,17 +373,19 @@ static dwb_status count_query(find_run *r, const char *path, const char *query, 
         dwb_status st = dwb_http_perform(r->up->http, &req, &resp, &e);
         r->out->requests++;
         int warned = resp.warning != NULL;
-        dwb_http_response_cleanup(&resp);
         if (st != DWB_OK) {
             free(fc.body.data);
             if (fc.body.too_big) {
+                dwb_http_response_cleanup(&resp);
                 r->fail_status = 0xC000;
                 return dwb_error_set(&r->err, DWB_E_LIMIT, "store response larger than %u MiB refused",
                                      MAX_PAGE_BYTES >> 20);
             }
-            set_failure_from_http(r, st, &e);
+            set_failure_from_http(r, st, &e, resp.error_body);
+            dwb_http_response_cleanup(&resp);
             return st;
         }
+        dwb_http_response_cleanup(&resp);
         unsigned long before = cc->n;
         if (fc.body.len > 0) {
             dwb_parse_limits lim = dwb_parse_limits_default();
@@ -622,6 +646,95 @@ static void finish_patients(find_run *r) {
     r->n_patients = 0;
 }
 
+/* ---- filters the store refuses ---- */
+
+static void filter_name(uint32_t tag, char *out, size_t cap) {
+    const char *kw = dwb_tag_keyword(tag);
+    snprintf(out, cap, "%s%s(%04X,%04X)", kw ? kw : "", kw ? " " : "", DWB_TAG_GROUP(tag), DWB_TAG_ELEMENT(tag));
+}
+
+static int is_local_match_key(const dwb_upstream_conf *c, uint32_t tag) {
+    for (size_t i = 0; i < c->n_local_match_keys; i++)
+        if (c->local_match_keys[i] == tag) return 1;
+    return 0;
+}
+
+/* Filters the store's configuration (local_match_keys) or an earlier refusal keep away from it: dropped before
+ * the first request, so that the query does not pay the 400 again. */
+static dwb_status drop_known_refusals(find_run *r) {
+    size_t n = dwb_qido_plan_filters(r->plan, NULL, 0);
+    dwb_qido_filter *f = malloc((n ? n : 1) * sizeof *f);
+    if (!f) return dwb_error_set(&r->err, DWB_E_NOMEM, "out of memory");
+    dwb_qido_plan_filters(r->plan, f, n);
+    const char *res = dwb_qido_plan_resource(r->plan);
+    for (size_t i = 0; i < n; i++) {
+        if (f[i].unique || f[i].dropped) continue;
+        int configured = is_local_match_key(r->up->conf, f[i].tag);
+        if (!configured && !dwb_upstream_filter_refused(r->up, res, f[i].tag)) continue;
+        int dropped = 0;
+        dwb_status st = dwb_qido_plan_drop_filter(r->plan, f[i].tag, &dropped, &r->err);
+        if (st != DWB_OK) {
+            free(f);
+            return st;
+        }
+        char name[64];
+        filter_name(f[i].tag, name, sizeof name);
+        DWB_DEBUG(r->log, "%s is matched locally only (%s)", name,
+                  configured ? "upstreams[].local_match_keys" : "the store refused it before");
+    }
+    free(f);
+    return DWB_OK;
+}
+
+/* The store answered 400 or 422 to the first page. 1 = the plan dropped the filters the refusal is about (as
+ * judged by dwb_qido_plan_judge_refusal), ask again; 0 = the refusal stands and r holds the failure, whose
+ * ErrorComment quotes the store. A refusal attributable to a filter (the store named it, or it was the only one
+ * sent that the bridge may drop) is remembered for the upstream and logged once. */
+static int widen_after_refusal(find_run *r) {
+    const char *body = r->refusal.body;
+    size_t cap = dwb_qido_plan_filters(r->plan, NULL, 0);
+    uint32_t *drop = malloc((cap ? cap : 1) * sizeof *drop);
+    if (!drop) {
+        r->fail_status = 0xA700;
+        dwb_error_set(&r->err, DWB_E_NOMEM, "out of memory");
+        return 0;
+    }
+    size_t n = 0;
+    dwb_qido_refusal verdict = dwb_qido_plan_judge_refusal(r->plan, body, drop, cap, &n);
+    if (verdict == DWB_QIDO_REFUSAL_STANDS) {
+        free(drop);
+        set_failure_from_http(r, DWB_E_HTTP, &r->refusal.err, body);
+        return 0;
+    }
+    int attributable = verdict == DWB_QIDO_DROP_NAMED || n == 1;
+    char said[160];
+    dwb_http_error_text(body, said, sizeof said);
+    const char *res = dwb_qido_plan_resource(r->plan);
+    char list[256] = "";
+    for (size_t i = 0; i < n; i++) {
+        int dropped = 0;
+        if (dwb_qido_plan_drop_filter(r->plan, drop[i], &dropped, &r->err) != DWB_OK) {
+            free(drop);
+            r->fail_status = 0xA700;
+            return 0;
+        }
+        char name[64];
+        filter_name(drop[i], name, sizeof name);
+        if (attributable && dwb_upstream_note_refused_filter(r->up, res, drop[i]))
+            DWB_WARN(r->log, "store refuses %s as a QIDO-RS filter on /%s (HTTP %ld: %s); the bridge matches it "
+                     "locally from now on", name, res, r->refusal.code, said);
+        size_t len = strlen(list);
+        snprintf(list + len, sizeof list - len, "%s%s", len ? ", " : "", name);
+    }
+    free(drop);
+    if (attributable)
+        DWB_DEBUG(r->log, "asking again without %s", list);
+    else
+        DWB_INFO(r->log, "store refused a QIDO-RS query (HTTP %ld: %s) without naming a filter; asking again "
+                 "without %s and matching them locally", r->refusal.code, said, list);
+    return 1;
+}
+
 /* Largest page the big stores serve: Google caps study/series queries at 5,000 and instance queries at 50,000. */
 static long page_cap(dwb_qr_level level) { return level == DWB_LEVEL_IMAGE ? 50000 : 5000; }
 
@@ -647,11 +760,12 @@ dwb_status dwb_find_run(const dwb_upstream *up, dwb_qr_model model, const dwb_at
     r.level = dwb_qido_plan_level(r.plan);
     dwb_match_opts_init(&r.mopts);
     dwb_qido_plan_match_opts(r.plan, &r.mopts);
+    if (drop_known_refusals(&r) != DWB_OK) r.fail_status = 0xA700;
 
     long page = up->conf->qido_page_size > 0 ? up->conf->qido_page_size : 1000;
     if (page > page_cap(r.level)) page = page_cap(r.level);
     long offset = 0;
-    for (int pages = 0; pages < MAX_PAGES; pages++) {
+    for (int pages = 0; pages < MAX_PAGES && !r.fail_status; pages++) {
         r.offset = offset;
         if (is_cancelled_cb(&r)) {
             r.fail_status = 0xFE00;
@@ -670,6 +784,14 @@ dwb_status dwb_find_run(const dwb_upstream *up, dwb_qr_model model, const dwb_at
         DWB_DEBUG(&lc, "QIDO %s", url);
         dwb_status st = fetch_and_parse(&r, url, &warning);
         free(url);
+        if (r.refusal.code) {
+            int again = widen_after_refusal(&r);
+            free(r.refusal.body);
+            memset(&r.refusal, 0, sizeof r.refusal);
+            free(warning);
+            if (again) continue; /* the first page again, without the refused filters */
+            break;
+        }
         if (st != DWB_OK || r.fail_status || r.stopped) {
             free(warning);
             break;

@@ -8,6 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+#include "dwb_keywords.h"
 
 #define TAG_QR_LEVEL DWB_TAG(0x0008, 0x0052)
 #define TAG_PATIENT_ID DWB_TAG(0x0010, 0x0020)
@@ -15,11 +18,22 @@
 #define TAG_SERIES_UID DWB_TAG(0x0020, 0x000E)
 #define TAG_SOP_UID DWB_TAG(0x0008, 0x0018)
 
+/* One query parameter, kept apart so that a filter the store refuses can be left out of the next request. */
+typedef struct qido_param {
+    char *name;      /* "includefield", "fuzzymatching", or a filter's tag as 8 hex digits */
+    char *value;     /* not yet percent-encoded */
+    uint32_t filter; /* the tag when the parameter is a filter, else 0 */
+    int unique;      /* a unique key of the hierarchy: always sent, narrowing without it would be unbounded */
+    int dropped;     /* no longer sent: the local matcher alone judges it */
+} qido_param;
+
 struct dwb_qido_plan {
     dwb_qr_model model;
     dwb_qr_level level;
     char *path;
-    char *query;
+    char *query; /* built from params */
+    qido_param *params;
+    size_t n_params;
     uint32_t *ignore;
     size_t n_ignore;
 };
@@ -155,6 +169,46 @@ static void sb_param(sbuf *b, const char *name, const char *value) {
     free(enc);
 }
 
+/* Appends a parameter to the plan; -1 when out of memory. */
+static int add_param(dwb_qido_plan *p, const char *name, const char *value, uint32_t filter, int unique) {
+    qido_param *n = realloc(p->params, (p->n_params + 1) * sizeof *n);
+    if (!n) return -1;
+    p->params = n;
+    qido_param *q = &p->params[p->n_params];
+    memset(q, 0, sizeof *q);
+    q->name = strdup(name);
+    q->value = strdup(value);
+    if (!q->name || !q->value) {
+        free(q->name);
+        free(q->value);
+        return -1;
+    }
+    q->filter = filter;
+    q->unique = unique;
+    p->n_params++;
+    return 0;
+}
+
+static int add_filter(dwb_qido_plan *p, uint32_t tag, const char *value, int unique) {
+    char hex[9];
+    snprintf(hex, sizeof hex, "%08X", tag);
+    return add_param(p, hex, value, tag, unique);
+}
+
+/* (Re)builds the query string from the parameters still sent. */
+static dwb_status build_query(dwb_qido_plan *p) {
+    sbuf q = {0};
+    for (size_t i = 0; i < p->n_params; i++)
+        if (!p->params[i].dropped) sb_param(&q, p->params[i].name, p->params[i].value);
+    if (q.oom) {
+        free(q.s);
+        return DWB_E_NOMEM;
+    }
+    free(p->query);
+    p->query = q.s;
+    return DWB_OK;
+}
+
 static const char *tag_name(uint32_t tag) {
     switch (tag) {
     case TAG_QR_LEVEL: return "QueryRetrieveLevel";
@@ -264,7 +318,6 @@ dwb_status dwb_qido_plan_new(const dwb_attrs *id, dwb_qr_model model, dwb_qido_p
     p->path = strdup(path);
 
     /* QIDO has no patient resource: patient-level queries run on /studies and are grouped by the caller. */
-    sbuf q = {0};
     int oom = !p->path;
     for (size_t i = 0; i < dwb_attrs_count(id) && !oom; i++) {
         const dwb_attr *a = dwb_attrs_at(id, i);
@@ -283,14 +336,14 @@ dwb_status dwb_qido_plan_new(const dwb_attrs *id, dwb_qr_model model, dwb_qido_p
             if (add_ignore(p, tag) < 0) oom = 1;
             continue;
         }
-        sb_param(&q, "includefield", hex);
+        if (add_param(p, "includefield", hex, 0, 0) < 0) oom = 1;
         if (is_return_only(tag)) {
             if (add_ignore(p, tag) < 0) oom = 1;
             continue;
         }
         if (unique_above) {
             /* In the path already (UIDs); PatientID of Patient Root is filtered below. */
-            if (tag == TAG_PATIENT_ID) sb_param(&q, hex, pid);
+            if (tag == TAG_PATIENT_ID && add_filter(p, tag, pid, 1) < 0) oom = 1;
             continue;
         }
         if (alevel < (int)level) {
@@ -298,7 +351,12 @@ dwb_status dwb_qido_plan_new(const dwb_attrs *id, dwb_qr_model model, dwb_qido_p
             if (add_ignore(p, tag) < 0) oom = 1;
             continue;
         }
-        /* Server-side filter: only what QIDO-RS defines unambiguously. The local matcher re-checks all. */
+        /* Server-side filter: only what QIDO-RS defines unambiguously. The local matcher re-checks all. The unique
+         * key of the query level itself stays a unique key: a store refusing it is not worked around. */
+        int unique = (tag == TAG_PATIENT_ID && level == DWB_LEVEL_PATIENT) ||
+                     (tag == TAG_STUDY_UID && level == DWB_LEVEL_STUDY) ||
+                     (tag == TAG_SERIES_UID && level == DWB_LEVEL_SERIES) ||
+                     (tag == TAG_SOP_UID && level == DWB_LEVEL_IMAGE);
         if (a->n_items || !strcmp(a->vr, "SQ") || a->n_values == 0) continue;
         if (a->n_values > 1) {
             if (!strcmp(a->vr, "UI")) {
@@ -309,7 +367,7 @@ dwb_status dwb_qido_plan_new(const dwb_attrs *id, dwb_qr_model model, dwb_qido_p
                     if (v) sb_add(&list, ",");
                     sb_add(&list, a->values[v]);
                 }
-                if (ok && !list.oom) sb_param(&q, hex, list.s);
+                if (ok && !list.oom && add_filter(p, tag, list.s, unique) < 0) oom = 1;
                 if (list.oom) oom = 1;
                 free(list.s);
             }
@@ -318,7 +376,6 @@ dwb_status dwb_qido_plan_new(const dwb_attrs *id, dwb_qr_model model, dwb_qido_p
         const char *v = a->values[0];
         if (!v[0] || !strcmp(v, "\"\"") || !strcmp(v, "*")) continue;
         if (!strcmp(a->vr, "UI") && !valid_uid(v)) {
-            free(q.s);
             dwb_qido_plan_free(p);
             return dwb_error_set(err, DWB_E_INVALID, "(%04X,%04X): '%.64s' is not a valid UID", DWB_TAG_GROUP(tag),
                                  DWB_TAG_ELEMENT(tag), v);
@@ -329,7 +386,7 @@ dwb_status dwb_qido_plan_new(const dwb_attrs *id, dwb_qr_model model, dwb_qido_p
         /* Stores compute ModalitiesInStudy/SOPClassesInStudy and some (Orthanc) filter on them after applying
          * limit/offset, which breaks paging: match these locally only. */
         if (tag == DWB_TAG(0x0008, 0x0061) || tag == DWB_TAG(0x0008, 0x0062)) continue;
-        sb_param(&q, hex, v);
+        if (add_filter(p, tag, v, unique) < 0) oom = 1;
     }
     /* Fields the bridge itself needs: unique keys (responses, follow-up queries, patient grouping). */
     static const uint32_t need_study[] = {TAG_STUDY_UID, TAG_PATIENT_ID, DWB_TAG(0x0010, 0x0021)};
@@ -343,20 +400,18 @@ dwb_status dwb_qido_plan_new(const dwb_attrs *id, dwb_qr_model model, dwb_qido_p
         if (dwb_attrs_find(id, need[i])) continue;
         char hex[9];
         snprintf(hex, sizeof hex, "%08X", need[i]);
-        sb_param(&q, "includefield", hex);
+        if (add_param(p, "includefield", hex, 0, 0) < 0) oom = 1;
     }
     if (level == DWB_LEVEL_PATIENT) {
         /* Patient counts are sums of study counts. */
-        if (dwb_attrs_find(id, DWB_TAG(0x0020, 0x1202))) sb_param(&q, "includefield", "00201206");
-        if (dwb_attrs_find(id, DWB_TAG(0x0020, 0x1204))) sb_param(&q, "includefield", "00201208");
+        if (dwb_attrs_find(id, DWB_TAG(0x0020, 0x1202)) && add_param(p, "includefield", "00201206", 0, 0) < 0) oom = 1;
+        if (dwb_attrs_find(id, DWB_TAG(0x0020, 0x1204)) && add_param(p, "includefield", "00201208", 0, 0) < 0) oom = 1;
     }
-    sb_param(&q, "fuzzymatching", "false");
-    if (q.oom || oom) {
-        free(q.s);
+    if (add_param(p, "fuzzymatching", "false", 0, 0) < 0) oom = 1;
+    if (oom || build_query(p) != DWB_OK) {
         dwb_qido_plan_free(p);
         return dwb_error_set(err, DWB_E_NOMEM, "out of memory");
     }
-    p->query = q.s;
     *out = p;
     return DWB_OK;
 }
@@ -365,6 +420,11 @@ void dwb_qido_plan_free(dwb_qido_plan *p) {
     if (!p) return;
     free(p->path);
     free(p->query);
+    for (size_t i = 0; i < p->n_params; i++) {
+        free(p->params[i].name);
+        free(p->params[i].value);
+    }
+    free(p->params);
     free(p->ignore);
     free(p);
 }
@@ -388,4 +448,85 @@ dwb_status dwb_qido_plan_url(const dwb_qido_plan *p, const char *base_url, long 
 void dwb_qido_plan_match_opts(const dwb_qido_plan *p, dwb_match_opts *o) {
     o->ignore = p->ignore;
     o->n_ignore = p->n_ignore;
+}
+
+size_t dwb_qido_plan_filters(const dwb_qido_plan *p, dwb_qido_filter *out, size_t cap) {
+    size_t n = 0;
+    for (size_t i = 0; i < p->n_params; i++) {
+        const qido_param *q = &p->params[i];
+        if (!q->filter) continue;
+        if (n < cap) {
+            out[n].tag = q->filter;
+            out[n].unique = q->unique;
+            out[n].dropped = q->dropped;
+        }
+        n++;
+    }
+    return n;
+}
+
+dwb_status dwb_qido_plan_drop_filter(dwb_qido_plan *p, uint32_t tag, int *dropped, dwb_error *err) {
+    *dropped = 0;
+    for (size_t i = 0; i < p->n_params; i++) {
+        qido_param *q = &p->params[i];
+        if (q->filter != tag || q->unique || q->dropped) continue;
+        q->dropped = 1;
+        if (build_query(p) != DWB_OK) {
+            q->dropped = 0;
+            return dwb_error_set(err, DWB_E_NOMEM, "out of memory");
+        }
+        *dropped = 1;
+    }
+    return DWB_OK;
+}
+
+const char *dwb_qido_plan_resource(const dwb_qido_plan *p) {
+    switch (p->level) {
+    case DWB_LEVEL_SERIES: return "series";
+    case DWB_LEVEL_IMAGE: return "instances";
+    default: return "studies";
+    }
+}
+
+static int is_word(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; }
+
+/* needle occurs in text as a whole word: no letter, digit or '_' right before or after it. */
+static int has_token(const char *text, const char *needle, int case_insensitive) {
+    size_t n = strlen(needle);
+    for (const char *t = text; *t; t++) {
+        if (case_insensitive ? strncasecmp(t, needle, n) != 0 : strncmp(t, needle, n) != 0) continue;
+        if (t > text && is_word(t[-1])) continue;
+        if (is_word(t[n])) continue;
+        return 1;
+    }
+    return 0;
+}
+
+int dwb_qido_error_names_tag(const char *text, uint32_t tag) {
+    if (!text || !tag) return 0;
+    char hex[9], pair[10];
+    snprintf(hex, sizeof hex, "%08X", tag);
+    snprintf(pair, sizeof pair, "%04X,%04X", DWB_TAG_GROUP(tag), DWB_TAG_ELEMENT(tag));
+    if (has_token(text, hex, 1) || has_token(text, pair, 1)) return 1;
+    const char *kw = dwb_tag_keyword(tag);
+    return kw && has_token(text, kw, 0);
+}
+
+dwb_qido_refusal dwb_qido_plan_judge_refusal(const dwb_qido_plan *p, const char *error_text, uint32_t *drop,
+                                             size_t cap, size_t *n_drop) {
+    *n_drop = 0;
+    int named_any = 0;
+    for (size_t i = 0; i < p->n_params; i++) {
+        const qido_param *q = &p->params[i];
+        if (q->filter && !q->dropped && dwb_qido_error_names_tag(error_text, q->filter)) named_any = 1;
+    }
+    /* Named filters are the refused ones; a store naming none leaves every droppable filter suspect. */
+    for (size_t i = 0; i < p->n_params; i++) {
+        const qido_param *q = &p->params[i];
+        if (!q->filter || q->dropped || q->unique) continue;
+        if (named_any && !dwb_qido_error_names_tag(error_text, q->filter)) continue;
+        if (*n_drop < cap) drop[(*n_drop)++] = q->filter;
+    }
+    if (*n_drop == 0) return DWB_QIDO_REFUSAL_STANDS;
+    return named_any ? DWB_QIDO_DROP_NAMED : DWB_QIDO_DROP_UNNAMED;
 }

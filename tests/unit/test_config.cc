@@ -140,6 +140,10 @@ TEST(Config, BadConfigsNameTheKey) {
         {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h", "stow_batch_instances": 0}]})", "upstreams[0].stow_batch_instances: expected an integer 1-10000"},
         {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h"}], "retrieve": {"parallel_series": 0}})", "retrieve.parallel_series: expected an integer 1-16"},
         {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h"}], "provenance": {"stamp": "yes"}})", "provenance.stamp: expected true or false"},
+        {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h", "local_match_keys": "StudyID"}]})", "upstreams[0].local_match_keys: expected an array"},
+        {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h", "local_match_keys": ["StudyID", 5]}]})", "upstreams[0].local_match_keys[1]: expected a keyword"},
+        {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h", "local_match_keys": ["StudyId"]}]})", "upstreams[0].local_match_keys[0]: 'StudyId' is neither a known keyword nor a tag"},
+        {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h", "local_match_keys": ["0020000d"]}]})", "upstreams[0].local_match_keys[0]: 0020000d is a unique key"},
     };
     for (const Bad &b : cases) {
         dwb_config *c = nullptr;
@@ -149,6 +153,20 @@ TEST(Config, BadConfigsNameTheKey) {
         EXPECT_EQ(std::string(e.message).rfind(b.prefix, 0), 0u)
             << "config: " << b.json << "\n expected message starting with: " << b.prefix << "\n got: " << e.message;
     }
+}
+
+TEST(Config, LocalMatchKeysAsKeywordsOrTags) {
+    dwb_config *c = nullptr;
+    dwb_error e = {};
+    const char *json = R"({"upstreams": [{"ae_title": "IDC", "base_url": "https://h/dicomWeb",
+        "local_match_keys": ["StudyID", "00083002", "0008103e"]}, {"ae_title": "B", "base_url": "http://h"}]})";
+    ASSERT_EQ(dwb_config_load_string(json, nullptr, &c, &e), DWB_OK) << e.message;
+    ASSERT_EQ(c->upstreams[0].n_local_match_keys, 3u);
+    EXPECT_EQ(c->upstreams[0].local_match_keys[0], 0x00200010u);
+    EXPECT_EQ(c->upstreams[0].local_match_keys[1], 0x00083002u);
+    EXPECT_EQ(c->upstreams[0].local_match_keys[2], 0x0008103Eu);
+    EXPECT_EQ(c->upstreams[1].n_local_match_keys, 0u) << "default: every filter goes to the store";
+    dwb_config_free(c);
 }
 
 TEST(Config, MissingFileIsAClearError) {

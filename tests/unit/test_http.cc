@@ -20,6 +20,7 @@
 extern "C" {
 #include "dwb_http.h"
 #include "dwb_log.h"
+#include "dwb_upstream.h"
 }
 
 namespace {
@@ -678,6 +679,71 @@ TEST(HttpPure, RetryAfterTable) {
         {"Sun, 06 Nov 1994 08:49:37 GMT", 10000}, {"Sun, 06 Nov 1994 08:49:00 GMT", 0}, {"99999999", -1},
     };
     for (auto &r : rows) EXPECT_EQ(dwb_http_parse_retry_after(r.v, now), r.expected) << "'" << r.v << "'";
+}
+
+// The store's own words out of the error bodies stores send, for an ErrorComment.
+TEST(HttpErrorText, QuotesTheStoresMessage) {
+    struct {
+        const char *body, *text;
+    } rows[] = {
+        {R"([{"error": {"code": 400, "message": "invalid QIDO-RS query: unsupported attribute StudyID", "status": "INVALID_ARGUMENT"}}])",
+         "invalid QIDO-RS query: unsupported attribute StudyID"},
+        {R"({"error": {"code": 400, "message": "bad\nrequest"}})", "bad request"},
+        {R"({"HttpError": "Bad Request", "HttpStatus": 400, "Message": "Bad request", "Details": "Unknown tag 0008,3002"})",
+         "Unknown tag 0008,3002"},
+        {R"({"HttpStatus": 400, "Message": "Bad request"})", "Bad request"},
+        {R"({"error": "not searchable"})", "not searchable"},
+        {R"({"other": 1})", R"({"other": 1})"},
+        {"  plain\ttext\r\n refusal ", "plain text refusal"},
+        {"{ not json", "{ not json"},
+        {"caf\xc3\xa9", "caf??"},
+        {"", ""},
+        {nullptr, ""},
+    };
+    for (auto &r : rows) {
+        char out[128];
+        dwb_http_error_text(r.body, out, sizeof out);
+        EXPECT_STREQ(out, r.text) << (r.body ? r.body : "(null)");
+    }
+    char small[8];
+    dwb_http_error_text("a long refusal text", small, sizeof small);
+    EXPECT_STREQ(small, "a long") << "cut at the buffer, no dangling space";
+}
+
+// Refused QIDO filters are remembered per upstream and resource; many associations learn at once and exactly
+// one of them logs each filter.
+TEST_F(Http, UpstreamRemembersRefusedFiltersOncePerResource) {
+    dwb_upstream_conf conf = {};
+    snprintf(conf.ae_title, sizeof conf.ae_title, "IDC");
+    conf.base_url = const_cast<char *>("http://127.0.0.1:9/dicom-web");
+    conf.tls_verify = 1;
+    conf.max_concurrent_requests = 4;
+    dwb_upstream *up = nullptr, *other = nullptr;
+    dwb_error e = {};
+    ASSERT_EQ(dwb_upstream_new(&conf, &up, &e), DWB_OK) << e.message;
+    ASSERT_EQ(dwb_upstream_new(&conf, &other, &e), DWB_OK) << e.message;
+    const uint32_t STUDYID = 0x00200010, CLS = 0x00080016;
+    EXPECT_EQ(dwb_upstream_filter_refused(up, "studies", STUDYID), 0);
+    std::atomic<int> firsts{0};
+    std::vector<std::thread> th;
+    for (int i = 0; i < 16; i++)
+        th.emplace_back([&] {
+            for (int k = 0; k < 100; k++) firsts += dwb_upstream_note_refused_filter(up, "studies", STUDYID);
+        });
+    for (auto &t : th) t.join();
+    EXPECT_EQ(firsts.load(), 1) << "one refusal, logged once";
+    EXPECT_EQ(dwb_upstream_filter_refused(up, "studies", STUDYID), 1);
+    EXPECT_EQ(dwb_upstream_filter_refused(up, "series", STUDYID), 0) << "per resource";
+    EXPECT_EQ(dwb_upstream_filter_refused(up, "studies", CLS), 0);
+    EXPECT_EQ(dwb_upstream_filter_refused(other, "studies", STUDYID), 0) << "per upstream";
+    EXPECT_EQ(dwb_upstream_note_refused_filter(up, "instances", CLS), 1);
+    EXPECT_EQ(dwb_upstream_filter_refused(up, "instances", CLS), 1);
+    // The table is bounded: beyond it nothing is recorded (and nothing logged again and again).
+    int added = 0;
+    for (uint32_t t = 1; t <= 2 * DWB_UPSTREAM_MAX_REFUSED; t++) added += dwb_upstream_note_refused_filter(up, "series", t);
+    EXPECT_EQ(added, DWB_UPSTREAM_MAX_REFUSED - 2);
+    dwb_upstream_free(up);
+    dwb_upstream_free(other);
 }
 
 } // namespace

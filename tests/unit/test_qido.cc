@@ -2,6 +2,7 @@
 // encoding, and hierarchy errors naming the key.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -145,6 +146,201 @@ TEST(Qido, UrlEncoding) {
         EXPECT_STREQ(out, r.out) << r.in;
     }
     EXPECT_EQ(dwb_url_encode("abcdef", out, 4), -1);
+}
+
+const uint32_t STUDYID = DWB_TAG(0x0020, 0x0010), CLS = DWB_TAG(0x0008, 0x0016);
+
+std::vector<dwb_qido_filter> filters(const dwb_qido_plan *p) {
+    std::vector<dwb_qido_filter> f(dwb_qido_plan_filters(p, nullptr, 0));
+    dwb_qido_plan_filters(p, f.data(), f.size());
+    return f;
+}
+
+// Which filters may be left to the local matcher: all but the unique keys of the hierarchy.
+TEST(Qido, DroppableFiltersAreAllButUniqueKeys) {
+    struct Row {
+        const char *what;
+        dwb_qr_model model;
+        std::vector<Key> keys;
+        uint32_t drop;
+        bool droppable;
+        const char *resource;
+    } rows[] = {
+        {"study id at study level", DWB_QR_STUDY_ROOT,
+         {{LVL, "CS", {"STUDY"}}, {STUDY, "UI", {}}, {STUDYID, "SH", {"1"}}}, STUDYID, true, "studies"},
+        {"study uid at study level is the level's unique key", DWB_QR_STUDY_ROOT,
+         {{LVL, "CS", {"STUDY"}}, {STUDY, "UI", {"1.2"}}, {STUDYID, "SH", {"1"}}}, STUDY, false, "studies"},
+        {"study uid list stays too", DWB_QR_STUDY_ROOT,
+         {{LVL, "CS", {"STUDY"}}, {STUDY, "UI", {"1.2", "1.3"}}}, STUDY, false, "studies"},
+        {"patient root patient id at study level", DWB_QR_PATIENT_ROOT,
+         {{LVL, "CS", {"STUDY"}}, {PID, "LO", {"P1"}}, {STUDYID, "SH", {"1"}}}, PID, false, "studies"},
+        {"patient root patient id at patient level", DWB_QR_PATIENT_ROOT,
+         {{LVL, "CS", {"PATIENT"}}, {PID, "LO", {"P1"}}, {NAME, "PN", {"X*"}}}, PID, false, "studies"},
+        {"study root patient id is an ordinary key", DWB_QR_STUDY_ROOT,
+         {{LVL, "CS", {"STUDY"}}, {PID, "LO", {"P1"}}}, PID, true, "studies"},
+        {"series uid at series level", DWB_QR_STUDY_ROOT,
+         {{LVL, "CS", {"SERIES"}}, {STUDY, "UI", {"1.2"}}, {SERIES, "UI", {"1.2.3"}}, {MOD, "CS", {"CT"}}}, SERIES,
+         false, "series"},
+        {"modality at series level", DWB_QR_STUDY_ROOT,
+         {{LVL, "CS", {"SERIES"}}, {STUDY, "UI", {"1.2"}}, {MOD, "CS", {"CT"}}}, MOD, true, "series"},
+        {"sop class at image level", DWB_QR_STUDY_ROOT,
+         {{LVL, "CS", {"IMAGE"}}, {STUDY, "UI", {"1.2"}}, {SERIES, "UI", {"1.2.3"}}, {CLS, "UI", {"1.2.840.10008.5.1.4.1.1.2"}}},
+         CLS, true, "instances"},
+        {"sop instance uid at image level", DWB_QR_STUDY_ROOT,
+         {{LVL, "CS", {"IMAGE"}}, {STUDY, "UI", {"1.2"}}, {SERIES, "UI", {"1.2.3"}}, {SOP, "UI", {"1.2.3.4"}}}, SOP,
+         false, "instances"},
+        {"a key that is not a filter", DWB_QR_STUDY_ROOT,
+         {{LVL, "CS", {"STUDY"}}, {NAME, "PN", {}}}, NAME, false, "studies"},
+    };
+    for (const Row &r : rows) {
+        dwb_attrs *id = make(r.keys);
+        dwb_qido_plan *p = nullptr;
+        ASSERT_EQ(dwb_qido_plan_new(id, r.model, &p, nullptr), DWB_OK) << r.what;
+        EXPECT_STREQ(dwb_qido_plan_resource(p), r.resource) << r.what;
+        char hex[16];
+        snprintf(hex, sizeof hex, "%08X=", r.drop);
+        std::string before = dwb_qido_plan_query(p);
+        int dropped = -1;
+        ASSERT_EQ(dwb_qido_plan_drop_filter(p, r.drop, &dropped, nullptr), DWB_OK) << r.what;
+        EXPECT_EQ(dropped, r.droppable ? 1 : 0) << r.what;
+        std::string after = dwb_qido_plan_query(p);
+        if (r.droppable) {
+            EXPECT_NE(before.find(hex), std::string::npos) << r.what << ": " << before;
+            EXPECT_EQ(after.find(hex), std::string::npos) << r.what << ": still sent in " << after;
+            // Nothing else widens: the same query minus that one parameter.
+            EXPECT_EQ(before.size() - after.size() > 0, true);
+            char inc[32];
+            snprintf(inc, sizeof inc, "includefield=%08X", r.drop);
+            EXPECT_NE(after.find(inc), std::string::npos) << r.what << ": the key is still returned for local matching";
+            EXPECT_NE(after.find("fuzzymatching=false"), std::string::npos);
+            bool found = false;
+            for (auto &f : filters(p))
+                if (f.tag == r.drop) found = f.dropped && !f.unique;
+            EXPECT_TRUE(found) << r.what;
+            // Dropping twice changes nothing.
+            ASSERT_EQ(dwb_qido_plan_drop_filter(p, r.drop, &dropped, nullptr), DWB_OK);
+            EXPECT_EQ(dropped, 0);
+            EXPECT_EQ(std::string(dwb_qido_plan_query(p)), after);
+        } else {
+            EXPECT_EQ(after, before) << r.what;
+        }
+        dwb_qido_plan_free(p);
+        dwb_attrs_free(id);
+    }
+}
+
+TEST(Qido, DroppingKeepsTheOtherFiltersAndTheMatcherStillJudges) {
+    dwb_attrs *id = make({{LVL, "CS", {"STUDY"}}, {STUDY, "UI", {}}, {STUDYID, "SH", {"1"}}, {DATE, "DA", {"2020-"}},
+                          {NAME, "PN", {"DOE*"}}});
+    dwb_qido_plan *p = nullptr;
+    ASSERT_EQ(dwb_qido_plan_new(id, DWB_QR_STUDY_ROOT, &p, nullptr), DWB_OK);
+    EXPECT_EQ(filters(p).size(), 3u);
+    int dropped = 0;
+    ASSERT_EQ(dwb_qido_plan_drop_filter(p, STUDYID, &dropped, nullptr), DWB_OK);
+    ASSERT_EQ(dropped, 1);
+    std::string q = dwb_qido_plan_query(p);
+    EXPECT_NE(q.find("00080020=2020-"), std::string::npos) << q;
+    EXPECT_NE(q.find("00100010=DOE*"), std::string::npos) << q;
+    EXPECT_EQ(q.find("00200010="), std::string::npos) << q;
+    dwb_match_opts o;
+    dwb_match_opts_init(&o);
+    dwb_qido_plan_match_opts(p, &o);
+    for (size_t i = 0; i < o.n_ignore; i++) EXPECT_NE(o.ignore[i], STUDYID) << "a dropped filter is matched locally";
+    dwb_qido_plan_free(p);
+    dwb_attrs_free(id);
+}
+
+// What stores say when they refuse a filter, and whether the bridge reads the filter's name out of it.
+TEST(Qido, ErrorNamesTheRefusedFilter) {
+    struct {
+        const char *text;
+        uint32_t tag;
+        int names;
+    } rows[] = {
+        {R"([{"error": {"code": 400, "message": "invalid QIDO-RS query: unknown/unsupported QIDO attribute: StudyID"}}])",
+         STUDYID, 1},
+        {"generic::invalid_argument: unsupported QIDO attribute: 00200010", STUDYID, 1},
+        {"unsupported filter 0008003f", DWB_TAG(0x0008, 0x003F), 1},
+        {"attribute (0008,0016) cannot be used as a filter", CLS, 1},
+        {"SOPClassUID is not a supported search parameter", CLS, 1},
+        {"SOPClassUID is not a supported search parameter", SOP, 0},
+        {"StudyIDs are not searchable", STUDYID, 0},           // a longer word is not the keyword
+        {"studyid is not searchable", STUDYID, 0},             // keywords are case-sensitive
+        {"bad value 1002000100 in query", STUDYID, 0},          // hex inside a longer number
+        {"Uri: /dicom-web/studies?00200010=1&limit=5", STUDYID, 1},
+        {"invalid query", STUDYID, 0},
+        {"", STUDYID, 0},
+        {nullptr, STUDYID, 0},
+    };
+    for (auto &r : rows)
+        EXPECT_EQ(dwb_qido_error_names_tag(r.text, r.tag), r.names) << (r.text ? r.text : "(null)") << " / " << std::hex
+                                                                    << r.tag;
+}
+
+// The refusal verdict: which filters to leave out after a 400, from the store's answer.
+TEST(Qido, JudgeRefusal) {
+    const char *google_studyid = R"([{"error": {"code": 400, "message": "unsupported QIDO attribute: StudyID"}}])";
+    struct Row {
+        const char *what;
+        dwb_qr_model model;
+        std::vector<Key> keys;
+        const char *answer;
+        dwb_qido_refusal verdict;
+        std::vector<uint32_t> drop;
+    } rows[] = {
+        {"named filter only", DWB_QR_STUDY_ROOT,
+         {{LVL, "CS", {"STUDY"}}, {STUDY, "UI", {}}, {STUDYID, "SH", {"1"}}, {NAME, "PN", {"DOE*"}}}, google_studyid,
+         DWB_QIDO_DROP_NAMED, {STUDYID}},
+        {"named by tag", DWB_QR_STUDY_ROOT, {{LVL, "CS", {"STUDY"}}, {STUDYID, "SH", {"1"}}, {DATE, "DA", {"2020-"}}},
+         "bad filter 00080020", DWB_QIDO_DROP_NAMED, {DATE}},
+        {"unnamed: every droppable filter", DWB_QR_STUDY_ROOT,
+         {{LVL, "CS", {"STUDY"}}, {STUDY, "UI", {"1.2", "1.3"}}, {STUDYID, "SH", {"1"}}, {NAME, "PN", {"DOE*"}}},
+         "Bad Request", DWB_QIDO_DROP_UNNAMED, {NAME, STUDYID}},
+        {"unnamed, one filter", DWB_QR_STUDY_ROOT,
+         {{LVL, "CS", {"IMAGE"}}, {STUDY, "UI", {"1.2"}}, {SERIES, "UI", {"1.2.3"}}, {CLS, "UI", {"1.2.840.10008.5.1.4.1.1.2"}}},
+         nullptr, DWB_QIDO_DROP_UNNAMED, {CLS}},
+        {"named unique key: stands", DWB_QR_STUDY_ROOT,
+         {{LVL, "CS", {"STUDY"}}, {STUDY, "UI", {"1.2", "1.3"}}}, "StudyInstanceUID lists are not supported",
+         DWB_QIDO_REFUSAL_STANDS, {}},
+        {"named unique key beside a droppable one: stands", DWB_QR_STUDY_ROOT,
+         {{LVL, "CS", {"STUDY"}}, {STUDY, "UI", {"1.2", "1.3"}}, {STUDYID, "SH", {"1"}}}, "0020000D: too many values",
+         DWB_QIDO_REFUSAL_STANDS, {}},
+        {"no filter at all: stands", DWB_QR_STUDY_ROOT, {{LVL, "CS", {"STUDY"}}, {STUDY, "UI", {}}}, "quota",
+         DWB_QIDO_REFUSAL_STANDS, {}},
+        {"patient root patient id only: stands", DWB_QR_PATIENT_ROOT,
+         {{LVL, "CS", {"STUDY"}}, {PID, "LO", {"P1"}}, {STUDY, "UI", {}}}, "invalid", DWB_QIDO_REFUSAL_STANDS, {}},
+        {"echoed URI names everything: the droppable ones go", DWB_QR_PATIENT_ROOT,
+         {{LVL, "CS", {"STUDY"}}, {PID, "LO", {"P1"}}, {STUDYID, "SH", {"1"}}},
+         R"({"Uri": "/dicom-web/studies?00100020=P1&00200010=1"})", DWB_QIDO_DROP_NAMED, {STUDYID}},
+    };
+    for (const Row &r : rows) {
+        dwb_attrs *id = make(r.keys);
+        dwb_qido_plan *p = nullptr;
+        ASSERT_EQ(dwb_qido_plan_new(id, r.model, &p, nullptr), DWB_OK) << r.what;
+        std::vector<uint32_t> drop(dwb_qido_plan_filters(p, nullptr, 0) + 1);
+        size_t n = 99;
+        EXPECT_EQ(dwb_qido_plan_judge_refusal(p, r.answer, drop.data(), drop.size(), &n), r.verdict) << r.what;
+        drop.resize(n);
+        std::sort(drop.begin(), drop.end());
+        std::vector<uint32_t> exp = r.drop;
+        std::sort(exp.begin(), exp.end());
+        EXPECT_EQ(drop, exp) << r.what;
+        dwb_qido_plan_free(p);
+        dwb_attrs_free(id);
+    }
+    // Once dropped, a filter is not judged again: a second refusal with the same answer leaves nothing to drop.
+    dwb_attrs *id = make({{LVL, "CS", {"STUDY"}}, {STUDYID, "SH", {"1"}}});
+    dwb_qido_plan *p = nullptr;
+    ASSERT_EQ(dwb_qido_plan_new(id, DWB_QR_STUDY_ROOT, &p, nullptr), DWB_OK);
+    uint32_t drop[4];
+    size_t n = 0;
+    ASSERT_EQ(dwb_qido_plan_judge_refusal(p, google_studyid, drop, 4, &n), DWB_QIDO_DROP_NAMED);
+    int dropped = 0;
+    ASSERT_EQ(dwb_qido_plan_drop_filter(p, drop[0], &dropped, nullptr), DWB_OK);
+    EXPECT_EQ(dwb_qido_plan_judge_refusal(p, google_studyid, drop, 4, &n), DWB_QIDO_REFUSAL_STANDS);
+    EXPECT_EQ(n, 0u);
+    dwb_qido_plan_free(p);
+    dwb_attrs_free(id);
 }
 
 } // namespace
