@@ -487,23 +487,29 @@ void flush_burst_stow(Run &r, Run::Burst &b) {
     }
     dwb_stow_post post;
     dwb_stow_post_files(r.stow, r.stow_url.c_str(), paths.data(), sizes.data(), paths.size(), 0, check_cancel, &r, &post);
+    // The same verdict as the C-STORE uploader (translate/dwb_stow.c); here nothing is retried later, so
+    // whatever is not delivered is a failed sub-operation with the reason.
+    long code = (post.status == DWB_E_CONNECT || post.status == DWB_E_TIMEOUT || post.status == DWB_E_CANCELLED)
+                    ? 0 : post.code;
     dwb_stow_result res = {};
-    dwb_error perr = {};
-    bool parsed = post.body_len > 0 && dwb_stow_parse(post.body, post.body_len, post.content_type, &res, &perr) == DWB_OK;
+    char verdict_why[400];
+    dwb_stow_verdict v = dwb_stow_judge(code, post.content_type, post.body, post.body_len, &res, verdict_why,
+                                        sizeof verdict_why);
     for (size_t k = 0; k < b.files.size(); k++) {
         const char *sop = b.files[k].second.c_str();
-        const dwb_stow_item *it = parsed ? dwb_stow_find(&res, sop) : nullptr;
-        int rc;
+        int rc = -1;
         std::string why;
-        if (it && (it->outcome != DWB_STOW_FAILED || dwb_stow_reason_already_stored(it->reason))) {
-            rc = it->outcome == DWB_STOW_WARNING ? 1 : 0;
-        } else if (!it && post.status == DWB_OK && res.n == 0) {
-            rc = 0; // 2xx without per-instance details: accepted as a whole
+        unsigned reason = 0;
+        if (v == DWB_STOW_V_ANSWERED &&
+            dwb_stow_instance_fate(code, &res, sop, &reason) == DWB_STOW_F_DELIVERED) {
+            const dwb_stow_item *it = dwb_stow_find(&res, sop);
+            rc = it && it->outcome == DWB_STOW_WARNING ? 1 : 0;
         } else {
-            rc = -1;
             char buf[640];
-            if (it) snprintf(buf, sizeof buf, "STOW-RS destination refused it with FailureReason 0x%04X", it->reason);
-            else snprintf(buf, sizeof buf, "STOW-RS destination: %s", post.status == DWB_OK ? "no answer for it" : post.err.message);
+            if (reason) snprintf(buf, sizeof buf, "STOW-RS destination refused it with FailureReason 0x%04X", reason);
+            else if (v == DWB_STOW_V_ANSWERED) snprintf(buf, sizeof buf, "STOW-RS destination: no answer for it");
+            else snprintf(buf, sizeof buf, "STOW-RS destination: %s", code == 0 && post.err.message[0] ? post.err.message
+                                                                                                      : verdict_why);
             why = buf;
         }
         count_result(r, rc, sop, why);

@@ -395,6 +395,7 @@ static dwb_status fetch(const dwb_upstream *up, const char *url, stream_ctx *s, 
     req.on_body = st_body;
     req.is_cancelled = st_cancel;
     req.ud = s;
+    req.transfer = 1; /* a series of gigabytes over a slow link is bounded by low_speed_time_s, not timeout_s */
     dwb_http_response resp = {0};
     dwb_error e = {0};
     dwb_status st = dwb_http_perform(up->http, &req, &resp, &e);
