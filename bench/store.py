@@ -222,7 +222,7 @@ def main():
                 o = harness.Orthanc(od)
                 cmd = curl_stow(od, o.dicomweb_url, files, parallel)
                 t0 = time.perf_counter()
-                subprocess.run(cmd, check=True)
+                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
                 wait_count(o, len(files))
                 dc = time.perf_counter() - t0
                 o.close()

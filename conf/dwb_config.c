@@ -444,7 +444,7 @@ static dwb_status load_upstream(loader *L, const char *path, json_t *obj, dwb_up
 static dwb_status load_destination(loader *L, const char *path, json_t *obj, dwb_destination_conf *d) {
     static const char *const keys[] = {"ae_title", "host", "port", "calling_ae_title", "called_ae_title",
                                        "max_associations", "preferred_transfer_syntax", "series_burst", "tls",
-                                       "stow_url", "auth", NULL};
+                                       "stow_url", "auth", "transfer_syntax", NULL};
     if (!json_is_object(obj)) return bad(L, path, "expected an object");
     dwb_status st = check_keys(L, path, obj, keys);
     if (st != DWB_OK) return st;
@@ -498,6 +498,16 @@ static dwb_status load_destination(loader *L, const char *path, json_t *obj, dwb
         if (!ok) return bad(L, p, "expected a transfer syntax UID such as 1.2.840.10008.1.2.1");
         if (!(d->preferred_transfer_syntax = strdup(ts))) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
     }
+    const char *want = NULL;
+    if ((st = get_str(L, path, obj, "transfer_syntax", 0, &want)) != DWB_OK) return st;
+    if (want && strcmp(want, "as-stored") != 0) {
+        join(p, sizeof p, path, "transfer_syntax");
+        size_t n = strlen(want);
+        int ok = n > 0 && n <= 64;
+        for (size_t i = 0; i < n && ok; i++) ok = (want[i] >= '0' && want[i] <= '9') || want[i] == '.';
+        if (!ok) return bad(L, p, "expected \"as-stored\" or a transfer syntax UID such as 1.2.840.10008.1.2.1");
+        if (!(d->transfer_syntax = strdup(want))) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
+    }
     return DWB_OK;
 }
 
@@ -550,6 +560,7 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
     c->provenance.stamp = 1;
     c->retrieve.parallel_series = 2;
     c->retrieve.max_in_flight_mb = 64;
+    c->retrieve.max_attempts = 3;
     c->log.level = DWB_LOG_INFO;
     c->log.format = DWB_LOG_TEXT;
 
@@ -646,10 +657,12 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
 
     json_t *ret = json_object_get(root, "retrieve");
     if (ret) {
-        static const char *const ret_keys[] = {"parallel_series", "max_in_flight_mb", NULL};
+        static const char *const ret_keys[] = {"parallel_series", "max_in_flight_mb", "max_attempts", NULL};
         if (!json_is_object(ret)) return bad(L, "retrieve", "expected an object");
         if ((st = check_keys(L, "retrieve", ret, ret_keys)) != DWB_OK) return st;
         if ((st = get_int(L, "retrieve", ret, "parallel_series", 1, 16, &c->retrieve.parallel_series)) != DWB_OK)
+            return st;
+        if ((st = get_int(L, "retrieve", ret, "max_attempts", 1, 100, &c->retrieve.max_attempts)) != DWB_OK)
             return st;
         if ((st = get_int(L, "retrieve", ret, "max_in_flight_mb", 1, 4096, &c->retrieve.max_in_flight_mb)) != DWB_OK)
             return st;
@@ -777,6 +790,7 @@ void dwb_config_free(dwb_config *c) {
     for (size_t i = 0; i < c->n_destinations; i++) {
         free(c->destinations[i].host);
         free(c->destinations[i].preferred_transfer_syntax);
+        free(c->destinations[i].transfer_syntax);
         free(c->destinations[i].tls_ca);
         free(c->destinations[i].tls_certificate);
         free(c->destinations[i].tls_key);

@@ -81,6 +81,7 @@ typedef struct dwb_destination_conf {
     char called_ae_title[DWB_AE_MAX + 1];  /* "" = ae_title */
     int max_associations;                  /* default 1 */
     char *preferred_transfer_syntax;       /* optional UID, NULL = as stored */
+    char *transfer_syntax;                 /* asked of the store by WADO-RS; NULL = "as-stored" */
     int series_burst;                      /* default 0 */
     char *stow_url;                        /* a STOW-RS destination (import): POST URL instead of host/port */
     dwb_auth_conf auth;                    /* for stow_url */
@@ -113,6 +114,7 @@ typedef struct dwb_config {
     struct {
         int parallel_series;  /* series fetched at once per C-MOVE/C-GET; default 2 */
         int max_in_flight_mb; /* instances fetched but not yet sent, per C-MOVE/C-GET; default 64 */
+        int max_attempts;     /* requests of one instance before it counts as failed; default 3 */
     } retrieve;
     struct {
         int stamp; /* default 1: Original Attributes Sequence, Retrieve URL/AE on forwarded instances */

@@ -159,6 +159,16 @@ std::string now_dt() {
 
 // PS3.3 C.12.1.1.9: what the bridge changed and where the instance came from, inside the data set itself (file
 // meta such as Source AE Title does not survive a C-STORE).
+// "host[:port]" of a URL, without scheme, credentials or path.
+std::string url_host(const char *url) {
+    const char *p = strstr(url, "://");
+    p = p ? p + 3 : url;
+    const char *end = p + strcspn(p, "/?#");
+    const char *at = static_cast<const char *>(memchr(p, '@', (size_t)(end - p)));
+    if (at) p = at + 1;
+    return std::string(p, (size_t)(end - p));
+}
+
 void stamp(DcmDataset *ds, const dwb_upstream_conf *up, const char *bridge_ae, const std::string &url) {
     DcmItem *item = new DcmItem();
     DcmItem *prev = new DcmItem();
@@ -170,7 +180,10 @@ void stamp(DcmDataset *ds, const dwb_upstream_conf *up, const char *bridge_ae, c
     item->insertSequenceItem(DCM_ModifiedAttributesSequence, prev);
     item->putAndInsertString(DCM_AttributeModificationDateTime, now_dt().c_str());
     item->putAndInsertString(DCM_ModifyingSystem, bridge_ae);
-    std::string source = std::string(up->ae_title) + " " + up->base_url;
+    // Source of Previous Values is LO (64 characters at most): the upstream's AE title and host; the full URL is
+    // in Retrieve URL (UR, no such limit).
+    std::string source = std::string(up->ae_title) + " " + url_host(up->base_url);
+    if (source.size() > 64) source.resize(64);
     item->putAndInsertString(DCM_SourceOfPreviousValues, source.c_str());
     item->putAndInsertString(DCM_ReasonForTheAttributeModification, "COERCE");
     ds->insertSequenceItem(DCM_OriginalAttributesSequence, item, -2);
@@ -347,6 +360,55 @@ T_ASC_PresentationContextID find_context(T_ASC_Association *a, const char *cls, 
 }
 
 // Returns 0 sent, 1 warning, -1 failed (go on), -2 target dead.
+int store_one(Run &r, DcmDataset *ds, const char *cls, const char *sop, std::string &why);
+int p_cancelled(void *ud);
+
+// The destination takes none of the instance's syntax and the bridge cannot decode it (JPEG 2000 with Debian's
+// DCMTK): ask the store for it in Explicit VR Little Endian (Google and Orthanc with GDCM transcode), stamp the
+// new copy as the first one was, and send that.
+int store_transcoded(Run &r, DcmDataset *ds, const char *cls, const char *sop, const DcmXfer &have, std::string &why) {
+    static const char *const kExplicitLE = UID_LittleEndianExplicitTransferSyntax;
+    OFString study, series;
+    ds->findAndGetOFString(DCM_StudyInstanceUID, study);
+    ds->findAndGetOFString(DCM_SeriesInstanceUID, series);
+    const dwb_upstream *up = r.ctx->upstream;
+    std::string base = std::string("destination does not accept ") + have.getXferName() + " (" + have.getXferID() +
+                       ") and the bridge cannot decode it";
+    if (!up || study.empty() || series.empty()) {
+        why = base;
+        return -1;
+    }
+    void *data = nullptr;
+    size_t len = 0;
+    dwb_error err = {};
+    if (dwb_retrieve_fetch_instance(up, study.c_str(), series.c_str(), sop, kExplicitLE, kMaxInstanceBytes, p_cancelled,
+                                    &r, &data, &len, &err) != DWB_OK) {
+        why = base + "; the store did not transcode it to Explicit VR Little Endian: " + err.message;
+        return -1;
+    }
+    DcmInputBufferStream in;
+    in.setBuffer(data, (offile_off_t)len);
+    in.setEos();
+    DcmFileFormat ff;
+    ff.transferInit();
+    OFCondition c = ff.read(in, EXS_Unknown, EGL_noChange, 0xFFFFFFFFu);
+    ff.transferEnd();
+    free(data);
+    DcmDataset *nds = ff.getDataset();
+    if (c.bad() || DcmXfer(nds->getOriginalXfer()).isEncapsulated()) {
+        why = base + "; the store's transcoded copy is " + (c.bad() ? c.text() : "still compressed");
+        return -1;
+    }
+    if (r.ctx->cfg->provenance.stamp) {
+        std::string url = std::string(up->conf->base_url) + "/studies/" + study.c_str() + "/series/" + series.c_str() +
+                          "/instances/" + sop;
+        stamp(nds, up->conf, r.ctx->cfg->listen.ae_title, url);
+    }
+    DWB_INFO(&r.ctx->log, "%s: %s not accepted by the destination; sending the store's Explicit VR Little Endian copy",
+             sop, have.getXferName());
+    return store_one(r, nds, cls, sop, why);
+}
+
 int store_one(Run &r, DcmDataset *ds, const char *cls, const char *sop, std::string &why) {
     T_ASC_Association *a = r.target.assoc;
     DcmXfer have(ds->getOriginalXfer());
@@ -369,11 +431,8 @@ int store_one(Run &r, DcmDataset *ds, const char *cls, const char *sop, std::str
         if (have.isEncapsulated()) {
             register_codecs();
             if (ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr).bad() ||
-                !ds->canWriteXfer(EXS_LittleEndianExplicit)) {
-                why = std::string("destination does not accept ") + have.getXferName() +
-                      " and the bridge cannot decode it";
-                return -1;
-            }
+                !ds->canWriteXfer(EXS_LittleEndianExplicit))
+                return store_transcoded(r, ds, cls, sop, have, why);
         }
     }
     T_DIMSE_C_StoreRQ req;
@@ -704,6 +763,8 @@ OFCondition dwb_handle_move_get(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_
         return send_rsp(r, status, true, comment.c_str());
     }
     r.total = plan->total;
+    plan->max_attempts = ctx->cfg->retrieve.max_attempts;
+    if (dest && dest->transfer_syntax) snprintf(plan->transfer_syntax, sizeof plan->transfer_syntax, "%s", dest->transfer_syntax);
     DWB_INFO(&ctx->log, "%s: %zu instance(s) in %zu series to %s", name, plan->total, plan->n_series,
              r.is_move ? dest->ae_title : ctx->calling);
     if (r.total == 0) {

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "dwb_dicomjson.h"
 #include "dwb_http.h"
@@ -385,8 +386,12 @@ static int st_cancel(void *ud) {
     return s->cb->is_cancelled ? s->cb->is_cancelled(s->cb->ud) : 0;
 }
 
-static dwb_status fetch(const dwb_upstream *up, const char *url, stream_ctx *s, dwb_error *err, char *why, size_t whycap) {
-    const char *hdr[1] = {"Accept: multipart/related; type=\"application/dicom\"; transfer-syntax=*"};
+static dwb_status fetch(const dwb_upstream *up, const char *url, const char *ts, stream_ctx *s, dwb_error *err,
+                        char *why, size_t whycap) {
+    char accept[200];
+    snprintf(accept, sizeof accept, "Accept: multipart/related; type=\"application/dicom\"; transfer-syntax=%s",
+             ts && *ts ? ts : "*");
+    const char *hdr[1] = {accept};
     dwb_http_request req = {0};
     req.url = url;
     req.headers = hdr;
@@ -420,6 +425,20 @@ static dwb_status fetch(const dwb_upstream *up, const char *url, stream_ctx *s, 
     return st;
 }
 
+static int sleep_cancellable(const dwb_retrieve_callbacks *cb, long ms) {
+    while (ms > 0) {
+        if (cb->is_cancelled && cb->is_cancelled(cb->ud)) return 1;
+        long step = ms < 100 ? ms : 100;
+        struct timespec ts = {0, step * 1000000L};
+        nanosleep(&ts, NULL);
+        ms -= step;
+    }
+    return cb->is_cancelled && cb->is_cancelled(cb->ud);
+}
+
+/* One series: the whole series (or the listed instances) first; then, while planned instances are missing
+ * after a transfer that failed part-way, only those, one instance-level request each, with backoff, until
+ * max_attempts requests of each were made. Every instance already received is kept. */
 dwb_status dwb_retrieve_stream_series(const dwb_upstream *up, const dwb_rplan *plan, size_t index,
                                       const dwb_log_ctx *log, size_t max_instance_bytes,
                                       const dwb_retrieve_callbacks *cb, dwb_error *err) {
@@ -430,33 +449,124 @@ dwb_status dwb_retrieve_stream_series(const dwb_upstream *up, const dwb_rplan *p
     s.max = max_instance_bytes;
     const dwb_rseries *se = &plan->series[index];
     s.series = se;
-    size_t n_urls = se->whole ? 1 : se->n;
-    for (size_t u = 0; u < n_urls; u++) {
-        char url[1024], why[400] = "";
-        if (se->whole)
-            snprintf(url, sizeof url, "%s/studies/%s/series/%s", up->conf->base_url, se->study_uid, se->series_uid);
-        else
-            snprintf(url, sizeof url, "%s/studies/%s/series/%s/instances/%s", up->conf->base_url, se->study_uid,
-                     se->series_uid, se->sop[u]);
-        s.started = s.bad_type = s.perr_set = 0;
-        dwb_status st = fetch(up, url, &s, err, why, sizeof why);
-        if (st == DWB_E_CANCELLED || s.stop) {
-            result = DWB_E_CANCELLED;
-            break;
+    dwb_log_ctx lc = log ? *log : (dwb_log_ctx){0};
+    int max_attempts = plan->max_attempts > 0 ? plan->max_attempts : 1;
+    char (*whys)[200] = calloc(se->n ? se->n : 1, sizeof *whys);
+    if (!whys) return dwb_error_set(err, DWB_E_NOMEM, "out of memory");
+    for (int attempt = 1; attempt <= max_attempts && result == DWB_OK; attempt++) {
+        /* First attempt: as planned. Later ones: the missing instances, one by one. */
+        int whole = attempt == 1 && se->whole;
+        size_t missing = 0;
+        for (size_t k = 0; k < se->n; k++) missing += !se->seen[k];
+        if (missing == 0) break;
+        if (attempt > 1) {
+            DWB_INFO(&lc, "WADO-RS series %s: %zu instance(s) missing, asking again (attempt %d of %d)",
+                     se->series_uid, missing, attempt, max_attempts);
+            if (sleep_cancellable(cb, 500L << (attempt - 2 < 6 ? attempt - 2 : 6))) {
+                result = DWB_E_CANCELLED;
+                break;
+            }
         }
-        if (st != DWB_OK) {
-            dwb_log_ctx lc = log ? *log : (dwb_log_ctx){0};
-            DWB_WARN(&lc, "WADO-RS series %s: %s", se->series_uid, why);
+        size_t n_urls = whole ? 1 : se->n;
+        for (size_t u = 0; u < n_urls; u++) {
+            if (!whole && se->seen[u]) continue;
+            char url[1024], why[400] = "";
+            if (whole)
+                snprintf(url, sizeof url, "%s/studies/%s/series/%s", up->conf->base_url, se->study_uid, se->series_uid);
+            else
+                snprintf(url, sizeof url, "%s/studies/%s/series/%s/instances/%s", up->conf->base_url, se->study_uid,
+                         se->series_uid, se->sop[u]);
+            s.started = s.bad_type = s.perr_set = 0;
+            s.too_big = 0;
+            dwb_status st = fetch(up, url, plan->transfer_syntax, &s, err, why, sizeof why);
+            if (st == DWB_E_CANCELLED || s.stop) {
+                result = DWB_E_CANCELLED;
+                break;
+            }
+            if (st != DWB_OK) DWB_WARN(&lc, "WADO-RS series %s: %s", se->series_uid, why);
+            size_t lo = whole ? 0 : u, hi = whole ? se->n : u + 1;
+            for (size_t k = lo; k < hi; k++)
+                if (!se->seen[k])
+                    snprintf(whys[k], sizeof whys[k], "%.190s",
+                             why[0] ? why : (s.too_big ? "instance larger than the limit" : "not delivered by the store"));
         }
-        /* Every planned instance that did not arrive is a failed sub-operation. */
-        size_t lo = se->whole ? 0 : u, hi = se->whole ? se->n : u + 1;
-        for (size_t k = lo; k < hi; k++)
-            if (!se->seen[k])
-                cb->on_missing(cb->ud, se, se->sop[k],
-                               why[0] ? why : (s.too_big ? "instance larger than the limit" : "not delivered by the store"));
     }
+    /* Every planned instance that did not arrive in the end is a failed sub-operation. */
+    if (result == DWB_OK)
+        for (size_t k = 0; k < se->n; k++)
+            if (!se->seen[k]) {
+                char reason[300];
+                snprintf(reason, sizeof reason, "%s (after %d request%s)", whys[k][0] ? whys[k] : "not delivered",
+                         max_attempts, max_attempts == 1 ? "" : "s");
+                cb->on_missing(cb->ud, se, se->sop[k], reason);
+            }
+    free(whys);
     free(s.part);
     return result;
+}
+
+typedef struct one_ctx {
+    void *data;
+    size_t len;
+    int got;
+} one_ctx;
+
+static int one_instance(void *ud, const dwb_rseries *series, const void *data, size_t len, const char *location) {
+    one_ctx *o = ud;
+    if (o->got) return 0;
+    o->data = malloc(len ? len : 1);
+    if (!o->data) return 1;
+    memcpy(o->data, data, len);
+    o->len = len;
+    o->got = 1;
+    return 0;
+}
+
+static void one_missing(void *ud, const dwb_rseries *series, const char *sop, const char *reason) {}
+
+typedef struct one_cancel {
+    int (*is_cancelled)(void *);
+    void *ud;
+} one_cancel;
+
+dwb_status dwb_retrieve_fetch_instance(const dwb_upstream *up, const char *study_uid, const char *series_uid,
+                                       const char *sop_uid, const char *ts, size_t max_bytes,
+                                       int (*is_cancelled)(void *), void *ud, void **data, size_t *len,
+                                       dwb_error *err) {
+    *data = NULL;
+    *len = 0;
+    one_ctx o = {0};
+    dwb_retrieve_callbacks cb = {one_instance, one_missing, is_cancelled, NULL};
+    /* The callbacks see the collector; cancellation is polled through the caller's function. */
+    cb.ud = &o;
+    if (is_cancelled) {
+        cb.is_cancelled = is_cancelled;
+    }
+    stream_ctx s;
+    memset(&s, 0, sizeof s);
+    s.cb = &cb;
+    s.max = max_bytes;
+    dwb_rseries se;
+    memset(&se, 0, sizeof se);
+    s.series = &se;
+    char url[1024], why[400] = "";
+    snprintf(url, sizeof url, "%s/studies/%s/series/%s/instances/%s", up->conf->base_url, study_uid, series_uid,
+             sop_uid);
+    (void)ud;
+    dwb_error e = {0};
+    dwb_status st = fetch(up, url, ts, &s, &e, why, sizeof why);
+    free(s.part);
+    if (st == DWB_OK && o.got) {
+        *data = o.data;
+        *len = o.len;
+        return DWB_OK;
+    }
+    free(o.data);
+    if (st == DWB_OK) st = DWB_E_HTTP;
+    dwb_status r = dwb_error_set(err, st, "the store did not deliver %s in %s: %s", sop_uid, ts,
+                                 why[0] ? why : (s.too_big ? "larger than the limit" : "no instance in the answer"));
+    if (err) err->http_code = e.http_code;
+    return r;
 }
 
 dwb_status dwb_retrieve_stream(const dwb_upstream *up, const dwb_rplan *plan, const dwb_log_ctx *log,

@@ -30,6 +30,8 @@ typedef struct dwb_rplan {
     dwb_rseries *series;
     size_t n_series;
     size_t total;
+    char transfer_syntax[65]; /* asked of the store (WADO-RS transfer-syntax=); "" = as stored */
+    int max_attempts;         /* requests of one instance before it is missing; 0 = 1 */
 } dwb_rplan;
 
 /* Resolves a C-MOVE/C-GET identifier. DWB_E_INVALID names the offending key (answer 0xA900);
@@ -66,6 +68,12 @@ dwb_status dwb_retrieve_stream(const dwb_upstream *up, const dwb_rplan *plan, co
 dwb_status dwb_retrieve_stream_series(const dwb_upstream *up, const dwb_rplan *plan, size_t index,
                                       const dwb_log_ctx *log, size_t max_instance_bytes,
                                       const dwb_retrieve_callbacks *cb, dwb_error *err);
+/* One instance in the given transfer syntax (a store-side transcode): *data malloc'd Part-10 bytes. A store
+ * that cannot answers DWB_E_HTTP (err->http_code 406 and the like) with a message naming the syntax. */
+dwb_status dwb_retrieve_fetch_instance(const dwb_upstream *up, const char *study_uid, const char *series_uid,
+                                       const char *sop_uid, const char *transfer_syntax, size_t max_bytes,
+                                       int (*is_cancelled)(void *), void *ud, void **data, size_t *len,
+                                       dwb_error *err);
 /* Called from on_instance with the SOP Instance UID found in the data set. */
 void dwb_retrieve_mark_seen(const dwb_rseries *series, const char *sop_uid);
 

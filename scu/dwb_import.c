@@ -420,6 +420,8 @@ int dwb_import_main(int argc, char **argv) {
     dwb_import_totals tot;
     fprintf(stderr, "import: %zu studies, %zu series, %zu instances from %s to %s%s\n", n_studies, plan->n_series,
             plan->total, uc->ae_title, dc->ae_title, skipped_series ? " (resuming)" : "");
+    plan->max_attempts = cfg->retrieve.max_attempts;
+    if (dc->transfer_syntax) snprintf(plan->transfer_syntax, sizeof plan->transfer_syntax, "%s", dc->transfer_syntax);
     s = dwb_import_send(cfg, up, dc, stow ? stow->http : NULL, plan, &hooks, &tot, &err);
     dwb_upstream_free(stow);
     if (pr.tty) fputc('\n', stderr);

@@ -9,6 +9,9 @@ policy(n, method, path, uids) -> action, where n counts STOW requests from 1 (0 
   ("hold", event)                   forward, then hold the answer until event is set (kill -9 in that window)
   ("fail", {uid: reason})           forward, then rewrite the answer: these instances failed with that reason
   ("delay", seconds)                forward, answer after that delay (a far store)
+  ("cut_answer", f)                 forward, then send the status line, the full Content-Length and only
+                                    f(payload) bytes of the body (f: a fraction, or a function of the payload
+                                    giving a byte count), and reset the connection
 """
 import http.client
 import http.server
@@ -127,12 +130,17 @@ class FaultStore:
             action[1].wait(120)
         if isinstance(action, tuple) and action[0] == "delay":
             time.sleep(action[1])
+        if isinstance(action, tuple) and action[0] == "cut_answer":
+            f = action[1]
+            keep = f(payload) if callable(f) else int(len(payload) * f)
+            self._reply(h, ex, code, headers, payload, keep=keep)
+            return
         self._reply(h, ex, code, headers, payload)
 
     def _forward(self, h, body):
         conn = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=120)
         try:
-            hdrs = {k: v for k, v in h.headers.items() if k.lower() in ("content-type", "accept")}
+            hdrs = {k: v for k, v in h.headers.items() if k.lower() in ("content-type", "accept", "authorization")}
             conn.request(h.command, h.path, body=body if body else None, headers=hdrs)
             r = conn.getresponse()
             payload = r.read()
@@ -161,15 +169,19 @@ class FaultStore:
         doc["00081198"] = {"vr": "SQ", "Value": failed}
         return json.dumps(doc).encode()
 
-    def _reply(self, h, ex, code, headers, payload):
+    def _reply(self, h, ex, code, headers, payload, keep=None):
         try:
             h.send_response(code)
             for k, v in headers:
                 h.send_header(k, v)
             h.send_header("Content-Length", str(len(payload)))
             h.end_headers()
-            h.wfile.write(payload)
+            h.wfile.write(payload if keep is None else payload[:keep])
             h.wfile.flush()
+            if keep is not None:
+                h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                h.close_connection = True
+                h.connection.close()
         except OSError:
             pass
-        ex.code, ex.answer, ex.t_end = code, payload, time.time()
+        ex.code, ex.answer, ex.t_end = (code if keep is None else None), payload, time.time()
