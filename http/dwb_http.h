@@ -79,6 +79,11 @@ typedef struct dwb_http_request {
     int (*is_cancelled)(void *ud);
     void *ud;
     const char *log_ctx_assoc;       /* association id for log lines, may be NULL */
+    /* Pass-through callers (the gateway): response header names to keep (NULL-terminated, case-insensitive),
+     * and on_head, called at the same moments as on_response with the kept headers of that response as
+     * "Name: value\n" lines (never NULL). Return non-zero to abort, as for on_response. */
+    const char *const *keep_headers;
+    int (*on_head)(void *ud, long code, const char *kept_headers);
 } dwb_http_request;
 
 typedef struct dwb_http_response {
