@@ -1,6 +1,6 @@
 /* /healthz, /readyz, /metrics on libmicrohttpd. Each connection has its own thread, and /readyz only reads the
- * result of the last probe, which a background thread refreshes: a slow or dead store can make the bridge
- * unready, never make a probe of the kubelet time out. */
+ * result of the last probe, which a background thread refreshes from the first /readyz on: a slow or dead store
+ * can make the bridge unready, never make a probe of the kubelet time out. */
 #include "dwb_ops.h"
 
 #include <errno.h>
@@ -33,6 +33,7 @@ struct dwb_ops {
     pthread_mutex_t mu; /* guards everything below */
     pthread_cond_t cv;
     int stopping;
+    int asked;          /* /readyz was asked once: probing starts then, so a bridge nobody probes costs no requests */
     ready_state state;
     char summary[SUMMARY_MAX];
 };
@@ -47,6 +48,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
     if (!strcmp(url, "/readyz")) {
         char body[SUMMARY_MAX + 32];
         pthread_mutex_lock(&o->mu);
+        if (!o->asked) {
+            o->asked = 1;
+            pthread_cond_broadcast(&o->cv);
+        }
         ready_state st = o->state;
         if (st == READY_NOT) snprintf(body, sizeof body, "%s", o->summary);
         pthread_mutex_unlock(&o->mu);
@@ -78,6 +83,7 @@ static void *probe_loop(void *arg) {
     char *summary = malloc(SUMMARY_MAX), *detail = malloc(DETAIL_MAX);
     ready_state last = READY_UNKNOWN;
     pthread_mutex_lock(&o->mu);
+    while (!o->stopping && !o->asked) pthread_cond_wait(&o->cv, &o->mu);
     while (!o->stopping && summary && detail) {
         pthread_mutex_unlock(&o->mu);
         summary[0] = detail[0] = '\0';

@@ -54,7 +54,9 @@ def vm_kb(pid, key):
     return 0
 
 
-class GatewayTest(TestCase):
+class GatewayFixture(TestCase):
+    """The Google-layout store with its token server in front of Orthanc, and a bridge with a gateway."""
+
     def setUp(self):
         super().setUp()
         key = os.path.join(self.workdir, "key.pem")
@@ -94,6 +96,8 @@ class GatewayTest(TestCase):
         self.addCleanup(c.close)
         return b, c
 
+
+class GatewayTest(GatewayFixture):
     def test_viewer_reads_everything_without_credentials(self):
         man = self.load(patients=2, studies=1, series=2, instances=2, rows=64, cols=64)
         bridge, c = self.bridge()
