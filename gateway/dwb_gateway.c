@@ -436,7 +436,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
     dwb_gateway *gw = cls;
     gw_req *q = *req_cls;
     if (!q) return MHD_NO;
-    if (q->gu || q->state != FETCH_WAITING || q->th_started) return MHD_YES; /* already answered */
+    if (q->gu || q->th_started) return MHD_YES; /* already relayed */
     if (*upload_data_size) {
         *upload_data_size = 0; /* request bodies are refused below; drop what arrives */
         return MHD_YES;
