@@ -20,7 +20,7 @@
 #include "dwb_log.h"
 #include "dwb_metrics.h"
 
-#define RING_SIZE (256 * 1024) /* body bytes buffered per request between store and viewer */
+#define RING_SIZE (512 * 1024) /* body bytes buffered per request between store and viewer */
 #define BLOCK_SIZE (64 * 1024)  /* what MHD asks the reader for at once */
 #define PREFIX "/dicom-web/"
 #define ALLOW_METHODS "GET, HEAD, OPTIONS"
@@ -580,6 +580,7 @@ dwb_status dwb_gateway_start(const dwb_config *cfg, dwb_upstream *const *upstrea
         dwb_http_opts_from_upstream(upstreams[i]->conf, &o);
         o.auth = upstreams[i]->auth;
         o.timeout_ms = 0;
+        o.buffer_size = 64 * 1024; /* fewer, larger hand-overs to the viewer's thread */
         gw->ups[i].up = upstreams[i];
         dwb_status st = dwb_http_client_new(&o, &gw->ups[i].http, err);
         gw->n_ups = i + 1;

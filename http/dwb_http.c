@@ -497,6 +497,7 @@ dwb_status dwb_http_perform(dwb_http_client *c, const dwb_http_request *req, dwb
         curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
         curl_easy_setopt(h, CURLOPT_XFERINFODATA, &x);
         curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+        if (c->opts.buffer_size > 0) curl_easy_setopt(h, CURLOPT_BUFFERSIZE, c->opts.buffer_size);
         if (req->reader) {
             curl_easy_setopt(h, CURLOPT_POST, 1L);
             curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);

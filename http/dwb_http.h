@@ -44,6 +44,7 @@ typedef struct dwb_http_client_opts {
     long backoff_max_ms;      /* default 10000 */
     dwb_auth *auth;           /* borrowed; NULL = none */
     int max_concurrent;       /* requests in flight at once through this client; 0 = unlimited */
+    long buffer_size;         /* receive buffer, the most on_body gets at once; 0 = libcurl's 16 KiB */
 } dwb_http_client_opts;
 
 /* Fills opts from an upstream's config section (auth is NOT created; set opts->auth yourself). */
