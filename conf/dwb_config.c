@@ -511,8 +511,10 @@ static dwb_status load_destination(loader *L, const char *path, json_t *obj, dwb
     return DWB_OK;
 }
 
-static dwb_status get_str_array(loader *L, const char *path, json_t *obj, const char *key, int ip, char ***out,
-                                size_t *n_out) {
+typedef enum str_kind { STR_AE = 0, STR_IP, STR_ORIGIN } str_kind;
+
+static dwb_status get_str_array(loader *L, const char *path, json_t *obj, const char *key, str_kind kind,
+                                char ***out, size_t *n_out) {
     json_t *arr = json_object_get(obj, key);
     if (!arr) return DWB_OK;
     char p[200];
@@ -528,7 +530,11 @@ static dwb_status get_str_array(loader *L, const char *path, json_t *obj, const 
         snprintf(pi, sizeof pi, "%s[%zu]", p, i);
         if (!json_is_string(v) || json_string_length(v) == 0) return bad(L, pi, "expected a non-empty string");
         const char *s = json_string_value(v);
-        if (ip) {
+        if (kind == STR_ORIGIN) {
+            /* Browsers send Origin as scheme://host[:port], no path and no trailing slash; compared exactly. */
+            if ((strncmp(s, "http://", 7) != 0 && strncmp(s, "https://", 8) != 0) || strchr(strstr(s, "//") + 2, '/'))
+                return bad(L, pi, "expected an origin such as \"https://kaapana.example\", got \"%s\"", s);
+        } else if (kind == STR_IP) {
             unsigned char buf[16];
             if (inet_pton(AF_INET, s, buf) != 1 && inet_pton(AF_INET6, s, buf) != 1)
                 return bad(L, pi, "expected an IPv4 or IPv6 address, got \"%s\"", s);
@@ -541,9 +547,24 @@ static dwb_status get_str_array(loader *L, const char *path, json_t *obj, const 
     return DWB_OK;
 }
 
+/* "<path>.bind": the address a server listens on, an IPv4 or IPv6 literal (obj may be NULL: the default). */
+static dwb_status get_bind(loader *L, const char *path, json_t *obj, const char *def, char **out) {
+    const char *s = def;
+    dwb_status st = obj ? get_str(L, path, obj, "bind", 0, &s) : DWB_OK;
+    if (st != DWB_OK) return st;
+    unsigned char buf[16];
+    if (inet_pton(AF_INET, s, buf) != 1 && inet_pton(AF_INET6, s, buf) != 1) {
+        char p[200];
+        join(p, sizeof p, path, "bind");
+        return bad(L, p, "expected an IPv4 or IPv6 address such as 0.0.0.0, 127.0.0.1 or ::, got \"%s\"", s);
+    }
+    if (!(*out = strdup(s))) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
+    return DWB_OK;
+}
+
 static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
     static const char *const keys[] = {"listen", "upstreams", "destinations", "spool", "http", "log",
-                                       "provenance", "retrieve", NULL};
+                                       "provenance", "retrieve", "gateway", NULL};
     static const char *const listen_keys[] = {"port", "ae_title", "max_associations", "max_pdu", "acse_timeout_s",
                                               "dimse_timeout_s", "allow_calling_ae", "allow_hosts", "tls", NULL};
     if (!json_is_object(root)) return bad(L, "(top level)", "expected a JSON object");
@@ -557,6 +578,7 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
     c->listen.acse_timeout_s = 30;
     c->listen.dimse_timeout_s = 0;
     c->http.port = 8080;
+    c->gateway.port = 0;
     c->provenance.stamp = 1;
     c->retrieve.parallel_series = 2;
     c->retrieve.max_in_flight_mb = 64;
@@ -577,10 +599,10 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
             return st;
         if ((st = get_int(L, "listen", listen, "dimse_timeout_s", 0, 86400, &c->listen.dimse_timeout_s)) != DWB_OK)
             return st;
-        if ((st = get_str_array(L, "listen", listen, "allow_calling_ae", 0, &c->listen.allow_calling_ae,
+        if ((st = get_str_array(L, "listen", listen, "allow_calling_ae", STR_AE, &c->listen.allow_calling_ae,
                                 &c->listen.n_allow_calling_ae)) != DWB_OK)
             return st;
-        if ((st = get_str_array(L, "listen", listen, "allow_hosts", 1, &c->listen.allow_hosts,
+        if ((st = get_str_array(L, "listen", listen, "allow_hosts", STR_IP, &c->listen.allow_hosts,
                                 &c->listen.n_allow_hosts)) != DWB_OK)
             return st;
         json_t *tls = json_object_get(listen, "tls");
@@ -670,11 +692,26 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
 
     json_t *http = json_object_get(root, "http");
     if (http) {
-        static const char *const http_keys[] = {"port", NULL};
+        static const char *const http_keys[] = {"port", "bind", NULL};
         if (!json_is_object(http)) return bad(L, "http", "expected an object");
         if ((st = check_keys(L, "http", http, http_keys)) != DWB_OK) return st;
         if ((st = get_int(L, "http", http, "port", 0, 65535, &c->http.port)) != DWB_OK) return st;
     }
+    if ((st = get_bind(L, "http", http, "0.0.0.0", &c->http.bind)) != DWB_OK) return st;
+
+    json_t *gw = json_object_get(root, "gateway");
+    if (gw) {
+        static const char *const gw_keys[] = {"port", "bind", "cors_origins", "token", "token_file", "token_env",
+                                              NULL};
+        if (!json_is_object(gw)) return bad(L, "gateway", "expected an object");
+        if ((st = check_keys(L, "gateway", gw, gw_keys)) != DWB_OK) return st;
+        if ((st = get_int(L, "gateway", gw, "port", 0, 65535, &c->gateway.port)) != DWB_OK) return st;
+        if ((st = get_str_array(L, "gateway", gw, "cors_origins", STR_ORIGIN, &c->gateway.cors_origins,
+                                &c->gateway.n_cors_origins)) != DWB_OK)
+            return st;
+        if ((st = get_secret(L, "gateway", gw, "token", &c->gateway.token)) != DWB_OK) return st;
+    }
+    if ((st = get_bind(L, "gateway", gw, "127.0.0.1", &c->gateway.bind)) != DWB_OK) return st;
 
     json_t *log = json_object_get(root, "log");
     if (log) {
@@ -806,6 +843,11 @@ void dwb_config_free(dwb_config *c) {
     for (size_t i = 0; i < c->listen.n_allow_hosts; i++) free(c->listen.allow_hosts[i]);
     free(c->listen.allow_hosts);
     free(c->spool.dir);
+    free(c->http.bind);
+    free(c->gateway.bind);
+    for (size_t i = 0; i < c->gateway.n_cors_origins; i++) free(c->gateway.cors_origins[i]);
+    free(c->gateway.cors_origins);
+    secret_free(&c->gateway.token);
     free(c->path);
     free(c);
 }

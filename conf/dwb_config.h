@@ -120,8 +120,15 @@ typedef struct dwb_config {
         int stamp; /* default 1: Original Attributes Sequence, Retrieve URL/AE on forwarded instances */
     } provenance;
     struct {
-        int port; /* default 8080; 0 = disabled */
+        int port;   /* default 8080; 0 = disabled */
+        char *bind; /* IPv4/IPv6 literal; default "0.0.0.0" */
     } http;
+    struct {
+        int port;                                   /* DICOMweb gateway for viewers; default 0 = disabled */
+        char *bind;                                 /* IPv4/IPv6 literal; default "127.0.0.1" */
+        char **cors_origins; size_t n_cors_origins; /* exact Origin values allowed; empty = no CORS */
+        dwb_secret token;                           /* optional bearer token clients must present */
+    } gateway;
     struct {
         dwb_log_level level;   /* default info */
         dwb_log_format format; /* default text */

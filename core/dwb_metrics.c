@@ -29,6 +29,8 @@ static const struct {
     {"dwb_http_received_bytes_total", "HTTP response body bytes received from stores by upstream"},
     {"dwb_http_sent_bytes_total", "HTTP request body bytes sent to stores by upstream"},
     {"dwb_token_refreshes_total", "access tokens obtained by upstream"},
+    {"dwb_gateway_requests_total", "DICOMweb gateway requests by upstream and status code answered"},
+    {"dwb_gateway_sent_bytes_total", "DICOMweb gateway response body bytes sent to viewers by upstream"},
     {"dwb_spool_queued", "instances waiting in the spool for STOW-RS, by upstream"},
     {"dwb_spool_failed", "instances the store refused for good (in failed/), by upstream"},
     {"dwb_spool_retrying", "instances refused for now, waiting for their own retry time, by upstream"},

@@ -189,7 +189,31 @@ typedef struct xfer {
     unsigned long long body_bytes;
     long long last_poll;
     CURL *h;
+    char *kept;         /* headers named in req->keep_headers, "Name: value\n" lines */
+    size_t kept_len;
 } xfer;
+
+/* on_response and on_head together: the moment the caller learns status and headers. */
+static int tell_head(xfer *x, long code) {
+    const dwb_http_request *r = x->req;
+    if (r->on_response && r->on_response(r->ud, code, x->content_type)) return 1;
+    if (r->on_head && r->on_head(r->ud, code, x->kept ? x->kept : "")) return 1;
+    return 0;
+}
+
+static void keep_header(xfer *x, const char *k, size_t klen, const char *v, size_t vlen) {
+    const char *const *names = x->req->keep_headers;
+    if (!names) return;
+    for (; *names; names++) {
+        if (strlen(*names) != klen || strncasecmp(*names, k, klen) != 0) continue;
+        if (klen + vlen > 8192) return; /* a header this long is not one a viewer needs */
+        char *nk = realloc(x->kept, x->kept_len + klen + vlen + 4);
+        if (!nk) return;
+        x->kept = nk;
+        x->kept_len += (size_t)sprintf(nk + x->kept_len, "%.*s: %.*s\n", (int)klen, k, (int)vlen, v);
+        return;
+    }
+}
 
 static void set_header(char **slot, const char *v, size_t n) {
     free(*slot);
@@ -206,7 +230,9 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *ud) {
     if (n >= 5 && strncmp(buf, "HTTP/", 5) == 0) { /* a new response (after 100-continue or a redirect) */
         free(x->content_type);
         free(x->warning);
-        x->content_type = x->warning = NULL;
+        free(x->kept);
+        x->content_type = x->warning = x->kept = NULL;
+        x->kept_len = 0;
         x->retry_after_ms = -1;
         return n;
     }
@@ -217,6 +243,7 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *ud) {
     size_t vlen = n - klen - 1;
     while (vlen > 0 && (*v == ' ' || *v == '\t')) v++, vlen--;
     while (vlen > 0 && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' ')) vlen--;
+    keep_header(x, buf, klen, v, vlen);
     if (klen == 12 && strncasecmp(buf, "Content-Type", 12) == 0) set_header(&x->content_type, v, vlen);
     else if (klen == 7 && strncasecmp(buf, "Warning", 7) == 0) set_header(&x->warning, v, vlen);
     else if (klen == 11 && strncasecmp(buf, "Retry-After", 11) == 0) {
@@ -236,7 +263,7 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *ud) {
     if (code >= 200 && code < 300) {
         if (!x->response_seen) {
             x->response_seen = 1;
-            if (x->req->on_response && x->req->on_response(x->req->ud, code, x->content_type)) {
+            if (tell_head(x, code)) {
                 x->aborted_by_cb = 1;
                 return 0;
             }
@@ -471,6 +498,7 @@ dwb_status dwb_http_perform(dwb_http_client *c, const dwb_http_request *req, dwb
         curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
         curl_easy_setopt(h, CURLOPT_XFERINFODATA, &x);
         curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+        if (c->opts.buffer_size > 0) curl_easy_setopt(h, CURLOPT_BUFFERSIZE, c->opts.buffer_size);
         if (req->reader) {
             curl_easy_setopt(h, CURLOPT_POST, 1L);
             curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
@@ -518,7 +546,7 @@ dwb_status dwb_http_perform(dwb_http_client *c, const dwb_http_request *req, dwb
                                        x.body_bytes ? " (after part of the body was received)" : "");
             }
         } else if (code >= 200 && code < 300) {
-            if (!x.response_seen && req->on_response && req->on_response(req->ud, code, x.content_type)) {
+            if (!x.response_seen && tell_head(&x, code)) {
                 result = dwb_error_set(err, DWB_E_CANCELLED, "%s %s: stopped by the receiver", method, logurl);
             } else {
                 result = DWB_OK;
@@ -531,6 +559,7 @@ dwb_status dwb_http_perform(dwb_http_client *c, const dwb_http_request *req, dwb
             free(x.content_type);
             free(x.warning);
             free(x.error_body);
+            free(x.kept);
             if (req->reader && (!req->reader->rewind || req->reader->rewind(req->reader->ud) != 0)) {
                 result = dwb_error_set(err, DWB_E_AUTH, "%s %s: HTTP 401 from upstream %s and the body cannot be resent",
                                        method, logurl, c->name);
@@ -559,14 +588,14 @@ dwb_status dwb_http_perform(dwb_http_client *c, const dwb_http_request *req, dwb
 
         if (result == DWB_OK || !retry) {
             /* A final non-2xx answer is reported too, so a caller can see status and type in one place. */
-            if (result != DWB_OK && code > 0 && !(code >= 200 && code < 300) && req->on_response)
-                (void)req->on_response(req->ud, code, x.content_type);
+            if (result != DWB_OK && code > 0 && !(code >= 200 && code < 300)) (void)tell_head(&x, code);
             free(resp->content_type);
             free(resp->warning);
             resp->content_type = x.content_type;
             resp->warning = x.warning;
             resp->error_body = x.error_body;
             x.content_type = x.warning = x.error_body = NULL;
+            free(x.kept);
             break;
         }
         /* Transient failure: retry if the body can be resent and the attempts and the budget allow it. */
@@ -582,10 +611,11 @@ dwb_status dwb_http_perform(dwb_http_client *c, const dwb_http_request *req, dwb
             result = dwb_error_set(err, result, "%s %s: %s after %d attempt%s in %lld s (%s)%s%s", method, logurl,
                                    what, tries, tries == 1 ? "" : "s", secs, stop, detail[0] ? ": " : "", detail);
             if (code) err->http_code = code;
-            if (code > 0 && req->on_response) (void)req->on_response(req->ud, code, x.content_type);
+            if (code > 0) (void)tell_head(&x, code);
             resp->error_body = x.error_body;
             resp->content_type = x.content_type;
             resp->warning = x.warning;
+            free(x.kept);
             break;
         }
         DWB_WARN(&lc, "%s %s: %s%s%s; retry %d/%d in %ld ms", method, logurl, what, detail[0] ? ": " : "", detail,
@@ -593,6 +623,7 @@ dwb_status dwb_http_perform(dwb_http_client *c, const dwb_http_request *req, dwb
         free(x.content_type);
         free(x.warning);
         free(x.error_body);
+        free(x.kept);
         waited_ms += wait;
         if (sleep_cancellable(req, wait)) {
             result = dwb_error_set(err, DWB_E_CANCELLED, "%s %s: cancelled while waiting to retry", method, logurl);

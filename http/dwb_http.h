@@ -44,6 +44,7 @@ typedef struct dwb_http_client_opts {
     long backoff_max_ms;      /* default 10000 */
     dwb_auth *auth;           /* borrowed; NULL = none */
     int max_concurrent;       /* requests in flight at once through this client; 0 = unlimited */
+    long buffer_size;         /* receive buffer, the most on_body gets at once; 0 = libcurl's 16 KiB */
 } dwb_http_client_opts;
 
 /* Fills opts from an upstream's config section (auth is NOT created; set opts->auth yourself). */
@@ -87,6 +88,11 @@ typedef struct dwb_http_request {
      * honour a Retry-After of minutes without holding a thread in the client's backoff). A 401 still
      * refreshes credentials once. */
     int no_retry;
+    /* Pass-through callers (the gateway): response header names to keep (NULL-terminated, case-insensitive),
+     * and on_head, called at the same moments as on_response with the kept headers of that response as
+     * "Name: value\n" lines (never NULL). Return non-zero to abort, as for on_response. */
+    const char *const *keep_headers;
+    int (*on_head)(void *ud, long code, const char *kept_headers);
 } dwb_http_request;
 
 typedef struct dwb_http_response {

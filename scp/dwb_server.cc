@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -33,6 +34,7 @@
 
 extern "C" {
 #include "dwb_metrics.h"
+#include "dwb_gateway.h"
 #include "dwb_ops.h"
 #include "dwb_server.h"
 }
@@ -44,10 +46,9 @@ struct dwb_server {
     std::vector<dwb_spool *> spools;       // same order; NULL where the spool could not be opened
     std::vector<dwb_uploader *> uploaders;
     dwb_ops *ops = nullptr;
-    std::mutex ready_mu; // readiness probe cache
-    std::chrono::steady_clock::time_point ready_at;
-    bool ready_ok = false;
-    std::string ready_why;
+    dwb_gateway *gateway = nullptr;
+    std::vector<dwb_http_client *> probe_http; // readiness probes: short timeout, no retries; same order
+    std::atomic<bool> probe_stop{false};
     std::atomic<int> stop_level{0};       // 1 = drain, 2 = cancel in-flight work
     std::atomic<bool> cancel_all{false};
     std::mutex mu;
@@ -426,43 +427,52 @@ static dwb_status fail(dwb_error *err, dwb_status st, const char *what, const OF
     return dwb_error_set(err, st, "%s: %s", what, c.text());
 }
 
-static int ready_probe(void *ud, char *why, size_t cap) {
+static int probe_stopping(void *ud) { return static_cast<dwb_server *>(ud)->probe_stop.load() ? 1 : 0; }
+
+static int probe_body(void *ud, const void *data, size_t len) {
+    (void)ud; (void)data; (void)len;
+    return 0; /* a one-result QIDO answer; only its status matters */
+}
+
+// The readiness probe, on the ops probe thread: each upstream answers a one-result QIDO through a client with a
+// short timeout and no retries, and each spool takes a file. The answer to /readyz names what is not ready; the
+// reasons go to the debug log only.
+static int ready_probe(void *ud, char *summary, size_t summary_cap, char *detail, size_t detail_cap) {
     dwb_server *srv = static_cast<dwb_server *>(ud);
-    std::lock_guard<std::mutex> lk(srv->ready_mu);
-    auto now = std::chrono::steady_clock::now();
-    if (srv->ready_at.time_since_epoch().count() != 0 && now - srv->ready_at < std::chrono::seconds(10)) {
-        snprintf(why, cap, "%s", srv->ready_why.c_str());
-        return srv->ready_ok;
-    }
-    // Each upstream answers a one-result QIDO; each spool takes a file. Cached for 10 s: probes are frequent.
-    std::string problems;
+    std::string names, reasons;
     for (size_t i = 0; i < srv->upstreams.size(); i++) {
         const dwb_upstream *up = srv->upstreams[i];
         std::string url = std::string(up->conf->base_url) + "/studies?limit=1&includefield=0020000D";
-        char *body = nullptr;
-        size_t len = 0;
-        dwb_http_response resp = {};
+        const char *hdrs[] = {"Accept: application/dicom+json"};
+        dwb_http_request req = {};
+        req.url = url.c_str();
+        req.headers = hdrs;
+        req.n_headers = 1;
+        req.on_body = probe_body;
+        req.is_cancelled = probe_stopping;
+        req.ud = srv;
         dwb_error e = {};
-        if (dwb_http_get_buffer(up->http, url.c_str(), "application/dicom+json", 1 << 20, &body, &len, &resp, &e) !=
-            DWB_OK)
-            problems += std::string("upstream ") + up->conf->ae_title + ": " + e.message + "\n";
-        free(body);
-        dwb_http_response_cleanup(&resp);
+        if (!srv->probe_http[i] || dwb_http_perform(srv->probe_http[i], &req, nullptr, &e) != DWB_OK) {
+            names += std::string("upstream ") + up->conf->ae_title + ": not reachable\n";
+            reasons += std::string("upstream ") + up->conf->ae_title + ": " + e.message + "\n";
+        }
         if (!srv->spools[i]) {
-            problems += std::string("upstream ") + up->conf->ae_title + ": spool not available\n";
+            names += std::string("upstream ") + up->conf->ae_title + ": spool not available\n";
+            reasons += std::string("upstream ") + up->conf->ae_title + ": spool could not be opened at start-up\n";
         } else {
             std::string probe = std::string(dwb_spool_dir(srv->spools[i])) + "/.readyz-probe";
             FILE *f = fopen(probe.c_str(), "w");
-            if (!f || fputs("ok", f) < 0) problems += std::string("spool ") + dwb_spool_dir(srv->spools[i]) + " not writable\n";
+            if (!f || fputs("ok", f) < 0) {
+                names += std::string("upstream ") + up->conf->ae_title + ": spool not writable\n";
+                reasons += std::string("spool ") + dwb_spool_dir(srv->spools[i]) + " not writable: " + strerror(errno) + "\n";
+            }
             if (f) fclose(f);
             unlink(probe.c_str());
         }
     }
-    srv->ready_at = now;
-    srv->ready_ok = problems.empty();
-    srv->ready_why = problems;
-    snprintf(why, cap, "%s", problems.c_str());
-    return srv->ready_ok;
+    snprintf(summary, summary_cap, "%s", names.c_str());
+    snprintf(detail, detail_cap, "%s", reasons.c_str());
+    return names.empty();
 }
 
 static void refresh_gauges(void *ud) {
@@ -515,12 +525,45 @@ extern "C" dwb_status dwb_server_new(const dwb_config *cfg, dwb_server **out, dw
         srv->spools.push_back(sp);
         srv->uploaders.push_back(ul);
     }
+    for (size_t i = 0; i < srv->upstreams.size(); i++) {
+        // Probes must answer well within the kubelet's timeout: 3 s, no retries, same credentials.
+        dwb_http_client_opts o;
+        dwb_http_opts_from_upstream(&cfg->upstreams[i], &o);
+        o.auth = srv->upstreams[i]->auth;
+        o.connect_timeout_ms = 2000;
+        o.timeout_ms = 3000;
+        o.max_retries = 0;
+        o.retry_budget_ms = 0;
+        o.max_concurrent = 0;
+        dwb_http_client *pc = nullptr;
+        dwb_error pe = {};
+        if (dwb_http_client_new(&o, &pc, &pe) != DWB_OK)
+            DWB_WARN(nullptr, "upstream %s: no readiness probe: %s", cfg->upstreams[i].ae_title, pe.message);
+        srv->probe_http.push_back(pc);
+    }
     if (cfg->http.port > 0) {
         dwb_error oe = {};
-        if (dwb_ops_start(cfg->http.port, ready_probe, refresh_gauges, srv, &srv->ops, &oe) != DWB_OK)
+        dwb_ops_opts oo = {};
+        oo.bind = cfg->http.bind;
+        oo.port = cfg->http.port;
+        oo.ready = ready_probe;
+        oo.refresh = refresh_gauges;
+        oo.ud = srv;
+        if (dwb_ops_start(&oo, &srv->ops, &oe) != DWB_OK)
             DWB_WARN(nullptr, "health and metrics endpoint not available: %s", oe.message);
         else
-            DWB_INFO(nullptr, "health and metrics on http://0.0.0.0:%d (/healthz, /readyz, /metrics)", cfg->http.port);
+            DWB_INFO(nullptr, "health and metrics on http://%s:%d (/healthz, /readyz, /metrics)", cfg->http.bind,
+                     cfg->http.port);
+    }
+    if (cfg->gateway.port > 0) {
+        dwb_error ge = {};
+        if (dwb_gateway_start(cfg, srv->upstreams.data(), srv->upstreams.size(), &srv->gateway, &ge) != DWB_OK) {
+            dwb_status st = dwb_error_set(err, ge.status, "%s", ge.message);
+            dwb_server_free(srv);
+            return st;
+        }
+        DWB_INFO(nullptr, "DICOMweb gateway on http://%s:%d/dicom-web/<upstream AE title>", cfg->gateway.bind,
+                 cfg->gateway.port);
     }
     OFCondition c = ASC_initializeNetwork(NET_ACCEPTOR, cfg->listen.port, cfg->listen.acse_timeout_s, &srv->net);
     if (c.bad()) {
@@ -684,7 +727,10 @@ extern "C" dwb_status dwb_server_run(dwb_server *srv, dwb_error *err) {
 
 extern "C" void dwb_server_free(dwb_server *srv) {
     if (!srv) return;
+    srv->probe_stop.store(true);
     dwb_ops_stop(srv->ops);
+    dwb_gateway_stop(srv->gateway);
+    for (dwb_http_client *c : srv->probe_http) dwb_http_client_free(c);
     if (srv->net) ASC_dropNetwork(&srv->net);
     dwb_commit_shutdown();
     // Uploaders first: they use the upstreams' HTTP clients. Spooled files stay for the next start.

@@ -58,6 +58,7 @@ class ChartTest(TestCase):
         for secret in ("", "google-sa-key"):
             v = json.loads(json.dumps(values))
             v["google_key_secret"] = secret
+            v["gateway_cors_origin"] = "https://kaapana.example" if secret else ""
             v["global"]["http_proxy"] = "http://squid:3128"
             docs = {}
             for name in sorted(os.listdir(os.path.join(CHART, "templates"))):
@@ -74,7 +75,15 @@ class ChartTest(TestCase):
             env = {e["name"]: e["value"] for e in c["env"]}
             self.assertEqual(env["https_proxy"], "http://squid:3128")
             self.assertEqual(docs["Service"]["spec"]["type"], "NodePort")
+            ports = {p["name"]: p for p in docs["Service"]["spec"]["ports"]}
+            self.assertEqual(ports["gateway"]["port"], values["gateway_port"], "the gateway port in the Service")
+            self.assertIn({"name": "gateway", "containerPort": values["gateway_port"]}, c["ports"])
+            ing = docs["Ingress"]["spec"]["rules"][0]["http"]["paths"][0]
+            self.assertEqual(ing["path"], "/dicom-web/IDC")
+            self.assertEqual(ing["backend"]["service"]["port"]["name"], "gateway")
             cfg = json.loads(docs["ConfigMap"]["data"]["config.json"])
+            self.assertEqual(cfg["gateway"]["port"], values["gateway_port"])
+            self.assertEqual(cfg["gateway"].get("cors_origins", []), ["https://kaapana.example"] if secret else [])
             dest = cfg["destinations"][0]
             self.assertEqual(dest["host"], "ctp-dicom-service.services.svc")
             self.assertEqual((dest["calling_ae_title"], dest["called_ae_title"]), ("kp-idc", "kp-admin"))
@@ -96,6 +105,15 @@ class ChartTest(TestCase):
                 json.dump(cfg, f)
             p = run([harness.BINARY, "check-config", "--config", path])
             self.assertEqual(p.returncode, 0, p.stdout)
+
+    def test_readme_has_an_ohif_data_source_for_the_gateway(self):
+        with open(os.path.join(CHART, "README.md")) as f:
+            text = f.read()
+        m = re.search(r"```js\n(.*?)```", text, re.S)
+        self.assertTrue(m, "an OHIF data-source snippet")
+        self.assertIn("dicomweb", m.group(1))
+        for root in ("qidoRoot", "wadoRoot"):
+            self.assertRegex(m.group(1), root + r": '/dicom-web/IDC'")
 
     def test_compose_demo_parses(self):
         with open(os.path.join(harness.SOURCE_DIR, "docker", "compose.yaml")) as f:

@@ -1,6 +1,7 @@
 """Foundation: C-ECHO to every upstream AE and to the bridge's own AE, unknown called AE rejected, allow-list,
 association limit, SIGTERM, and check-config naming the offending key."""
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -116,6 +117,14 @@ class CheckConfigTest(TestCase):
              ' "host": "h"}]}', "destinations[0].port: required"),
             ('{"upstreams": [{"ae_title": "A", "base_url": "http://h"}], "log": {"level": "loud"}}', "log.level:"),
             ('{"upstreams": [', "line 1"),
+            ('{"upstreams": [{"ae_title": "A", "base_url": "http://h"}], "http": {"bind": "localhost"}}',
+             "http.bind: expected an IPv4 or IPv6 address"),
+            ('{"upstreams": [{"ae_title": "A", "base_url": "http://h"}], "gateway": {"port": 8081,'
+             ' "cors_origins": ["https://kaapana.example/"]}}', "gateway.cors_origins[0]: expected an origin"),
+            ('{"upstreams": [{"ae_title": "A", "base_url": "http://h"}], "gateway": {"allow_stow": true}}',
+             "gateway.allow_stow: unknown key"),
+            ('{"upstreams": [{"ae_title": "A", "base_url": "http://h"}], "gateway": {"token_file": "nope"}}',
+             "gateway.token_file: cannot read"),
         ]
         for text, expected in cases:
             p = self.check(text)
@@ -130,6 +139,17 @@ class CheckConfigTest(TestCase):
             p = run([harness.BINARY, "check-config", "--config", path], env=env)
             self.assertEqual(p.returncode, 0, "%s: %s" % (name, p.stdout))
             self.assertNotIn("secret-from-env", p.stdout, "check-config must not print secrets")
+
+    def test_every_config_key_is_documented(self):
+        with open(os.path.join(harness.SOURCE_DIR, "conf", "dwb_config.c")) as f:
+            src = f.read()
+        with open(os.path.join(harness.SOURCE_DIR, "conf", "README.md")) as f:
+            doc = f.read()
+        keys = set()
+        for m in re.finditer(r"_keys\[\]\s*=\s*\{(.*?)\}", src, re.S):
+            keys.update(re.findall(r'"([a-z_0-9]+)"', m.group(1)))
+        self.assertIn("cors_origins", keys, "the key lists of the loader were found")
+        self.assertEqual(sorted(k for k in keys if "`%s`" % k not in doc), [], "keys missing in conf/README.md")
 
     def test_help_and_version(self):
         for args in (["--help"], ["serve", "--help"], ["check-config", "--help"], ["version"]):

@@ -129,6 +129,7 @@ class Gateway(Server):
         self.throttle = 0   # answer 429 to this many next requests
         self.static_tokens = set()
         self.requests = 0
+        self.seen = []  # (method, path, request headers) of every request
         owner = self
 
         class H(http.server.BaseHTTPRequestHandler):
@@ -146,6 +147,7 @@ class Gateway(Server):
 
             def handle_any(self, method):
                 owner.requests += 1
+                owner.seen.append((method, self.path, dict(self.headers)))
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0)) if method == "POST" else None
                 if not self.path.startswith(PREFIX):
                     return self.deny(404, "not a DICOM store path")
@@ -159,13 +161,17 @@ class Gateway(Server):
                     owner.throttle -= 1
                     return self.deny(429, "Quota exceeded", [("Retry-After", "1")])
                 c = http.client.HTTPConnection("127.0.0.1", owner.orthanc.http_port, timeout=60)
-                hdrs = {k: v for k, v in self.headers.items() if k.lower() in ("accept", "content-type")}
+                hdrs = {k: v for k, v in self.headers.items() if k.lower() in ("accept", "content-type", "range")}
                 c.request(method, "/dicom-web" + self.path[len(PREFIX):], body=body, headers=hdrs)
                 r = c.getresponse()
                 data = r.read()
+                c.close()
+                # Like Google, URLs in answers (RetrieveURL, BulkDataURI) point at this store, not at what is behind.
+                if "json" in (r.getheader("Content-Type") or "") or "xml" in (r.getheader("Content-Type") or ""):
+                    data = data.replace(owner.orthanc.dicomweb_url.encode(), (owner.url + PREFIX).encode())
                 self.send_response(r.status)
                 for k, v in r.getheaders():
-                    if k.lower() in ("content-type", "warning"):
+                    if k.lower() in ("content-type", "warning", "content-range"):
                         self.send_header(k, v)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

@@ -1,7 +1,14 @@
-"""Health and metrics endpoint (http.port): /healthz, /readyz (each upstream reachable, spool writable) and
-/metrics in Prometheus text, with counters moving after a C-ECHO and a C-FIND."""
+"""Health and metrics endpoint (http.port, http.bind): /healthz, /readyz (each upstream reachable, spool writable;
+answered from a probe cached in the background) and /metrics in Prometheus text, with counters moving after a
+C-ECHO and a C-FIND. /healthz and /readyz stay fast while the store takes 10 s per request."""
+import http.server
 import os
 import re
+import socket
+import socketserver
+import subprocess
+import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -9,12 +16,55 @@ import harness
 from harness import Bridge, Orthanc, TestCase, echoscu, findscu
 
 
-def get(port, path):
+def get(port, path, host="127.0.0.1"):
     try:
-        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=30) as r:
+        with urllib.request.urlopen("http://%s:%d%s" % (host, port, path), timeout=30) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
+
+
+def wait_ready(port, want, timeout=20):
+    """/readyz answers from a background probe: poll until it gives the wanted status."""
+    end = time.time() + timeout
+    code, body = get(port, "/readyz")
+    while code != want and time.time() < end:
+        time.sleep(0.1)
+        code, body = get(port, "/readyz")
+    return code, body
+
+
+class SlowStore:
+    """A store that takes `delay` seconds to answer every request (an overloaded cloud store)."""
+
+    def __init__(self, delay):
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                time.sleep(delay)
+                body = b"[]"
+                self.send_response(200)
+                self.send_header("Content-Type", "application/dicom+json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), H)
+        self.srv.daemon_threads = True
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+        self.url = "http://127.0.0.1:%d/dicom-web" % self.srv.server_address[1]
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def timed_get(port, path):
+    t0 = time.monotonic()
+    code, body = get(port, path)
+    return code, body, (time.monotonic() - t0) * 1000
 
 
 def metric(text, name, labels):
@@ -29,8 +79,8 @@ class OpsTest(TestCase):
             "upstreams": [{"ae_title": "ORTHANC", "base_url": orthanc.dicomweb_url}],
             "spool": {"dir": os.path.join(self.workdir, "spool")}}))
         self.assertEqual(get(bridge.http_port, "/healthz"), (200, "ok\n"))
-        code, body = get(bridge.http_port, "/readyz")
-        self.assertEqual(code, 200, body)
+        code, body = wait_ready(bridge.http_port, 200)
+        self.assertEqual((code, body), (200, "ready\n"))
         _, before = get(bridge.http_port, "/metrics")
         self.assertEqual(echoscu(bridge.port, "ORTHANC").returncode, 0)
         p, res = findscu(bridge.port, "ORTHANC", ["QueryRetrieveLevel=STUDY", "StudyInstanceUID"], workdir=self.workdir)
@@ -49,14 +99,61 @@ class OpsTest(TestCase):
         self.assertEqual(get(bridge.http_port, "/nope")[0], 404)
 
     def test_not_ready_names_the_upstream(self):
+        port = harness.free_port()
         bridge = self.start(Bridge(self.workdir, {
-            "upstreams": [{"ae_title": "GONE", "base_url": "http://127.0.0.1:%d/dicom-web" % harness.free_port(),
+            "upstreams": [{"ae_title": "GONE", "base_url": "http://127.0.0.1:%d/dicom-web" % port,
                            "max_retries": 0, "connect_timeout_s": 1}],
-            "spool": {"dir": os.path.join(self.workdir, "spool")}}))
-        code, body = get(bridge.http_port, "/readyz")
-        self.assertEqual(code, 503)
-        self.assertIn("upstream GONE", body)
+            "spool": {"dir": os.path.join(self.workdir, "spool")}, "log": {"level": "debug"}}))
+        code, body = wait_ready(bridge.http_port, 503)
+        end = time.time() + 10
+        while "starting" in body and time.time() < end:  # the first probe may still be running
+            time.sleep(0.1)
+            code, body = get(bridge.http_port, "/readyz")
+        self.assertEqual((code, body), (503, "upstream GONE: not reachable\n"),
+                         "names what is not ready, without the reason")
+        self.assertNotIn(str(port), body, "no URLs or error detail in the answer")
         self.assertEqual(get(bridge.http_port, "/healthz")[0], 200, "alive even when not ready")
+        end = time.time() + 10
+        while "127.0.0.1:%d" % port not in bridge.log() and time.time() < end:
+            time.sleep(0.1)
+        self.assertRegex(bridge.log(), r"readiness probe: upstream GONE: .*127\.0\.0\.1:%d" % port,
+                         "the reason is in the debug log")
+
+    def test_healthz_fast_while_the_store_takes_10_s(self):
+        store = SlowStore(10)
+        self.addCleanup(store.close)
+        bridge = self.start(Bridge(self.workdir, {
+            "upstreams": [{"ae_title": "SLOW", "base_url": store.url, "max_retries": 0}],
+            "spool": {"dir": os.path.join(self.workdir, "spool")}}))
+        # Keep the store busy from the DIMSE side too: a C-FIND that waits 10 s for its answer.
+        find = subprocess.Popen(["findscu", "-S", "-aec", "SLOW", "-k", "QueryRetrieveLevel=STUDY", "-k",
+                                 "StudyInstanceUID", "127.0.0.1", str(bridge.port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=harness.peer_env())
+        self.addCleanup(find.wait)
+        self.addCleanup(find.kill)
+        time.sleep(0.5)
+        times = []
+        for _ in range(20):
+            code, body, ms = timed_get(bridge.http_port, "/healthz")
+            self.assertEqual((code, body), (200, "ok\n"))
+            times.append(ms)
+            code, body, ms = timed_get(bridge.http_port, "/readyz")
+            self.assertEqual(code, 503, body)
+            times.append(ms)
+            time.sleep(0.2)
+        print("healthz/readyz while the store takes 10 s: max %.1f ms, median %.1f ms over %d requests" % (
+            max(times), sorted(times)[len(times) // 2], len(times)))
+        self.assertLess(max(times), 100, "every /healthz and /readyz answer within 100 ms: %s" % times)
+
+    def test_bind_chooses_the_interface(self):
+        orthanc = self.start(Orthanc(self.workdir))
+        bridge = self.start(Bridge(self.workdir, {
+            "upstreams": [{"ae_title": "ORTHANC", "base_url": orthanc.dicomweb_url}],
+            "spool": {"dir": os.path.join(self.workdir, "spool")},
+            "http": {"port": harness.free_port(), "bind": "127.0.0.2"}}))
+        self.assertEqual(get(bridge.http_port, "/healthz", host="127.0.0.2"), (200, "ok\n"))
+        with self.assertRaises(OSError, msg="not listening on 127.0.0.1"):
+            socket.create_connection(("127.0.0.1", bridge.http_port), timeout=2).close()
 
 
 if __name__ == "__main__":
