@@ -156,3 +156,124 @@ def need_binary(name, package):
     if listed:
         raise unittest.SkipTest("%s (Debian package %s) is not installed; scripts/install-deps installs it" % (name, package))
     raise AssertionError("%s is missing and scripts/install-deps does not install %s" % (name, package))
+
+
+def make_ca(d, name):
+    """A test CA (name.key, name.crt) in directory d."""
+    harness.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "%s/%s.key" % (d, name),
+                 "-out", "%s/%s.crt" % (d, name), "-subj", "/CN=dwb-test-%s" % name, "-days", "2"], check=True)
+
+
+def make_server_cert(d, ca, name, san):
+    """A server certificate name.crt/name.key signed by CA ca, with subjectAltName san ("IP:127.0.0.1")."""
+    ext = "%s/%s.ext" % (d, name)
+    with open(ext, "w") as f:
+        f.write("subjectAltName=%s\nextendedKeyUsage=serverAuth\n" % san)
+    harness.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "%s/%s.key" % (d, name),
+                 "-out", "%s/%s.csr" % (d, name), "-subj", "/CN=%s" % name], check=True)
+    harness.run(["openssl", "x509", "-req", "-in", "%s/%s.csr" % (d, name), "-CA", "%s/%s.crt" % (d, ca),
+                 "-CAkey", "%s/%s.key" % (d, ca), "-CAcreateserial", "-out", "%s/%s.crt" % (d, name), "-days", "2",
+                 "-extfile", ext], check=True)
+
+
+def _shared_dir(workdir, name):
+    """A directory the daemons' unprivileged workers can write to when the suite runs as root (nginx workers and
+    squid drop to another user): the work dir gets o+x, the directory o+rwx."""
+    d = os.path.join(workdir, name)
+    os.makedirs(d, exist_ok=True)
+    if os.geteuid() == 0:
+        os.chmod(workdir, 0o711)
+        os.chmod(d, 0o777)
+    return d
+
+
+class Nginx(harness.Server):
+    """nginx as a TLS terminator with HTTP/2 in front of an HTTP upstream on upstream_port. The access log
+    records the protocol of each request ($server_protocol): access_log() returns its lines."""
+
+    def __init__(self, workdir, upstream_port, cert, key):
+        binary = need_binary("nginx", "nginx-light")
+        super().__init__("nginx", workdir)
+        self.port = harness.free_port()
+        d = _shared_dir(workdir, "nginx")
+        self.access_path = os.path.join(d, "access.log")
+        conf = os.path.join(d, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write("""daemon off;
+worker_processes 1;
+pid %(d)s/nginx.pid;
+error_log %(d)s/error.log info;
+events { worker_connections 64; }
+http {
+    log_format proto '$request_method $request_uri $server_protocol $status $ssl_protocol';
+    access_log %(d)s/access.log proto;
+    client_body_temp_path %(d)s/body;
+    proxy_temp_path %(d)s/proxy;
+    fastcgi_temp_path %(d)s/fastcgi;
+    uwsgi_temp_path %(d)s/uwsgi;
+    scgi_temp_path %(d)s/scgi;
+    client_max_body_size 0;
+    server {
+        listen 127.0.0.1:%(port)d ssl http2;
+        ssl_certificate %(cert)s;
+        ssl_certificate_key %(key)s;
+        location / {
+            proxy_pass http://127.0.0.1:%(up)d;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_request_buffering off;
+        }
+    }
+}
+""" % {"d": d, "port": self.port, "cert": cert, "key": key, "up": upstream_port})
+        self._start([binary, "-p", d, "-e", os.path.join(d, "error.log"), "-c", conf])
+        harness.wait_port(self.port, self.proc, log=self.log_path)
+
+    def access_log(self):
+        try:
+            with open(self.access_path) as f:
+                return f.read().splitlines()
+        except OSError:
+            return []
+
+
+class Squid(harness.Server):
+    """squid as a forward proxy that allows CONNECT to the given ports only; the access log shows each CONNECT
+    (squid writes a tunnel's line when the tunnel closes)."""
+
+    def __init__(self, workdir, connect_ports):
+        binary = need_binary("squid", "squid")
+        super().__init__("squid", workdir)
+        self.port = harness.free_port()
+        d = _shared_dir(workdir, "squid")
+        self.access_path = os.path.join(d, "access.log")
+        conf = os.path.join(d, "squid.conf")
+        user = "cache_effective_user proxy\n" if os.geteuid() == 0 else ""
+        with open(conf, "w") as f:
+            f.write("""http_port 127.0.0.1:%(port)d
+pid_filename %(d)s/squid.pid
+access_log stdio:%(d)s/access.log squid
+cache_log %(d)s/cache.log
+cache_store_log none
+coredump_dir %(d)s
+cache deny all
+pinger_enable off
+visible_hostname dwb-test-squid
+shutdown_lifetime 1 seconds
+buffered_logs off
+%(user)sacl test_ports port %(ports)s
+acl CONNECT method CONNECT
+acl client src 127.0.0.1/32
+http_access deny CONNECT !test_ports
+http_access allow client
+http_access deny all
+""" % {"d": d, "port": self.port, "user": user, "ports": " ".join(str(p) for p in connect_ports)})
+        self._start([binary, "-N", "-f", conf])
+        harness.wait_port(self.port, self.proc, log=os.path.join(d, "cache.log"))
+
+    def access_log(self):
+        try:
+            with open(self.access_path) as f:
+                return f.read().splitlines()
+        except OSError:
+            return []
