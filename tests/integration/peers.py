@@ -119,23 +119,25 @@ class ProxyStore(HttpPeer):
     """Forwards every request to target (host, port); transform(method, path, status, headers, body) may
     change the answer. Records requests like every HttpPeer."""
 
-    def __init__(self, target_port, prefix="", transform=None):
+    def __init__(self, target_port, prefix="", transform=None, rewrite=None):
         super().__init__()
         self.target_port = target_port
         self.prefix = prefix
         self.transform = transform
+        self.rewrite = rewrite  # path -> path actually asked of the target
 
     def handle(self, h, method, body):
         c = http.client.HTTPConnection("127.0.0.1", self.target_port, timeout=60)
         hdrs = {k: v for k, v in h.headers.items() if k.lower() in ("accept", "content-type")}
-        c.request(method, self.prefix + h.path, body=body or None, headers=hdrs)
+        path = self.rewrite(h.path) if self.rewrite else h.path
+        c.request(method, self.prefix + path, body=body or None, headers=hdrs)
         r = c.getresponse()
         data = r.read()
         status, headers = r.status, [(k, v) for k, v in r.getheaders()
                                      if k.lower() in ("content-type", "warning")]
         c.close()
         if self.transform:
-            status, headers, data = self.transform(method, h.path, status, headers, data)
+            status, headers, data = self.transform(method, h.path, status, headers, data, h.headers)
         h.send_response(status)
         for k, v in headers:
             h.send_header(k, v)
