@@ -19,7 +19,7 @@ import harness
 
 class HttpPeer:
     """A threading HTTP server on a free loopback port; handle(handler, method) does the work.
-    Every request is recorded as (method, path, headers dict) in self.requests."""
+    Every request is recorded as (method, path, headers dict, body bytes) in self.requests."""
 
     def __init__(self):
         owner = self
@@ -36,7 +36,7 @@ class HttpPeer:
                 if n:
                     body = self.rfile.read(n)
                 with owner.lock:
-                    owner.requests.append((method, self.path, dict(self.headers.items())))
+                    owner.requests.append((method, self.path, dict(self.headers.items()), body))
                     owner.arrived.notify_all()
                 owner.handle(self, method, body)
 
