@@ -67,11 +67,14 @@ class RetrieveClaims(unittest.TestCase):
         cls.orthanc.upload([f for u, f in cls.files.items() if u != cls.rle_uid] + [rle, cls.jpeg_file])
         cls.pacs = StoreSCP(cls.workdir, aet="PACS")
         cls.pref = StoreSCP(cls.workdir, aet="PREF", extra_args=["-d"])
+        cls.prefrle = StoreSCP(cls.workdir, aet="PREFRLE", extra_args=["-d", "+xr"])
         cfg = {"listen": {"ae_title": "DWBRIDGE"},
                "upstreams": [{"ae_title": "ORTHANC", "base_url": cls.orthanc.dicomweb_url}],
                "destinations": [{"ae_title": "PACS", "host": "127.0.0.1", "port": cls.pacs.port},
                                 {"ae_title": "PREF", "host": "127.0.0.1", "port": cls.pref.port,
-                                 "preferred_transfer_syntax": "1.2.840.10008.1.2"}],
+                                 "preferred_transfer_syntax": "1.2.840.10008.1.2"},
+                                {"ae_title": "PREFRLE", "host": "127.0.0.1", "port": cls.prefrle.port,
+                                 "preferred_transfer_syntax": "1.2.840.10008.1.2.5"}],
                "spool": {"dir": os.path.join(cls.workdir, "spool")}}
         cls.bridge = Bridge(cls.workdir, cfg)
         nostamp = dict(cfg, provenance={"stamp": False}, listen={"ae_title": "DWBRIDGE"}, http={})
@@ -82,7 +85,7 @@ class RetrieveClaims(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         problems = []
-        for s in (cls.bridge, cls.bridge_nostamp, cls.pacs, cls.pref, cls.orthanc):
+        for s in (cls.bridge, cls.bridge_nostamp, cls.pacs, cls.pref, cls.prefrle, cls.orthanc):
             s.close()
         for b in (cls.bridge, cls.bridge_nostamp):
             problems += b.problems()
@@ -92,7 +95,7 @@ class RetrieveClaims(unittest.TestCase):
         shutil.rmtree(cls.workdir, ignore_errors=True)
 
     def setUp(self):
-        for scp in (self.pacs, self.pref):
+        for scp in (self.pacs, self.pref, self.prefrle):
             for f in scp.files():
                 os.unlink(f)
 
@@ -174,6 +177,30 @@ class RetrieveClaims(unittest.TestCase):
                               log)
         self.assertTrue(proposed, log[-3000:])
         self.assertEqual(proposed[0], "LittleEndianImplicit", "first proposed transfer syntax of the first context")
+
+    def test_compressed_preferred_transfer_syntax(self):
+        # RLE preferred, towards a destination that prefers RLE too: the RLE instance goes as stored, the
+        # uncompressed ones still go uncompressed (the bridge does not encode), and RLE is proposed first.
+        last = self.man["instances"][-1]
+        series = [i["SOPInstanceUID"] for i in self.rows(SeriesInstanceUID=last["SeriesInstanceUID"])]
+        log_before = len(self.prefrle.log())
+        p = self.move(["QueryRetrieveLevel=SERIES", "StudyInstanceUID=" + last["StudyInstanceUID"],
+                       "SeriesInstanceUID=" + last["SeriesInstanceUID"]], dest="PREFRLE")
+        self.assertEqual(status_of(p), "0x0000", p.stdout[-1500:])
+        got = self.received(self.prefrle)
+        self.assertEqual(sorted(got), sorted(series + [self.jpeg_uid]))
+        for uid, path in got.items():
+            expected = "RLELossless" if uid == self.rle_uid else "LittleEndianExplicit"
+            self.assertEqual(tag(path, "TransferSyntaxUID"), expected, uid)
+        decoded = os.path.join(self.workdir, "rle-received-decoded.dcm")
+        run(["dcmdrle", got[self.rle_uid], decoded], check=True)
+        self.assertEqual(pixels(self.workdir, decoded), pixels(self.workdir, self.files[self.rle_uid]))
+        cls_name = tag(self.files[self.rle_uid], "SOPClassUID")
+        log = self.prefrle.log()[log_before:]
+        proposed = re.findall(r"Abstract Syntax: =%s\s*\n(?:.*\n)*?.*Proposed Transfer Syntax\(es\):\s*\n\S+\s+=(\S+)" % cls_name,
+                              log)
+        self.assertTrue(proposed, log[-3000:])
+        self.assertEqual(proposed[0], "RLELossless", "first proposed transfer syntax of the first context")
 
     def test_stamp_false_forwards_instances_unchanged(self):
         i0 = self.man["instances"][0]
