@@ -73,7 +73,7 @@ def fmt_s(v):
     return "%.0f ms" % (v * 1000) if v < 1 else "%.2f s" % v
 
 
-def markdown_table(r, n_files, mb, repeat):
+def markdown_table(r, n_files, mb, repeat, load_before):
     """The README's performance section body: one row per measurement, min / median / max of the runs."""
     rows = [("storescu → bridge → STOW-RS, until all are in the store", "storescu -> bridge -> STOW", 1),
             ("one curl STOW-RS of the same files, straight to the store", "STOW-RS direct (curl)", 1),
@@ -84,8 +84,9 @@ def markdown_table(r, n_files, mb, repeat):
             ("bridge C-FIND, study level (per query, 20 queries a run)", "bridge C-FIND x20", 20),
             ("Orthanc's own C-FIND (per query)", "Orthanc C-FIND x20", 20)]
     out = ["<!-- bench:begin (written by bench/run --markdown; edits here are overwritten) -->",
-           "%d CT instances (%.0f MB), %d runs of each, on %s; commit %s, %s." % (
-               n_files, mb, repeat, machine(), commit(), time.strftime("%Y-%m-%d")),
+           "%d CT instances (%.0f MB), %d runs of each, on %s; commit %s, %s; load average %.1f before and "
+           "%.1f after the runs (above the CPU count, other work shared the machine)." % (
+               n_files, mb, repeat, machine(), commit(), time.strftime("%Y-%m-%d"), load_before, os.getloadavg()[0]),
            "", "| | min | median | max |", "|---|---|---|---|"]
     for label, key, per in rows:
         v = sorted(x / per for x in r[key])
@@ -124,6 +125,7 @@ def main():
     a = ap.parse_args()
     if a.repeat is None:
         a.repeat = 5 if a.markdown else 2
+    load_before = os.getloadavg()[0]
     work = tempfile.mkdtemp(prefix="dwb-bench-")
     per_series = max(1, a.instances // a.series)
     cohort, man = harness.gencohort(work, patients=1, studies=1, series=a.series, instances=per_series,
@@ -259,7 +261,7 @@ def main():
         print("  bridge C-STORE->STOW / direct STOW        %.2f   (target <= 1.2)" %
               (r["storescu -> bridge -> STOW"] / r["STOW-RS direct (curl)"]))
         if a.markdown:
-            write_readme(markdown_table(runs, len(files), mb, a.repeat))
+            write_readme(markdown_table(runs, len(files), mb, a.repeat, load_before))
     finally:
         for s in reversed(servers):
             s.close()
