@@ -83,10 +83,12 @@ def markdown_table(r, n_files, mb, repeat, load_before):
             ("storescu → storescp of the same files", "storescu -> storescp direct", 1),
             ("bridge C-FIND, study level (per query, 20 queries a run)", "bridge C-FIND x20", 20),
             ("Orthanc's own C-FIND (per query)", "Orthanc C-FIND x20", 20)]
+    load_after, cpus = os.getloadavg()[0], os.cpu_count() or 1
     out = ["<!-- bench:begin (written by bench/run --markdown; edits here are overwritten) -->",
            "%d CT instances (%.0f MB), %d runs of each, on %s; commit %s, %s; load average %.1f before and "
-           "%.1f after the runs (above the CPU count, other work shared the machine)." % (
-               n_files, mb, repeat, machine(), commit(), time.strftime("%Y-%m-%d"), load_before, os.getloadavg()[0]),
+           "%.1f after the runs%s." % (
+               n_files, mb, repeat, machine(), commit(), time.strftime("%Y-%m-%d"), load_before, load_after,
+               " (above the CPU count: other work shared the machine)" if max(load_before, load_after) > cpus else ""),
            "", "| | min | median | max |", "|---|---|---|---|"]
     for label, key, per in rows:
         v = sorted(x / per for x in r[key])
