@@ -7,10 +7,15 @@
   C-STORE  storescu -> bridge -> STOW-RS, until all instances are in the store
                                                vs  one curl STOW-RS of the same files straight to the store
 
-Prints wall times (best of --repeat) and ratios. No assertion: the numbers are for people."""
+Prints wall times (best of --repeat) and ratios. No assertion: the numbers are for people.
+--markdown runs each measurement 5 times (unless --repeat says otherwise) and rewrites the performance table in
+README.md (between the bench:begin/bench:end markers) with min/median/max, the commit and the machine."""
 import argparse
 import glob
 import os
+import platform
+import re
+import statistics
 import shutil
 import subprocess
 import sys
@@ -22,15 +27,93 @@ import harness  # noqa: E402
 
 
 def timed(fn, repeat, setup=None):
-    best = None
+    """Wall times of repeat runs of fn, in run order."""
+    times = []
     for _ in range(repeat):
         if setup:
             setup()
         t0 = time.perf_counter()
         fn()
-        dt = time.perf_counter() - t0
-        best = dt if best is None else min(best, dt)
-    return best
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def machine():
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            m = re.search(r"^model name\s*:\s*(.+)$", f.read(), re.M)
+            if m:
+                cpu = m.group(1).strip()
+    except OSError:
+        pass
+    mem = ""
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(re.search(r"^MemTotal:\s*(\d+)", f.read(), re.M).group(1))
+            mem = ", %.0f GB RAM" % (kb / 1048576)
+    except (OSError, AttributeError):
+        pass
+    return "%d × %s%s, %s %s" % (os.cpu_count() or 0, cpu, mem, platform.system(), platform.release())
+
+
+def commit():
+    root = harness.SOURCE_DIR
+    try:
+        rev = subprocess.run(["git", "-C", root, "rev-parse", "--short=12", "HEAD"], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                               stdout=subprocess.PIPE, text=True).stdout.strip()
+        return rev + (" with uncommitted changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown commit"
+
+
+def fmt_s(v):
+    return "%.0f ms" % (v * 1000) if v < 1 else "%.2f s" % v
+
+
+def markdown_table(r, n_files, mb, repeat, load_before):
+    """The README's performance section body: one row per measurement, min / median / max of the runs."""
+    rows = [("storescu → bridge → STOW-RS, until all are in the store", "storescu -> bridge -> STOW", 1),
+            ("one curl STOW-RS of the same files, straight to the store", "STOW-RS direct (curl)", 1),
+            ("bridge C-MOVE (QIDO + WADO-RS + C-STORE)", "bridge C-MOVE", 1),
+            ("Orthanc's own C-MOVE", "Orthanc C-MOVE", 1),
+            ("WADO-RS of every series (curl)", "WADO-RS direct (curl)", 1),
+            ("storescu → storescp of the same files", "storescu -> storescp direct", 1),
+            ("bridge C-FIND, study level (per query, 20 queries a run)", "bridge C-FIND x20", 20),
+            ("Orthanc's own C-FIND (per query)", "Orthanc C-FIND x20", 20)]
+    load_after, cpus = os.getloadavg()[0], os.cpu_count() or 1
+    out = ["<!-- bench:begin (written by bench/run --markdown; edits here are overwritten) -->",
+           "%d CT instances (%.0f MB), %d runs of each, on %s; commit %s, %s; load average %.1f before and "
+           "%.1f after the runs%s." % (
+               n_files, mb, repeat, machine(), commit(), time.strftime("%Y-%m-%d"), load_before, load_after,
+               " (above the CPU count: other work shared the machine)" if max(load_before, load_after) > cpus else ""),
+           "", "| | min | median | max |", "|---|---|---|---|"]
+    for label, key, per in rows:
+        v = sorted(x / per for x in r[key])
+        out.append("| %s | %s | %s | %s |" % (label, fmt_s(v[0]), fmt_s(statistics.median(v)), fmt_s(v[-1])))
+    med = {k: statistics.median(v) for k, v in r.items()}
+    out += ["", "Medians: bridge C-MOVE %.1f × Orthanc's C-MOVE, %.1f × WADO-RS + storescu; bridge C-STORE → STOW-RS "
+            "%.2f × one direct STOW-RS; bridge C-FIND %.1f × Orthanc's." % (
+                med["bridge C-MOVE"] / med["Orthanc C-MOVE"],
+                med["bridge C-MOVE"] / (med["WADO-RS direct (curl)"] + med["storescu -> storescp direct"]),
+                med["storescu -> bridge -> STOW"] / med["STOW-RS direct (curl)"],
+                med["bridge C-FIND x20"] / med["Orthanc C-FIND x20"]),
+            "<!-- bench:end -->"]
+    return "\n".join(out)
+
+
+def write_readme(table):
+    path = os.path.join(harness.SOURCE_DIR, "README.md")
+    with open(path) as f:
+        text = f.read()
+    new, n = re.subn(r"<!-- bench:begin.*?<!-- bench:end -->", lambda m: table, text, flags=re.S)
+    if n != 1:
+        raise SystemExit("README.md has no <!-- bench:begin --> ... <!-- bench:end --> section to rewrite")
+    with open(path, "w") as f:
+        f.write(new)
+    print("README.md performance table rewritten")
 
 
 def main():
@@ -38,9 +121,13 @@ def main():
     ap.add_argument("--instances", type=int, default=500, help="instances in the study (default 500)")
     ap.add_argument("--series", type=int, default=4)
     ap.add_argument("--rows", type=int, default=256, help="image rows and columns (16-bit pixels)")
-    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=None, help="runs of each measurement (default 2, 5 with --markdown)")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--markdown", action="store_true", help="rewrite README.md's performance table")
     a = ap.parse_args()
+    if a.repeat is None:
+        a.repeat = 5 if a.markdown else 2
+    load_before = os.getloadavg()[0]
     work = tempfile.mkdtemp(prefix="dwb-bench-")
     per_series = max(1, a.instances // a.series)
     cohort, man = harness.gencohort(work, patients=1, studies=1, series=a.series, instances=per_series,
@@ -159,6 +246,8 @@ def main():
                          ("bridge C-FIND x20", bridge_find), ("Orthanc C-FIND x20", orthanc_find)]:
             r[name] = timed(fn, a.repeat, empty_store if "STOW" in name else None)
         mb = total_bytes / 1e6
+        runs = r
+        r = {k: min(v) for k, v in runs.items()}
         print("\n%d instances, %d series, %.1f MB, best of %d" % (len(files), len(series), mb, a.repeat))
         for k, v in r.items():
             extra = "  (%.0f MB/s, %.2f ms/instance)" % (mb / v, 1000 * v / len(files)) if "x20" not in k else \
@@ -173,6 +262,8 @@ def main():
         print("  bridge C-FIND / Orthanc C-FIND            %.2f" % (r["bridge C-FIND x20"] / r["Orthanc C-FIND x20"]))
         print("  bridge C-STORE->STOW / direct STOW        %.2f   (target <= 1.2)" %
               (r["storescu -> bridge -> STOW"] / r["STOW-RS direct (curl)"]))
+        if a.markdown:
+            write_readme(markdown_table(runs, len(files), mb, a.repeat, load_before))
     finally:
         for s in reversed(servers):
             s.close()

@@ -107,16 +107,27 @@ bool open_destination(const dwb_config *cfg, const dwb_destination_conf *d, cons
     ASC_setPresentationAddresses(params, "localhost", peer.c_str());
     int id = 1;
     size_t with_compressed = classes.size() <= 11 ? classes.size() : 11;
+    // A compressed preferred syntax gets a context of its own, proposed first: inside the uncompressed context
+    // an acceptor could pick it for instances the bridge cannot encode, and every uncompressed one would fail.
+    const char *pref = d->preferred_transfer_syntax;
+    bool pref_compressed = pref && DcmXfer(pref).isEncapsulated();
     for (size_t i = 0; i < classes.size() && id < 256; i++) {
+        if (pref_compressed) {
+            const char *one[] = {pref};
+            ASC_addPresentationContext(params, (T_ASC_PresentationContextID)id, classes[i].c_str(), one, 1);
+            id += 2;
+            if (id >= 256) break;
+        }
         std::vector<const char *> ts;
-        if (d->preferred_transfer_syntax) ts.push_back(d->preferred_transfer_syntax);
+        if (pref && !pref_compressed) ts.push_back(pref);
         for (auto *u : kUncompressed)
-            if (!d->preferred_transfer_syntax || strcmp(u, d->preferred_transfer_syntax)) ts.push_back(u);
+            if (!pref || strcmp(u, pref)) ts.push_back(u);
         ASC_addPresentationContext(params, (T_ASC_PresentationContextID)id, classes[i].c_str(), ts.data(), (int)ts.size());
         id += 2;
         if (i >= with_compressed) continue;
         for (auto *cts : kCompressed) {
             if (id >= 256) break;
+            if (pref_compressed && strcmp(cts, pref) == 0) continue;
             const char *one[] = {cts};
             ASC_addPresentationContext(params, (T_ASC_PresentationContextID)id, classes[i].c_str(), one, 1);
             id += 2;

@@ -444,6 +444,10 @@ dwb_status dwb_spool_refused(dwb_spool *s, dwb_spool_item *it, const char *reaso
     snprintf(from, sizeof from, "%s/%s", s->dir, it->name);
     snprintf(to, sizeof to, "%s/%s", s->failed, it->name);
     snprintf(why, sizeof why, "%s/%s.reason.txt", s->failed, it->name);
+    /* The instance first, its reason next: whoever sees a reason file finds the instance beside it. */
+    dwb_status st = DWB_OK;
+    if (rename(from, to) != 0)
+        st = dwb_error_set(err, DWB_E_IO, "spool: cannot move %s to failed/: %s", from, strerror(errno));
     FILE *f = fopen(why, "w");
     if (f) {
         fprintf(f, "%s\n", reason);
@@ -452,9 +456,6 @@ dwb_status dwb_spool_refused(dwb_spool *s, dwb_spool_item *it, const char *reaso
         fsync(fileno(f));
         fclose(f);
     }
-    dwb_status st = DWB_OK;
-    if (rename(from, to) != 0)
-        st = dwb_error_set(err, DWB_E_IO, "spool: cannot move %s to failed/: %s", from, strerror(errno));
     fsync_dir(s->failed);
     fsync_dir(s->dir);
     pthread_mutex_lock(&s->mu);

@@ -8,6 +8,7 @@ import subprocess
 import time
 
 import harness
+import peers
 from harness import Bridge, Orthanc, TestCase, echoscu, run
 
 
@@ -63,26 +64,45 @@ class EchoTest(TestCase):
         self.assertIn("allow_hosts", bridge.log())
 
     def test_association_limit_and_sigterm_drain(self):
-        cfg = two_upstreams("http://127.0.0.1:9/dicom-web")
+        # The association that holds the only slot is a C-FIND whose QIDO-RS request the store holds until the
+        # test releases it: it is really in progress while the test checks the limit and sends SIGTERM.
+        store = peers.HeldStore([peers.study_json("1.2.826.0.1.3680043.8.498.1", name="DRAIN^TEST")])
+        self.addCleanup(store.close)
+        self.addCleanup(store.release)
+        cfg = two_upstreams(store.url)
         cfg["listen"]["max_associations"] = 1
         bridge = self.start(Bridge(self.workdir, cfg))
-        # Hold the only association slot with a long run of C-ECHOs on one association.
-        holder = subprocess.Popen(["echoscu", "-aec", "ORTHANC", "--repeat", "100000", "127.0.0.1",
-                                   str(bridge.port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  env=harness.peer_env())
+        out = os.path.join(self.workdir, "held-find")
+        os.makedirs(out)
+        holder = subprocess.Popen(["findscu", "-S", "-aec", "ORTHANC", "-X", "-od", out,
+                                   "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID", "-k", "PatientName",
+                                   "127.0.0.1", str(bridge.port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  env=harness.peer_env(), text=True)
+        self.addCleanup(lambda: holder.poll() is None and holder.kill())
+        store.wait_requests(1, match="/studies")
+        p = echoscu(bridge.port, "ORTHANC")
+        self.assertNotEqual(p.returncode, 0, "second association must be refused:\n" + p.stdout)
+        self.assertIn("Local Limit Exceeded", p.stdout)
+        self.assertIn("max_associations", bridge.log())
+        # SIGTERM: stop accepting, let the running association finish, then exit 0.
+        bridge.proc.send_signal(signal.SIGTERM)
+        end = time.time() + 20
+        while "waiting for 1 association(s) to finish" not in bridge.log() and time.time() < end:
+            time.sleep(0.05)
+        self.assertIn("waiting for 1 association(s) to finish", bridge.log())
+        self.assertIsNone(bridge.proc.poll(), "the bridge must wait for the running C-FIND")
+        store.release()
+        out_text, _ = holder.communicate(timeout=60)
+        self.assertEqual(holder.returncode, 0, "the draining association completes:\n" + out_text)
+        answers = [harness.dcm2json(os.path.join(out, f)) for f in sorted(os.listdir(out))]
+        self.assertEqual([(harness.value(a, "0020000D"), harness.value(a, "00100010")) for a in answers],
+                         [("1.2.826.0.1.3680043.8.498.1", "DRAIN^TEST")], "the held C-FIND's answer arrived")
         try:
-            time.sleep(0.5)
-            self.assertIsNone(holder.poll(), "the holding association ended early")
-            p = echoscu(bridge.port, "ORTHANC")
-            self.assertNotEqual(p.returncode, 0, "second association must be refused:\n" + p.stdout)
-            self.assertIn("Local Limit Exceeded", p.stdout)
-            self.assertIn("max_associations", bridge.log())
-            # SIGTERM: stop accepting, let the running association finish (or be closed when idle), exit 0.
-            rc = bridge.stop(signal.SIGTERM, timeout=30)
-            self.assertEqual(rc, 0, "bridge exit status after SIGTERM")
-        finally:
-            holder.kill()
-            holder.communicate()
+            bridge.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.fail("the bridge did not exit within 30 s of the drained association's end:\n" + bridge.log()[-2000:])
+        bridge.stop()
+        self.assertEqual(bridge.exits[-1], (0, None), "bridge exits by itself with status 0 after the drain")
 
 
 class CheckConfigTest(TestCase):
@@ -152,10 +172,29 @@ class CheckConfigTest(TestCase):
         self.assertEqual(sorted(k for k in keys if "`%s`" % k not in doc), [], "keys missing in conf/README.md")
 
     def test_help_and_version(self):
-        for args in (["--help"], ["serve", "--help"], ["check-config", "--help"], ["version"]):
-            p = run([harness.BINARY] + args)
+        with open(os.path.join(harness.SOURCE_DIR, "CMakeLists.txt")) as f:
+            version = re.search(r"project\(dicomweb-bridge VERSION ([0-9.]+)", f.read()).group(1)
+        p = run([harness.BINARY, "version"])
+        self.assertEqual((p.returncode, p.stdout.strip()), (0, "dicomweb-bridge " + version))
+        expected = {
+            ("--help",): ["usage: dicomweb-bridge <command>", "serve --config FILE", "check-config --config FILE",
+                          "import --config FILE", "version"],
+            ("serve", "--help"): ["usage: dicomweb-bridge serve --config FILE", "--log-level", "--log-format",
+                                  "SIGTERM"],
+            ("check-config", "--help"): ["usage: dicomweb-bridge check-config --config FILE", "status 2"],
+            ("import", "--help"): ["usage: dicomweb-bridge import --config FILE --upstream AE --destination AE",
+                                   "--studies FILE", "--series FILE", "--query QUERY", "--dry-run", "--state FILE",
+                                   "--force", "--parallel N"],
+        }
+        for args, lines in expected.items():
+            p = run([harness.BINARY] + list(args))
             self.assertEqual(p.returncode, 0, "%s: %s" % (args, p.stdout))
-        self.assertNotEqual(run([harness.BINARY, "frobnicate"]).returncode, 0)
+            for line in lines:
+                self.assertIn(line, p.stdout, "%s output lacks %r" % (" ".join(args), line))
+        p = run([harness.BINARY, "frobnicate"])
+        self.assertEqual(p.returncode, 2, p.stdout)
+        self.assertIn("unknown command 'frobnicate'", p.stdout)
+        self.assertIn("usage: dicomweb-bridge <command>", p.stdout)
 
 
 if __name__ == "__main__":

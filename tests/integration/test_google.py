@@ -47,6 +47,7 @@ class TokenServer(Server):
         self.workdir, self.pub_pem, self.email = workdir, pub_pem, email
         self.lifetime = 3600
         self.exchanges = 0
+        self.issued_at = []
         self.tokens = {}  # token -> expiry (epoch seconds)
         self.errors = []
         self.lock = threading.Lock()
@@ -117,6 +118,7 @@ class TokenServer(Server):
             self.exchanges += 1
             tok = "ya29.test-%d-%s" % (self.exchanges, secrets.token_hex(8))
             self.tokens[tok] = time.time() + self.lifetime
+            self.issued_at.append(time.time())
         return {"access_token": tok, "expires_in": self.lifetime, "token_type": "Bearer"}
 
 
@@ -130,6 +132,7 @@ class Gateway(Server):
         self.static_tokens = set()
         self.requests = 0
         self.seen = []  # (method, path, request headers) of every request
+        self.unauthorized = 0  # requests answered 401
         owner = self
 
         class H(http.server.BaseHTTPRequestHandler):
@@ -156,6 +159,7 @@ class Gateway(Server):
                 exp = owner.token_server.tokens.get(tok)
                 ok = tok in owner.static_tokens or (exp is not None and exp > time.time())
                 if owner.revoke_all or not ok:
+                    owner.unauthorized += 1
                     return self.deny(401, "Request had invalid authentication credentials.")
                 if owner.throttle > 0:
                     owner.throttle -= 1
@@ -248,15 +252,23 @@ class GoogleTest(TestCase):
         self.assertEqual(self.tokens.exchanges, 1, "one exchange serves every request and association")
         self.assertNotIn("ya29.", bridge.log(), "tokens are never logged")
 
-    def test_expired_token_is_refreshed(self):
-        self.tokens.lifetime = 2
+    def test_short_lived_token_is_refreshed_at_half_life(self):
+        # A 4 s token is refreshed after half its lifetime and before it expires: C-FINDs run back to back until
+        # the token server sees the second exchange (an event, not a sleep); none of them may meet a 401.
+        self.tokens.lifetime = 4
         bridge = self.bridge({"type": "google_service_account", "key_file": self.key_file})
-        p, res = self.find(bridge)
-        self.assertTrue(res, p.stdout[-1500:])
-        time.sleep(2.5)
-        p, res = self.find(bridge)
-        self.assertTrue(res, p.stdout[-1500:])
-        self.assertEqual(self.tokens.exchanges, 2)
+        end = time.time() + 20
+        finds = 0
+        while self.tokens.exchanges < 2 and time.time() < end:
+            p, res = self.find(bridge)
+            finds += 1
+            self.assertTrue(res, "find %d failed:\n%s" % (finds, p.stdout[-1500:]))
+        self.assertEqual(self.tokens.exchanges, 2, "no refresh within 20 s of a 4 s token")
+        self.assertGreater(finds, 2, "several finds were served by the first token")
+        gap = self.tokens.issued_at[1] - self.tokens.issued_at[0]
+        self.assertGreaterEqual(gap, 1.9, "refreshed after %.2f s, before half of the 4 s lifetime" % gap)
+        self.assertEqual(self.gateway.unauthorized, 0, "no request went out with an expired token")
+        self.assertEqual(self.tokens.errors, [])
 
     def test_revoked_token_is_a_clear_error(self):
         bridge = self.bridge({"type": "google_service_account", "key_file": self.key_file})

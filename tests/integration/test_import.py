@@ -82,8 +82,14 @@ class ImportTest(TestCase):
         self.assertEqual(sorted(dump(f, "SOPInstanceUID") for f in pacs.files()), sorted(exp))
         pid = one["PatientID"]
         q = self.importer(cfg, "--query", "PatientID=%s" % pid, "--dry-run", "--state", os.path.join(self.workdir, "s2.state"))
-        n = len([i for i in self.man["instances"] if i["PatientID"] == pid])
-        self.assertIn("%d instances" % n, q.stdout)
+        self.assertEqual(q.returncode, 0, q.stdout)
+        mine = [i for i in self.man["instances"] if i["PatientID"] == pid]
+        m = re.search(r"would send: (\d+) studies, (\d+) series, (\d+) instances", q.stdout)
+        self.assertTrue(m, q.stdout)
+        self.assertEqual(tuple(int(g) for g in m.groups()),
+                         (len({i["StudyInstanceUID"] for i in mine}), len({i["SeriesInstanceUID"] for i in mine}),
+                          len(mine)), "--query PatientID=%s --dry-run counts:\n%s" % (pid, q.stdout))
+        self.assertLess(len(mine), len(self.man["instances"]), "the query must select a strict subset")
 
     def test_destination_failing_half_way_then_resume(self):
         # storescp kills itself after the 6th file: the first series (4) completes, the second breaks off.

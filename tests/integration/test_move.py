@@ -88,6 +88,48 @@ class CuttingProxy:
         self.srv.server_close()
 
 
+class HoldingProxy(CuttingProxy):
+    """Forwards to Orthanc, but holds the WADO-RS retrieve of one chosen series until released: a C-MOVE through
+    it can send the other series and then waits, so a C-CANCEL always arrives while work remains."""
+
+    def __init__(self, target_port):
+        self.held_series = None
+        self.released = threading.Event()
+        self.held = threading.Event()
+        owner = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                path = self.path.split("?")[0]
+                if owner.held_series and path.endswith("/series/" + owner.held_series):
+                    owner.held.set()
+                    owner.released.wait(60)
+                c = http.client.HTTPConnection("127.0.0.1", target_port, timeout=30)
+                c.request("GET", self.path, headers={k: v for k, v in self.headers.items() if k.lower() != "host"})
+                r = c.getresponse()
+                body = r.read()
+                try:
+                    self.send_response(r.status)
+                    for k, v in r.getheaders():
+                        if k.lower() not in ("content-length", "transfer-encoding", "connection"):
+                            self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except OSError:
+                    pass  # the bridge gave up on the held request (cancelled)
+
+            def log_message(self, *a):
+                pass
+
+        self.srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), H)
+        self.srv.daemon_threads = True
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+        self.url = "http://127.0.0.1:%d/dicom-web" % self.srv.server_address[1]
+
+
 class MoveTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -102,12 +144,14 @@ class MoveTest(unittest.TestCase):
         cls.orthanc = Orthanc(cls.workdir)
         cls.orthanc.upload([f for u, f in cls.files.items() if u != cls.jls_source["SOPInstanceUID"]] + [cls.jls_file])
         cls.proxy = CuttingProxy(cls.orthanc.http_port)
+        cls.holding = HoldingProxy(cls.orthanc.http_port)
         cls.pacs = StoreSCP(cls.workdir, aet="kp-admin", extra_args=["-v"])
         cls.dead_port = harness.free_port()
         cls.bridge = Bridge(cls.workdir, {
             "listen": {"ae_title": "DWBRIDGE"},
             "upstreams": [{"ae_title": "ORTHANC", "base_url": cls.orthanc.dicomweb_url},
-                          {"ae_title": "CUTTING", "base_url": cls.proxy.url, "max_retries": 0}],
+                          {"ae_title": "CUTTING", "base_url": cls.proxy.url, "max_retries": 0},
+                          {"ae_title": "HOLDING", "base_url": cls.holding.url}],
             "destinations": [
                 {"ae_title": "KAAPANA", "host": "127.0.0.1", "port": cls.pacs.port,
                  "calling_ae_title": "kp-idc", "called_ae_title": "kp-admin"},
@@ -121,6 +165,8 @@ class MoveTest(unittest.TestCase):
         cls.bridge.close()
         cls.pacs.close()
         cls.proxy.close()
+        cls.holding.released.set()
+        cls.holding.close()
         cls.orthanc.close()
         shutil.rmtree(cls.workdir, ignore_errors=True)
 
@@ -296,12 +342,26 @@ class MoveTest(unittest.TestCase):
         self.assertEqual(status_of(p), "0xa900", p.stdout[-1500:])
 
     def test_cancel(self):
+        # The store holds the second series until the test releases it, so the C-MOVE cannot finish before
+        # movescu's C-CANCEL (sent after the first pending response) arrives: no race with 8 tiny instances.
+        # How many instances of the other series go out before the cancel is not part of the claim.
         study = self.manifest["instances"][0]["StudyInstanceUID"]
-        n = len([i for i in self.manifest["instances"] if i["StudyInstanceUID"] == study])
-        p = self.move(["QueryRetrieveLevel=STUDY", "StudyInstanceUID=" + study], extra=["--cancel", "1"])
+        rows = [i for i in self.manifest["instances"] if i["StudyInstanceUID"] == study]
+        held = sorted({i["SeriesInstanceUID"] for i in rows})[1]
+        self.holding.held_series = held
+        self.holding.released.clear()
+        self.addCleanup(self.holding.released.set)
+        p = self.move(["QueryRetrieveLevel=STUDY", "StudyInstanceUID=" + study], aec="HOLDING", extra=["--cancel", "1"])
+        self.assertTrue(self.holding.held.is_set(), "the held series was never asked for")
         self.assertEqual(status_of(p), "0xfe00", p.stdout[-1500:])
         completed, failed, _ = counts_of(p)
-        self.assertLess(completed, n)
+        got = self.received()
+        not_held = sorted(i["SOPInstanceUID"] for i in rows if i["SeriesInstanceUID"] != held)
+        self.assertEqual(len(got), completed, "completed instances are at the destination")
+        self.assertTrue(set(got) <= set(not_held), "nothing of the held series was sent: %s" % sorted(got))
+        self.assertLess(completed, len(rows))
+        self.assertIn("C-CANCEL", self.bridge.log())
+        self.assertEqual(harness.echoscu(self.bridge.port, "HOLDING").returncode, 0, "still serving")
 
 
 if __name__ == "__main__":

@@ -164,7 +164,8 @@ class FaultTest(TestCase):
         good = [u for u in expected if u != poison]
         got = wait_for(lambda: self.orthanc.instance_uids() if self.orthanc.instance_uids() == good else None, 90)
         self.assertEqual(got, good, "the 199 others arrive")
-        self.assertTrue(wait_for(lambda: len(self.failed()) == 1, timeout=60), os.listdir(self.spool))
+        self.assertTrue(wait_for(lambda: len(glob.glob(os.path.join(self.spool, "CLOUD", "failed", "*.reason.txt"))) == 1,
+                                 timeout=60), os.listdir(self.spool))
         took = time.time() - t0
         self.assertIn(poison, os.path.basename(self.failed()[0]))
         with open(self.failed()[0] + ".reason.txt") as f:
@@ -183,7 +184,8 @@ class FaultTest(TestCase):
         fs = self.fault_store(lambda n, m, p, u: ("fail", {bad: 0x0110}) if m == "POST" else None)
         bridge = self.bridge(fs.url, max_attempts=4, retry_max_wait_s=30)
         self.storescu(bridge.port, files)
-        self.assertTrue(wait_for(lambda: len(self.failed()) == 1, timeout=60), bridge.log()[-3000:])
+        self.assertTrue(wait_for(lambda: len(glob.glob(os.path.join(self.spool, "CLOUD", "failed", "*.reason.txt"))) == 1,
+                                 timeout=60), bridge.log()[-3000:])
         carrying = [e.t for e in fs.stows() if bad in e.uids]
         self.assertEqual(len(carrying), 4, "max_attempts tries")
         gaps = [b - a for a, b in zip(carrying, carrying[1:])]

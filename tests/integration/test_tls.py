@@ -33,7 +33,9 @@ class TlsTest(TestCase):
         return ["+tls", "%s/%s.key" % (self.pki, who), "%s/%s.crt" % (self.pki, who), "+cf", self.pki + "/ca.crt"]
 
     def test_echo_find_over_tls_and_plain_refused(self):
+        cohort, man = harness.gencohort(self.workdir, patients=2, studies=1, series=1, instances=1)
         orthanc = self.start(Orthanc(self.workdir))
+        orthanc.upload([os.path.join(cohort, i["file"]) for i in man["instances"]])
         bridge = self.start(Bridge(self.workdir, {
             "listen": {"tls": {"certificate": self.pki + "/server.crt", "key": self.pki + "/server.key",
                                "ca": self.pki + "/ca.crt", "require_client_certificate": True}},
@@ -41,9 +43,14 @@ class TlsTest(TestCase):
             "spool": {"dir": os.path.join(self.workdir, "spool")}}))
         p = run(["echoscu", "-aec", "ORTHANC"] + self.tls_args() + ["127.0.0.1", str(bridge.port)])
         self.assertEqual(p.returncode, 0, p.stdout)
-        p = run(["findscu", "-S", "-aec", "ORTHANC"] + self.tls_args() +
-                ["-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID", "127.0.0.1", str(bridge.port)])
+        # findscu exits 0 even when the SCP answers a failure status: the answered data sets are the claim.
+        p, res = harness.findscu(bridge.port, "ORTHANC", ["QueryRetrieveLevel=STUDY", "StudyInstanceUID", "PatientID"],
+                                 extra=self.tls_args(), workdir=self.workdir)
         self.assertEqual(p.returncode, 0, p.stdout)
+        self.assertEqual(sorted((harness.value(r, "0020000D"), harness.value(r, "00100020")) for r in res),
+                         sorted({(i["StudyInstanceUID"], i["PatientID"]) for i in man["instances"]}),
+                         "C-FIND over TLS answers every study of the store:\n" + p.stdout[-1500:])
+        self.assertEqual({harness.value(r, "00080054") for r in res}, {"ORTHANC"})
         self.assertNotEqual(run(["echoscu", "-aec", "ORTHANC", "127.0.0.1", str(bridge.port)]).returncode, 0,
                             "plain TCP must not work against a TLS listener")
         self.assertNotEqual(run(["echoscu", "-aec", "ORTHANC"] + self.tls_args("rogue") +

@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <mutex>
@@ -83,6 +84,13 @@ class MiniServer {
         std::lock_guard<std::mutex> lk(mu_);
         return seen_;
     }
+    // Waits until n requests have arrived (an event, not a guess at how long a thread takes to get there).
+    bool wait_seen(size_t n, int timeout_ms = 10000) {
+        std::unique_lock<std::mutex> lk(mu_);
+        return seen_cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), [&] { return seen_.size() >= n; });
+    }
+    // Ends the delay of every reply being held now or later: a test holds a request for as long as it needs.
+    void release() { released_ = true; }
     std::string url(const std::string &path) { return "http://127.0.0.1:" + std::to_string(port_) + path; }
     int connections() const { return conn_count_.load(); }
 
@@ -154,6 +162,7 @@ class MiniServer {
             {
                 std::lock_guard<std::mutex> lk(mu_);
                 seen_.push_back(s);
+                seen_cv_.notify_all();
                 if (!replies_.empty()) {
                     r = replies_.front();
                     replies_.pop_front();
@@ -161,7 +170,7 @@ class MiniServer {
                     r = fallback_;
                 }
             }
-            for (int waited = 0; waited < r.delay_ms && !stop_; waited += 10)
+            for (int waited = 0; waited < r.delay_ms && !stop_ && !released_; waited += 10)
                 std::this_thread::sleep_for(std::chrono::milliseconds(10));
             if (r.drop) break;
             std::string out = "HTTP/1.1 " + std::to_string(r.status) + " X\r\n";
@@ -181,6 +190,8 @@ class MiniServer {
     int fd_;
     int port_;
     std::atomic<bool> stop_{false};
+    std::atomic<bool> released_{false};
+    std::condition_variable seen_cv_;
     std::atomic<int> conn_count_{0};
     std::thread th_;
     std::vector<std::thread> conns_;
@@ -430,7 +441,7 @@ TEST_F(Http, CancelStopsAWaitingRequest) {
     q.is_cancelled = [](void *ud) -> int { return static_cast<std::atomic<bool> *>(ud)->load() ? 1 : 0; };
     q.ud = &flag;
     std::thread t([&] {
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        srv.wait_seen(1); // cancel once the request is on the wire, not after a guessed delay
         flag = true;
     });
     dwb_error e = {};
@@ -451,7 +462,7 @@ TEST_F(Http, CancelDuringBackoff) {
     q.is_cancelled = [](void *ud) -> int { return static_cast<std::atomic<bool> *>(ud)->load() ? 1 : 0; };
     q.ud = &flag;
     std::thread t([&] {
-        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+        srv.wait_seen(1); // cancel once the request is on the wire, not after a guessed delay
         flag = true;
     });
     dwb_error e = {};
@@ -568,7 +579,8 @@ TEST_F(Http, ConcurrencyCapSerialisesRequests) {
 
 TEST_F(Http, CancelWhileWaitingForASlot) {
     MiniServer srv;
-    srv.fallback({200, "ok", {}, false, false, 1500});
+    // The busy request is held by the server until the test releases it (30 s only as a backstop).
+    srv.fallback({200, "ok", {}, false, false, 30000});
     dwb_http_client_opts o = {};
     o.name = "CAPPED";
     o.max_concurrent = 1;
@@ -576,28 +588,30 @@ TEST_F(Http, CancelWhileWaitingForASlot) {
     dwb_error e = {};
     ASSERT_EQ(dwb_http_client_new(&o, &c, &e), DWB_OK) << e.message;
     clients_.push_back(c);
+    std::atomic<bool> busy_done{false};
     std::thread busy([&] {
         Sink s;
         dwb_error e2 = {};
         EXPECT_EQ(get(c, srv.url("/busy"), &s, nullptr, &e2), DWB_OK) << e2.message;
+        busy_done = true;
     });
-    std::this_thread::sleep_for(std::chrono::milliseconds(100)); // let it take the only slot
-    std::atomic<bool> flag{false};
-    std::thread t([&] {
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));
-        flag = true;
-    });
+    // Once the server has the busy request, it holds the only slot.
+    ASSERT_TRUE(srv.wait_seen(1)) << "the busy request never reached the server";
+    // The client polls is_cancelled only while it waits for a slot: answer "not yet" on the first poll and
+    // "cancelled" on the next, so the request has really waited before it is cancelled.
+    std::atomic<int> polls{0};
     dwb_http_request q = {};
     std::string url = srv.url("/queued");
     q.url = url.c_str();
-    q.is_cancelled = [](void *ud) -> int { return static_cast<std::atomic<bool> *>(ud)->load() ? 1 : 0; };
-    q.ud = &flag;
-    auto t0 = std::chrono::steady_clock::now();
+    q.is_cancelled = [](void *ud) -> int { return static_cast<std::atomic<int> *>(ud)->fetch_add(1) >= 1 ? 1 : 0; };
+    q.ud = &polls;
     EXPECT_EQ(dwb_http_perform(c, &q, nullptr, &e), DWB_E_CANCELLED);
-    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(1200)) << "waited for the slot";
+    EXPECT_FALSE(busy_done.load()) << "the cancelled request returned only after the slot was free";
+    EXPECT_GE(polls.load(), 2) << "expected the request to wait for the slot before the cancel";
     EXPECT_NE(std::string(e.message).find("free slot"), std::string::npos) << e.message;
-    t.join();
+    srv.release();
     busy.join();
+    EXPECT_TRUE(busy_done.load());
     for (auto &r : srv.seen()) EXPECT_NE(r.path, "/queued") << "a cancelled queued request must not be sent";
 }
 
