@@ -170,6 +170,10 @@ std::string now_dt() {
 
 // PS3.3 C.12.1.1.9: what the bridge changed and where the instance came from, inside the data set itself (file
 // meta such as Source AE Title does not survive a C-STORE).
+// Sub-operation counts are US (16 bits): a study of more than 65,535 instances reports the maximum, not the
+// count modulo 65,536.
+DIC_US count16(size_t n) { return n > 0xFFFF ? (DIC_US)0xFFFF : (DIC_US)n; }
+
 // "host[:port]" of a URL, without scheme, credentials or path.
 std::string url_host(const char *url) {
     const char *p = strstr(url, "://");
@@ -283,10 +287,10 @@ OFCondition send_rsp(Run &r, DIC_US status, bool final, const char *comment) {
         m.MessageIDBeingRespondedTo = msg_id(r);
         OFStandard::strlcpy(m.AffectedSOPClassUID, sop_class(r), sizeof m.AffectedSOPClassUID);
         m.DimseStatus = status;
-        m.NumberOfRemainingSubOperations = (DIC_US)remaining;
-        m.NumberOfCompletedSubOperations = (DIC_US)r.completed;
-        m.NumberOfFailedSubOperations = (DIC_US)r.failed;
-        m.NumberOfWarningSubOperations = (DIC_US)r.warning;
+        m.NumberOfRemainingSubOperations = count16(remaining);
+        m.NumberOfCompletedSubOperations = count16(r.completed);
+        m.NumberOfFailedSubOperations = count16(r.failed);
+        m.NumberOfWarningSubOperations = count16(r.warning);
         m.opts = O_MOVE_AFFECTEDSOPCLASSUID | O_MOVE_NUMBEROFCOMPLETEDSUBOPERATIONS | O_MOVE_NUMBEROFFAILEDSUBOPERATIONS |
                  O_MOVE_NUMBEROFWARNINGSUBOPERATIONS | (with_remaining ? O_MOVE_NUMBEROFREMAININGSUBOPERATIONS : 0);
         m.DataSetType = with_list ? DIMSE_DATASET_PRESENT : DIMSE_DATASET_NULL;
@@ -296,10 +300,10 @@ OFCondition send_rsp(Run &r, DIC_US status, bool final, const char *comment) {
         m.MessageIDBeingRespondedTo = msg_id(r);
         OFStandard::strlcpy(m.AffectedSOPClassUID, sop_class(r), sizeof m.AffectedSOPClassUID);
         m.DimseStatus = status;
-        m.NumberOfRemainingSubOperations = (DIC_US)remaining;
-        m.NumberOfCompletedSubOperations = (DIC_US)r.completed;
-        m.NumberOfFailedSubOperations = (DIC_US)r.failed;
-        m.NumberOfWarningSubOperations = (DIC_US)r.warning;
+        m.NumberOfRemainingSubOperations = count16(remaining);
+        m.NumberOfCompletedSubOperations = count16(r.completed);
+        m.NumberOfFailedSubOperations = count16(r.failed);
+        m.NumberOfWarningSubOperations = count16(r.warning);
         m.opts = O_GET_AFFECTEDSOPCLASSUID | O_GET_NUMBEROFCOMPLETEDSUBOPERATIONS | O_GET_NUMBEROFFAILEDSUBOPERATIONS |
                  O_GET_NUMBEROFWARNINGSUBOPERATIONS | (with_remaining ? O_GET_NUMBEROFREMAININGSUBOPERATIONS : 0);
         m.DataSetType = with_list ? DIMSE_DATASET_PRESENT : DIMSE_DATASET_NULL;
@@ -461,7 +465,17 @@ int store_one(Run &r, DcmDataset *ds, const char *cls, const char *sop, std::str
     }
     T_DIMSE_C_StoreRSP rsp;
     DcmDataset *detail = nullptr;
-    OFCondition c = DIMSE_storeUser(a, pid, &req, nullptr, ds, nullptr, nullptr, DIMSE_BLOCKING, 0, &rsp, &detail);
+    // C-GET sends its sub-operations on the requester's association: a C-CANCEL may arrive there while we wait
+    // for a C-STORE response. DCMTK recognises it when asked; otherwise it would break the association.
+    T_DIMSE_DetectedCancelParameters cancel;
+    memset(&cancel, 0, sizeof cancel);
+    bool on_requester = !r.is_move && !r.import && a == r.ctx->assoc;
+    OFCondition c = DIMSE_storeUser(a, pid, &req, nullptr, ds, nullptr, nullptr, DIMSE_BLOCKING, 0, &rsp, &detail,
+                                    on_requester ? &cancel : nullptr);
+    if (on_requester && cancel.cancelEncountered && cancel.req.MessageIDBeingRespondedTo == msg_id(r)) {
+        DWB_INFO(&r.ctx->log, "C-GET: C-CANCEL received during a sub-operation");
+        r.cancelled = true;
+    }
     delete detail;
     if (c.bad()) {
         why = std::string("C-STORE to the destination failed: ") + c.text();
@@ -508,7 +522,12 @@ int p_instance(void *ud, const dwb_rseries *se, const void *data, size_t len, co
                  c.bad() ? c.text() : "no SOP Instance/Class UID");
         return 0;
     }
-    dwb_retrieve_mark_seen(se, sop.c_str());
+    if (!dwb_retrieve_mark_seen(se, sop.c_str())) {
+        // Not asked for: neither sent nor counted (a store that answers more than the plan holds).
+        DWB_DEBUG(&r.ctx->log, "store sent %s, which is not in the plan of series %s: skipped", sop.c_str(),
+                  se->series_uid);
+        return 0;
+    }
     Run::Item it;
     it.ff = std::move(ff);
     it.sop = sop.c_str();

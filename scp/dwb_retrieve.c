@@ -12,6 +12,7 @@
 
 #define TAG_QR_LEVEL DWB_TAG(0x0008, 0x0052)
 #define TAG_PATIENT_ID DWB_TAG(0x0010, 0x0020)
+#define TAG_ISSUER_PID DWB_TAG(0x0010, 0x0021)
 #define TAG_STUDY_UID DWB_TAG(0x0020, 0x000D)
 #define TAG_SERIES_UID DWB_TAG(0x0020, 0x000E)
 #define TAG_SOP_UID DWB_TAG(0x0008, 0x0018)
@@ -65,6 +66,9 @@ typedef struct qctx {
     uint32_t key;     /* attribute collected */
     uint32_t key2;    /* optional second attribute (SOP class) */
     uidlist *out;
+    uidlist *series_out; /* optional: the Series Instance UID of each collected instance, same index */
+    const char *must_pid, *must_issuer; /* optional: results whose PatientID (issuer) differ are dropped; a key
+                                         * the store does not return is unknown, not a mismatch */
     dwb_error *err;
 } qctx;
 
@@ -73,7 +77,22 @@ static dwb_status collect(void *ud, dwb_attrs *ds) {
     const char *v = dwb_attrs_get_str(ds, q->key);
     const char *c = q->key2 ? dwb_attrs_get_str(ds, q->key2) : NULL;
     dwb_status st = DWB_OK;
-    if (v && valid_uid(v) && ul_add(q->out, v, c) < 0) st = dwb_error_set(q->err, DWB_E_LIMIT, "too many instances");
+    if (q->must_pid) {
+        const char *pid = dwb_attrs_get_str(ds, TAG_PATIENT_ID);
+        const char *iss = dwb_attrs_get_str(ds, TAG_ISSUER_PID);
+        if ((pid && strcmp(pid, q->must_pid) != 0) || (q->must_issuer && iss && strcmp(iss, q->must_issuer) != 0)) {
+            dwb_attrs_free(ds);
+            return DWB_OK;
+        }
+    }
+    if (v && valid_uid(v)) {
+        if (ul_add(q->out, v, c) < 0) st = dwb_error_set(q->err, DWB_E_LIMIT, "too many instances");
+        else if (q->series_out) {
+            const char *se = dwb_attrs_get_str(ds, TAG_SERIES_UID);
+            if (ul_add(q->series_out, se && valid_uid(se) ? se : "", NULL) < 0)
+                st = dwb_error_set(q->err, DWB_E_LIMIT, "too many instances");
+        }
+    }
     dwb_attrs_free(ds);
     return st;
 }
@@ -160,14 +179,58 @@ static dwb_status resolve_series(qctx *q, dwb_rplan *p, const char *study, const
     return st;
 }
 
+/* A study in one paged request where the store allows it: the study's instances with their series, grouped
+ * here, instead of a series query followed by one instance query per series (1 + N round trips). */
+static dwb_status resolve_study_at_once(qctx *q, dwb_rplan *p, const char *study, int *usable) {
+    uidlist inst = {0}, ser = {0};
+    char path[256];
+    snprintf(path, sizeof path, "/studies/%s/instances", study);
+    q->key = TAG_SOP_UID;
+    q->key2 = TAG_SOP_CLASS;
+    q->out = &inst;
+    q->series_out = &ser;
+    dwb_status st = qido_list(q, path, "includefield=00080016&includefield=0020000E");
+    q->series_out = NULL;
+    *usable = st == DWB_OK;
+    for (size_t i = 0; *usable && i < ser.n; i++)
+        if (!ser.v[i][0]) *usable = 0; /* a store that leaves out the series: ask per series instead */
+    if (!*usable) {
+        ul_free(&inst);
+        ul_free(&ser);
+        return st == DWB_E_CANCELLED ? st : DWB_OK;
+    }
+    unsigned char *done = calloc(inst.n ? inst.n : 1, 1);
+    if (!done) st = DWB_E_NOMEM;
+    for (size_t i = 0; st == DWB_OK && i < inst.n; i++) {
+        if (done[i]) continue;
+        uidlist one = {0};
+        for (size_t k = i; k < inst.n && st == DWB_OK; k++)
+            if (!done[k] && !strcmp(ser.v[k], ser.v[i])) {
+                done[k] = 1;
+                if (ul_add(&one, inst.v[k], inst.cls[k]) < 0) st = DWB_E_NOMEM;
+            }
+        if (st == DWB_OK) st = add_series(p, study, ser.v[i], &one, 1);
+        ul_free(&one);
+    }
+    free(done);
+    ul_free(&inst);
+    ul_free(&ser);
+    return st;
+}
+
 static dwb_status resolve_study(qctx *q, dwb_rplan *p, const char *study) {
+    int usable = 0;
+    size_t before = p->n_series;
+    dwb_status st = resolve_study_at_once(q, p, study, &usable);
+    if (st != DWB_OK || usable) return st;
+    while (p->n_series > before) dwb_rplan_remove_series(p, p->n_series - 1);
     uidlist series = {0};
     char path[256];
     snprintf(path, sizeof path, "/studies/%s/series", study);
     q->key = TAG_SERIES_UID;
     q->key2 = 0;
     q->out = &series;
-    dwb_status st = qido_list(q, path, "includefield=0020000E");
+    st = qido_list(q, path, "includefield=0020000E");
     for (size_t i = 0; st == DWB_OK && i < series.n; i++) st = resolve_series(q, p, study, series.v[i], NULL);
     ul_free(&series);
     return st;
@@ -199,7 +262,7 @@ dwb_status dwb_retrieve_resolve(const dwb_upstream *up, dwb_qr_model model, cons
     for (size_t n = strlen(level); n > 0 && level[n - 1] == ' '; n--) level[n - 1] = '\0';
     dwb_rplan *p = calloc(1, sizeof *p);
     if (!p) return dwb_error_set(err, DWB_E_NOMEM, "out of memory");
-    qctx q = {up, log, is_cancelled, ud, 0, 0, NULL, err};
+    qctx q = {up, log, is_cancelled, ud, 0, 0, NULL, NULL, NULL, NULL, err};
     dwb_status st = DWB_OK;
     const dwb_attr *a = NULL, *b = NULL, *c = NULL;
     if (!strcmp(level, "PATIENT")) {
@@ -212,15 +275,22 @@ dwb_status dwb_retrieve_resolve(const dwb_upstream *up, dwb_qr_model model, cons
                 st = key_error(err, TAG_PATIENT_ID, "PatientID", "required with a single value at PATIENT level");
             } else {
                 uidlist studies = {0};
-                char query[256], enc[200];
-                if (dwb_url_encode(pid, enc, sizeof enc) < 0) {
+                char query[600], enc[200], ienc[200] = "";
+                const char *issuer = dwb_attrs_get_str(id, TAG_ISSUER_PID);
+                if (issuer && !*issuer) issuer = NULL;
+                if (dwb_url_encode(pid, enc, sizeof enc) < 0 || (issuer && dwb_url_encode(issuer, ienc, sizeof ienc) < 0)) {
                     st = key_error(err, TAG_PATIENT_ID, "PatientID", "too long");
                 } else {
-                    snprintf(query, sizeof query, "00100020=%s&includefield=0020000D", enc);
+                    /* The issuer narrows the query when given; every study is re-checked here, because a store
+                     * may match PatientID loosely (case, wildcards, issuer ignored). */
+                    snprintf(query, sizeof query, "00100020=%s%s%s&includefield=0020000D&includefield=00100020"
+                             "&includefield=00100021", enc, issuer ? "&00100021=" : "", issuer ? ienc : "");
                     q.key = TAG_STUDY_UID;
                     q.out = &studies;
+                    q.must_pid = pid;
+                    q.must_issuer = issuer;
                     st = qido_list(&q, "/studies", query);
-                    /* The store may match PatientID loosely: the list is exactly what it returned for the ID. */
+                    q.must_pid = q.must_issuer = NULL;
                     for (size_t i = 0; st == DWB_OK && i < studies.n; i++) st = resolve_study(&q, p, studies.v[i]);
                 }
                 ul_free(&studies);
@@ -285,12 +355,13 @@ const char **dwb_rplan_sop_classes(const dwb_rplan *p, size_t *n) {
     return v;
 }
 
-void dwb_retrieve_mark_seen(const dwb_rseries *s, const char *sop) {
+int dwb_retrieve_mark_seen(const dwb_rseries *s, const char *sop) {
     for (size_t i = 0; i < s->n; i++)
         if (!strcmp(s->sop[i], sop)) {
             s->seen[i] = 1; /* seen[] is scratch state of the run, not part of the plan's identity */
-            return;
+            return 1;
         }
+    return 0;
 }
 
 /* ---- streaming ---- */

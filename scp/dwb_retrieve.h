@@ -74,8 +74,9 @@ dwb_status dwb_retrieve_fetch_instance(const dwb_upstream *up, const char *study
                                        const char *sop_uid, const char *transfer_syntax, size_t max_bytes,
                                        int (*is_cancelled)(void *), void *ud, void **data, size_t *len,
                                        dwb_error *err);
-/* Called from on_instance with the SOP Instance UID found in the data set. */
-void dwb_retrieve_mark_seen(const dwb_rseries *series, const char *sop_uid);
+/* Called from on_instance with the SOP Instance UID found in the data set; 0 if the plan does not hold it
+ * (then the caller neither sends nor counts it). */
+int dwb_retrieve_mark_seen(const dwb_rseries *series, const char *sop_uid);
 
 #ifdef __cplusplus
 }

@@ -16,6 +16,7 @@ policy(n, method, path, uids) -> action, where n counts STOW requests from 1 (0 
 import http.client
 import http.server
 import json
+import re
 import socket
 import struct
 import threading
@@ -44,8 +45,12 @@ class Exchange:
 
 
 class FaultStore:
-    def __init__(self, upstream_port, port=0, policy=None):
+    def __init__(self, upstream_port, port=0, policy=None, transcoded=None):
         self.upstream_port = upstream_port
+        # Store-side transcoding as the Google Healthcare API does it: an instance-level WADO-RS asking for
+        # transfer-syntax=1.2.840.10008.1.2.1 is answered with transcoded[uid] (a Part-10 file in that syntax),
+        # or 406 when the instance is not in the map. None = forward such requests like any other.
+        self.transcoded = transcoded
         self.policy = policy or (lambda n, method, path, uids: None)
         self.lock = threading.Lock()
         self.log = []          # every Exchange, STOW and others
@@ -119,6 +124,20 @@ class FaultStore:
         with self.lock:
             self.log.append(ex)
         action = self.policy(n, h.command, h.path, uids)
+        accept = h.headers.get("Accept", "")
+        m = re.match(r"^/dicom-web/studies/[0-9.]+/series/[0-9.]+/instances/([0-9.]+)$", h.path.split("?")[0])
+        if self.transcoded is not None and m and "transfer-syntax=1.2.840.10008.1.2.1" in accept and action is None:
+            uid = m.group(1)
+            if uid not in self.transcoded:
+                self._reply(h, ex, 406, [("Content-Type", "text/plain")], b"cannot transcode to 1.2.840.10008.1.2.1")
+                return
+            with open(self.transcoded[uid], "rb") as f:
+                part = f.read()
+            body = (b"--TRANSCODED\r\nContent-Type: application/dicom; transfer-syntax=1.2.840.10008.1.2.1\r\n\r\n" +
+                    part + b"\r\n--TRANSCODED--\r\n")
+            self._reply(h, ex, 200, [("Content-Type", 'multipart/related; type="application/dicom"; '
+                                      'boundary=TRANSCODED')], body)
+            return
         if isinstance(action, tuple) and action[0] == "answer":
             _, code, headers, payload = action
             self._reply(h, ex, code, headers, payload)
