@@ -60,8 +60,10 @@ class StoreTest(TestCase):
         expected = sorted(i["SOPInstanceUID"] for i in man["instances"])
         got = wait_for(lambda: orthanc.instance_uids() if orthanc.instance_uids() == expected else None)
         self.assertEqual(got, expected)
-        self.assertEqual(os.listdir(os.path.join(self.workdir, "spool", "ORTHANC")), ["failed"],
-                         "delivered files are removed from the spool")
+        self.assertEqual(sorted(os.listdir(os.path.join(self.workdir, "spool", "ORTHANC"))),
+                         ["delivered.ledger", "failed"], "delivered files are removed from the spool")
+        with open(os.path.join(self.workdir, "spool", "ORTHANC", "delivered.ledger")) as f:
+            self.assertEqual(sorted(f.read().split()), expected, "the ledger names every delivered instance")
         self.assertIn("delivered", bridge.log())
 
     def test_store_down_kill_restart_delivers(self):
