@@ -301,13 +301,17 @@ static void *worker(void *arg) {
         long long next_due = -1;
         size_t n = dwb_spool_take(u->spool, dwb_spool_now_ms(), batch_n, batch_bytes, items, &next_due);
         if (n > 0 && n < batch_n && delay_ms > 0 && !probe) {
-            /* A partial batch: give the SCU a moment to send more so that requests carry many instances. */
-            long long oldest_wait = delay_ms;
-            dwb_spool_release(u->spool, items, n);
-            pthread_mutex_lock(&u->mu);
-            if (u->notifications == seen) wait_until(u, dwb_spool_now_ms() + oldest_wait);
-            pthread_mutex_unlock(&u->mu);
-            n = dwb_spool_take(u->spool, dwb_spool_now_ms(), batch_n, batch_bytes, items, &next_due);
+            /* A partial batch: give the SCU up to stow_batch_delay_ms to send more, so that requests carry many
+             * instances; a full batch, or the end of the delay, ends the wait. */
+            long long until = dwb_spool_now_ms() + delay_ms;
+            for (;;) {
+                dwb_spool_release(u->spool, items, n);
+                pthread_mutex_lock(&u->mu);
+                if (!atomic_load(&u->stop)) wait_until(u, until);
+                pthread_mutex_unlock(&u->mu);
+                n = dwb_spool_take(u->spool, dwb_spool_now_ms(), batch_n, batch_bytes, items, &next_due);
+                if (n == 0 || n >= batch_n || dwb_spool_now_ms() >= until || atomic_load(&u->stop)) break;
+            }
         }
         if (n > 0 && !probe) {
             /* The store may have become unavailable while this worker was taking: then only the probe goes. */

@@ -90,6 +90,15 @@ class OpsClaims(TestCase):
         shutil.rmtree(os.path.join(spool, "ORTHANC"))
         with open(os.path.join(spool, "ORTHANC"), "w") as f:
             f.write("not a directory\n")
+        # /readyz answers from a probe refreshed in the background: wait past "starting".
+        end = time.time() + 30
+        while time.time() < end:
+            try:
+                urllib.request.urlopen("http://127.0.0.1:%d/readyz" % bridge.http_port, timeout=30)
+            except urllib.error.HTTPError as e:
+                if b"starting" not in e.read():
+                    break
+            time.sleep(0.2)
         try:
             urllib.request.urlopen("http://127.0.0.1:%d/readyz" % bridge.http_port, timeout=30)
             self.fail("/readyz answered 200 with an unusable spool")

@@ -60,7 +60,7 @@ class ImportTest(TestCase):
         for f in files:
             self.assertEqual(dump(f, "SourceApplicationEntityTitle"), "kp-idc", "calling AE override")
             self.assertEqual(dump(f, "RetrieveAETitle"), "IDC")
-            self.assertEqual(dump(f, "SourceOfPreviousValues"), "IDC " + self.orthanc.dicomweb_url)
+            self.assertEqual(dump(f, "SourceOfPreviousValues"), "IDC 127.0.0.1:%d" % self.orthanc.http_port)
         self.assertIn("kp-admin", pacs.log())
         again = self.importer(cfg, "--studies", self.study_file)
         self.assertEqual(again.returncode, 0, again.stdout)
@@ -132,7 +132,7 @@ class ImportTest(TestCase):
         import urllib.request
         with urllib.request.urlopen(target.url + "/instances/%s/file" % one) as r, open(path, "wb") as f:
             f.write(r.read())
-        self.assertEqual(dump(path, "SourceOfPreviousValues"), "IDC " + self.orthanc.dicomweb_url)
+        self.assertEqual(dump(path, "SourceOfPreviousValues"), "IDC 127.0.0.1:%d" % self.orthanc.http_port)
         # C-MOVE cannot use a STOW-RS destination: a clear refusal, not a hang.
         bridge = self.start(harness.Bridge(self.workdir, json.load(open(cfg))))
         m = run(["movescu", "-d", "-S", "-aec", "IDC", "-aem", "CTPSTOW", "-k", "QueryRetrieveLevel=STUDY",
