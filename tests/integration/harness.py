@@ -289,6 +289,34 @@ class Bridge(Server):
             wait_port(self.port, self.proc, log=self.log_path)
 
 
+def wait_for(pred, timeout=30, step=0.1):
+    """Polls pred until it returns something true or the time is up; returns its last value."""
+    end = time.time() + timeout
+    while time.time() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()
+
+
+def status_of(p):
+    """The DIMSE status of the last response in a DCMTK client's -d output, e.g. "0xb000", or None."""
+    import re
+    m = re.findall(r"DIMSE Status\s*:\s*(0x[0-9a-fA-F]{4})", p.stdout)
+    return m[-1].lower() if m else None
+
+
+def counts_of(p):
+    """(completed, failed, warning) sub-operations of the last C-MOVE/C-GET response in -d output."""
+    import re
+
+    def last(name):
+        m = re.findall(r"%s\s*:\s*(\d+)" % name, p.stdout)
+        return int(m[-1]) if m else None
+    return last("Completed Suboperations"), last("Failed Suboperations"), last("Warning Suboperations")
+
+
 def echoscu(port, aec, aet="ECHOSCU"):
     return run(["echoscu", "-aet", aet, "-aec", aec, "127.0.0.1", str(port)], timeout=60)
 

@@ -12,6 +12,7 @@ import time
 import unittest
 
 import harness
+from harness import status_of
 from harness import Bridge, Orthanc, findscu, run, value
 
 PATIENTS, STUDIES, SERIES, INSTANCES = 6, 2, 2, 2
@@ -29,9 +30,6 @@ def studies_of(manifest):
     return out
 
 
-def status_of(p):
-    m = re.findall(r"DIMSE Status\s*:\s*(0x[0-9a-fA-F]{4})", p.stdout)
-    return m[-1].lower() if m else None
 
 
 def comment_of(p):

@@ -13,6 +13,7 @@ import urllib.parse
 import urllib.request
 
 import harness
+from harness import status_of
 from harness import Bridge, Orthanc, findscu, value
 
 PATIENTS, STUDIES, SERIES, INSTANCES = 4, 2, 2, 2
@@ -116,9 +117,6 @@ class RefusingStore:
         self.server.server_close()
 
 
-def status_of(p):
-    m = re.findall(r"DIMSE Status\s*:\s*(0x[0-9a-fA-F]{4})", p.stdout)
-    return m[-1].lower() if m else None
 
 
 def comment_of(p):

@@ -16,20 +16,12 @@ import threading
 import unittest
 
 import harness
+from harness import counts_of, status_of
 from harness import Bridge, Orthanc, StoreSCP, run
 
 
-def status_of(p):
-    m = re.findall(r"DIMSE Status\s*:\s*(0x[0-9a-fA-F]{4})", p.stdout)
-    return m[-1].lower() if m else None
 
 
-def counts_of(p):
-    """(completed, failed, warning) of the last response, from -d output."""
-    def last(name):
-        m = re.findall(r"%s\s*:\s*(\d+)" % name, p.stdout)
-        return int(m[-1]) if m else None
-    return last("Completed Suboperations"), last("Failed Suboperations"), last("Warning Suboperations")
 
 
 def pixels(workdir, path):

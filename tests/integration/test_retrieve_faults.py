@@ -11,6 +11,7 @@ import struct
 import threading
 
 import harness
+from harness import counts_of, status_of
 from faultstore import FaultStore
 from harness import Bridge, Orthanc, StoreSCP, TestCase, run
 
@@ -18,16 +19,8 @@ SERIES_RE = re.compile(r"^/dicom-web/studies/[0-9.]+/series/[0-9.]+$")
 INSTANCE_RE = re.compile(r"^/dicom-web/studies/[0-9.]+/series/[0-9.]+/instances/([0-9.]+)$")
 
 
-def status_of(p):
-    m = re.findall(r"DIMSE Status\s*:\s*(0x[0-9a-fA-F]{4})", p.stdout)
-    return m[-1].lower() if m else None
 
 
-def counts_of(p):
-    def last(name):
-        m = re.findall(r"%s\s*:\s*(\d+)" % name, p.stdout)
-        return int(m[-1]) if m else None
-    return last("Completed Suboperations"), last("Failed Suboperations")
 
 
 def pixel_data(path):
@@ -93,7 +86,7 @@ class RetrieveFaultTest(TestCase):
         study = self.manifest["instances"][0]["StudyInstanceUID"]
         p = self.move(study)
         self.assertEqual(status_of(p), "0x0000", p.stdout[-2000:])
-        self.assertEqual(counts_of(p), (30, 0))
+        self.assertEqual(counts_of(p)[:2], (30, 0))
         self.assertEqual(self.received(), sorted(self.src))
         self.assertEqual(len(cut_once), 3, "every series was cut once")
         # Resume asked only for what was missing: no instance came twice from the store.
@@ -140,7 +133,7 @@ class RetrieveFaultTest(TestCase):
         holder["bad"] = bad = ordered[5]
         p = self.move(self.manifest["instances"][0]["StudyInstanceUID"])
         self.assertIn(status_of(p), ("0xb000", "0xa702"), p.stdout[-2000:])
-        self.assertEqual(counts_of(p), (11, 1))
+        self.assertEqual(counts_of(p)[:2], (11, 1))
         self.assertEqual(self.received(), sorted(u for u in ordered if u != bad))
         self.assertIn(bad, p.stdout, "the failed list names it")
         tries = [e for e in self.fs.log if e.method == "GET" and INSTANCE_RE.match(e.path.split("?")[0])
@@ -182,7 +175,7 @@ class RetrieveFaultTest(TestCase):
                          rows=64, cols=64)
         p = self.move(man["instances"][0]["StudyInstanceUID"])
         self.assertEqual(status_of(p), "0x0000", p.stdout[-2000:])
-        self.assertEqual(counts_of(p), (4, 0))
+        self.assertEqual(counts_of(p)[:2], (4, 0))
         got = {sop_of(f): f for f in self.pacs.files()}
         self.assertEqual(sorted(got), sorted(plain))
         for uid, src in plain.items():
@@ -198,7 +191,7 @@ class RetrieveFaultTest(TestCase):
                          rows=64, cols=64)
         p = self.move(man["instances"][0]["StudyInstanceUID"])
         self.assertEqual(status_of(p), "0xa702", p.stdout[-2000:])
-        self.assertEqual(counts_of(p), (0, 4))
+        self.assertEqual(counts_of(p)[:2], (0, 4))
         log = self.bridge.log()
         self.assertIn("JPEG 2000 (Lossless only) (1.2.840.10008.1.2.4.90)", log)
         self.assertIn("406", log)

@@ -12,17 +12,10 @@ import tempfile
 import time
 
 import harness
+from harness import wait_for
 from harness import Bridge, Orthanc, TestCase, run
 
 
-def wait_for(pred, timeout=30, step=0.1):
-    end = time.time() + timeout
-    while time.time() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
 
 
 class StoreTest(TestCase):

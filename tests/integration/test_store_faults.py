@@ -14,18 +14,11 @@ import threading
 import time
 
 import harness
+from harness import wait_for
 from faultstore import FaultStore
 from harness import Bridge, Orthanc, TestCase, run
 
 
-def wait_for(pred, timeout=60, step=0.1):
-    end = time.time() + timeout
-    while time.time() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
 
 
 class FaultTest(TestCase):
