@@ -535,7 +535,8 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
     static const char *const keys[] = {"listen", "upstreams", "destinations", "spool", "http", "log",
                                        "provenance", "retrieve", NULL};
     static const char *const listen_keys[] = {"port", "ae_title", "max_associations", "max_pdu", "acse_timeout_s",
-                                              "dimse_timeout_s", "allow_calling_ae", "allow_hosts", "tls", NULL};
+                                              "max_pending", "dimse_timeout_s", "allow_calling_ae", "allow_hosts",
+                                              "tls", NULL};
     if (!json_is_object(root)) return bad(L, "(top level)", "expected a JSON object");
     dwb_status st = check_keys(L, "", root, keys);
     if (st != DWB_OK) return st;
@@ -545,6 +546,7 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
     c->listen.max_associations = 32;
     c->listen.max_pdu = 131072;
     c->listen.acse_timeout_s = 30;
+    c->listen.max_pending = 64;
     c->listen.dimse_timeout_s = 0;
     c->http.port = 8080;
     c->provenance.stamp = 1;
@@ -566,6 +568,7 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
             return st;
         if ((st = get_int(L, "listen", listen, "dimse_timeout_s", 0, 86400, &c->listen.dimse_timeout_s)) != DWB_OK)
             return st;
+        if ((st = get_int(L, "listen", listen, "max_pending", 1, 4096, &c->listen.max_pending)) != DWB_OK) return st;
         if ((st = get_str_array(L, "listen", listen, "allow_calling_ae", 0, &c->listen.allow_calling_ae,
                                 &c->listen.n_allow_calling_ae)) != DWB_OK)
             return st;

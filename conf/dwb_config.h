@@ -96,6 +96,7 @@ typedef struct dwb_config {
         int max_associations;               /* default 32 */
         int max_pdu;                        /* default 131072 */
         int acse_timeout_s;                 /* default 30 */
+        int max_pending;                    /* default 64: connections still negotiating */
         int dimse_timeout_s;                /* default 0 = none (idle associations wait for the peer) */
         char **allow_calling_ae; size_t n_allow_calling_ae; /* empty = all */
         char **allow_hosts; size_t n_allow_hosts;           /* IPv4/IPv6 literals; empty = all */
