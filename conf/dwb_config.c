@@ -668,7 +668,7 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
 
     json_t *log = json_object_get(root, "log");
     if (log) {
-        static const char *const log_keys[] = {"level", "format", NULL};
+        static const char *const log_keys[] = {"level", "format", "phi", NULL};
         if (!json_is_object(log)) return bad(L, "log", "expected an object");
         if ((st = check_keys(L, "log", log, log_keys)) != DWB_OK) return st;
         const char *s = NULL;
@@ -679,6 +679,7 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
         if ((st = get_str(L, "log", log, "format", 0, &s)) != DWB_OK) return st;
         if (s && dwb_log_parse_format(s, &c->log.format) != DWB_OK)
             return bad(L, "log.format", "expected text or json, got \"%s\"", s);
+        if ((st = get_bool(L, "log", log, "phi", &c->log.phi)) != DWB_OK) return st;
     }
     return DWB_OK;
 }

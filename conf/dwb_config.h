@@ -124,6 +124,7 @@ typedef struct dwb_config {
     struct {
         dwb_log_level level;   /* default info */
         dwb_log_format format; /* default text */
+        int phi;               /* default 0: identifier and query values redacted in logs */
     } log;
 } dwb_config;
 

@@ -213,23 +213,6 @@ long dwb_http_parse_retry_after(const char *v, long long now_epoch_s) {
     return (long)(d * 1000);
 }
 
-/* Strips user:password@ from a URL for log lines. */
-static void safe_url(const char *url, char *out, size_t cap) {
-    const char *scheme = strstr(url, "://");
-    const char *at = NULL;
-    if (scheme) {
-        const char *host = scheme + 3;
-        const char *end = host + strcspn(host, "/?#");
-        for (const char *p = host; p < end; p++)
-            if (*p == '@') at = p;
-    }
-    if (at)
-        snprintf(out, cap, "%.*s%s", (int)(scheme + 3 - url), url, at + 1);
-    else
-        snprintf(out, cap, "%s", url);
-    /* Query strings can be long; the log line keeps the first part. */
-}
-
 static long long now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -436,7 +419,7 @@ dwb_status dwb_http_perform(dwb_http_client *c, const dwb_http_request *req, dwb
     snprintf(resp->request_id, sizeof resp->request_id, "h%lu", (unsigned long)(atomic_fetch_add(&g_request_seq, 1) + 1));
     const char *method = req->method ? req->method : "GET";
     char logurl[512];
-    safe_url(req->url, logurl, sizeof logurl);
+    dwb_log_url(req->url, logurl, sizeof logurl);
     dwb_log_ctx lc = {req->log_ctx_assoc, c->name, resp->request_id, NULL};
 
     if (c->opts.max_concurrent > 0) {
@@ -729,7 +712,9 @@ dwb_status dwb_http_get_buffer(dwb_http_client *c, const char *url, const char *
     dwb_status st = dwb_http_perform(c, &req, resp, err);
     if (b.too_big) {
         free(b.data);
-        return dwb_error_set(err, DWB_E_LIMIT, "GET %s: response larger than %zu bytes refused", url, max_bytes);
+        char logurl[512];
+        dwb_log_url(url, logurl, sizeof logurl);
+        return dwb_error_set(err, DWB_E_LIMIT, "GET %s: response larger than %zu bytes refused", logurl, max_bytes);
     }
     if (st != DWB_OK) {
         free(b.data);

@@ -781,7 +781,11 @@ dwb_status dwb_find_run(const dwb_upstream *up, dwb_qr_model model, const dwb_at
         r.page_count = 0;
         r.first_uid[0] = '\0';
         dwb_log_ctx lc = log ? *log : (dwb_log_ctx){0};
-        DWB_DEBUG(&lc, "QIDO %s", url);
+        if (dwb_log_enabled(DWB_LOG_DEBUG)) {
+            char logurl[1024];
+            dwb_log_url(url, logurl, sizeof logurl);
+            DWB_DEBUG(&lc, "QIDO %s", logurl);
+        }
         dwb_status st = fetch_and_parse(&r, url, &warning);
         free(url);
         if (r.refusal.code) {
