@@ -140,6 +140,7 @@ static int membuf_on_body(void *ud, const void *data, size_t len) {
     if (b->len + len + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 65536;
         while (cap < b->len + len + 1) cap *= 2;
+        if (cap > b->max + 1) cap = b->max + 1; /* never reserve beyond the cap: a page at the cap is refused */
         char *nd = realloc(b->data, cap);
         if (!nd) {
             b->too_big = 1;
