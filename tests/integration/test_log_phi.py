@@ -39,6 +39,10 @@ class PhiLogTest(TestCase):
         self.assert_clean(text)
         self.assertIn("00100020=***", text, "expected the QIDO query logged with its keys (PatientID) at debug level")
 
+    def test_trace_level_logs_no_patient_data(self):
+        # trace also turns on DCMTK's own logging, whose dumps of DIMSE messages carry the identifier
+        self.assert_clean(self.find_and_log({"level": "trace"}))
+
     def test_phi_true_logs_values_but_never_credentials(self):
         text = self.find_and_log({"level": "debug", "phi": True})
         self.assertIn(PID, text, "log.phi true: expected the PatientID value in the debug log")
