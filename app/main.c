@@ -106,13 +106,17 @@ static int cmd_check_config(int argc, char **argv) {
                            : u->auth.key_file     ? u->auth.key_file
                            : u->auth.metadata_url ? u->auth.metadata_url
                                                   : NULL;
-        printf("  upstream %-16s %s (auth %s%s%s)\n", u->ae_title, u->base_url, auth, from ? ", from " : "",
+        char url[512];
+        dwb_log_url(u->base_url, url, sizeof url);
+        printf("  upstream %-16s %s (auth %s%s%s)\n", u->ae_title, url, auth, from ? ", from " : "",
                from ? from : "");
     }
     for (size_t i = 0; i < cfg->n_destinations; i++) {
         const dwb_destination_conf *d = &cfg->destinations[i];
         if (d->stow_url) {
-            printf("  destination %-16s STOW-RS %s (import only)\n", d->ae_title, d->stow_url);
+            char url[512];
+            dwb_log_url(d->stow_url, url, sizeof url);
+            printf("  destination %-16s STOW-RS %s (import only)\n", d->ae_title, url);
             continue;
         }
         printf("  destination %-16s %s:%d (calling %s, called %s)\n", d->ae_title, d->host, d->port,
@@ -151,6 +155,7 @@ static int cmd_serve(int argc, char **argv) {
         return EXIT_USAGE;
     }
     dwb_log_init(level, format);
+    dwb_log_set_phi(cfg->log.phi);
     /* Debian's DCMTK leaves Nagle's algorithm on unless TCP_NODELAY is set: 45 ms per instance. The server
      * also sets the option on each socket it accepts; this covers sockets DCMTK opens itself. */
     setenv("TCP_NODELAY", "1", 0);

@@ -566,7 +566,8 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
     static const char *const keys[] = {"listen", "upstreams", "destinations", "spool", "http", "log",
                                        "provenance", "retrieve", "gateway", NULL};
     static const char *const listen_keys[] = {"port", "ae_title", "max_associations", "max_pdu", "acse_timeout_s",
-                                              "dimse_timeout_s", "allow_calling_ae", "allow_hosts", "tls", NULL};
+                                              "max_pending", "dimse_timeout_s", "allow_calling_ae", "allow_hosts",
+                                              "tls", NULL};
     if (!json_is_object(root)) return bad(L, "(top level)", "expected a JSON object");
     dwb_status st = check_keys(L, "", root, keys);
     if (st != DWB_OK) return st;
@@ -576,6 +577,7 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
     c->listen.max_associations = 32;
     c->listen.max_pdu = 131072;
     c->listen.acse_timeout_s = 30;
+    c->listen.max_pending = 64;
     c->listen.dimse_timeout_s = 0;
     c->http.port = 8080;
     c->gateway.port = 0;
@@ -599,6 +601,7 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
             return st;
         if ((st = get_int(L, "listen", listen, "dimse_timeout_s", 0, 86400, &c->listen.dimse_timeout_s)) != DWB_OK)
             return st;
+        if ((st = get_int(L, "listen", listen, "max_pending", 1, 4096, &c->listen.max_pending)) != DWB_OK) return st;
         if ((st = get_str_array(L, "listen", listen, "allow_calling_ae", STR_AE, &c->listen.allow_calling_ae,
                                 &c->listen.n_allow_calling_ae)) != DWB_OK)
             return st;
@@ -715,7 +718,7 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
 
     json_t *log = json_object_get(root, "log");
     if (log) {
-        static const char *const log_keys[] = {"level", "format", NULL};
+        static const char *const log_keys[] = {"level", "format", "phi", NULL};
         if (!json_is_object(log)) return bad(L, "log", "expected an object");
         if ((st = check_keys(L, "log", log, log_keys)) != DWB_OK) return st;
         const char *s = NULL;
@@ -726,6 +729,7 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
         if ((st = get_str(L, "log", log, "format", 0, &s)) != DWB_OK) return st;
         if (s && dwb_log_parse_format(s, &c->log.format) != DWB_OK)
             return bad(L, "log.format", "expected text or json, got \"%s\"", s);
+        if ((st = get_bool(L, "log", log, "phi", &c->log.phi)) != DWB_OK) return st;
     }
     return DWB_OK;
 }

@@ -97,6 +97,7 @@ typedef struct dwb_config {
         int max_associations;               /* default 32 */
         int max_pdu;                        /* default 131072 */
         int acse_timeout_s;                 /* default 30 */
+        int max_pending;                    /* default 64: connections still negotiating */
         int dimse_timeout_s;                /* default 0 = none (idle associations wait for the peer) */
         char **allow_calling_ae; size_t n_allow_calling_ae; /* empty = all */
         char **allow_hosts; size_t n_allow_hosts;           /* IPv4/IPv6 literals; empty = all */
@@ -132,6 +133,7 @@ typedef struct dwb_config {
     struct {
         dwb_log_level level;   /* default info */
         dwb_log_format format; /* default text */
+        int phi;               /* default 0: identifier and query values redacted in logs */
     } log;
 } dwb_config;
 

@@ -1,6 +1,7 @@
 #include "dwb_log.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -8,6 +9,7 @@
 
 static dwb_log_level g_level = DWB_LOG_INFO;
 static dwb_log_format g_format = DWB_LOG_TEXT;
+static _Atomic int g_phi;
 static void (*g_sink)(void *, const char *);
 static void *g_sink_ud;
 
@@ -46,6 +48,86 @@ dwb_status dwb_log_parse_format(const char *s, dwb_log_format *out)
 }
 
 int dwb_log_enabled(dwb_log_level level) { return level >= g_level && level < DWB_LOG_OFF; }
+
+void dwb_log_set_phi(int on) { atomic_store(&g_phi, on ? 1 : 0); }
+
+int dwb_log_phi(void) { return atomic_load(&g_phi); }
+
+const char *dwb_log_value(const char *value)
+{
+    if (!value || !*value)
+        return "";
+    return dwb_log_phi() ? value : "***";
+}
+
+/* QIDO-RS parameters whose values say how, never about whom: kept in log lines. */
+static int paging_key(const char *k, size_t n)
+{
+    static const char *const keys[] = {"limit", "offset", "includefield", "fuzzymatching", NULL};
+    for (int i = 0; keys[i]; i++)
+        if (strlen(keys[i]) == n && strncmp(k, keys[i], n) == 0)
+            return 1;
+    return 0;
+}
+
+void dwb_log_url(const char *url, char *out, size_t cap)
+{
+    if (!cap)
+        return;
+    out[0] = '\0';
+    if (!url)
+        return;
+    size_t o = 0;
+#define OUT(c) do { if (o + 1 < cap) out[o++] = (c); } while (0)
+    const char *p = url;
+    const char *scheme = strstr(url, "://");
+    if (scheme && strcspn(url, "/?#") > (size_t)(scheme - url)) { /* "://" before any path or query */
+        const char *host = scheme + 3;
+        const char *end = host + strcspn(host, "/?#");
+        const char *at = NULL;
+        for (const char *q = host; q < end; q++)
+            if (*q == '@')
+                at = q;
+        for (; p < host; p++)
+            OUT(*p);
+        if (at)
+            p = at + 1;
+    }
+    int phi = dwb_log_phi();
+    int in_query = 0, in_value = 0, keep = 0;
+    const char *key = NULL;
+    for (; *p; p++) {
+        char c = *p;
+        if (c == '#') /* fragments are never sent; drop them too */
+            break;
+        if (!in_query) {
+            OUT(c);
+            if (c == '?') {
+                in_query = 1;
+                key = p + 1;
+            }
+            continue;
+        }
+        if (c == '&') {
+            in_value = 0;
+            key = p + 1;
+            OUT(c);
+        } else if (c == '=' && !in_value) {
+            in_value = 1;
+            keep = phi || paging_key(key, (size_t)(p - key));
+            OUT(c);
+            if (!keep) {
+                OUT('*');
+                OUT('*');
+                OUT('*');
+            }
+        } else if (!in_value || keep) {
+            OUT(c);
+        }
+    }
+#undef OUT
+    out[o] = '\0';
+}
 
 void dwb_log_set_sink(void (*sink)(void *ud, const char *line), void *ud)
 {

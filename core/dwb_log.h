@@ -3,6 +3,8 @@
 #ifndef DWB_LOG_H
 #define DWB_LOG_H
 
+#include <stddef.h>
+
 #include "dwb_status.h"
 
 #ifdef __cplusplus
@@ -34,6 +36,16 @@ dwb_status dwb_log_parse_format(const char *s, dwb_log_format *out);
 int dwb_log_enabled(dwb_log_level level);
 void dwb_log(dwb_log_level level, const dwb_log_ctx *ctx, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Patient data in log lines. Off by default (config log.phi): identifier values and QIDO query values are
+ * written as "***", keys kept, so a log shows what was asked without whom it was about. */
+void dwb_log_set_phi(int on);
+int dwb_log_phi(void);
+/* The one way to put a URL in a log line or error message: user:password@ always removed; query values
+ * replaced by "***" unless log.phi (PatientName=***&limit=***). Truncated to cap. */
+void dwb_log_url(const char *url, char *out, size_t cap);
+/* An identifier value for a log line: the value itself with log.phi, "***" otherwise (NULL/empty as ""). */
+const char *dwb_log_value(const char *value);
 
 /* Redirects output (tests); NULL restores stderr. */
 void dwb_log_set_sink(void (*sink)(void *ud, const char *line), void *ud);

@@ -180,8 +180,11 @@ static dwb_status fetch_metadata(tokprov *p, dwb_error *err) {
     dwb_error e = {0};
     dwb_status st = dwb_http_perform(p->http, &req, &resp, &e);
     dwb_http_response_cleanup(&resp);
-    if (st != DWB_OK)
-        return dwb_error_set(err, DWB_E_AUTH, "upstream %s: metadata server %s: %s", p->name, p->metadata_url, e.message);
+    if (st != DWB_OK) {
+        char logurl[512];
+        dwb_log_url(p->metadata_url, logurl, sizeof logurl);
+        return dwb_error_set(err, DWB_E_AUTH, "upstream %s: metadata server %s: %s", p->name, logurl, e.message);
+    }
     return take_token(p, sm.buf, sm.len, p->metadata_url, err);
 }
 

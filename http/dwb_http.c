@@ -1,5 +1,7 @@
-/* DICOMweb HTTP client on libcurl. One share handle (DNS, TLS sessions, connections) serves every thread, so
- * connections to a store are pooled and reused across associations. Requests are retried on transient
+/* DICOMweb HTTP client on libcurl. One share handle (DNS cache, TLS sessions) serves every thread; connections
+ * are pooled per thread, because libcurl 7.88 cannot share one connection cache between threads that run
+ * transfers at once (CURL_LOCK_DATA_CONNECT is not safe for that): each thread keeps a multi handle (its
+ * connection cache) and an easy handle reset between requests, so keep-alive reuse works within a thread. Requests are retried on transient
  * failures with exponential backoff and full jitter within a budget; bodies stream to callbacks. Proxies come
  * from libcurl's standard environment handling (http_proxy, https_proxy/HTTPS_PROXY, no_proxy): the client
  * never sets CURLOPT_PROXY, so Kaapana's Squid proxy settings simply apply. */
@@ -23,6 +25,60 @@
 static CURLSH *g_share;
 static pthread_mutex_t g_locks[CURL_LOCK_DATA_LAST];
 static atomic_ulong g_request_seq;
+static pthread_key_t g_thread_key; /* the calling thread's thread_curl */
+
+/* One thread's libcurl handles; freed when the thread exits. */
+typedef struct thread_curl {
+    CURLM *multi; /* owns the thread's connection cache */
+    CURL *easy;
+    int busy;     /* a request of this thread is running: a nested request gets a temporary pair */
+} thread_curl;
+
+static void thread_curl_free(void *p) {
+    thread_curl *t = p;
+    if (!t) return;
+    if (t->easy) curl_easy_cleanup(t->easy);
+    if (t->multi) curl_multi_cleanup(t->multi);
+    free(t);
+}
+
+static thread_curl *thread_curl_new(void) {
+    thread_curl *t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    t->multi = curl_multi_init();
+    t->easy = curl_easy_init();
+    if (!t->multi || !t->easy) {
+        thread_curl_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+/* The thread's handles, reset for a new request; NULL when out of memory. Give back with thread_curl_put. */
+static thread_curl *thread_curl_take(void) {
+    thread_curl *t = pthread_getspecific(g_thread_key);
+    if (t && t->busy) {
+        t = thread_curl_new(); /* temporary: freed by thread_curl_put */
+        if (t) t->busy = 2;
+        return t;
+    }
+    if (!t) {
+        t = thread_curl_new();
+        if (!t) return NULL;
+        if (pthread_setspecific(g_thread_key, t) != 0) {
+            thread_curl_free(t);
+            return NULL;
+        }
+    }
+    curl_easy_reset(t->easy);
+    t->busy = 1;
+    return t;
+}
+
+static void thread_curl_put(thread_curl *t) {
+    if (t->busy == 2) thread_curl_free(t);
+    else t->busy = 0;
+}
 
 static void share_lock(CURL *h, curl_lock_data data, curl_lock_access access, void *ud) {
     (void)h; (void)access; (void)ud;
@@ -38,18 +94,23 @@ dwb_status dwb_http_global_init(dwb_error *err) {
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
         return dwb_error_set(err, DWB_E_INTERNAL, "libcurl initialisation failed");
     for (int i = 0; i < CURL_LOCK_DATA_LAST; i++) pthread_mutex_init(&g_locks[i], NULL);
+    if (pthread_key_create(&g_thread_key, thread_curl_free) != 0)
+        return dwb_error_set(err, DWB_E_INTERNAL, "pthread_key_create failed");
     g_share = curl_share_init();
     if (!g_share) return dwb_error_set(err, DWB_E_NOMEM, "curl_share_init failed");
     curl_share_setopt(g_share, CURLSHOPT_LOCKFUNC, share_lock);
     curl_share_setopt(g_share, CURLSHOPT_UNLOCKFUNC, share_unlock);
     curl_share_setopt(g_share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
     curl_share_setopt(g_share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
-    curl_share_setopt(g_share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
     return DWB_OK;
 }
 
 void dwb_http_global_cleanup(void) {
     if (!g_share) return;
+    /* Other threads freed theirs when they exited; this one (main) is still running. */
+    thread_curl_free(pthread_getspecific(g_thread_key));
+    pthread_setspecific(g_thread_key, NULL);
+    pthread_key_delete(g_thread_key);
     curl_share_cleanup(g_share);
     g_share = NULL;
     for (int i = 0; i < CURL_LOCK_DATA_LAST; i++) pthread_mutex_destroy(&g_locks[i]);
@@ -150,23 +211,6 @@ long dwb_http_parse_retry_after(const char *v, long long now_epoch_s) {
     if (d < 0) d = 0;
     if (d > 86400LL * 7) return -1;
     return (long)(d * 1000);
-}
-
-/* Strips user:password@ from a URL for log lines. */
-static void safe_url(const char *url, char *out, size_t cap) {
-    const char *scheme = strstr(url, "://");
-    const char *at = NULL;
-    if (scheme) {
-        const char *host = scheme + 3;
-        const char *end = host + strcspn(host, "/?#");
-        for (const char *p = host; p < end; p++)
-            if (*p == '@') at = p;
-    }
-    if (at)
-        snprintf(out, cap, "%.*s%s", (int)(scheme + 3 - url), url, at + 1);
-    else
-        snprintf(out, cap, "%s", url);
-    /* Query strings can be long; the log line keeps the first part. */
 }
 
 static long long now_ms(void) {
@@ -349,16 +393,11 @@ static int sleep_cancellable(const dwb_http_request *req, long ms) {
     }
 }
 
-/* Runs one transfer on a private multi handle so cancellation is noticed within ~100 ms even while the
- * store is silent (curl_easy_perform only calls the progress callback about once a second when idle).
- * The connection cache still comes from the share handle, so pooling across threads is unaffected. */
-static CURLcode run_transfer(CURL *h, const dwb_http_request *req, xfer *x) {
-    CURLM *m = curl_multi_init();
-    if (!m) return CURLE_OUT_OF_MEMORY;
-    if (curl_multi_add_handle(m, h) != CURLM_OK) {
-        curl_multi_cleanup(m);
-        return CURLE_FAILED_INIT;
-    }
+/* Runs one transfer on the thread's multi handle so cancellation is noticed within ~100 ms even while the
+ * store is silent (curl_easy_perform only calls the progress callback about once a second when idle). The
+ * connection goes back to the multi handle's cache for the thread's next request. */
+static CURLcode run_transfer(CURLM *m, CURL *h, const dwb_http_request *req, xfer *x) {
+    if (curl_multi_add_handle(m, h) != CURLM_OK) return CURLE_FAILED_INIT;
     CURLcode rc = CURLE_OK;
     int running = 1;
     while (running) {
@@ -384,7 +423,6 @@ static CURLcode run_transfer(CURL *h, const dwb_http_request *req, xfer *x) {
             if (msg->msg == CURLMSG_DONE && msg->easy_handle == h) rc = msg->data.result;
     }
     curl_multi_remove_handle(m, h);
-    curl_multi_cleanup(m);
     return rc;
 }
 
@@ -408,7 +446,7 @@ dwb_status dwb_http_perform(dwb_http_client *c, const dwb_http_request *req, dwb
     snprintf(resp->request_id, sizeof resp->request_id, "h%lu", (unsigned long)(atomic_fetch_add(&g_request_seq, 1) + 1));
     const char *method = req->method ? req->method : "GET";
     char logurl[512];
-    safe_url(req->url, logurl, sizeof logurl);
+    dwb_log_url(req->url, logurl, sizeof logurl);
     dwb_log_ctx lc = {req->log_ctx_assoc, c->name, resp->request_id, NULL};
 
     if (c->opts.max_concurrent > 0) {
@@ -452,11 +490,12 @@ dwb_status dwb_http_perform(dwb_http_client *c, const dwb_http_request *req, dwb
         memset(&x, 0, sizeof x);
         x.req = req;
         x.retry_after_ms = -1;
-        CURL *h = curl_easy_init();
-        if (!h) {
+        thread_curl *tc = thread_curl_take();
+        if (!tc) {
             result = dwb_error_set(err, DWB_E_NOMEM, "curl_easy_init failed");
             break;
         }
+        CURL *h = tc->easy;
         x.h = h;
         struct curl_slist *hdrs = NULL;
         for (size_t i = 0; i < req->n_headers; i++) hdrs = curl_slist_append(hdrs, req->headers[i]);
@@ -464,7 +503,7 @@ dwb_status dwb_http_perform(dwb_http_client *c, const dwb_http_request *req, dwb
         dwb_error aerr = {0};
         if (dwb_auth_header(c->opts.auth, force_refresh, authline, sizeof authline, &aerr) != DWB_OK) {
             curl_slist_free_all(hdrs);
-            curl_easy_cleanup(h);
+            thread_curl_put(tc);
             result = dwb_error_set(err, DWB_E_AUTH, "%s %s: no credentials for upstream %s: %s", method, logurl, c->name,
                                    aerr.message);
             break;
@@ -514,11 +553,12 @@ dwb_status dwb_http_perform(dwb_http_client *c, const dwb_http_request *req, dwb
             curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
 
         long long t0 = now_ms();
-        CURLcode rc = run_transfer(h, req, &x);
+        CURLcode rc = run_transfer(tc->multi, h, req, &x);
         long code = 0;
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+        curl_easy_reset(h); /* drops the pointers to this frame's headers, buffers and callbacks */
         curl_slist_free_all(hdrs);
-        curl_easy_cleanup(h);
+        thread_curl_put(tc);
         resp->code = code;
         resp->body_bytes = x.body_bytes;
         resp->retry_after_ms = x.retry_after_ms;
@@ -703,7 +743,9 @@ dwb_status dwb_http_get_buffer(dwb_http_client *c, const char *url, const char *
     dwb_status st = dwb_http_perform(c, &req, resp, err);
     if (b.too_big) {
         free(b.data);
-        return dwb_error_set(err, DWB_E_LIMIT, "GET %s: response larger than %zu bytes refused", url, max_bytes);
+        char logurl[512];
+        dwb_log_url(url, logurl, sizeof logurl);
+        return dwb_error_set(err, DWB_E_LIMIT, "GET %s: response larger than %zu bytes refused", logurl, max_bytes);
     }
     if (st != DWB_OK) {
         free(b.data);

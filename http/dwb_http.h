@@ -1,5 +1,5 @@
-/* DICOMweb HTTP client on libcurl: one client per upstream, shared by all threads, pooled connections,
- * retries with backoff on transient failures, pluggable auth, responses streamed to callbacks. */
+/* DICOMweb HTTP client on libcurl: one client per upstream, shared by all threads, keep-alive connections per
+ * thread, retries with backoff on transient failures, pluggable auth, responses streamed to callbacks. */
 #ifndef DWB_HTTP_H
 #define DWB_HTTP_H
 
@@ -12,7 +12,8 @@
 extern "C" {
 #endif
 
-/* Process-wide libcurl setup and the share handle (DNS, TLS sessions, connections). Call once from main. */
+/* Process-wide libcurl setup and the share handle (DNS, TLS sessions; connections are pooled per thread).
+ * Call once from main; dwb_http_global_cleanup also frees the calling thread's handles. */
 dwb_status dwb_http_global_init(dwb_error *err);
 void dwb_http_global_cleanup(void);
 

@@ -140,6 +140,7 @@ static int membuf_on_body(void *ud, const void *data, size_t len) {
     if (b->len + len + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 65536;
         while (cap < b->len + len + 1) cap *= 2;
+        if (cap > b->max + 1) cap = b->max + 1; /* never reserve beyond the cap: a page at the cap is refused */
         char *nd = realloc(b->data, cap);
         if (!nd) {
             b->too_big = 1;
@@ -781,7 +782,11 @@ dwb_status dwb_find_run(const dwb_upstream *up, dwb_qr_model model, const dwb_at
         r.page_count = 0;
         r.first_uid[0] = '\0';
         dwb_log_ctx lc = log ? *log : (dwb_log_ctx){0};
-        DWB_DEBUG(&lc, "QIDO %s", url);
+        if (dwb_log_enabled(DWB_LOG_DEBUG)) {
+            char logurl[1024];
+            dwb_log_url(url, logurl, sizeof logurl);
+            DWB_DEBUG(&lc, "QIDO %s", logurl);
+        }
         dwb_status st = fetch_and_parse(&r, url, &warning);
         free(url);
         if (r.refusal.code) {

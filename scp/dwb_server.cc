@@ -9,13 +9,19 @@
 #include "dcmtk/dcmnet/dcmtrans.h"
 #include "dcmtk/dcmnet/dimse.h"
 #include "dcmtk/dcmnet/diutil.h"
+#include "dcmtk/dcmnet/dul.h"
+#include "dcmtk/dcmnet/dulstruc.h"
 #include "dcmtk/oflog/oflog.h"
 #include "dcmtk/dcmtls/tlslayer.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/socket.h>
+#include <unistd.h>
+#include <fcntl.h>
+#include <cerrno>
 
 #include <atomic>
 #include <cerrno>
@@ -23,6 +29,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <list>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -55,6 +62,17 @@ struct dwb_server {
     std::condition_variable cv;
     int active = 0;
     unsigned long next_id = 1;
+    // Connections accepted but not yet through negotiation, oldest first. The accepting thread closes them
+    // (through watch_fd, a dup of the worker's socket, so that a number DCMTK closed and the kernel reused is
+    // never touched) when they exceed listen.acse_timeout_s or listen.max_pending. Guarded by mu.
+    struct pending_conn {
+        unsigned long id;
+        int watch_fd;
+        std::chrono::steady_clock::time_point deadline;
+        char ip[INET6_ADDRSTRLEN];
+    };
+    std::list<pending_conn> pending;
+    int negotiating = 0; // worker threads not yet serving or gone, evicted ones included; guarded by mu
 };
 
 namespace {
@@ -86,6 +104,36 @@ struct SocketAccess : DcmTransportConnection {
         DcmNativeSocketType (DcmTransportConnection::*get)() = &SocketAccess::getSocket;
         return static_cast<int>((c->*get)());
     }
+};
+
+// DCMTK reads an A-ASSOCIATE-RQ only from a socket it accepts itself or from the process-wide
+// dcmExternalSocketHandle (its fork-per-association mode). The accepting thread only accepts; each worker hands
+// its socket to DCMTK through that global, one worker at a time. DCMTK takes the handle before it creates the
+// transport connection, where HandoffLayer lets the next worker in, so TLS handshakes and the reads of
+// A-ASSOCIATE-RQs run in parallel, each in its own worker.
+std::mutex g_handoff_mu;
+thread_local std::unique_lock<std::mutex> *t_handoff = nullptr;
+thread_local bool t_handed = false; // DCMTK owns the socket now (it closes it on every later failure)
+
+void release_handoff() {
+    if (t_handoff && t_handoff->owns_lock()) {
+        dcmExternalSocketHandle.set(DCMNET_INVALID_SOCKET);
+        t_handoff->unlock();
+    }
+}
+
+class HandoffLayer : public DcmTransportLayer {
+  public:
+    explicit HandoffLayer(DcmTransportLayer *inner) : inner_(inner) {}
+    ~HandoffLayer() override { delete inner_; }
+    DcmTransportConnection *createConnection(DcmNativeSocketType sock, OFBool secure) override {
+        release_handoff();
+        t_handed = true;
+        return inner_->createConnection(sock, secure);
+    }
+
+  private:
+    DcmTransportLayer *inner_;
 };
 
 } // namespace
@@ -572,12 +620,12 @@ extern "C" dwb_status dwb_server_new(const dwb_config *cfg, dwb_server **out, dw
         dwb_server_free(srv);
         return st;
     }
+    DcmTransportLayer *inner = nullptr;
     if (cfg->listen.tls_certificate) {
         std::string why;
-        DcmTransportLayer *layer = dwb_tls_layer(NET_ACCEPTOR, cfg->listen.tls_certificate, cfg->listen.tls_key,
-                                                 cfg->listen.tls_ca, cfg->listen.tls_require_client_certificate, why);
-        if (!layer || ASC_setTransportLayer(srv->net, layer, OFTrue).bad()) {
-            delete layer;
+        inner = dwb_tls_layer(NET_ACCEPTOR, cfg->listen.tls_certificate, cfg->listen.tls_key, cfg->listen.tls_ca,
+                              cfg->listen.tls_require_client_certificate, why);
+        if (!inner) {
             dwb_status st = dwb_error_set(err, DWB_E_INVALID, "listen.tls: %s", why.c_str());
             dwb_server_free(srv);
             return st;
@@ -585,6 +633,24 @@ extern "C" dwb_status dwb_server_new(const dwb_config *cfg, dwb_server **out, dw
         DWB_INFO(nullptr, "DIMSE over TLS (BCP 195 profile)%s", cfg->listen.tls_require_client_certificate
                                                                     ? ", client certificates required"
                                                                     : "");
+    } else {
+        inner = new DcmTransportLayer();
+    }
+    if (ASC_setTransportLayer(srv->net, new HandoffLayer(inner), OFTrue).bad()) {
+        dwb_status st = dwb_error_set(err, DWB_E_INTERNAL, "cannot set the listener's transport layer");
+        dwb_server_free(srv);
+        return st;
+    }
+    // The accepting thread polls, then accepts: a peer that resets in between must not block it in accept().
+    int lfd = (int)reinterpret_cast<PRIVATE_NETWORKKEY *>(srv->net->network)->networkSpecific.TCP.listenSocket;
+    // DCMTK listens with a backlog of 50; bursts of connections must wait in the kernel, not be dropped.
+    if (listen(lfd, 1024) != 0) DWB_WARN(nullptr, "cannot raise the listen backlog: %s", strerror(errno));
+    int fl = fcntl(lfd, F_GETFL);
+    if (fl < 0 || fcntl(lfd, F_SETFL, fl | O_NONBLOCK) < 0) {
+        dwb_status st = dwb_error_set(err, DWB_E_IO, "listen.port %d: cannot make the socket non-blocking: %s",
+                                      cfg->listen.port, strerror(errno));
+        dwb_server_free(srv);
+        return st;
     }
     *out = srv;
     return DWB_OK;
@@ -596,130 +662,232 @@ extern "C" void dwb_server_request_stop(dwb_server *srv) {
     if (lvl >= 2) srv->cancel_all.store(true);
 }
 
+namespace {
+
+// Forgets a pending connection: true when it was still pending, false when the accepting thread closed it
+// (listen.acse_timeout_s or listen.max_pending) and has logged why.
+bool pending_done(dwb_server *srv, unsigned long id) {
+    std::lock_guard<std::mutex> lk(srv->mu);
+    for (auto it = srv->pending.begin(); it != srv->pending.end(); ++it) {
+        if (it->id != id) continue;
+        close(it->watch_fd);
+        srv->pending.erase(it);
+        return true;
+    }
+    return false;
+}
+
+// Closes a pending connection under its worker's feet: the worker's blocked read or TLS handshake fails and the
+// worker cleans up. Called with srv->mu held.
+void pending_close(dwb_server *srv, std::list<dwb_server::pending_conn>::iterator it) {
+    shutdown(it->watch_fd, SHUT_RDWR);
+    close(it->watch_fd);
+    srv->pending.erase(it);
+    dwb_metrics_add("dwb_associations_total", "result=\"closed_negotiating\"", 1);
+}
+
+// Everything after accept(), in the association's own thread: TLS handshake, A-ASSOCIATE-RQ, allow-lists,
+// called AE title, limits, presentation contexts, then serving.
+void negotiate(dwb_server *srv, int fd, unsigned long id) {
+    const dwb_config *cfg = srv->cfg;
+    T_ASC_Association *assoc = nullptr;
+    OFCondition c;
+    {
+        std::unique_lock<std::mutex> handoff(g_handoff_mu);
+        t_handoff = &handoff;
+        t_handed = false;
+        dcmExternalSocketHandle.set(fd);
+        c = ASC_receiveAssociation(srv->net, &assoc, cfg->listen.max_pdu, nullptr, nullptr,
+                                   cfg->listen.tls_certificate ? OFTrue : OFFalse, DUL_NOBLOCK,
+                                   cfg->listen.acse_timeout_s);
+        release_handoff(); // DCMTK failed before it created the connection
+        t_handoff = nullptr;
+    }
+    if (!t_handed) close(fd);
+    bool still_pending = pending_done(srv, id);
+    char aid[24];
+    snprintf(aid, sizeof aid, "a%lu", id);
+    dwb_log_ctx lc = {};
+    lc.assoc = aid;
+    // DCMTK reports a connection closed before any PDU as success with empty parameters.
+    bool no_request = c.good() && (!still_pending || assoc->params->DULparams.calledAPTitle[0] == '\0');
+    if (c.bad() || no_request) {
+        if (assoc) {
+            ASC_dropAssociation(assoc);
+            ASC_destroyAssociation(&assoc);
+        }
+        if (!still_pending) DWB_DEBUG(&lc, "closed while negotiating: %s", c.text());
+        else if (no_request) DWB_DEBUG(&lc, "connection closed before an association request");
+        else if (c == DUL_READTIMEOUT)
+            DWB_INFO(&lc, "closing a connection: no association request within %d s (listen.acse_timeout_s)",
+                     cfg->listen.acse_timeout_s);
+        else DWB_WARN(&lc, "receiving an association request failed: %s", c.text());
+        return;
+    }
+    dwb_set_nodelay(assoc);
+
+    std::unique_ptr<dwb_assoc_ctx> ctx(new dwb_assoc_ctx());
+    ctx->assoc = assoc;
+    ctx->cfg = cfg;
+    ctx->cancel_all = &srv->cancel_all;
+    trim_ae(assoc->params->DULparams.callingAPTitle, ctx->calling);
+    trim_ae(assoc->params->DULparams.calledAPTitle, ctx->called);
+    char hostbuf[80];
+    // DCMTK stores only the host for incoming associations, no port.
+    OFStandard::strlcpy(hostbuf, assoc->params->DULparams.callingPresentationAddress, sizeof hostbuf);
+    snprintf(ctx->peer, sizeof ctx->peer, "%s@%s", ctx->calling, hostbuf);
+    OFStandard::strlcpy(ctx->id, aid, sizeof ctx->id);
+    ctx->log.assoc = ctx->id;
+    ctx->log.peer = ctx->peer;
+
+    const char *why = nullptr;
+    if (!allowed(cfg, ctx->calling, hostbuf, &why)) {
+        DWB_WARN(&ctx->log, "association to %s rejected: %s", ctx->called, why);
+        reject(assoc, ASC_RESULT_REJECTEDPERMANENT, ASC_SOURCE_SERVICEUSER, ASC_REASON_SU_CALLINGAETITLENOTRECOGNIZED);
+        return;
+    }
+    char own[DWB_AE_MAX + 1];
+    trim_ae(cfg->listen.ae_title, own);
+    const dwb_upstream *up = nullptr;
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        char t[DWB_AE_MAX + 1];
+        trim_ae(cfg->upstreams[i].ae_title, t);
+        if (strcmp(t, ctx->called) == 0) {
+            up = srv->upstreams[i];
+            ctx->spool = srv->spools[i];
+            ctx->uploader = srv->uploaders[i];
+        }
+    }
+    if (!up && strcmp(own, ctx->called) != 0) {
+        DWB_WARN(&ctx->log, "association rejected: called AE title '%s' is not an upstream of this bridge", ctx->called);
+        reject(assoc, ASC_RESULT_REJECTEDPERMANENT, ASC_SOURCE_SERVICEUSER, ASC_REASON_SU_CALLEDAETITLENOTRECOGNIZED);
+        return;
+    }
+    ctx->upstream = up;
+    if (up) ctx->log.upstream = up->conf->ae_title;
+
+    const char *verification[] = {UID_VerificationSOPClass};
+    ASC_acceptContextsWithPreferredTransferSyntaxes(assoc->params, verification, 1, (const char **)kNonStorageSyntaxes, 3);
+    if (up) {
+        ASC_acceptContextsWithPreferredTransferSyntaxes(assoc->params, (const char **)kQueryRetrieveClasses,
+                                                        (int)(sizeof kQueryRetrieveClasses / sizeof kQueryRetrieveClasses[0]),
+                                                        (const char **)kNonStorageSyntaxes, 3);
+        accept_storage_contexts(assoc->params);
+        const char *commitment[] = {UID_StorageCommitmentPushModelSOPClass};
+        ASC_acceptContextsWithPreferredTransferSyntaxes(assoc->params, commitment, 1, (const char **)kNonStorageSyntaxes,
+                                                        3);
+    }
+    if (count_accepted(assoc->params) == 0) {
+        DWB_WARN(&ctx->log, "association rejected: none of the proposed presentation contexts is supported%s",
+                 up ? "" : " (the bridge's own AE title offers Verification only)");
+        reject(assoc, ASC_RESULT_REJECTEDPERMANENT, ASC_SOURCE_SERVICEUSER, ASC_REASON_SU_NOREASON);
+        return;
+    }
+    {
+        std::lock_guard<std::mutex> lk(srv->mu);
+        if (srv->active >= cfg->listen.max_associations) {
+            DWB_WARN(&ctx->log, "association rejected (transient): %d associations already active (listen.max_associations)",
+                     srv->active);
+            reject(assoc, ASC_RESULT_REJECTEDTRANSIENT, ASC_SOURCE_SERVICEPROVIDER_PRESENTATION_RELATED,
+                   ASC_REASON_SP_PRES_LOCALLIMITEXCEEDED);
+            return;
+        }
+        srv->active++;
+        dwb_metrics_add("dwb_associations_total", "result=\"accepted\"", 1);
+        dwb_metrics_set("dwb_associations_active", nullptr, srv->active);
+    }
+    serve_association(srv, ctx.get());
+    std::lock_guard<std::mutex> lk(srv->mu);
+    srv->active--;
+    dwb_metrics_set("dwb_associations_active", nullptr, srv->active);
+}
+
+// Closes pending connections past listen.acse_timeout_s. Needed beyond DCMTK's own ARTIM timer: a TLS
+// handshake has no timeout of its own. Called with srv->mu held.
+void reap_overdue(dwb_server *srv, std::chrono::steady_clock::time_point now) {
+    while (!srv->pending.empty() && srv->pending.front().deadline <= now) {
+        auto it = srv->pending.begin();
+        DWB_INFO(nullptr, "a%lu: closing the connection from %s: no association after %d s (listen.acse_timeout_s)",
+                 it->id, it->ip, srv->cfg->listen.acse_timeout_s);
+        pending_close(srv, it);
+    }
+}
+
+} // namespace
+
 extern "C" dwb_status dwb_server_run(dwb_server *srv, dwb_error *err) {
     const dwb_config *cfg = srv->cfg;
-    DWB_INFO(nullptr, "listening on port %d as %s; %zu upstream AE title(s), max %d associations", cfg->listen.port,
-             cfg->listen.ae_title, cfg->n_upstreams, cfg->listen.max_associations);
+    DWB_INFO(nullptr, "listening on port %d as %s; %zu upstream AE title(s), max %d associations, max %d negotiating",
+             cfg->listen.port, cfg->listen.ae_title, cfg->n_upstreams, cfg->listen.max_associations,
+             cfg->listen.max_pending);
+    const int lfd = (int)reinterpret_cast<PRIVATE_NETWORKKEY *>(srv->net->network)->networkSpecific.TCP.listenSocket;
+    // This thread only accepts: one connection that never speaks must not delay the others.
     while (srv->stop_level.load() == 0) {
-        T_ASC_Association *assoc = nullptr;
-        OFCondition c = ASC_receiveAssociation(srv->net, &assoc, cfg->listen.max_pdu, nullptr, nullptr,
-                                               cfg->listen.tls_certificate ? OFTrue : OFFalse, DUL_NOBLOCK, 1);
-        if (c == DUL_NOASSOCIATIONREQUEST) {
-            if (assoc) ASC_destroyAssociation(&assoc);
-            continue;
-        }
-        if (c.bad()) {
-            if (assoc) {
-                ASC_dropAssociation(assoc);
-                ASC_destroyAssociation(&assoc);
-            }
-            DWB_WARN(nullptr, "receiving an association request failed: %s", c.text());
-            continue;
-        }
-        dwb_set_nodelay(assoc);
-
-        std::unique_ptr<dwb_assoc_ctx> ctx(new dwb_assoc_ctx());
-        ctx->assoc = assoc;
-        ctx->cfg = cfg;
-        ctx->cancel_all = &srv->cancel_all;
-        trim_ae(assoc->params->DULparams.callingAPTitle, ctx->calling);
-        trim_ae(assoc->params->DULparams.calledAPTitle, ctx->called);
-        const char *host = assoc->params->DULparams.callingPresentationAddress;
-        char hostbuf[80];
-        OFStandard::strlcpy(hostbuf, host, sizeof hostbuf);
-        // The presentation address is "host:port"? DCMTK stores only the host for incoming associations.
-        snprintf(ctx->peer, sizeof ctx->peer, "%s@%s", ctx->calling, hostbuf);
-        snprintf(ctx->id, sizeof ctx->id, "a%lu", srv->next_id++);
-        ctx->log.assoc = ctx->id;
-        ctx->log.peer = ctx->peer;
-
-        const char *why = nullptr;
-        if (!allowed(cfg, ctx->calling, hostbuf, &why)) {
-            DWB_WARN(&ctx->log, "association to %s rejected: %s", ctx->called, why);
-            reject(assoc, ASC_RESULT_REJECTEDPERMANENT, ASC_SOURCE_SERVICEUSER,
-                   ASC_REASON_SU_CALLINGAETITLENOTRECOGNIZED);
-            continue;
-        }
-        char own[DWB_AE_MAX + 1];
-        trim_ae(cfg->listen.ae_title, own);
-        const dwb_upstream *up = nullptr;
-        for (size_t i = 0; i < cfg->n_upstreams; i++) {
-            char t[DWB_AE_MAX + 1];
-            trim_ae(cfg->upstreams[i].ae_title, t);
-            if (strcmp(t, ctx->called) == 0) {
-                up = srv->upstreams[i];
-                ctx->spool = srv->spools[i];
-                ctx->uploader = srv->uploaders[i];
-            }
-        }
-        if (!up && strcmp(own, ctx->called) != 0) {
-            DWB_WARN(&ctx->log, "association rejected: called AE title '%s' is not an upstream of this bridge",
-                     ctx->called);
-            reject(assoc, ASC_RESULT_REJECTEDPERMANENT, ASC_SOURCE_SERVICEUSER, ASC_REASON_SU_CALLEDAETITLENOTRECOGNIZED);
-            continue;
-        }
-        ctx->upstream = up;
-        if (up) ctx->log.upstream = up->conf->ae_title;
         {
             std::lock_guard<std::mutex> lk(srv->mu);
-            if (srv->active >= cfg->listen.max_associations) {
-                DWB_WARN(&ctx->log,
-                         "association rejected (transient): %d associations already active (listen.max_associations)",
-                         srv->active);
-                reject(assoc, ASC_RESULT_REJECTEDTRANSIENT, ASC_SOURCE_SERVICEPROVIDER_PRESENTATION_RELATED,
-                       ASC_REASON_SP_PRES_LOCALLIMITEXCEEDED);
-                continue;
-            }
+            reap_overdue(srv, std::chrono::steady_clock::now());
         }
-
-        const char *verification[] = {UID_VerificationSOPClass};
-        ASC_acceptContextsWithPreferredTransferSyntaxes(assoc->params, verification, 1, (const char **)kNonStorageSyntaxes,
-                                                        3);
-        if (up) {
-            ASC_acceptContextsWithPreferredTransferSyntaxes(
-                assoc->params, (const char **)kQueryRetrieveClasses,
-                (int)(sizeof kQueryRetrieveClasses / sizeof kQueryRetrieveClasses[0]),
-                (const char **)kNonStorageSyntaxes, 3);
-            accept_storage_contexts(assoc->params);
-            const char *commitment[] = {UID_StorageCommitmentPushModelSOPClass};
-            ASC_acceptContextsWithPreferredTransferSyntaxes(assoc->params, commitment, 1,
-                                                            (const char **)kNonStorageSyntaxes, 3);
-        }
-        if (count_accepted(assoc->params) == 0) {
-            DWB_WARN(&ctx->log, "association rejected: none of the proposed presentation contexts is supported%s",
-                     up ? "" : " (the bridge's own AE title offers Verification only)");
-            reject(assoc, ASC_RESULT_REJECTEDPERMANENT, ASC_SOURCE_SERVICEUSER, ASC_REASON_SU_NOREASON);
+        struct pollfd p = {lfd, POLLIN, 0};
+        if (poll(&p, 1, 200) <= 0) continue;
+        struct sockaddr_storage from;
+        socklen_t len = sizeof from;
+        int fd = accept4(lfd, reinterpret_cast<struct sockaddr *>(&from), &len, SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED) continue;
+            DWB_WARN(nullptr, "accepting a connection failed: %s", strerror(errno));
+            // Out of descriptors: give the workers time to free some rather than spinning.
+            if (errno == EMFILE || errno == ENFILE) std::this_thread::sleep_for(std::chrono::milliseconds(100));
             continue;
         }
+        int watch = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+        if (watch < 0) {
+            DWB_WARN(nullptr, "accepting a connection failed: %s", strerror(errno));
+            close(fd);
+            continue;
+        }
+        dwb_server::pending_conn pc = {};
+        pc.id = srv->next_id++;
+        pc.watch_fd = watch;
+        pc.deadline = std::chrono::steady_clock::now() + std::chrono::seconds(cfg->listen.acse_timeout_s);
+        if (from.ss_family == AF_INET)
+            inet_ntop(AF_INET, &reinterpret_cast<struct sockaddr_in *>(&from)->sin_addr, pc.ip, sizeof pc.ip);
+        else if (from.ss_family == AF_INET6)
+            inet_ntop(AF_INET6, &reinterpret_cast<struct sockaddr_in6 *>(&from)->sin6_addr, pc.ip, sizeof pc.ip);
+        else
+            snprintf(pc.ip, sizeof pc.ip, "?");
         {
             std::lock_guard<std::mutex> lk(srv->mu);
-            srv->active++;
-            dwb_metrics_add("dwb_associations_total", "result=\"accepted\"", 1);
-            dwb_metrics_set("dwb_associations_active", nullptr, srv->active);
+            // Full: the connection negotiating longest goes, so silent connections cannot lock real peers out.
+            if ((int)srv->pending.size() >= cfg->listen.max_pending) {
+                auto it = srv->pending.begin();
+                DWB_WARN(nullptr, "a%lu: closing the connection from %s: %d connections still negotiating (listen.max_pending)",
+                         it->id, it->ip, (int)srv->pending.size());
+                pending_close(srv, it);
+            }
+            srv->pending.push_back(pc);
+            srv->negotiating++;
         }
-        dwb_assoc_ctx *raw = ctx.release();
+        unsigned long id = pc.id;
         try {
-            std::thread([srv, raw]() {
-                serve_association(srv, raw);
-                delete raw;
+            std::thread([srv, fd, id]() {
+                negotiate(srv, fd, id);
                 std::lock_guard<std::mutex> lk(srv->mu);
-                srv->active--;
-                dwb_metrics_set("dwb_associations_active", nullptr, srv->active);
+                srv->negotiating--;
                 srv->cv.notify_all();
             }).detach();
         } catch (const std::exception &e) {
-            DWB_ERROR(&raw->log, "cannot start a thread for the association: %s", e.what());
-            ASC_abortAssociation(raw->assoc);
-            ASC_dropSCPAssociation(raw->assoc);
-            ASC_destroyAssociation(&raw->assoc);
-            delete raw;
+            DWB_ERROR(nullptr, "cannot start a thread for a connection from %s: %s", pc.ip, e.what());
+            pending_done(srv, id);
+            close(fd);
             std::lock_guard<std::mutex> lk(srv->mu);
-            srv->active--;
+            srv->negotiating--;
         }
     }
     std::unique_lock<std::mutex> lk(srv->mu);
+    // Connections still negotiating are closed; associations drain (or are cancelled by a second signal).
+    while (!srv->pending.empty()) pending_close(srv, srv->pending.begin());
     if (srv->active > 0) DWB_INFO(nullptr, "stopping: waiting for %d association(s) to finish", srv->active);
-    srv->cv.wait(lk, [srv] { return srv->active == 0; });
+    srv->cv.wait(lk, [srv] { return srv->negotiating == 0; });
     DWB_INFO(nullptr, "stopped");
     (void)err;
     return DWB_OK;

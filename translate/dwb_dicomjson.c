@@ -1,6 +1,7 @@
-/* DICOM JSON reader and writer on jansson. The document size is checked before jansson sees it and the nesting
+/* DICOM JSON reader and writer on jansson. The document size is checked before jansson sees it, the nesting
  * depth is bounded both by jansson (JSON_MAX_DEPTH... not configurable in 2.14, so we pre-scan) and while
- * converting, so a hostile response cannot exhaust the stack or memory. */
+ * converting, and an array of data sets is split lexically and parsed one data set at a time, so a hostile
+ * response cannot exhaust the stack or memory. */
 #include "dwb_dicomjson.h"
 
 #include <jansson.h>
@@ -275,44 +276,139 @@ static dwb_status load(const char *buf, size_t len, const dwb_parse_limits *lim,
     return DWB_OK;
 }
 
+static int json_ws(char ch) { return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r'; }
+
+/* One element of the top-level array: [start, end) in the document. */
+typedef struct span {
+    size_t start, end;
+} span;
+
+/* Splits a top-level JSON array into its elements with a lexical scan (strings skipped), without building any
+ * tree: the caller then parses one data set at a time, so memory is bounded by the largest element, not by the
+ * page. *spans is malloc'd (NULL for an empty array). Counts are checked before anything is allocated per
+ * element, so a page of millions of tiny objects fails fast. */
+static dwb_status split_array(const char *buf, size_t len, const dwb_parse_limits *lim, span **spans, size_t *n,
+                              dwb_error *err) {
+    *spans = NULL;
+    *n = 0;
+    size_t i = 0;
+    while (i < len && json_ws(buf[i])) i++;
+    if (i == len || buf[i] != '[') return dwb_error_set(err, DWB_E_PARSE, "expected a JSON array of data sets");
+    /* First pass: count the elements (top-level commas) so that the limit is checked before allocating. */
+    size_t count = 0, depth = 0, open_at = i;
+    int in_str = 0, any = 0;
+    for (size_t k = open_at + 1; k < len; k++) {
+        char ch = buf[k];
+        if (in_str) {
+            if (ch == '\\') k++;
+            else if (ch == '"') in_str = 0;
+            continue;
+        }
+        if (ch == '"') in_str = 1;
+        if (ch == '[' || ch == '{') depth++;
+        else if ((ch == ']' || ch == '}') && depth > 0) depth--;
+        else if (ch == ']' && depth == 0) break;
+        else if (ch == ',' && depth == 0) count++;
+        if (!json_ws(ch) && !(ch == ',' && depth == 0)) any = 1;
+    }
+    if (any) count++;
+    if (count > lim->max_datasets)
+        return dwb_error_set(err, DWB_E_LIMIT, "%zu data sets exceed the limit of %zu", count, lim->max_datasets);
+    span *sp = count ? malloc(count * sizeof *sp) : NULL;
+    if (count && !sp) return dwb_error_set(err, DWB_E_NOMEM, "out of memory");
+    /* jansson spends ~230 bytes on an object and ~60 on any other value: bound what one data set may cost
+     * before it is parsed (objects: one per attribute and per item; values: about one per comma). */
+    const size_t max_objects = lim->max_attrs * 2 + 16, max_values = lim->max_attrs * 8 + 64;
+    size_t got = 0, start = open_at + 1, objects = 0, values = 0;
+    depth = 0;
+    in_str = 0;
+    int closed = 0;
+    size_t k;
+    for (k = open_at + 1; k < len; k++) {
+        char ch = buf[k];
+        if (in_str) {
+            if (ch == '\\') k++;
+            else if (ch == '"') in_str = 0;
+            continue;
+        }
+        if (ch == '"') in_str = 1;
+        else if (ch == '[' || ch == '{') {
+            depth++;
+            if (ch == '{') objects++;
+            values++;
+        } else if ((ch == ']' || ch == '}') && depth > 0) depth--;
+        else if ((ch == ',' || ch == ']') && depth == 0) {
+            if (got < count) sp[got++] = (span){start, k};
+            start = k + 1;
+            objects = values = 0;
+            if (ch == ']') {
+                closed = 1;
+                break;
+            }
+        } else if (ch == ',' || ch == ':') values++;
+        if (objects > max_objects || values > max_values) {
+            free(sp);
+            return dwb_error_set(err, DWB_E_LIMIT, "data set %zu: more than %zu JSON objects or %zu values", got,
+                                 max_objects, max_values);
+        }
+    }
+    if (!closed) {
+        free(sp);
+        return dwb_error_set(err, DWB_E_PARSE, "invalid JSON: the array of data sets is not closed");
+    }
+    for (k++; k < len; k++) {
+        if (!json_ws(buf[k]) && buf[k] != '\0') {
+            free(sp);
+            return dwb_error_set(err, DWB_E_PARSE, "invalid JSON: text after the array of data sets");
+        }
+    }
+    *spans = sp;
+    *n = got;
+    return DWB_OK;
+}
+
 dwb_status dwb_dicomjson_parse_array(const char *buf, size_t len, const dwb_parse_limits *lim, dwb_dataset_fn fn,
                                      void *ud, dwb_error *err) {
     dwb_parse_limits dl = dwb_parse_limits_default();
     if (!lim) lim = &dl;
-    json_t *root = NULL;
-    dwb_status st = load(buf, len, lim, &root, err);
+    if (len > lim->max_bytes)
+        return dwb_error_set(err, DWB_E_LIMIT, "document of %zu bytes exceeds the limit of %zu", len, lim->max_bytes);
+    dwb_status st = check_depth(buf, len, lim->max_depth * 3 + 4, err);
     if (st != DWB_OK) return st;
-    if (!json_is_array(root)) {
-        json_decref(root);
-        return dwb_error_set(err, DWB_E_PARSE, "expected a JSON array of data sets");
-    }
-    size_t n = json_array_size(root);
-    if (n > lim->max_datasets) {
-        json_decref(root);
-        return dwb_error_set(err, DWB_E_LIMIT, "%zu data sets exceed the limit of %zu", n, lim->max_datasets);
-    }
+    span *sp = NULL;
+    size_t n = 0;
+    st = split_array(buf, len, lim, &sp, &n, err);
+    if (st != DWB_OK) return st;
     ctx c = {lim, 0, 0, err};
     for (size_t i = 0; i < n && st == DWB_OK; i++) {
-        json_t *obj = json_array_get(root, i);
         c.ds_index = i;
         c.attrs_in_ds = 0;
+        json_error_t je;
+        json_t *obj = json_loadb(buf + sp[i].start, sp[i].end - sp[i].start, JSON_ALLOW_NUL | JSON_DECODE_ANY, &je);
+        if (!obj) {
+            st = dwb_error_set(err, DWB_E_PARSE, "data set %zu: invalid JSON at column %d: %s", i, je.column, je.text);
+            break;
+        }
         if (!json_is_object(obj)) {
+            json_decref(obj);
             st = dwb_error_set(err, DWB_E_PARSE, "data set %zu: expected an object", i);
             break;
         }
         dwb_attrs *ds = dwb_attrs_new();
         if (!ds) {
+            json_decref(obj);
             st = dwb_error_set(err, DWB_E_NOMEM, "out of memory");
             break;
         }
         st = parse_dataset(&c, obj, ds, 0);
+        json_decref(obj);
         if (st != DWB_OK) {
             dwb_attrs_free(ds);
             break;
         }
         st = fn(ud, ds);
     }
-    json_decref(root);
+    free(sp);
     return st;
 }
 

@@ -1,7 +1,8 @@
 """The Kaapana extension chart and the compose demo are valid: Chart.yaml and values.yaml parse, every template
 renders (a small renderer for the {{ .Values.x }} / if / end subset the chart uses) into valid YAML for both
 branches of every condition, the rendered bridge config passes check-config, and the Kaapana essentials are
-there (kaapanaapplication keyword, namespace, egress/CTP labels, probes, CTP destination, proxy variables)."""
+there (kaapanaapplication keyword, namespace, egress/CTP labels, probes, CTP destination, proxy variables), and
+one pod at a time (strategy Recreate: two pods must never share the hostPath spool)."""
 import json
 import os
 import re
@@ -66,12 +67,21 @@ class ChartTest(TestCase):
                     for d in yaml.safe_load_all(render(f.read(), v)):
                         docs[d["kind"]] = d
                         self.assertEqual(d["metadata"]["namespace"], "services", name)
-            dep = docs["Deployment"]["spec"]["template"]
+            spec = docs["Deployment"]["spec"]
+            self.assertEqual(spec.get("strategy", {}).get("type"), "Recreate",
+                             "two pods must never share the hostPath spool: expected strategy Recreate, saw %r" %
+                             spec.get("strategy"))
+            self.assertEqual(spec["replicas"], 1)
+            self.assertIn("hostPath", [vol for vol in spec["template"]["spec"]["volumes"] if vol["name"] == "spool"][0])
+            dep = spec["template"]
             self.assertEqual(dep["metadata"]["labels"]["network-access-external-ips"], "true")
             self.assertEqual(dep["metadata"]["labels"]["network-access-ctp"], "true")
             c = dep["spec"]["containers"][0]
             self.assertEqual(c["livenessProbe"]["httpGet"]["path"], "/healthz")
             self.assertEqual(c["readinessProbe"]["httpGet"]["path"], "/readyz")
+            container_ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+            for probe in ("livenessProbe", "readinessProbe"):
+                self.assertEqual(c[probe]["httpGet"]["port"], "http", probe + " must ask the health port")
             env = {e["name"]: e["value"] for e in c["env"]}
             self.assertEqual(env["https_proxy"], "http://squid:3128")
             self.assertEqual(docs["Service"]["spec"]["type"], "NodePort")
@@ -84,6 +94,8 @@ class ChartTest(TestCase):
             cfg = json.loads(docs["ConfigMap"]["data"]["config.json"])
             self.assertEqual(cfg["gateway"]["port"], values["gateway_port"])
             self.assertEqual(cfg["gateway"].get("cors_origins", []), ["https://kaapana.example"] if secret else [])
+            self.assertEqual(int(container_ports["http"]), cfg["http"]["port"],
+                             "the probes' port is where the bridge serves them")
             dest = cfg["destinations"][0]
             self.assertEqual(dest["host"], "ctp-dicom-service.services.svc")
             self.assertEqual((dest["calling_ae_title"], dest["called_ae_title"]), ("kp-idc", "kp-admin"))

@@ -163,10 +163,7 @@ class OpsClaims(TestCase):
         self.assertLess(waited, 10)
         self.assertIn("listen.dimse_timeout_s", bridge.log())
 
-    # Known bug: the listener reads each A-ASSOCIATE-RQ on its own thread (DCMTK's ASC_receiveAssociation accepts
-    # and reads in one call), so one client that connects and stays silent stops every other association for up
-    # to acse_timeout_s (default 30 s). Fixing it needs the accept split from the request read.
-    @unittest.expectedFailure
+    # The accepting thread only accepts (issue 14): a silent client no longer stops the others.
     def test_a_silent_client_does_not_block_the_listener(self):
         bridge = self.timeout_bridge(acse=6)
         silent = socket.create_connection(("127.0.0.1", bridge.port))

@@ -105,6 +105,9 @@ TEST(DicomJson, HostileAndMalformed) {
         {"[{\"00100020\": {\"vr\": \"LO\", \"Value\": [\"" + std::string(2000, 'x') + "\"]}}]", DWB_E_LIMIT, "longer than the limit"},
         {"[" + std::string(200000, '[') + std::string(200000, ']') + "]", DWB_E_LIMIT, "nested deeper"},
         {"[{},{},{},{},{},{},{},{},{},{},{}]", DWB_E_LIMIT, "data sets exceed the limit"},
+        {"[{}] x", DWB_E_PARSE, "text after the array"},
+        {"[{},]", DWB_E_PARSE, "data set 1: invalid JSON"},
+        {"[{}, {}", DWB_E_PARSE, "not closed"},
     };
     for (auto &r : rows) {
         dwb_status st;
@@ -169,6 +172,33 @@ TEST(DicomXml, NativeModel) {
         EXPECT_EQ(a, nullptr);
         EXPECT_NE(e.message[0], '\0');
     }
+}
+
+// A page is split lexically and parsed one data set at a time: commas and brackets inside strings do not split,
+// and a data set whose tree would be huge is refused before jansson builds it.
+TEST(DicomJson, SplitsAPageWithoutBuildingItWhole) {
+    const std::string doc = R"( [ {"00100010": {"vr": "PN", "Value": [{"Alphabetic": "A,B]}[{\"x"}]}},
+        {"00100020": {"vr": "LO", "Value": ["],[{"]}} ] )";
+    dwb_status st;
+    dwb_error e = {};
+    auto v = parse(doc, &st, &e);
+    EXPECT_EQ(st, DWB_OK) << e.message;
+    EXPECT_EQ(v.size(), 2u);
+    free_all(v);
+    auto none = parse(" [ ] ", &st, &e);
+    EXPECT_EQ(st, DWB_OK) << e.message;
+    EXPECT_TRUE(none.empty());
+
+    dwb_parse_limits lim = dwb_parse_limits_default();
+    lim.max_attrs = 100;
+    std::string big = R"([{"00081199": {"vr": "SQ", "Value": [)";
+    for (int i = 0; i < 1000; i++) big += i ? ",{}" : "{}";
+    big += "]}}]";
+    dwb_error e2 = {};
+    auto w = parse(big, &st, &e2, &lim);
+    EXPECT_EQ(st, DWB_E_LIMIT);
+    EXPECT_NE(std::string(e2.message).find("data set 0: more than"), std::string::npos) << e2.message;
+    free_all(w);
 }
 
 } // namespace
