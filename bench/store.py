@@ -90,13 +90,16 @@ def curl_stow(work, url, files, parallel):
                 out.write(b"\r\n")
             out.write(b"--BENCH--\r\n")
         bodies.append(path)
-    cmd = ["curl", "-s", "-o", "/dev/null", "--fail"]
+    # No "Expect: 100-continue" (the bridge sends none either): Orthanc does not answer it, and curl would wait
+    # a second per request before sending the body.
+    cmd = ["curl", "-s", "--no-progress-meter", "-o", "/dev/null", "--fail"]
     if parallel > 1:
         cmd += ["-Z", "--parallel-max", str(parallel)]
     for i, p in enumerate(bodies):
         if i:
             cmd.append("-:")
-        cmd += ["-X", "POST", "-H", 'Content-Type: multipart/related; type="application/dicom"; boundary=BENCH',
+        cmd += ["-X", "POST", "-H", "Expect:", "-H",
+                'Content-Type: multipart/related; type="application/dicom"; boundary=BENCH',
                 "-H", "Accept: application/dicom+json", "--data-binary", "@" + p, url + "/studies"]
     return cmd
 
