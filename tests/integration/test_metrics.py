@@ -1,0 +1,118 @@
+"""Every metric family /metrics documents, driven by real traffic and read back with its value: DIMSE requests
+and associations, C-MOVE sub-operations, HTTP requests, retries and bytes, token exchanges, the gateway, and the
+spool's gauges (queued, retrying, failed, oldest age) while an instance is refused for now and after it is
+given up. Also: an instance the store answers 0x0111 (already held) is counted delivered, not failed."""
+import glob
+import os
+import re
+import threading
+import urllib.request
+
+import harness
+from faultstore import FaultStore
+from harness import Bridge, Orthanc, StoreSCP, TestCase, run, wait_for
+
+
+def scrape(port):
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as r:
+        return r.read().decode()
+
+
+def value(text, name, labels):
+    m = re.search(r"^%s\{%s\} ([0-9.e+-]+)$" % (re.escape(name), re.escape(labels)), text, re.M)
+    return float(m.group(1)) if m else None
+
+
+class MetricsTest(TestCase):
+    def test_every_family_reported_with_its_value(self):
+        d, man = harness.gencohort(self.workdir, patients=1, studies=1, series=1, instances=4, rows=32, cols=32)
+        files = [os.path.join(d, i["file"]) for i in man["instances"]]
+        uids = [i["SOPInstanceUID"] for i in man["instances"]]
+        refused, held = uids[1], uids[2]
+        orthanc = self.start(Orthanc(self.workdir))
+        orthanc.upload(files)
+        first_qido = []
+        lock = threading.Lock()
+
+        def policy(n, m, path, u):
+            if m == "GET" and "/studies" in path and "includefield" in path:
+                with lock:
+                    if not first_qido:
+                        first_qido.append(path)
+                        return ("answer", 503, [("Retry-After", "0")], b"busy")
+            if m == "POST":
+                return ("fail", {refused: 0x0110, held: 0x0111})
+            return None
+
+        fs = FaultStore(orthanc.http_port, policy=policy)
+        self.addCleanup(fs.close)
+        pacs = self.start(StoreSCP(self.workdir, aet="PACS"))
+        gw_port = harness.free_port()
+        spool = os.path.join(self.workdir, "spool")
+        bridge = self.start(Bridge(self.workdir, {
+            "upstreams": [{"ae_title": "CLOUD", "base_url": fs.url, "max_retries": 2, "max_attempts": 3,
+                           "retry_max_wait_s": 30, "stow_batch_delay_ms": 0,
+                           "auth": {"type": "token_command", "command": "echo test-token"}}],
+            "destinations": [{"ae_title": "PACS", "host": "127.0.0.1", "port": pacs.port}],
+            "gateway": {"port": gw_port},
+            "spool": {"dir": spool}, "log": {"level": "debug"}}))
+        self.assertEqual(harness.echoscu(bridge.port, "CLOUD").returncode, 0)
+        p, res = harness.findscu(bridge.port, "CLOUD", ["QueryRetrieveLevel=STUDY", "StudyInstanceUID"],
+                                 workdir=self.workdir)
+        self.assertEqual(len(res), 1, p.stdout[-1500:])
+        p = run(["movescu", "-S", "-aec", "CLOUD", "-aem", "PACS", "-k", "QueryRetrieveLevel=STUDY", "-k",
+                 "StudyInstanceUID=" + man["instances"][0]["StudyInstanceUID"], "127.0.0.1", str(bridge.port)])
+        self.assertEqual(len(pacs.files()), 4, p.stdout[-1500:])
+        with urllib.request.urlopen("http://127.0.0.1:%d/dicom-web/CLOUD/studies" % gw_port, timeout=30) as r:
+            self.assertEqual(r.status, 200)
+        self.assertEqual(run(["storescu", "-aec", "CLOUD", "127.0.0.1", str(bridge.port)] + files).returncode, 0)
+
+        # While the refused instance waits for its second attempt: one retrying, none queued, an age.
+        during = wait_for(lambda: (lambda t: t if value(t, "dwb_spool_retrying", 'upstream="CLOUD"') == 1 else None)(
+            scrape(bridge.http_port)), timeout=30)
+        self.assertTrue(during, scrape(bridge.http_port))
+        self.assertEqual(value(during, "dwb_spool_queued", 'upstream="CLOUD"'), 0)
+        self.assertGreater(value(during, "dwb_spool_oldest_age_seconds", 'upstream="CLOUD"'), 0)
+        failed_dir = os.path.join(spool, "CLOUD", "failed")
+        self.assertTrue(wait_for(lambda: glob.glob(os.path.join(failed_dir, "*.reason.txt")), timeout=60))
+        after = wait_for(lambda: (lambda t: t if value(t, "dwb_spool_failed", 'upstream="CLOUD"') == 1 else None)(
+            scrape(bridge.http_port)), timeout=10)
+        self.assertTrue(after, scrape(bridge.http_port))
+
+        # 0x0111: the store already holds it; delivered, not failed.
+        failed = [os.path.basename(f) for f in glob.glob(os.path.join(failed_dir, "*.dcm"))]
+        self.assertEqual(len(failed), 1)
+        self.assertIn(refused, failed[0])
+        self.assertEqual(glob.glob(os.path.join(spool, "CLOUD", "*.dcm")), [])
+        with open(os.path.join(spool, "CLOUD", "delivered.ledger")) as f:
+            self.assertIn(held, f.read().split(), "0x0111 counts as delivered")
+        self.assertRegex(bridge.log(), r"STOW-RS: 3 delivered, 1 failed")
+
+        for name, labels, low in [
+                ("dwb_associations_total", 'result="accepted"', 4),
+                ("dwb_associations_active", "", 0),
+                ("dwb_dimse_requests_total", 'service="C-ECHO",status="0x0000"', 1),
+                ("dwb_dimse_requests_total", 'service="C-FIND",status="0x0000"', 1),
+                ("dwb_dimse_requests_total", 'service="C-MOVE",status="0x0000"', 1),
+                ("dwb_suboperations_total", 'service="C-MOVE",result="completed"', 4),
+                ("dwb_http_requests_total", 'upstream="CLOUD",code="200"', 3),
+                ("dwb_http_retries_total", 'upstream="CLOUD"', 1),
+                ("dwb_http_received_bytes_total", 'upstream="CLOUD"', 1000),
+                ("dwb_http_sent_bytes_total", 'upstream="CLOUD"', 1000),
+                ("dwb_token_refreshes_total", 'upstream="CLOUD"', 1),
+                ("dwb_gateway_requests_total", 'upstream="CLOUD",code="200"', 1),
+                ("dwb_gateway_sent_bytes_total", 'upstream="CLOUD"', 1),
+                ("dwb_spool_queued", 'upstream="CLOUD"', 0),
+                ("dwb_spool_retrying", 'upstream="CLOUD"', 0),
+                ("dwb_spool_failed", 'upstream="CLOUD"', 1),
+                ("dwb_spool_oldest_age_seconds", 'upstream="CLOUD"', 0)]:
+            self.assertIn("# TYPE %s " % name, after, name)
+            v = value(after, name, labels) if labels else float(re.search(r"^%s ([0-9.e+-]+)$" % name, after, re.M).group(1))
+            self.assertIsNotNone(v, "%s{%s} missing in\n%s" % (name, labels, after))
+            self.assertGreaterEqual(v, low, "%s{%s}" % (name, labels))
+        self.assertEqual(value(after, "dwb_spool_retrying", 'upstream="CLOUD"'), 0)
+        self.assertEqual(value(after, "dwb_suboperations_total", 'service="C-MOVE",result="failed"'), 0)
+
+
+if __name__ == "__main__":
+    harness.main()
