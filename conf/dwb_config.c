@@ -705,7 +705,7 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
     json_t *gw = json_object_get(root, "gateway");
     if (gw) {
         static const char *const gw_keys[] = {"port", "bind", "cors_origins", "token", "token_file", "token_env",
-                                              NULL};
+                                              "allow_stow", NULL};
         if (!json_is_object(gw)) return bad(L, "gateway", "expected an object");
         if ((st = check_keys(L, "gateway", gw, gw_keys)) != DWB_OK) return st;
         if ((st = get_int(L, "gateway", gw, "port", 0, 65535, &c->gateway.port)) != DWB_OK) return st;
@@ -713,6 +713,7 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
                                 &c->gateway.n_cors_origins)) != DWB_OK)
             return st;
         if ((st = get_secret(L, "gateway", gw, "token", &c->gateway.token)) != DWB_OK) return st;
+        if ((st = get_bool(L, "gateway", gw, "allow_stow", &c->gateway.allow_stow)) != DWB_OK) return st;
     }
     if ((st = get_bind(L, "gateway", gw, "127.0.0.1", &c->gateway.bind)) != DWB_OK) return st;
 

@@ -129,6 +129,7 @@ typedef struct dwb_config {
         char *bind;                                 /* IPv4/IPv6 literal; default "127.0.0.1" */
         char **cors_origins; size_t n_cors_origins; /* exact Origin values allowed; empty = no CORS */
         dwb_secret token;                           /* optional bearer token clients must present */
+        int allow_stow;                             /* STOW-RS accepted into the spool; default 0 = 405 */
     } gateway;
     struct {
         dwb_log_level level;   /* default info */

@@ -4,6 +4,7 @@
  * client. Store URLs inside JSON/XML answers (BulkDataURI, RetrieveURL) are rewritten to the gateway's. */
 #define _GNU_SOURCE /* memmem, vasprintf */
 #include "dwb_gateway.h"
+#include "dwb_gw_stow.h"
 
 #include <stdarg.h>
 
@@ -36,6 +37,8 @@ static const char *const k_keep[] = {"Content-Type", "Content-Length", "Content-
 typedef struct gw_upstream {
     const dwb_upstream *up;
     dwb_http_client *http; /* owned: streaming client, no whole-request timeout */
+    dwb_spool *spool;      /* borrowed: STOW-RS lands here when gateway.allow_stow; may be NULL */
+    dwb_uploader *uploader;
 } gw_upstream;
 
 struct dwb_gateway {
@@ -82,6 +85,8 @@ typedef struct gw_req {
     char *ring;
     size_t r_pos, len;
     unsigned long long sent;
+    dwb_gw_stow *stow; /* a STOW-RS request body being received (connection thread only) */
+    const char *stow_ae;
 } gw_req;
 
 static void req_unref(gw_req *q) {
@@ -96,6 +101,7 @@ static void req_unref(gw_req *q) {
     free(q->head);
     free(q->error_body);
     free(q->ring);
+    dwb_gw_stow_free(q->stow);
     pthread_mutex_destroy(&q->mu);
     pthread_cond_destroy(&q->cv);
     free(q);
@@ -437,6 +443,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
     gw_req *q = *req_cls;
     if (!q) return MHD_NO;
     if (q->gu || q->th_started) return MHD_YES; /* already relayed */
+    if (q->stow) {
+        /* STOW-RS: the body streams into the spool; the answer goes once it has ended. */
+        if (*upload_data_size) {
+            dwb_gw_stow_feed(q->stow, upload_data, *upload_data_size);
+            *upload_data_size = 0;
+            return MHD_YES;
+        }
+        char *body = NULL;
+        size_t len = 0;
+        unsigned code = dwb_gw_stow_finish(q->stow, &body, &len);
+        enum MHD_Result r = answer(gw, con, q->stow_ae, code, "application/dicom+json", body ? body : "{}", NULL);
+        free(body);
+        return r;
+    }
     if (*upload_data_size) {
         *upload_data_size = 0; /* request bodies are refused below; drop what arrives */
         return MHD_YES;
@@ -446,14 +466,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
     if (!strcmp(method, "OPTIONS")) {
         /* CORS preflight: allowed origins learn what they may send; others get no CORS headers at all. */
         if (!origin_ok) return plain(gw, con, NULL, MHD_HTTP_FORBIDDEN, "origin not allowed\n");
-        const char *extra[] = {"Access-Control-Allow-Methods", ALLOW_METHODS, "Access-Control-Allow-Headers",
+        const char *extra[] = {"Access-Control-Allow-Methods",
+                               gw->cfg->gateway.allow_stow ? ALLOW_METHODS ", POST" : ALLOW_METHODS,
+                               "Access-Control-Allow-Headers",
                                "Accept, Accept-Encoding, Authorization, Range, If-None-Match, If-Modified-Since, "
                                "Content-Type, Cache-Control",
                                "Access-Control-Max-Age", "600", NULL};
         return answer(gw, con, NULL, MHD_HTTP_NO_CONTENT, NULL, "", extra);
     }
-    if (!is_get && !is_head) {
-        const char *extra[] = {"Allow", ALLOW_METHODS, NULL};
+    int is_stow = !strcmp(method, "POST") && gw->cfg->gateway.allow_stow;
+    if (!is_get && !is_head && !is_stow) {
+        const char *extra[] = {"Allow", gw->cfg->gateway.allow_stow ? ALLOW_METHODS ", POST" : ALLOW_METHODS, NULL};
         return answer(gw, con, NULL, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain",
                       "the gateway is read-only: QIDO-RS and WADO-RS only\n", extra);
     }
@@ -483,6 +506,19 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
     const char *query = rest[path_len] == '?' ? rest + path_len + 1 : NULL;
     if (!valid_resource(rest, path_len))
         return plain(gw, con, gu->up->conf->ae_title, MHD_HTTP_NOT_FOUND, "not a DICOMweb resource\n");
+    if (is_stow) {
+        /* STOW-RS goes through the spool like C-STORE: POST .../studies or .../studies/{uid}. */
+        if (!(path_len == 7 && !strncmp(rest, "studies", 7)) &&
+            !(path_len > 8 && !strncmp(rest, "studies/", 8) && !memchr(rest + 8, '/', path_len - 8)))
+            return plain(gw, con, gu->up->conf->ae_title, MHD_HTTP_METHOD_NOT_ALLOWED, "STOW-RS is POST .../studies\n");
+        unsigned code = 0;
+        dwb_error err = {0};
+        const char *ct = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Content-Type");
+        if (dwb_gw_stow_begin(gu->spool, gu->uploader, gw->cfg->spool.min_free_mb, ct, &q->stow, &code, &err) != DWB_OK)
+            return plain(gw, con, gu->up->conf->ae_title, code, err.message);
+        q->stow_ae = gu->up->conf->ae_title;
+        return MHD_YES; /* the body follows */
+    }
     if (query && (strchr(query, '#') || strpbrk(query, " \t\r\n")))
         return plain(gw, con, gu->up->conf->ae_title, MHD_HTTP_BAD_REQUEST, "malformed query string\n");
 
@@ -565,8 +601,8 @@ static void on_completed(void *cls, struct MHD_Connection *con, void **req_cls, 
     req_unref(q);
 }
 
-dwb_status dwb_gateway_start(const dwb_config *cfg, dwb_upstream *const *upstreams, size_t n_upstreams,
-                             dwb_gateway **out, dwb_error *err) {
+dwb_status dwb_gateway_start(const dwb_config *cfg, dwb_upstream *const *upstreams, dwb_spool *const *spools,
+                             dwb_uploader *const *uploaders, size_t n_upstreams, dwb_gateway **out, dwb_error *err) {
     *out = NULL;
     dwb_gateway *gw = calloc(1, sizeof *gw);
     if (!gw || !(gw->ups = calloc(n_upstreams ? n_upstreams : 1, sizeof *gw->ups))) {
@@ -582,6 +618,8 @@ dwb_status dwb_gateway_start(const dwb_config *cfg, dwb_upstream *const *upstrea
         o.timeout_ms = 0;
         o.buffer_size = 64 * 1024; /* fewer, larger hand-overs to the viewer's thread */
         gw->ups[i].up = upstreams[i];
+        gw->ups[i].spool = spools ? spools[i] : NULL;
+        gw->ups[i].uploader = uploaders ? uploaders[i] : NULL;
         dwb_status st = dwb_http_client_new(&o, &gw->ups[i].http, err);
         gw->n_ups = i + 1;
         if (st != DWB_OK) {

@@ -605,7 +605,8 @@ extern "C" dwb_status dwb_server_new(const dwb_config *cfg, dwb_server **out, dw
     }
     if (cfg->gateway.port > 0) {
         dwb_error ge = {};
-        if (dwb_gateway_start(cfg, srv->upstreams.data(), srv->upstreams.size(), &srv->gateway, &ge) != DWB_OK) {
+        if (dwb_gateway_start(cfg, srv->upstreams.data(), srv->spools.data(), srv->uploaders.data(), srv->upstreams.size(),
+                              &srv->gateway, &ge) != DWB_OK) {
             dwb_status st = dwb_error_set(err, ge.status, "%s", ge.message);
             dwb_server_free(srv);
             return st;

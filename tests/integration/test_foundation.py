@@ -141,8 +141,8 @@ class CheckConfigTest(TestCase):
              "http.bind: expected an IPv4 or IPv6 address"),
             ('{"upstreams": [{"ae_title": "A", "base_url": "http://h"}], "gateway": {"port": 8081,'
              ' "cors_origins": ["https://kaapana.example/"]}}', "gateway.cors_origins[0]: expected an origin"),
-            ('{"upstreams": [{"ae_title": "A", "base_url": "http://h"}], "gateway": {"allow_stow": true}}',
-             "gateway.allow_stow: unknown key"),
+            ('{"upstreams": [{"ae_title": "A", "base_url": "http://h"}], "gateway": {"allow_stow": "yes"}}',
+             "gateway.allow_stow: expected"),
             ('{"upstreams": [{"ae_title": "A", "base_url": "http://h"}], "gateway": {"token_file": "nope"}}',
              "gateway.token_file: cannot read"),
         ]
