@@ -68,8 +68,9 @@ class MetricsTest(TestCase):
         self.assertEqual(run(["storescu", "-aec", "CLOUD", "127.0.0.1", str(bridge.port)] + files).returncode, 0)
 
         # While the refused instance waits for its second attempt: one retrying, none queued, an age.
-        during = wait_for(lambda: (lambda t: t if value(t, "dwb_spool_retrying", 'upstream="CLOUD"') == 1 else None)(
-            scrape(bridge.http_port)), timeout=30)
+        during = wait_for(lambda: (lambda t: t if value(t, "dwb_spool_retrying", 'upstream="CLOUD"') == 1 and
+                                   value(t, "dwb_spool_queued", 'upstream="CLOUD"') == 0 else None)(
+            scrape(bridge.http_port)), timeout=30, step=0.02)
         self.assertTrue(during, scrape(bridge.http_port))
         self.assertEqual(value(during, "dwb_spool_queued", 'upstream="CLOUD"'), 0)
         self.assertGreater(value(during, "dwb_spool_oldest_age_seconds", 'upstream="CLOUD"'), 0)
