@@ -582,7 +582,7 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
     c->http.port = 8080;
     c->gateway.port = 0;
     c->provenance.stamp = 1;
-    c->retrieve.parallel_series = 2;
+    c->retrieve.parallel_series = 4;
     c->retrieve.max_in_flight_mb = 64;
     c->retrieve.max_attempts = 3;
     c->log.level = DWB_LOG_INFO;

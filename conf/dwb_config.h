@@ -113,7 +113,7 @@ typedef struct dwb_config {
         int min_free_mb; /* below this much free space C-STORE answers Out of Resources; default 512 */
     } spool;
     struct {
-        int parallel_series;  /* series fetched at once per C-MOVE/C-GET; default 2 */
+        int parallel_series;  /* series fetched at once per C-MOVE/C-GET; default 4 */
         int max_in_flight_mb; /* instances fetched but not yet sent, per C-MOVE/C-GET; default 64 */
         int max_attempts;     /* requests of one instance before it counts as failed; default 3 */
     } retrieve;

@@ -154,6 +154,24 @@ class RetrieveFaultTest(TestCase):
         self.assertIn("echo status 0x0000", p.stdout, "the association survives the cancel")
         self.assertIn("C-CANCEL received during a sub-operation", self.bridge.log())
 
+    def test_round_trips_to_a_far_store(self):
+        # Counted at the store, not timed: a study-level C-FIND is one QIDO-RS, and a C-MOVE of a study is one
+        # QIDO-RS for the whole plan plus one WADO-RS per series (bench/run-wan times them 50 ms away).
+        self.setup_store(lambda n, m, p, u: ("delay", 0.05), patients=1, studies=1, series=4, instances=3,
+                         rows=16, cols=16)
+        study = self.manifest["instances"][0]["StudyInstanceUID"]
+        before = len(self.fs.log)
+        p, res = harness.findscu(self.bridge.port, "CLOUD", ["QueryRetrieveLevel=STUDY", "StudyInstanceUID=" + study,
+                                                            "PatientName"], workdir=self.workdir)
+        self.assertEqual(len(res), 1, p.stdout[-1500:])
+        self.assertLessEqual(len(self.fs.log) - before, 3, [e.path for e in self.fs.log[before:]])
+        before = len(self.fs.log)
+        p = self.move(study)
+        self.assertEqual(status_of(p), "0x0000", p.stdout[-1500:])
+        paths = [e.path.split("?")[0] for e in self.fs.log[before:]]
+        self.assertEqual(len(paths), 1 + 4, paths)
+        self.assertEqual(sum(1 for x in paths if x.endswith("/instances")), 1, "one QIDO-RS for the whole plan")
+
     def jpeg2000_cohort(self):
         d, man = harness.gencohort(self.workdir, name="plain", patients=1, studies=1, series=1, instances=4,
                                    rows=64, cols=64)
