@@ -245,17 +245,21 @@ static dwb_status parse_dataset(ctx *c, json_t *obj, dwb_attrs *out, size_t dept
 
 /* jansson 2.14 recurses without a configurable bound (its own limit is 2048): pre-scan the nesting depth
  * outside strings so that deep documents are refused cheaply. JSON depth = 2 per DICOM nesting level + 2. */
+/* Index of the quote that closes the JSON string opened at buf[open], len if it is not closed. The lexical
+ * scans below skip strings with it, so that brackets and commas inside values do not count. */
+static size_t skip_string(const char *buf, size_t len, size_t open) {
+    for (size_t k = open + 1; k < len; k++) {
+        if (buf[k] == '\\') k++;
+        else if (buf[k] == '"') return k;
+    }
+    return len;
+}
+
 static dwb_status check_depth(const char *buf, size_t len, size_t max_json_depth, dwb_error *err) {
     size_t depth = 0;
-    int in_str = 0;
     for (size_t i = 0; i < len; i++) {
         char ch = buf[i];
-        if (in_str) {
-            if (ch == '\\') i++;
-            else if (ch == '"') in_str = 0;
-            continue;
-        }
-        if (ch == '"') in_str = 1;
+        if (ch == '"') i = skip_string(buf, len, i);
         else if (ch == '[' || ch == '{') {
             if (++depth > max_json_depth)
                 return dwb_error_set(err, DWB_E_LIMIT, "JSON nested deeper than %zu levels", max_json_depth);
@@ -296,15 +300,14 @@ static dwb_status split_array(const char *buf, size_t len, const dwb_parse_limit
     if (i == len || buf[i] != '[') return dwb_error_set(err, DWB_E_PARSE, "expected a JSON array of data sets");
     /* First pass: count the elements (top-level commas) so that the limit is checked before allocating. */
     size_t count = 0, depth = 0, open_at = i;
-    int in_str = 0, any = 0;
+    int any = 0;
     for (size_t k = open_at + 1; k < len; k++) {
         char ch = buf[k];
-        if (in_str) {
-            if (ch == '\\') k++;
-            else if (ch == '"') in_str = 0;
+        if (ch == '"') {
+            k = skip_string(buf, len, k);
+            any = 1;
             continue;
         }
-        if (ch == '"') in_str = 1;
         if (ch == '[' || ch == '{') depth++;
         else if ((ch == ']' || ch == '}') && depth > 0) depth--;
         else if (ch == ']' && depth == 0) break;
@@ -321,17 +324,11 @@ static dwb_status split_array(const char *buf, size_t len, const dwb_parse_limit
     const size_t max_objects = lim->max_attrs * 2 + 16, max_values = lim->max_attrs * 8 + 64;
     size_t got = 0, start = open_at + 1, objects = 0, values = 0;
     depth = 0;
-    in_str = 0;
     int closed = 0;
     size_t k;
     for (k = open_at + 1; k < len; k++) {
         char ch = buf[k];
-        if (in_str) {
-            if (ch == '\\') k++;
-            else if (ch == '"') in_str = 0;
-            continue;
-        }
-        if (ch == '"') in_str = 1;
+        if (ch == '"') k = skip_string(buf, len, k);
         else if (ch == '[' || ch == '{') {
             depth++;
             if (ch == '{') objects++;

@@ -317,6 +317,13 @@ def counts_of(p):
     return last("Completed Suboperations"), last("Failed Suboperations"), last("Warning Suboperations")
 
 
+def comment_of(p):
+    """The ErrorComment (0000,0902) of the last response in a DCMTK client's -d output, "" if none."""
+    import re
+    m = re.findall(r"\(0000,0902\) LO \[([^\]]*)\]", p.stdout)
+    return m[-1] if m else ""
+
+
 def echoscu(port, aec, aet="ECHOSCU"):
     return run(["echoscu", "-aet", aet, "-aec", aec, "127.0.0.1", str(port)], timeout=60)
 

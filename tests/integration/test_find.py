@@ -12,7 +12,7 @@ import time
 import unittest
 
 import harness
-from harness import status_of
+from harness import comment_of, status_of
 from harness import Bridge, Orthanc, findscu, run, value
 
 PATIENTS, STUDIES, SERIES, INSTANCES = 6, 2, 2, 2
@@ -32,9 +32,6 @@ def studies_of(manifest):
 
 
 
-def comment_of(p):
-    m = re.findall(r"\(0000,0902\) LO \[([^\]]*)\]", p.stdout)
-    return m[-1] if m else ""
 
 
 class FindTest(unittest.TestCase):

@@ -13,7 +13,7 @@ import urllib.parse
 import urllib.request
 
 import harness
-from harness import status_of
+from harness import comment_of, status_of
 from harness import Bridge, Orthanc, findscu, value
 
 PATIENTS, STUDIES, SERIES, INSTANCES = 4, 2, 2, 2
@@ -119,9 +119,6 @@ class RefusingStore:
 
 
 
-def comment_of(p):
-    m = re.findall(r"\(0000,0902\) LO \[([^\]]*)\]", p.stdout)
-    return m[-1] if m else ""
 
 
 class RefusedFilterTest(harness.TestCase):
