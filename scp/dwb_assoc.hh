@@ -8,6 +8,8 @@
 #include "dcmtk/dcmnet/dimse.h"
 #include "dcmtk/dcmnet/dcmlayer.h"
 
+#include "dwb_dimse.hh"
+
 #include <atomic>
 #include <string>
 
@@ -54,11 +56,6 @@ OFCondition dwb_send_failure(dwb_assoc_ctx *ctx, T_DIMSE_Message *req, T_ASC_Pre
 bool dwb_request_has_dataset(const T_DIMSE_Message *msg);
 /* Counts a final DIMSE response for /metrics. */
 void dwb_count_response(const char *service, unsigned short status);
-/* A TLS transport layer (BCP 195 profile) with optional own certificate and trusted CA; NULL + why on error. */
-DcmTransportLayer *dwb_tls_layer(T_ASC_NetworkRole role, const char *cert, const char *key, const char *ca,
-                                 int require_peer_cert, std::string &why);
-/* Disables Nagle on the association's socket (Debian's DCMTK leaves it on). Also for outbound associations. */
-void dwb_set_nodelay(T_ASC_Association *assoc);
 /* Answers a request whose service this build does not provide yet with a failure and an ErrorComment. */
 OFCondition dwb_handle_unsupported(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid);
 
