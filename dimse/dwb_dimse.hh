@@ -9,6 +9,11 @@
 
 #include <string>
 
+/* The C headers' opaque handle for an association owned by a caller (scu/dwb_send.h). */
+struct dwb_dimse_link {
+    T_ASC_Association *assoc;
+};
+
 /* A TLS transport layer (BCP 195 profile) with optional own certificate and trusted CA; NULL + why on error. */
 DcmTransportLayer *dwb_tls_layer(T_ASC_NetworkRole role, const char *cert, const char *key, const char *ca,
                                  int require_peer_cert, std::string &why);

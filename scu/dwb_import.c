@@ -1,5 +1,5 @@
 /* The import command. Selection (study list, IDC-style series manifest, or a QIDO query) -> plan (QIDO-RS) ->
- * state file filter -> the C-MOVE send pipeline (dwb_import_send) with a progress display and a summary. */
+ * state file filter -> the sender (dwb_send_run, shared with C-MOVE and C-GET) with a progress display and a summary. */
 #include "dwb_import.h"
 
 #include <errno.h>
@@ -15,10 +15,10 @@
 #include "dwb_config.h"
 #include "dwb_dicomjson.h"
 #include "dwb_http.h"
-#include "dwb_import_send.h"
 #include "dwb_log.h"
 #include "dwb_qido.h"
 #include "dwb_retrieve.h"
+#include "dwb_send.h"
 #include "dwb_upstream.h"
 
 static const char *k_usage =
@@ -229,13 +229,15 @@ static double secs_since(const struct timespec *t) {
     return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
 }
 
-static void on_progress(void *ud, const dwb_import_totals *t) {
+static int on_progress(void *ud, const dwb_send_totals *t) {
     progress *p = ud;
     double el = secs_since(&p->t0);
     size_t done = t->completed + t->failed + t->warning;
     double mb = (double)t->bytes / 1e6, rate = el > 0 ? mb / el : 0;
     double eta = done > 0 ? el * (double)(t->total - done) / (double)done : 0;
     if (p->tty) {
+        if (done != t->total && secs_since(&p->last) < 0.1) return 0;
+        clock_gettime(CLOCK_MONOTONIC, &p->last);
         int width = 30, fill = t->total ? (int)(width * done / t->total) : width;
         char bar[64];
         for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
@@ -248,6 +250,7 @@ static void on_progress(void *ud, const dwb_import_totals *t) {
         fprintf(stderr, "import: %zu/%zu instances, %zu failed, %.1f MB, %.1f MB/s, ETA %d s\n", done, t->total,
                 t->failed, mb, rate, (int)eta);
     }
+    return 0;
 }
 
 static void on_series_done(void *ud, const dwb_rseries *se, size_t failed) {
@@ -402,7 +405,7 @@ int dwb_import_main(int argc, char **argv) {
     pr.st = &st;
     clock_gettime(CLOCK_MONOTONIC, &pr.t0);
     pr.last = pr.t0;
-    dwb_import_hooks hooks = {on_progress, on_series_done, on_cancelled, &pr};
+    dwb_send_sink sink = {on_progress, NULL, on_series_done, on_cancelled, &pr};
     /* A STOW-RS destination gets its own HTTP client and auth, with the upstream's timeouts and retries. */
     dwb_upstream *stow = NULL;
     dwb_upstream_conf stow_conf;
@@ -417,12 +420,26 @@ int dwb_import_main(int argc, char **argv) {
             goto out;
         }
     }
-    dwb_import_totals tot;
+    dwb_send_totals tot;
     fprintf(stderr, "import: %zu studies, %zu series, %zu instances from %s to %s%s\n", n_studies, plan->n_series,
             plan->total, uc->ae_title, dc->ae_title, skipped_series ? " (resuming)" : "");
     plan->max_attempts = cfg->retrieve.max_attempts;
     if (dc->transfer_syntax) snprintf(plan->transfer_syntax, sizeof plan->transfer_syntax, "%s", dc->transfer_syntax);
-    s = dwb_import_send(cfg, up, dc, stow ? stow->http : NULL, plan, &hooks, &tot, &err);
+    /* Kaapana's CTP starts its workflow after ~10 s of silence per series: always send whole series at once. */
+    char burst_dir[1200];
+    snprintf(burst_dir, sizeof burst_dir, "%s/burst-import-%ld", cfg->spool.dir, (long)getpid());
+    dwb_log_ctx lc = {0};
+    lc.assoc = "import";
+    lc.upstream = uc->ae_title;
+    dwb_send_opts so = {0};
+    so.cfg = cfg;
+    so.up = up;
+    so.dest = dc;
+    so.stow = stow ? stow->http : NULL;
+    so.burst_dir = burst_dir;
+    so.log = &lc;
+    so.service = "import";
+    s = dwb_send_run(&so, plan, &sink, &tot, &err);
     dwb_upstream_free(stow);
     if (pr.tty) fputc('\n', stderr);
     double el = secs_since(&pr.t0);

@@ -580,6 +580,8 @@ typedef struct one_ctx {
     void *data;
     size_t len;
     int got;
+    int (*is_cancelled)(void *); /* the caller's, with its own argument */
+    void *cancel_ud;
 } one_ctx;
 
 static int one_instance(void *ud, const dwb_rseries *series, const void *data, size_t len, const char *location) {
@@ -595,10 +597,10 @@ static int one_instance(void *ud, const dwb_rseries *series, const void *data, s
 
 static void one_missing(void *ud, const dwb_rseries *series, const char *sop, const char *reason) {}
 
-typedef struct one_cancel {
-    int (*is_cancelled)(void *);
-    void *ud;
-} one_cancel;
+static int one_cancelled(void *ud) {
+    one_ctx *o = ud;
+    return o->is_cancelled ? o->is_cancelled(o->cancel_ud) : 0;
+}
 
 dwb_status dwb_retrieve_fetch_instance(const dwb_upstream *up, const char *study_uid, const char *series_uid,
                                        const char *sop_uid, const char *ts, size_t max_bytes,
@@ -607,12 +609,10 @@ dwb_status dwb_retrieve_fetch_instance(const dwb_upstream *up, const char *study
     *data = NULL;
     *len = 0;
     one_ctx o = {0};
-    dwb_retrieve_callbacks cb = {one_instance, one_missing, is_cancelled, NULL};
-    /* The callbacks see the collector; cancellation is polled through the caller's function. */
-    cb.ud = &o;
-    if (is_cancelled) {
-        cb.is_cancelled = is_cancelled;
-    }
+    o.is_cancelled = is_cancelled;
+    o.cancel_ud = ud;
+    /* The callbacks see the collector; cancellation is polled through the caller's function and argument. */
+    dwb_retrieve_callbacks cb = {one_instance, one_missing, one_cancelled, &o};
     stream_ctx s;
     memset(&s, 0, sizeof s);
     s.cb = &cb;
@@ -623,7 +623,6 @@ dwb_status dwb_retrieve_fetch_instance(const dwb_upstream *up, const char *study
     char url[1024], why[400] = "";
     snprintf(url, sizeof url, "%s/studies/%s/series/%s/instances/%s", up->conf->base_url, study_uid, series_uid,
              sop_uid);
-    (void)ud;
     dwb_error e = {0};
     dwb_status st = fetch(up, url, ts, &s, &e, why, sizeof why);
     free(s.part);

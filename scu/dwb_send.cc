@@ -1,0 +1,746 @@
+// DCMTK adapter for the sender (dwb_send.h): fetch threads stream the plan from the store (dicomweb/
+// dwb_retrieve.c) and queue each instance; the calling thread stamps and sends them by C-STORE, or per series by
+// STOW-RS, and reports through the caller's sink. Shared by C-MOVE, C-GET and import.
+#include "dcmtk/config/osconfig.h"
+#include "dcmtk/dcmdata/dcdeftag.h"
+#include "dcmtk/dcmdata/dcfilefo.h"
+#include "dcmtk/dcmdata/dcistrmb.h"
+#include "dcmtk/dcmdata/dcmetinf.h"
+#include "dcmtk/dcmdata/dcrledrg.h"
+#include "dcmtk/dcmdata/dcuid.h"
+#include "dcmtk/dcmdata/dcxfer.h"
+#include "dcmtk/dcmjpeg/djdecode.h"
+#include "dcmtk/dcmjpls/djdecode.h"
+#include "dcmtk/dcmnet/assoc.h"
+#include "dcmtk/dcmnet/dimse.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <ctime>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "dwb_dimse.hh"
+
+extern "C" {
+#include "dwb_send.h"
+#include "dwb_stow.h"
+#include "dwb_stow_send.h"
+}
+
+namespace {
+
+const size_t kMaxInstanceBytes = (size_t)1 << 30;
+
+void register_codecs() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        DJDecoderRegistration::registerCodecs();
+        DJLSDecoderRegistration::registerCodecs();
+        DcmRLEDecoderRegistration::registerCodecs();
+    });
+}
+
+const char *const kUncompressed[] = {UID_LittleEndianExplicitTransferSyntax, UID_LittleEndianImplicitTransferSyntax};
+const char *const kCompressed[] = {UID_JPEGProcess1TransferSyntax,         UID_JPEGProcess2_4TransferSyntax,
+                                   UID_JPEGProcess14TransferSyntax,        UID_JPEGProcess14SV1TransferSyntax,
+                                   UID_JPEGLSLosslessTransferSyntax,       UID_JPEGLSLossyTransferSyntax,
+                                   UID_JPEG2000LosslessOnlyTransferSyntax, UID_JPEG2000TransferSyntax,
+                                   UID_RLELosslessTransferSyntax,          UID_DeflatedExplicitVRLittleEndianTransferSyntax};
+
+// The outcome of one C-STORE sub-operation.
+enum class Sent {
+    Ok,       // success status
+    Warning,  // a warning status (0xB...): delivered
+    Failed,   // this instance failed; go on with the next
+    DestDead, // the association to the destination is gone: everything after fails too
+};
+
+// ---- the process-wide retrieve budget: bytes of fetched instances waiting to be sent, all runs together ----
+
+std::mutex g_budget_mu;
+std::condition_variable g_budget_cv;
+size_t g_budget_held = 0;
+
+// ---- destination association ----
+
+struct Dest {
+    T_ASC_Association *assoc = nullptr;
+    T_ASC_Network *net = nullptr;
+    bool own = false; // false: the requester's association (C-GET), not ours to close
+    DIC_US next_msg_id = 1;
+};
+
+void close_dest(Dest &d, bool abort) {
+    if (!d.own) return;
+    if (d.assoc) {
+        if (abort) ASC_abortAssociation(d.assoc);
+        else ASC_releaseAssociation(d.assoc);
+        ASC_destroyAssociation(&d.assoc);
+    }
+    if (d.net) ASC_dropNetwork(&d.net);
+}
+
+bool open_destination(const dwb_config *cfg, const dwb_destination_conf *d, const std::vector<std::string> &classes,
+                      Dest &t, std::string &why) {
+    t.own = true;
+    OFCondition c = ASC_initializeNetwork(NET_REQUESTOR, 0, cfg->listen.acse_timeout_s, &t.net);
+    if (c.bad()) {
+        why = std::string("network: ") + c.text();
+        return false;
+    }
+    if (d->tls) {
+        std::string tw;
+        DcmTransportLayer *layer = dwb_tls_layer(NET_REQUESTOR, d->tls_certificate, d->tls_key, d->tls_ca, 1, tw);
+        if (!layer || ASC_setTransportLayer(t.net, layer, OFTrue).bad()) {
+            delete layer;
+            why = "TLS: " + tw;
+            return false;
+        }
+    }
+    T_ASC_Parameters *params = nullptr;
+    ASC_createAssociationParameters(&params, cfg->listen.max_pdu);
+    if (d->tls) ASC_setTransportLayerType(params, OFTrue);
+    const char *calling = d->calling_ae_title[0] ? d->calling_ae_title : cfg->listen.ae_title;
+    const char *called = d->called_ae_title[0] ? d->called_ae_title : d->ae_title;
+    ASC_setAPTitles(params, calling, called, nullptr);
+    std::string peer = std::string(d->host) + ":" + std::to_string(d->port);
+    ASC_setPresentationAddresses(params, "localhost", peer.c_str());
+    int id = 1;
+    size_t with_compressed = classes.size() <= 11 ? classes.size() : 11;
+    // A compressed preferred syntax gets a context of its own, proposed first: inside the uncompressed context
+    // an acceptor could pick it for instances the bridge cannot encode, and every uncompressed one would fail.
+    const char *pref = d->preferred_transfer_syntax;
+    bool pref_compressed = pref && DcmXfer(pref).isEncapsulated();
+    for (size_t i = 0; i < classes.size() && id < 256; i++) {
+        if (pref_compressed) {
+            const char *one[] = {pref};
+            ASC_addPresentationContext(params, (T_ASC_PresentationContextID)id, classes[i].c_str(), one, 1);
+            id += 2;
+            if (id >= 256) break;
+        }
+        std::vector<const char *> ts;
+        if (pref && !pref_compressed) ts.push_back(pref);
+        for (auto *u : kUncompressed)
+            if (!pref || strcmp(u, pref)) ts.push_back(u);
+        ASC_addPresentationContext(params, (T_ASC_PresentationContextID)id, classes[i].c_str(), ts.data(), (int)ts.size());
+        id += 2;
+        if (i >= with_compressed) continue;
+        for (auto *cts : kCompressed) {
+            if (id >= 256) break;
+            if (pref_compressed && strcmp(cts, pref) == 0) continue;
+            const char *one[] = {cts};
+            ASC_addPresentationContext(params, (T_ASC_PresentationContextID)id, classes[i].c_str(), one, 1);
+            id += 2;
+        }
+    }
+    c = ASC_requestAssociation(t.net, params, &t.assoc);
+    if (c.bad()) {
+        T_ASC_RejectParameters rej;
+        if (c == DUL_ASSOCIATIONREJECTED) {
+            ASC_getRejectParameters(params, &rej);
+            OFString s;
+            why = std::string("association rejected by ") + called + "@" + peer + ": " + ASC_printRejectParameters(s, &rej).c_str();
+        } else {
+            why = std::string("cannot associate with ") + called + "@" + peer + ": " + c.text();
+        }
+        if (t.assoc) {
+            ASC_destroyAssociation(&t.assoc);
+        } else {
+            ASC_destroyAssociationParameters(&params);
+        }
+        return false;
+    }
+    dwb_set_nodelay(t.assoc);
+    if (ASC_countAcceptedPresentationContexts(t.assoc->params) == 0) {
+        why = std::string(called) + "@" + peer + " accepted none of the SOP classes to send";
+        close_dest(t, false);
+        return false;
+    }
+    return true;
+}
+
+// Accepted context for a SOP class, with the given transfer syntax (NULL: the first accepted one). Written out
+// because ASC_findAcceptedPresentationContextID also returns contexts whose syntax differs from the one asked.
+T_ASC_PresentationContextID find_context(T_ASC_Association *a, const char *cls, const char *ts, std::string *accepted) {
+    int n = ASC_countPresentationContexts(a->params);
+    for (int i = 0; i < n; i++) {
+        T_ASC_PresentationContext pc;
+        if (ASC_getPresentationContext(a->params, i, &pc).bad()) continue;
+        if (pc.resultReason != ASC_P_ACCEPTANCE || strcmp(pc.abstractSyntax, cls) != 0) continue;
+        if (ts && strcmp(pc.acceptedTransferSyntax, ts) != 0) continue;
+        if (accepted) *accepted = pc.acceptedTransferSyntax;
+        return pc.presentationContextID;
+    }
+    return 0;
+}
+
+// ---- provenance stamp ----
+
+std::string now_dt() {
+    char buf[32];
+    time_t t = time(nullptr);
+    struct tm tmv;
+    gmtime_r(&t, &tmv);
+    strftime(buf, sizeof buf, "%Y%m%d%H%M%S+0000", &tmv);
+    return buf;
+}
+
+// "host[:port]" of a URL, without scheme, credentials or path.
+std::string url_host(const char *url) {
+    const char *p = strstr(url, "://");
+    p = p ? p + 3 : url;
+    const char *end = p + strcspn(p, "/?#");
+    const char *at = static_cast<const char *>(memchr(p, '@', (size_t)(end - p)));
+    if (at) p = at + 1;
+    return std::string(p, (size_t)(end - p));
+}
+
+// PS3.3 C.12.1.1.9: what the bridge changed and where the instance came from, inside the data set itself (file
+// meta such as Source AE Title does not survive a C-STORE).
+void stamp(DcmDataset *ds, const dwb_upstream_conf *up, const char *bridge_ae, const std::string &url) {
+    DcmItem *item = new DcmItem();
+    DcmItem *prev = new DcmItem();
+    OFString v;
+    if (ds->findAndGetOFStringArray(DCM_RetrieveURL, v).good()) prev->putAndInsertString(DCM_RetrieveURL, v.c_str());
+    else prev->insertEmptyElement(DCM_RetrieveURL);
+    if (ds->findAndGetOFStringArray(DCM_RetrieveAETitle, v).good()) prev->putAndInsertString(DCM_RetrieveAETitle, v.c_str());
+    else prev->insertEmptyElement(DCM_RetrieveAETitle);
+    item->insertSequenceItem(DCM_ModifiedAttributesSequence, prev);
+    item->putAndInsertString(DCM_AttributeModificationDateTime, now_dt().c_str());
+    item->putAndInsertString(DCM_ModifyingSystem, bridge_ae);
+    // Source of Previous Values is LO (64 characters at most): the upstream's AE title and host; the full URL is
+    // in Retrieve URL (UR, no such limit).
+    std::string source = std::string(up->ae_title) + " " + url_host(up->base_url);
+    if (source.size() > 64) source.resize(64);
+    item->putAndInsertString(DCM_SourceOfPreviousValues, source.c_str());
+    item->putAndInsertString(DCM_ReasonForTheAttributeModification, "COERCE");
+    ds->insertSequenceItem(DCM_OriginalAttributesSequence, item, -2);
+    ds->putAndInsertString(DCM_RetrieveURL, url.c_str());
+    ds->putAndInsertString(DCM_RetrieveAETitle, up->ae_title);
+}
+
+// ---- one run ----
+
+struct Sender {
+    // What the caller asked; fixed for the run.
+    struct {
+        const dwb_send_opts *o;
+        const dwb_send_sink *sink;
+        const dwb_rplan *plan;
+        size_t budget; // bytes of queued instances, this run and all others together
+    } set;
+
+    // Where the run stands; the sending thread only.
+    struct {
+        dwb_send_totals *t;
+        Dest dest;
+        std::string dest_why; // why the destination failed (dest_dead)
+        bool halted = false;  // the sink's progress asked to stop (requester gone)
+    } state;
+
+    // Series bursts: each series is written to disk and sent at once when complete. Sending thread only.
+    struct Burst {
+        size_t seen = 0, failed = 0;
+        std::vector<std::pair<std::string, std::string>> files; // path, SOP Instance UID
+        std::vector<size_t> sizes;
+    };
+    std::map<const dwb_rseries *, Burst> bursts;
+    bool burst = false;
+
+    // The queue between fetch threads (producers) and the sending thread (consumer).
+    struct Item {
+        std::unique_ptr<DcmFileFormat> ff; // null = an instance the store did not deliver
+        std::string sop, cls, why, location;
+        const dwb_rseries *series = nullptr;
+        size_t bytes = 0;
+    };
+    struct {
+        std::mutex mu;
+        std::condition_variable cv_items;
+        std::deque<Item> items;
+        std::atomic<size_t> bytes{0}; // this run's share of g_budget_held
+        int producers_left = 0;
+        std::atomic<bool> stop{false};
+    } q;
+
+    const char *svc() const { return set.o->service ? set.o->service : "send"; }
+    const dwb_log_ctx *log() const { return set.o->log; }
+};
+
+bool stopping(Sender &s) {
+    dwb_send_totals *t = s.state.t;
+    if (t->cancelled || s.state.halted) return true;
+    const dwb_send_sink *k = s.set.sink;
+    if (k && k->is_cancelled && k->is_cancelled(k->ud)) t->cancelled = 1;
+    return t->cancelled != 0;
+}
+
+void report(Sender &s) {
+    const dwb_send_sink *k = s.set.sink;
+    if (k && k->progress && k->progress(k->ud, s.state.t)) s.state.halted = true;
+}
+
+void fail_instance(Sender &s, const char *sop, const std::string &why) {
+    s.state.t->failed++;
+    DWB_WARN(s.log(), "%s: instance %s failed: %s", s.svc(), sop, why.c_str());
+    const dwb_send_sink *k = s.set.sink;
+    if (k && k->instance_failed) k->instance_failed(k->ud, sop, why.c_str());
+}
+
+void count(Sender &s, Sent rc, const char *sop, const std::string &why, size_t bytes) {
+    dwb_send_totals *t = s.state.t;
+    switch (rc) {
+    case Sent::Ok: t->completed++; t->bytes += bytes; break;
+    case Sent::Warning: t->warning++; t->bytes += bytes; break;
+    case Sent::DestDead:
+        t->dest_dead = 1;
+        s.state.dest_why = why;
+        fail_instance(s, sop, why);
+        break;
+    case Sent::Failed: fail_instance(s, sop, why); break;
+    }
+}
+
+int p_cancelled(void *ud) { return static_cast<Sender *>(ud)->q.stop.load() ? 1 : 0; }
+
+Sent store_one(Sender &s, DcmDataset *ds, const char *cls, const char *sop, std::string &why);
+
+// The destination takes none of the instance's syntax and the bridge cannot decode it (JPEG 2000 with Debian's
+// DCMTK): ask the store for it in Explicit VR Little Endian (Google and Orthanc with GDCM transcode), stamp the
+// new copy as the first one was, and send that.
+Sent store_transcoded(Sender &s, DcmDataset *ds, const char *cls, const char *sop, const DcmXfer &have,
+                      std::string &why) {
+    static const char *const kExplicitLE = UID_LittleEndianExplicitTransferSyntax;
+    OFString study, series;
+    ds->findAndGetOFString(DCM_StudyInstanceUID, study);
+    ds->findAndGetOFString(DCM_SeriesInstanceUID, series);
+    const dwb_upstream *up = s.set.o->up;
+    std::string base = std::string("destination does not accept ") + have.getXferName() + " (" + have.getXferID() +
+                       ") and the bridge cannot decode it";
+    if (!up || study.empty() || series.empty()) {
+        why = base;
+        return Sent::Failed;
+    }
+    void *data = nullptr;
+    size_t len = 0;
+    dwb_error err = {};
+    if (dwb_retrieve_fetch_instance(up, study.c_str(), series.c_str(), sop, kExplicitLE, kMaxInstanceBytes, p_cancelled,
+                                    &s, &data, &len, &err) != DWB_OK) {
+        why = base + "; the store did not transcode it to Explicit VR Little Endian: " + err.message;
+        return Sent::Failed;
+    }
+    DcmInputBufferStream in;
+    in.setBuffer(data, (offile_off_t)len);
+    in.setEos();
+    DcmFileFormat ff;
+    ff.transferInit();
+    OFCondition c = ff.read(in, EXS_Unknown, EGL_noChange, 0xFFFFFFFFu);
+    ff.transferEnd();
+    free(data);
+    DcmDataset *nds = ff.getDataset();
+    if (c.bad() || DcmXfer(nds->getOriginalXfer()).isEncapsulated()) {
+        why = base + "; the store's transcoded copy is " + (c.bad() ? c.text() : "still compressed");
+        return Sent::Failed;
+    }
+    const dwb_config *cfg = s.set.o->cfg;
+    if (cfg->provenance.stamp) {
+        std::string url = std::string(up->conf->base_url) + "/studies/" + study.c_str() + "/series/" + series.c_str() +
+                          "/instances/" + sop;
+        stamp(nds, up->conf, cfg->listen.ae_title, url);
+    }
+    DWB_INFO(s.log(), "%s: %s not accepted by the destination; sending the store's Explicit VR Little Endian copy",
+             sop, have.getXferName());
+    return store_one(s, nds, cls, sop, why);
+}
+
+Sent store_one(Sender &s, DcmDataset *ds, const char *cls, const char *sop, std::string &why) {
+    const dwb_send_opts *o = s.set.o;
+    T_ASC_Association *a = s.state.dest.assoc;
+    DcmXfer have(ds->getOriginalXfer());
+    T_ASC_PresentationContextID pid = find_context(a, cls, have.getXferID(), nullptr);
+    if (pid == 0) {
+        std::string accepted;
+        // Prefer an uncompressed context: the bridge can decode into it.
+        for (const char *u : kUncompressed)
+            if ((pid = find_context(a, cls, u, &accepted)) != 0) break;
+        if (pid == 0) pid = find_context(a, cls, nullptr, &accepted);
+        if (pid == 0) {
+            why = std::string("destination does not accept SOP class ") + cls;
+            return Sent::Failed;
+        }
+        DcmXfer want(accepted.c_str());
+        if (want.isEncapsulated()) {
+            why = std::string("destination accepts ") + cls + " only as " + want.getXferName();
+            return Sent::Failed;
+        }
+        if (have.isEncapsulated()) {
+            register_codecs();
+            if (ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr).bad() ||
+                !ds->canWriteXfer(EXS_LittleEndianExplicit))
+                return store_transcoded(s, ds, cls, sop, have, why);
+        }
+    }
+    T_DIMSE_C_StoreRQ req;
+    memset(&req, 0, sizeof req);
+    req.MessageID = s.state.dest.next_msg_id++;
+    OFStandard::strlcpy(req.AffectedSOPClassUID, cls, sizeof req.AffectedSOPClassUID);
+    OFStandard::strlcpy(req.AffectedSOPInstanceUID, sop, sizeof req.AffectedSOPInstanceUID);
+    req.DataSetType = DIMSE_DATASET_PRESENT;
+    req.Priority = DIMSE_PRIORITY_MEDIUM;
+    if (o->move_originator) {
+        req.opts = O_STORE_MOVEORIGINATORAETITLE | O_STORE_MOVEORIGINATORID;
+        OFStandard::strlcpy(req.MoveOriginatorApplicationEntityTitle, o->move_originator,
+                            sizeof req.MoveOriginatorApplicationEntityTitle);
+        req.MoveOriginatorID = o->request_msg_id;
+    }
+    T_DIMSE_C_StoreRSP rsp;
+    DcmDataset *detail = nullptr;
+    // C-GET sends its sub-operations on the requester's association: a C-CANCEL may arrive there while we wait
+    // for a C-STORE response. DCMTK recognises it when asked; otherwise it would break the association.
+    T_DIMSE_DetectedCancelParameters cancel;
+    memset(&cancel, 0, sizeof cancel);
+    bool on_requester = o->requester && a == o->requester->assoc;
+    OFCondition c = DIMSE_storeUser(a, pid, &req, nullptr, ds, nullptr, nullptr, DIMSE_BLOCKING, 0, &rsp, &detail,
+                                    on_requester ? &cancel : nullptr);
+    if (on_requester && cancel.cancelEncountered && cancel.req.MessageIDBeingRespondedTo == o->request_msg_id) {
+        DWB_INFO(s.log(), "%s: C-CANCEL received during a sub-operation", s.svc());
+        s.state.t->cancelled = 1;
+    }
+    delete detail;
+    if (c.bad()) {
+        why = std::string("C-STORE to the destination failed: ") + c.text();
+        return Sent::DestDead;
+    }
+    if (rsp.DimseStatus == STATUS_Success) return Sent::Ok;
+    char buf[96];
+    snprintf(buf, sizeof buf, "destination answered C-STORE status 0x%04X", rsp.DimseStatus);
+    why = buf;
+    if ((rsp.DimseStatus & 0xF000) == 0xB000) return Sent::Warning;
+    return Sent::Failed;
+}
+
+// ---- producers (fetch threads) ----
+
+void push(Sender &s, Sender::Item &&it) {
+    {
+        // Bounded in-flight data across every run of the process: a producer waits while the senders are behind.
+        // A run whose queue is empty may always queue one instance, so that no run waits on another forever.
+        std::unique_lock<std::mutex> lk(g_budget_mu);
+        while (!s.q.stop.load() && s.q.bytes.load() != 0 && g_budget_held + it.bytes > s.set.budget)
+            g_budget_cv.wait_for(lk, std::chrono::milliseconds(100));
+        if (s.q.stop.load()) return;
+        g_budget_held += it.bytes;
+        s.q.bytes += it.bytes;
+    }
+    std::lock_guard<std::mutex> lk(s.q.mu);
+    s.q.items.push_back(std::move(it));
+    s.q.cv_items.notify_one();
+}
+
+void release_budget(Sender &s, size_t bytes) {
+    std::lock_guard<std::mutex> lk(g_budget_mu);
+    s.q.bytes -= bytes;
+    g_budget_held -= bytes;
+    g_budget_cv.notify_all();
+}
+
+// Parses each instance as it completes (on the fetch thread) and queues it.
+int p_instance(void *ud, const dwb_rseries *se, const void *data, size_t len, const char *location) {
+    Sender &s = *static_cast<Sender *>(ud);
+    if (s.q.stop.load()) return 1;
+    DcmInputBufferStream in;
+    in.setBuffer(data, (offile_off_t)len);
+    in.setEos();
+    std::unique_ptr<DcmFileFormat> ff(new DcmFileFormat());
+    ff->transferInit();
+    // Load every value now: a buffer stream cannot serve deferred reads later.
+    OFCondition c = ff->read(in, EXS_Unknown, EGL_noChange, 0xFFFFFFFFu);
+    ff->transferEnd();
+    OFString sop, cls;
+    if (c.good()) {
+        ff->getDataset()->findAndGetOFString(DCM_SOPInstanceUID, sop);
+        ff->getDataset()->findAndGetOFString(DCM_SOPClassUID, cls);
+    }
+    if (c.bad() || sop.empty() || cls.empty()) {
+        // Not attributable to a planned instance: the planned ones that never arrive are counted as missing.
+        DWB_WARN(s.log(), "store sent an unreadable instance in series %s (%s)", se->series_uid,
+                 c.bad() ? c.text() : "no SOP Instance/Class UID");
+        return 0;
+    }
+    if (!dwb_retrieve_mark_seen(se, sop.c_str())) {
+        // Not asked for: neither sent nor counted (a store that answers more than the plan holds).
+        DWB_DEBUG(s.log(), "store sent %s, which is not in the plan of series %s: skipped", sop.c_str(), se->series_uid);
+        return 0;
+    }
+    Sender::Item it;
+    it.ff = std::move(ff);
+    it.sop = sop.c_str();
+    it.cls = cls.c_str();
+    if (location) it.location = location;
+    it.series = se;
+    it.bytes = len;
+    push(s, std::move(it));
+    return s.q.stop.load() ? 1 : 0;
+}
+
+void p_missing(void *ud, const dwb_rseries *se, const char *sop, const char *reason) {
+    Sender &s = *static_cast<Sender *>(ud);
+    Sender::Item it;
+    it.sop = sop;
+    it.why = reason;
+    it.series = se;
+    push(s, std::move(it));
+}
+
+// ---- consumer (the calling thread) ----
+
+// A completed series to a STOW-RS destination: one request, streamed from the burst files.
+void flush_burst_stow(Sender &s, Sender::Burst &b) {
+    std::vector<const char *> paths;
+    std::vector<long long> sizes;
+    for (auto &f : b.files) {
+        paths.push_back(f.first.c_str());
+        struct stat st;
+        sizes.push_back(stat(f.first.c_str(), &st) == 0 ? (long long)st.st_size : 0);
+    }
+    dwb_stow_post post;
+    auto cancelled = [](void *ud) -> int { return stopping(*static_cast<Sender *>(ud)) ? 1 : 0; };
+    dwb_stow_post_files(s.set.o->stow, s.set.o->dest->stow_url, paths.data(), sizes.data(), paths.size(), 0,
+                        cancelled, &s, &post);
+    // The same verdict as the C-STORE uploader (translate/dwb_stow.c); here nothing is retried later, so
+    // whatever is not delivered is a failed sub-operation with the reason.
+    long code = (post.status == DWB_E_CONNECT || post.status == DWB_E_TIMEOUT || post.status == DWB_E_CANCELLED)
+                    ? 0 : post.code;
+    dwb_stow_result res = {};
+    char verdict_why[400];
+    dwb_stow_verdict v = dwb_stow_judge(code, post.content_type, post.body, post.body_len, &res, verdict_why,
+                                        sizeof verdict_why);
+    for (size_t k = 0; k < b.files.size(); k++) {
+        const char *sop = b.files[k].second.c_str();
+        Sent rc = Sent::Failed;
+        std::string why;
+        unsigned reason = 0;
+        if (v == DWB_STOW_V_ANSWERED && dwb_stow_instance_fate(code, &res, sop, &reason) == DWB_STOW_F_DELIVERED) {
+            const dwb_stow_item *it = dwb_stow_find(&res, sop);
+            rc = it && it->outcome == DWB_STOW_WARNING ? Sent::Warning : Sent::Ok;
+        } else {
+            char buf[640];
+            if (reason) snprintf(buf, sizeof buf, "STOW-RS destination refused it with FailureReason 0x%04X", reason);
+            else if (v == DWB_STOW_V_ANSWERED) snprintf(buf, sizeof buf, "STOW-RS destination: no answer for it");
+            else snprintf(buf, sizeof buf, "STOW-RS destination: %s", code == 0 && post.err.message[0] ? post.err.message
+                                                                                                      : verdict_why);
+            why = buf;
+        }
+        count(s, rc, sop, why, b.sizes[k]);
+        if (rc == Sent::Failed) b.failed++;
+        unlink(b.files[k].first.c_str());
+    }
+    dwb_stow_result_free(&res);
+    dwb_stow_post_cleanup(&post);
+    report(s);
+}
+
+void series_done(Sender &s, const dwb_rseries *se, size_t failed) {
+    const dwb_send_sink *k = s.set.sink;
+    if (k && k->series_done) k->series_done(k->ud, se, failed);
+}
+
+// Sends a completed series from its burst files, back to back.
+void flush_burst(Sender &s, const dwb_rseries *se, Sender::Burst &b) {
+    if (s.set.o->stow) {
+        flush_burst_stow(s, b);
+    } else {
+        for (size_t k = 0; k < b.files.size(); k++) {
+            auto &f = b.files[k];
+            if (s.state.t->dest_dead) {
+                fail_instance(s, f.second.c_str(), s.state.dest_why);
+                b.failed++;
+            } else {
+                DcmFileFormat ff;
+                std::string why;
+                Sent rc;
+                if (ff.loadFile(f.first.c_str()).bad()) {
+                    rc = Sent::Failed;
+                    why = "cannot read back " + f.first;
+                } else {
+                    OFString cls;
+                    ff.getDataset()->findAndGetOFString(DCM_SOPClassUID, cls);
+                    rc = store_one(s, ff.getDataset(), cls.c_str(), f.second.c_str(), why);
+                }
+                count(s, rc, f.second.c_str(), why, b.sizes[k]);
+                if (rc == Sent::Failed || rc == Sent::DestDead) b.failed++;
+            }
+            unlink(f.first.c_str());
+            report(s);
+        }
+    }
+    b.files.clear();
+    b.sizes.clear();
+    series_done(s, se, b.failed);
+}
+
+std::string retrieve_url(const dwb_upstream_conf *up, const Sender::Item &it) {
+    // A source other than the store's WADO-RS (a bucket object) names itself; otherwise the instance's WADO-RS URL.
+    if (!it.location.empty()) return it.location;
+    return std::string(up->base_url) + "/studies/" + it.series->study_uid + "/series/" + it.series->series_uid +
+           "/instances/" + it.sop;
+}
+
+// Stamps and sends one queued instance (or writes it to its series burst).
+void send_item(Sender &s, Sender::Item &it) {
+    const dwb_send_opts *o = s.set.o;
+    Sender::Burst *burst = s.burst ? &s.bursts[it.series] : nullptr;
+    if (burst) burst->seen++;
+    if (!it.ff) {
+        fail_instance(s, it.sop.c_str(), it.why);
+        if (burst) burst->failed++;
+    } else if (s.state.t->dest_dead) {
+        fail_instance(s, it.sop.c_str(), s.state.dest_why);
+        if (burst) burst->failed++;
+    } else {
+        DcmDataset *ds = it.ff->getDataset();
+        const dwb_upstream_conf *up = o->up->conf;
+        if (o->cfg->provenance.stamp) stamp(ds, up, o->cfg->listen.ae_title, retrieve_url(up, it));
+        if (burst) {
+            // Part-10 written by the bridge itself: the file meta can carry the source too.
+            it.ff->getMetaInfo()->putAndInsertString(DCM_SourceApplicationEntityTitle, up->ae_title);
+            it.ff->getMetaInfo()->putAndInsertString(DCM_SourcePresentationAddress, up->base_url);
+            std::string path = std::string(o->burst_dir) + "/" + std::to_string(s.bursts.size()) + "-" + it.sop + ".dcm";
+            OFCondition c = it.ff->saveFile(path.c_str(), EXS_Unknown, EET_ExplicitLength, EGL_recalcGL, EPD_noChange,
+                                            0, 0, EWM_fileformat);
+            if (c.bad()) {
+                unlink(path.c_str());
+                fail_instance(s, it.sop.c_str(), std::string("cannot write the series burst file: ") + c.text());
+                burst->failed++;
+            } else {
+                burst->files.emplace_back(path, it.sop);
+                burst->sizes.push_back(it.bytes);
+            }
+        } else {
+            std::string why;
+            Sent rc = store_one(s, ds, it.cls.c_str(), it.sop.c_str(), why);
+            count(s, rc, it.sop.c_str(), why, it.bytes);
+        }
+    }
+    if (burst && burst->seen >= it.series->n) flush_burst(s, it.series, *burst);
+}
+
+void run_pipeline(Sender &s) {
+    const dwb_send_opts *o = s.set.o;
+    const dwb_rplan *plan = s.set.plan;
+    size_t n_threads = (size_t)o->cfg->retrieve.parallel_series;
+    if (n_threads > plan->n_series) n_threads = plan->n_series;
+    if (n_threads == 0) n_threads = 1;
+    std::atomic<size_t> next{0};
+    dwb_retrieve_callbacks cb = {p_instance, p_missing, p_cancelled, &s};
+    s.q.producers_left = (int)n_threads;
+    std::vector<std::thread> producers;
+    for (size_t t = 0; t < n_threads; t++) {
+        producers.emplace_back([&s, &next, &cb, plan, o] {
+            for (size_t i = next++; i < plan->n_series && !s.q.stop.load(); i = next++) {
+                dwb_error e = {};
+                dwb_retrieve_stream_series(o->up, plan, i, o->log, kMaxInstanceBytes, &cb, &e);
+            }
+            std::lock_guard<std::mutex> lk(s.q.mu);
+            s.q.producers_left--;
+            s.q.cv_items.notify_all();
+        });
+    }
+    for (;;) {
+        Sender::Item it;
+        bool have = false, done = false;
+        {
+            std::unique_lock<std::mutex> lk(s.q.mu);
+            s.q.cv_items.wait_for(lk, std::chrono::milliseconds(100),
+                                  [&] { return !s.q.items.empty() || s.q.producers_left == 0; });
+            if (!s.q.items.empty()) {
+                it = std::move(s.q.items.front());
+                s.q.items.pop_front();
+                have = true;
+            } else if (s.q.producers_left == 0) {
+                done = true;
+            }
+        }
+        if (have) release_budget(s, it.bytes);
+        if (done) break;
+        if (stopping(s)) break;
+        if (have) send_item(s, it);
+        report(s);
+        if (s.state.halted) break;
+    }
+    // Cancel or a dead requester: stop the producers (they notice within one callback or 100 ms).
+    s.q.stop.store(true);
+    g_budget_cv.notify_all();
+    for (auto &t : producers) t.join();
+    // What is still queued was never sent: give its share of the budget back.
+    size_t left = 0;
+    for (auto &it : s.q.items) left += it.bytes;
+    s.q.items.clear();
+    if (left) release_budget(s, left);
+}
+
+} // namespace
+
+extern "C" dwb_status dwb_send_run(const dwb_send_opts *o, const dwb_rplan *plan, const dwb_send_sink *sink,
+                                   dwb_send_totals *t, dwb_error *err) {
+    memset(t, 0, sizeof *t);
+    t->total = plan->total;
+    Sender s;
+    s.set.o = o;
+    s.set.sink = sink;
+    s.set.plan = plan;
+    s.set.budget = (size_t)o->cfg->retrieve.max_in_flight_mb << 20;
+    s.state.t = t;
+    if (o->dest && o->stow) {
+        if (!o->dest->stow_url) return dwb_error_set(err, DWB_E_INVALID, "destination %s has no stow_url", o->dest->ae_title);
+    } else if (o->dest) {
+        size_t n = 0;
+        const char **classes = dwb_rplan_sop_classes(plan, &n);
+        std::vector<std::string> cl;
+        for (size_t i = 0; classes && i < n; i++) cl.push_back(classes[i]);
+        free(classes);
+        std::string why;
+        if (!open_destination(o->cfg, o->dest, cl, s.state.dest, why))
+            return dwb_error_set(err, DWB_E_CONNECT, "destination %s: %s", o->dest->ae_title, why.c_str());
+    } else if (o->requester) {
+        s.state.dest.assoc = o->requester->assoc;
+        s.state.dest.own = false;
+        s.state.dest.next_msg_id = (DIC_US)(o->request_msg_id + 1);
+    } else {
+        return dwb_error_set(err, DWB_E_INVALID, "no destination to send to");
+    }
+    if (o->burst_dir) {
+        s.burst = true;
+        // The parent (the spool folder) may not exist yet on a fresh node.
+        std::string parent(o->burst_dir);
+        size_t slash = parent.rfind('/');
+        if (slash != std::string::npos && slash > 0) mkdir(parent.substr(0, slash).c_str(), 0750);
+        if (mkdir(o->burst_dir, 0750) != 0 && errno != EEXIST) {
+            int e = errno;
+            close_dest(s.state.dest, true);
+            return dwb_error_set(err, DWB_E_IO, "cannot create %s: %s", o->burst_dir, strerror(e));
+        }
+    }
+    run_pipeline(s);
+    if (s.burst) {
+        // Cancelled or failed bursts leave files behind: they were never acknowledged to anyone.
+        for (auto &kv : s.bursts)
+            for (auto &f : kv.second.files) unlink(f.first.c_str());
+        rmdir(o->burst_dir);
+    }
+    close_dest(s.state.dest, t->cancelled || t->dest_dead || s.state.halted);
+    if (t->cancelled) return dwb_error_set(err, DWB_E_CANCELLED, "cancelled");
+    return DWB_OK;
+}
