@@ -4,6 +4,7 @@
 #include "dwb_config.h"
 #include "dwb_google_key.h"
 #include "dwb_keywords.h"
+#include "dwb_tags.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -492,20 +493,14 @@ static dwb_status load_destination(loader *L, const char *path, json_t *obj, dwb
     if ((st = get_str(L, path, obj, "preferred_transfer_syntax", 0, &ts)) != DWB_OK) return st;
     if (ts) {
         join(p, sizeof p, path, "preferred_transfer_syntax");
-        size_t n = strlen(ts);
-        int ok = n <= 64;
-        for (size_t i = 0; i < n && ok; i++) ok = (ts[i] >= '0' && ts[i] <= '9') || ts[i] == '.';
-        if (!ok) return bad(L, p, "expected a transfer syntax UID such as 1.2.840.10008.1.2.1");
+        if (!dwb_uid_valid(ts)) return bad(L, p, "expected a transfer syntax UID such as 1.2.840.10008.1.2.1");
         if (!(d->preferred_transfer_syntax = strdup(ts))) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
     }
     const char *want = NULL;
     if ((st = get_str(L, path, obj, "transfer_syntax", 0, &want)) != DWB_OK) return st;
     if (want && strcmp(want, "as-stored") != 0) {
         join(p, sizeof p, path, "transfer_syntax");
-        size_t n = strlen(want);
-        int ok = n > 0 && n <= 64;
-        for (size_t i = 0; i < n && ok; i++) ok = (want[i] >= '0' && want[i] <= '9') || want[i] == '.';
-        if (!ok) return bad(L, p, "expected \"as-stored\" or a transfer syntax UID such as 1.2.840.10008.1.2.1");
+        if (!dwb_uid_valid(want)) return bad(L, p, "expected \"as-stored\" or a transfer syntax UID such as 1.2.840.10008.1.2.1");
         if (!(d->transfer_syntax = strdup(want))) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
     }
     return DWB_OK;

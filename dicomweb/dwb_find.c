@@ -16,25 +16,8 @@
 #include "dwb_limits.h"
 #include "dwb_match.h"
 #include "dwb_multipart.h"
+#include "dwb_tags.h"
 
-#define TAG_QR_LEVEL DWB_TAG(0x0008, 0x0052)
-#define TAG_SCS DWB_TAG(0x0008, 0x0005)
-#define TAG_RETRIEVE_AE DWB_TAG(0x0008, 0x0054)
-#define TAG_MODALITIES_IN_STUDY DWB_TAG(0x0008, 0x0061)
-#define TAG_SOP_CLASSES_IN_STUDY DWB_TAG(0x0008, 0x0062)
-#define TAG_MODALITY DWB_TAG(0x0008, 0x0060)
-#define TAG_SOP_CLASS DWB_TAG(0x0008, 0x0016)
-#define TAG_SOP_INSTANCE DWB_TAG(0x0008, 0x0018)
-#define TAG_PATIENT_ID DWB_TAG(0x0010, 0x0020)
-#define TAG_ISSUER_PID DWB_TAG(0x0010, 0x0021)
-#define TAG_STUDY_UID DWB_TAG(0x0020, 0x000D)
-#define TAG_SERIES_UID DWB_TAG(0x0020, 0x000E)
-#define TAG_PAT_STUDIES DWB_TAG(0x0020, 0x1200)
-#define TAG_PAT_SERIES DWB_TAG(0x0020, 0x1202)
-#define TAG_PAT_INSTANCES DWB_TAG(0x0020, 0x1204)
-#define TAG_STUDY_SERIES DWB_TAG(0x0020, 0x1206)
-#define TAG_STUDY_INSTANCES DWB_TAG(0x0020, 0x1208)
-#define TAG_SERIES_INSTANCES DWB_TAG(0x0020, 0x1209)
 
 /* Responses are bounded whatever the store sends: a page body over this size is refused. */
 #define MAX_PAGE_BYTES (64u << 20)
@@ -331,11 +314,11 @@ typedef struct count_parse {
 static dwb_status count_on_ds(void *ud, dwb_attrs *ds) {
     count_ctx *cc = ud;
     cc->n++;
-    const char *mod = dwb_attrs_get_str(ds, TAG_MODALITY);
+    const char *mod = dwb_attrs_get_str(ds, DWB_TAG_MODALITY);
     if (mod && strset_add(&cc->modalities, mod) < 0) goto oom;
-    const char *cls = dwb_attrs_get_str(ds, TAG_SOP_CLASS);
+    const char *cls = dwb_attrs_get_str(ds, DWB_TAG_SOP_CLASS);
     if (cls && strset_add(&cc->sop_classes, cls) < 0) goto oom;
-    const char *ni = dwb_attrs_get_str(ds, TAG_SERIES_INSTANCES);
+    const char *ni = dwb_attrs_get_str(ds, DWB_TAG_SERIES_INSTANCES);
     if (ni) cc->sum_instances += strtoul(ni, NULL, 10);
     else cc->sum_known = 0;
     dwb_attrs_free(ds);
@@ -425,7 +408,7 @@ static dwb_status put_set(dwb_attrs *a, uint32_t tag, const char *vr, const strs
 /* Study statistics for a candidate study (study level, or patient level sums). */
 static dwb_status fill_study_derived(find_run *r, dwb_attrs *cand, int need_series, int need_instances,
                                      int need_modalities, int need_classes) {
-    const char *uid = dwb_attrs_get_str(cand, TAG_STUDY_UID);
+    const char *uid = dwb_attrs_get_str(cand, DWB_TAG_STUDY_UID);
     if (!uid) return DWB_OK;
     char path[256];
     snprintf(path, sizeof path, "/studies/%s/series", uid);
@@ -434,8 +417,8 @@ static dwb_status fill_study_derived(find_run *r, dwb_attrs *cand, int need_seri
     if (need_series || need_modalities || need_instances) {
         st = count_query(r, path, "includefield=00080060&includefield=00201209", &series);
         if (st != DWB_OK) goto done;
-        if (need_series && put_count(cand, TAG_STUDY_SERIES, series.n) != DWB_OK) st = DWB_E_NOMEM;
-        if (need_modalities && put_set(cand, TAG_MODALITIES_IN_STUDY, "CS", &series.modalities) != DWB_OK)
+        if (need_series && put_count(cand, DWB_TAG_STUDY_SERIES, series.n) != DWB_OK) st = DWB_E_NOMEM;
+        if (need_modalities && put_set(cand, DWB_TAG_MODALITIES_IN_STUDY, "CS", &series.modalities) != DWB_OK)
             st = DWB_E_NOMEM;
     }
     if (need_classes || (need_instances && !series.sum_known)) {
@@ -443,14 +426,14 @@ static dwb_status fill_study_derived(find_run *r, dwb_attrs *cand, int need_seri
         snprintf(path, sizeof path, "/studies/%s/instances", uid);
         st = count_query(r, path, "includefield=00080016", &inst);
         if (st == DWB_OK) {
-            if (need_instances && put_count(cand, TAG_STUDY_INSTANCES, inst.n) != DWB_OK) st = DWB_E_NOMEM;
-            if (need_classes && put_set(cand, TAG_SOP_CLASSES_IN_STUDY, "UI", &inst.sop_classes) != DWB_OK)
+            if (need_instances && put_count(cand, DWB_TAG_STUDY_INSTANCES, inst.n) != DWB_OK) st = DWB_E_NOMEM;
+            if (need_classes && put_set(cand, DWB_TAG_SOP_CLASSES_IN_STUDY, "UI", &inst.sop_classes) != DWB_OK)
                 st = DWB_E_NOMEM;
         }
         strset_free(&inst.modalities);
         strset_free(&inst.sop_classes);
     } else if (need_instances) {
-        if (put_count(cand, TAG_STUDY_INSTANCES, series.sum_instances) != DWB_OK) st = DWB_E_NOMEM;
+        if (put_count(cand, DWB_TAG_STUDY_INSTANCES, series.sum_instances) != DWB_OK) st = DWB_E_NOMEM;
     }
 done:
     strset_free(&series.modalities);
@@ -459,15 +442,15 @@ done:
 }
 
 static dwb_status fill_series_derived(find_run *r, dwb_attrs *cand) {
-    const char *study = dwb_attrs_get_str(cand, TAG_STUDY_UID);
-    if (!study) study = dwb_attrs_get_str(r->ident, TAG_STUDY_UID);
-    const char *series = dwb_attrs_get_str(cand, TAG_SERIES_UID);
+    const char *study = dwb_attrs_get_str(cand, DWB_TAG_STUDY_UID);
+    if (!study) study = dwb_attrs_get_str(r->ident, DWB_TAG_STUDY_UID);
+    const char *series = dwb_attrs_get_str(cand, DWB_TAG_SERIES_UID);
     if (!study || !series) return DWB_OK;
     char path[256];
     snprintf(path, sizeof path, "/studies/%s/series/%s/instances", study, series);
     count_ctx cc = {0};
     dwb_status st = count_query(r, path, "includefield=00080018", &cc);
-    if (st == DWB_OK && put_count(cand, TAG_SERIES_INSTANCES, cc.n) != DWB_OK) st = DWB_E_NOMEM;
+    if (st == DWB_OK && put_count(cand, DWB_TAG_SERIES_INSTANCES, cc.n) != DWB_OK) st = DWB_E_NOMEM;
     strset_free(&cc.modalities);
     strset_free(&cc.sop_classes);
     return st;
@@ -478,10 +461,10 @@ static dwb_status fill_series_derived(find_run *r, dwb_attrs *cand) {
 /* Keys the response must carry whatever the SCU asked: QueryRetrieveLevel, the unique keys of the level and of
  * the levels above it (PS3.4 C.4.1.2.1), and Retrieve AE Title = the upstream. */
 static dwb_status add_required(find_run *r, const dwb_attrs *cand, dwb_attrs *rsp) {
-    static const uint32_t patient[] = {TAG_PATIENT_ID};
-    static const uint32_t study[] = {TAG_STUDY_UID};
-    static const uint32_t series[] = {TAG_STUDY_UID, TAG_SERIES_UID};
-    static const uint32_t image[] = {TAG_STUDY_UID, TAG_SERIES_UID, TAG_SOP_INSTANCE};
+    static const uint32_t patient[] = {DWB_TAG_PATIENT_ID};
+    static const uint32_t study[] = {DWB_TAG_STUDY_UID};
+    static const uint32_t series[] = {DWB_TAG_STUDY_UID, DWB_TAG_SERIES_UID};
+    static const uint32_t image[] = {DWB_TAG_STUDY_UID, DWB_TAG_SERIES_UID, DWB_TAG_SOP_UID};
     const uint32_t *keys = study;
     size_t n = 1;
     switch (r->level) {
@@ -494,17 +477,17 @@ static dwb_status add_required(find_run *r, const dwb_attrs *cand, dwb_attrs *rs
         if (!missing(rsp, keys[i])) continue;
         const char *v = dwb_attrs_get_str(cand, keys[i]);
         if (!v) v = dwb_attrs_get_str(r->ident, keys[i]);
-        if (dwb_attrs_put_str(rsp, keys[i], keys[i] == TAG_PATIENT_ID ? "LO" : "UI", v) != DWB_OK) return DWB_E_NOMEM;
+        if (dwb_attrs_put_str(rsp, keys[i], keys[i] == DWB_TAG_PATIENT_ID ? "LO" : "UI", v) != DWB_OK) return DWB_E_NOMEM;
     }
-    if (r->model == DWB_QR_PATIENT_ROOT && r->level != DWB_LEVEL_PATIENT && missing(rsp, TAG_PATIENT_ID)) {
-        const char *v = dwb_attrs_get_str(cand, TAG_PATIENT_ID);
-        if (!v) v = dwb_attrs_get_str(r->ident, TAG_PATIENT_ID);
-        if (dwb_attrs_put_str(rsp, TAG_PATIENT_ID, "LO", v) != DWB_OK) return DWB_E_NOMEM;
+    if (r->model == DWB_QR_PATIENT_ROOT && r->level != DWB_LEVEL_PATIENT && missing(rsp, DWB_TAG_PATIENT_ID)) {
+        const char *v = dwb_attrs_get_str(cand, DWB_TAG_PATIENT_ID);
+        if (!v) v = dwb_attrs_get_str(r->ident, DWB_TAG_PATIENT_ID);
+        if (dwb_attrs_put_str(rsp, DWB_TAG_PATIENT_ID, "LO", v) != DWB_OK) return DWB_E_NOMEM;
     }
-    const char *lvl = dwb_attrs_get_str(r->ident, TAG_QR_LEVEL);
-    if (dwb_attrs_put_str(rsp, TAG_QR_LEVEL, "CS", lvl) != DWB_OK) return DWB_E_NOMEM;
-    if (dwb_attrs_put_str(rsp, TAG_RETRIEVE_AE, "AE", r->up->conf->ae_title) != DWB_OK) return DWB_E_NOMEM;
-    dwb_attrs_remove(rsp, TAG_SCS);
+    const char *lvl = dwb_attrs_get_str(r->ident, DWB_TAG_QR_LEVEL);
+    if (dwb_attrs_put_str(rsp, DWB_TAG_QR_LEVEL, "CS", lvl) != DWB_OK) return DWB_E_NOMEM;
+    if (dwb_attrs_put_str(rsp, DWB_TAG_RETRIEVE_AE, "AE", r->up->conf->ae_title) != DWB_OK) return DWB_E_NOMEM;
+    dwb_attrs_remove(rsp, DWB_TAG_SCS);
     return DWB_OK;
 }
 
@@ -518,8 +501,8 @@ static dwb_status emit(find_run *r, const dwb_attrs *rsp) {
 }
 
 static dwb_status patient_add(find_run *r, dwb_attrs *cand) {
-    const char *pid = dwb_attrs_get_str(cand, TAG_PATIENT_ID);
-    const char *iss = dwb_attrs_get_str(cand, TAG_ISSUER_PID);
+    const char *pid = dwb_attrs_get_str(cand, DWB_TAG_PATIENT_ID);
+    const char *iss = dwb_attrs_get_str(cand, DWB_TAG_ISSUER_PID);
     size_t klen = strlen(pid ? pid : "") + strlen(iss ? iss : "") + 2;
     char *key = malloc(klen);
     if (!key) return DWB_E_NOMEM;
@@ -553,10 +536,10 @@ static dwb_status patient_add(find_run *r, dwb_attrs *cand) {
         free(key);
     }
     pe->studies++;
-    const char *s = dwb_attrs_get_str(cand, TAG_STUDY_SERIES);
+    const char *s = dwb_attrs_get_str(cand, DWB_TAG_STUDY_SERIES);
     if (s) pe->series += strtoul(s, NULL, 10);
     else pe->series_known = 0;
-    const char *i = dwb_attrs_get_str(cand, TAG_STUDY_INSTANCES);
+    const char *i = dwb_attrs_get_str(cand, DWB_TAG_STUDY_INSTANCES);
     if (i) pe->instances += strtoul(i, NULL, 10);
     else pe->instances_known = 0;
     return DWB_OK;
@@ -566,14 +549,14 @@ static dwb_status on_candidate(find_run *r, dwb_attrs *cand) {
     dwb_status st = DWB_OK;
     if (r->level == DWB_LEVEL_STUDY || r->level == DWB_LEVEL_PATIENT) {
         int pat = r->level == DWB_LEVEL_PATIENT;
-        int need_series = pat ? wants(r->ident, TAG_PAT_SERIES) : wants(r->ident, TAG_STUDY_SERIES);
-        int need_inst = pat ? wants(r->ident, TAG_PAT_INSTANCES) : wants(r->ident, TAG_STUDY_INSTANCES);
-        int need_mod = !pat && wants(r->ident, TAG_MODALITIES_IN_STUDY);
-        int need_cls = !pat && wants(r->ident, TAG_SOP_CLASSES_IN_STUDY);
-        need_series = need_series && missing(cand, TAG_STUDY_SERIES);
-        need_inst = need_inst && missing(cand, TAG_STUDY_INSTANCES);
-        need_mod = need_mod && missing(cand, TAG_MODALITIES_IN_STUDY);
-        need_cls = need_cls && missing(cand, TAG_SOP_CLASSES_IN_STUDY);
+        int need_series = pat ? wants(r->ident, DWB_TAG_PAT_SERIES) : wants(r->ident, DWB_TAG_STUDY_SERIES);
+        int need_inst = pat ? wants(r->ident, DWB_TAG_PAT_INSTANCES) : wants(r->ident, DWB_TAG_STUDY_INSTANCES);
+        int need_mod = !pat && wants(r->ident, DWB_TAG_MODALITIES_IN_STUDY);
+        int need_cls = !pat && wants(r->ident, DWB_TAG_SOP_CLASSES_IN_STUDY);
+        need_series = need_series && missing(cand, DWB_TAG_STUDY_SERIES);
+        need_inst = need_inst && missing(cand, DWB_TAG_STUDY_INSTANCES);
+        need_mod = need_mod && missing(cand, DWB_TAG_MODALITIES_IN_STUDY);
+        need_cls = need_cls && missing(cand, DWB_TAG_SOP_CLASSES_IN_STUDY);
         if (need_series || need_inst || need_mod || need_cls) {
             /* Derived attributes are only worth fetching for a candidate that matches everything else. */
             if (!dwb_match(r->ident, cand, &r->mopts)) return DWB_OK;
@@ -581,7 +564,7 @@ static dwb_status on_candidate(find_run *r, dwb_attrs *cand) {
             if (st != DWB_OK) return st;
         }
     } else if (r->level == DWB_LEVEL_SERIES) {
-        if (wants(r->ident, TAG_SERIES_INSTANCES) && missing(cand, TAG_SERIES_INSTANCES)) {
+        if (wants(r->ident, DWB_TAG_SERIES_INSTANCES) && missing(cand, DWB_TAG_SERIES_INSTANCES)) {
             if (!dwb_match(r->ident, cand, &r->mopts)) return DWB_OK;
             st = fill_series_derived(r, cand);
             if (st != DWB_OK) return st;
@@ -605,9 +588,9 @@ static dwb_status on_dataset_entry(void *ud, dwb_attrs *ds) {
         const char *uid = NULL;
         switch (r->level) {
         case DWB_LEVEL_PATIENT:
-        case DWB_LEVEL_STUDY: uid = dwb_attrs_get_str(ds, TAG_STUDY_UID); break;
-        case DWB_LEVEL_SERIES: uid = dwb_attrs_get_str(ds, TAG_SERIES_UID); break;
-        case DWB_LEVEL_IMAGE: uid = dwb_attrs_get_str(ds, TAG_SOP_INSTANCE); break;
+        case DWB_LEVEL_STUDY: uid = dwb_attrs_get_str(ds, DWB_TAG_STUDY_UID); break;
+        case DWB_LEVEL_SERIES: uid = dwb_attrs_get_str(ds, DWB_TAG_SERIES_UID); break;
+        case DWB_LEVEL_IMAGE: uid = dwb_attrs_get_str(ds, DWB_TAG_SOP_UID); break;
         }
         snprintf(r->first_uid, sizeof r->first_uid, "%s", uid ? uid : "");
         if (r->offset > 0 && r->first_uid[0] && strcmp(r->first_uid, r->prev_first) == 0 && !r->fail_status) {
@@ -630,11 +613,11 @@ static void finish_patients(find_run *r) {
         patient_entry *pe = &r->patients[i];
         if (!r->fail_status && !r->stopped) {
             dwb_status st = DWB_OK;
-            if (wants(r->ident, TAG_PAT_STUDIES)) st = put_count(pe->rsp, TAG_PAT_STUDIES, pe->studies);
-            if (st == DWB_OK && wants(r->ident, TAG_PAT_SERIES) && pe->series_known)
-                st = put_count(pe->rsp, TAG_PAT_SERIES, pe->series);
-            if (st == DWB_OK && wants(r->ident, TAG_PAT_INSTANCES) && pe->instances_known)
-                st = put_count(pe->rsp, TAG_PAT_INSTANCES, pe->instances);
+            if (wants(r->ident, DWB_TAG_PAT_STUDIES)) st = put_count(pe->rsp, DWB_TAG_PAT_STUDIES, pe->studies);
+            if (st == DWB_OK && wants(r->ident, DWB_TAG_PAT_SERIES) && pe->series_known)
+                st = put_count(pe->rsp, DWB_TAG_PAT_SERIES, pe->series);
+            if (st == DWB_OK && wants(r->ident, DWB_TAG_PAT_INSTANCES) && pe->instances_known)
+                st = put_count(pe->rsp, DWB_TAG_PAT_INSTANCES, pe->instances);
             if (st == DWB_OK) st = add_required(r, pe->rsp, pe->rsp);
             if (st == DWB_OK && !is_cancelled_cb(r)) emit(r, pe->rsp);
             else if (st == DWB_OK) r->fail_status = 0xFE00;

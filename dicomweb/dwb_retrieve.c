@@ -9,14 +9,8 @@
 #include "dwb_dicomjson.h"
 #include "dwb_http.h"
 #include "dwb_multipart.h"
+#include "dwb_tags.h"
 
-#define TAG_QR_LEVEL DWB_TAG(0x0008, 0x0052)
-#define TAG_PATIENT_ID DWB_TAG(0x0010, 0x0020)
-#define TAG_ISSUER_PID DWB_TAG(0x0010, 0x0021)
-#define TAG_STUDY_UID DWB_TAG(0x0020, 0x000D)
-#define TAG_SERIES_UID DWB_TAG(0x0020, 0x000E)
-#define TAG_SOP_UID DWB_TAG(0x0008, 0x0018)
-#define TAG_SOP_CLASS DWB_TAG(0x0008, 0x0016)
 #define MAX_QIDO_BYTES (64u << 20)
 #define MAX_INSTANCES 5000000
 
@@ -50,14 +44,6 @@ static void ul_free(uidlist *l) {
     memset(l, 0, sizeof *l);
 }
 
-static int valid_uid(const char *s) {
-    size_t n = strlen(s);
-    if (n == 0 || n > 64) return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || s[i] == '.')) return 0;
-    return 1;
-}
-
 typedef struct qctx {
     const dwb_upstream *up;
     const dwb_log_ctx *log;
@@ -78,18 +64,18 @@ static dwb_status collect(void *ud, dwb_attrs *ds) {
     const char *c = q->key2 ? dwb_attrs_get_str(ds, q->key2) : NULL;
     dwb_status st = DWB_OK;
     if (q->must_pid) {
-        const char *pid = dwb_attrs_get_str(ds, TAG_PATIENT_ID);
-        const char *iss = dwb_attrs_get_str(ds, TAG_ISSUER_PID);
+        const char *pid = dwb_attrs_get_str(ds, DWB_TAG_PATIENT_ID);
+        const char *iss = dwb_attrs_get_str(ds, DWB_TAG_ISSUER_PID);
         if ((pid && strcmp(pid, q->must_pid) != 0) || (q->must_issuer && iss && strcmp(iss, q->must_issuer) != 0)) {
             dwb_attrs_free(ds);
             return DWB_OK;
         }
     }
-    if (v && valid_uid(v)) {
+    if (v && dwb_uid_valid(v)) {
         if (ul_add(q->out, v, c) < 0) st = dwb_error_set(q->err, DWB_E_LIMIT, "too many instances");
         else if (q->series_out) {
-            const char *se = dwb_attrs_get_str(ds, TAG_SERIES_UID);
-            if (ul_add(q->series_out, se && valid_uid(se) ? se : "", NULL) < 0)
+            const char *se = dwb_attrs_get_str(ds, DWB_TAG_SERIES_UID);
+            if (ul_add(q->series_out, se && dwb_uid_valid(se) ? se : "", NULL) < 0)
                 st = dwb_error_set(q->err, DWB_E_LIMIT, "too many instances");
         }
     }
@@ -148,8 +134,8 @@ static dwb_status resolve_series(qctx *q, dwb_rplan *p, const char *study, const
     uidlist inst = {0};
     char path[256], query[512] = "includefield=00080016";
     snprintf(path, sizeof path, "/studies/%s/series/%s/instances", study, series);
-    q->key = TAG_SOP_UID;
-    q->key2 = TAG_SOP_CLASS;
+    q->key = DWB_TAG_SOP_UID;
+    q->key2 = DWB_TAG_SOP_CLASS;
     q->out = &inst;
     dwb_status st;
     if (sops && sops->n_values > 0) {
@@ -185,8 +171,8 @@ static dwb_status resolve_study_at_once(qctx *q, dwb_rplan *p, const char *study
     uidlist inst = {0}, ser = {0};
     char path[256];
     snprintf(path, sizeof path, "/studies/%s/instances", study);
-    q->key = TAG_SOP_UID;
-    q->key2 = TAG_SOP_CLASS;
+    q->key = DWB_TAG_SOP_UID;
+    q->key2 = DWB_TAG_SOP_CLASS;
     q->out = &inst;
     q->series_out = &ser;
     dwb_status st = qido_list(q, path, "includefield=00080016&includefield=0020000E");
@@ -227,7 +213,7 @@ static dwb_status resolve_study(qctx *q, dwb_rplan *p, const char *study) {
     uidlist series = {0};
     char path[256];
     snprintf(path, sizeof path, "/studies/%s/series", study);
-    q->key = TAG_SERIES_UID;
+    q->key = DWB_TAG_SERIES_UID;
     q->key2 = 0;
     q->out = &series;
     st = qido_list(q, path, "includefield=0020000E");
@@ -247,7 +233,7 @@ static dwb_status uid_values(const dwb_attrs *id, uint32_t tag, const char *name
     if (!a || a->n_values == 0) return key_error(err, tag, name, "required for this retrieve level");
     if (!allow_list && a->n_values != 1) return key_error(err, tag, name, "must be a single UID at this level");
     for (size_t i = 0; i < a->n_values; i++)
-        if (!valid_uid(a->values[i])) return key_error(err, tag, name, "not a valid UID (wildcards are not allowed in C-MOVE/C-GET)");
+        if (!dwb_uid_valid(a->values[i])) return key_error(err, tag, name, "not a valid UID (wildcards are not allowed in C-MOVE/C-GET)");
     *out = a;
     return DWB_OK;
 }
@@ -255,8 +241,8 @@ static dwb_status uid_values(const dwb_attrs *id, uint32_t tag, const char *name
 dwb_status dwb_retrieve_resolve(const dwb_upstream *up, dwb_qr_model model, const dwb_attrs *id, const dwb_log_ctx *log,
                                 int (*is_cancelled)(void *), void *ud, dwb_rplan **out, dwb_error *err) {
     *out = NULL;
-    const char *lv = dwb_attrs_get_str(id, TAG_QR_LEVEL);
-    if (!lv) return key_error(err, TAG_QR_LEVEL, "QueryRetrieveLevel", "missing");
+    const char *lv = dwb_attrs_get_str(id, DWB_TAG_QR_LEVEL);
+    if (!lv) return key_error(err, DWB_TAG_QR_LEVEL, "QueryRetrieveLevel", "missing");
     char level[17];
     snprintf(level, sizeof level, "%s", lv);
     for (size_t n = strlen(level); n > 0 && level[n - 1] == ' '; n--) level[n - 1] = '\0';
@@ -267,25 +253,25 @@ dwb_status dwb_retrieve_resolve(const dwb_upstream *up, dwb_qr_model model, cons
     const dwb_attr *a = NULL, *b = NULL, *c = NULL;
     if (!strcmp(level, "PATIENT")) {
         if (model != DWB_QR_PATIENT_ROOT) {
-            st = key_error(err, TAG_QR_LEVEL, "QueryRetrieveLevel", "PATIENT level is not part of the Study Root model");
+            st = key_error(err, DWB_TAG_QR_LEVEL, "QueryRetrieveLevel", "PATIENT level is not part of the Study Root model");
         } else {
-            const char *pid = dwb_attrs_get_str(id, TAG_PATIENT_ID);
-            const dwb_attr *pa = dwb_attrs_find(id, TAG_PATIENT_ID);
+            const char *pid = dwb_attrs_get_str(id, DWB_TAG_PATIENT_ID);
+            const dwb_attr *pa = dwb_attrs_find(id, DWB_TAG_PATIENT_ID);
             if (!pid || !pa || pa->n_values != 1 || strchr(pid, '*') || strchr(pid, '?')) {
-                st = key_error(err, TAG_PATIENT_ID, "PatientID", "required with a single value at PATIENT level");
+                st = key_error(err, DWB_TAG_PATIENT_ID, "PatientID", "required with a single value at PATIENT level");
             } else {
                 uidlist studies = {0};
                 char query[600], enc[200], ienc[200] = "";
-                const char *issuer = dwb_attrs_get_str(id, TAG_ISSUER_PID);
+                const char *issuer = dwb_attrs_get_str(id, DWB_TAG_ISSUER_PID);
                 if (issuer && !*issuer) issuer = NULL;
                 if (dwb_url_encode(pid, enc, sizeof enc) < 0 || (issuer && dwb_url_encode(issuer, ienc, sizeof ienc) < 0)) {
-                    st = key_error(err, TAG_PATIENT_ID, "PatientID", "too long");
+                    st = key_error(err, DWB_TAG_PATIENT_ID, "PatientID", "too long");
                 } else {
                     /* The issuer narrows the query when given; every study is re-checked here, because a store
                      * may match PatientID loosely (case, wildcards, issuer ignored). */
                     snprintf(query, sizeof query, "00100020=%s%s%s&includefield=0020000D&includefield=00100020"
                              "&includefield=00100021", enc, issuer ? "&00100021=" : "", issuer ? ienc : "");
-                    q.key = TAG_STUDY_UID;
+                    q.key = DWB_TAG_STUDY_UID;
                     q.out = &studies;
                     q.must_pid = pid;
                     q.must_issuer = issuer;
@@ -297,20 +283,20 @@ dwb_status dwb_retrieve_resolve(const dwb_upstream *up, dwb_qr_model model, cons
             }
         }
     } else if (!strcmp(level, "STUDY")) {
-        if ((st = uid_values(id, TAG_STUDY_UID, "StudyInstanceUID", 1, &a, err)) == DWB_OK)
+        if ((st = uid_values(id, DWB_TAG_STUDY_UID, "StudyInstanceUID", 1, &a, err)) == DWB_OK)
             for (size_t i = 0; st == DWB_OK && i < a->n_values; i++) st = resolve_study(&q, p, a->values[i]);
     } else if (!strcmp(level, "SERIES")) {
-        if ((st = uid_values(id, TAG_STUDY_UID, "StudyInstanceUID", 0, &a, err)) == DWB_OK &&
-            (st = uid_values(id, TAG_SERIES_UID, "SeriesInstanceUID", 1, &b, err)) == DWB_OK)
+        if ((st = uid_values(id, DWB_TAG_STUDY_UID, "StudyInstanceUID", 0, &a, err)) == DWB_OK &&
+            (st = uid_values(id, DWB_TAG_SERIES_UID, "SeriesInstanceUID", 1, &b, err)) == DWB_OK)
             for (size_t i = 0; st == DWB_OK && i < b->n_values; i++)
                 st = resolve_series(&q, p, a->values[0], b->values[i], NULL);
     } else if (!strcmp(level, "IMAGE")) {
-        if ((st = uid_values(id, TAG_STUDY_UID, "StudyInstanceUID", 0, &a, err)) == DWB_OK &&
-            (st = uid_values(id, TAG_SERIES_UID, "SeriesInstanceUID", 0, &b, err)) == DWB_OK &&
-            (st = uid_values(id, TAG_SOP_UID, "SOPInstanceUID", 1, &c, err)) == DWB_OK)
+        if ((st = uid_values(id, DWB_TAG_STUDY_UID, "StudyInstanceUID", 0, &a, err)) == DWB_OK &&
+            (st = uid_values(id, DWB_TAG_SERIES_UID, "SeriesInstanceUID", 0, &b, err)) == DWB_OK &&
+            (st = uid_values(id, DWB_TAG_SOP_UID, "SOPInstanceUID", 1, &c, err)) == DWB_OK)
             st = resolve_series(&q, p, a->values[0], b->values[0], c);
     } else {
-        st = key_error(err, TAG_QR_LEVEL, "QueryRetrieveLevel", "not PATIENT, STUDY, SERIES or IMAGE");
+        st = key_error(err, DWB_TAG_QR_LEVEL, "QueryRetrieveLevel", "not PATIENT, STUDY, SERIES or IMAGE");
     }
     if (st != DWB_OK) {
         dwb_rplan_free(p);

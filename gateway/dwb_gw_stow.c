@@ -16,6 +16,7 @@
 
 #include "dwb_log.h"
 #include "dwb_multipart.h"
+#include "dwb_tags.h"
 
 /* The file meta group must be complete within this many bytes (it is a few hundred in practice). */
 #define HEAD_MAX (64u << 10)
@@ -50,14 +51,6 @@ struct dwb_gw_stow {
     size_t n_res, cap_res;
 };
 
-static int valid_uid(const char *s) {
-    size_t n = strlen(s);
-    if (!n || n > 64) return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || s[i] == '.')) return 0;
-    return 1;
-}
-
 int dwb_gw_stow_meta_uids(const unsigned char *b, size_t len, char *cls, char *uid) {
     cls[0] = uid[0] = '\0';
     if (len < 132) return 0;
@@ -88,7 +81,7 @@ int dwb_gw_stow_meta_uids(const unsigned char *b, size_t len, char *cls, char *u
             dst[n] = '\0';
         }
         o += hdr + vlen;
-        if (cls[0] && uid[0]) return valid_uid(cls) && valid_uid(uid) ? 1 : -1;
+        if (cls[0] && uid[0]) return dwb_uid_valid(cls) && dwb_uid_valid(uid) ? 1 : -1;
     }
 }
 

@@ -20,6 +20,7 @@
 #include "dwb_retrieve.h"
 #include "dwb_send.h"
 #include "dwb_upstream.h"
+#include "dwb_tags.h"
 
 static const char *k_usage =
     "usage: dicomweb-bridge import --config FILE --upstream AE --destination AE\n"
@@ -41,14 +42,6 @@ static volatile sig_atomic_t g_interrupted;
 static void on_sigint(int sig) {
     (void)sig;
     g_interrupted = 1;
-}
-
-static int valid_uid(const char *s) {
-    size_t n = strlen(s);
-    if (n == 0 || n > 64) return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || s[i] == '.')) return 0;
-    return 1;
 }
 
 static char *trim(char *s) {
@@ -88,7 +81,7 @@ static dwb_status read_list(const dwb_upstream *up, const char *path, int series
         char *l = trim(line);
         if (!*l || *l == '#') continue;
         if (!series_mode) {
-            if (!valid_uid(l)) {
+            if (!dwb_uid_valid(l)) {
                 st = dwb_error_set(err, DWB_E_INVALID, "%s:%d: '%s' is not a StudyInstanceUID", path, lineno, l);
                 break;
             }
@@ -102,7 +95,7 @@ static dwb_status read_list(const dwb_upstream *up, const char *path, int series
         }
         *sep = '\0';
         char *a = trim(l), *b = trim(sep + 1);
-        if (!valid_uid(a) || !valid_uid(b)) {
+        if (!dwb_uid_valid(a) || !dwb_uid_valid(b)) {
             if (lineno == 1) continue; /* a CSV header line */
             st = dwb_error_set(err, DWB_E_INVALID, "%s:%d: '%s,%s' are not two UIDs", path, lineno, a, b);
             break;
@@ -117,7 +110,7 @@ static dwb_status collect_study(void *ud, dwb_attrs *ds) {
     char ***list = ud;
     const char *uid = dwb_attrs_get_str(ds, DWB_TAG(0x0020, 0x000D));
     dwb_status st = DWB_OK;
-    if (uid && valid_uid(uid)) {
+    if (uid && dwb_uid_valid(uid)) {
         size_t n = 0;
         while ((*list)[n]) n++;
         char **nl = realloc(*list, (n + 2) * sizeof *nl);

@@ -11,12 +11,8 @@
 #include <strings.h>
 
 #include "dwb_keywords.h"
+#include "dwb_tags.h"
 
-#define TAG_QR_LEVEL DWB_TAG(0x0008, 0x0052)
-#define TAG_PATIENT_ID DWB_TAG(0x0010, 0x0020)
-#define TAG_STUDY_UID DWB_TAG(0x0020, 0x000D)
-#define TAG_SERIES_UID DWB_TAG(0x0020, 0x000E)
-#define TAG_SOP_UID DWB_TAG(0x0008, 0x0018)
 
 /* One query parameter, kept apart so that a filter the store refuses can be left out of the next request. */
 typedef struct qido_param {
@@ -211,11 +207,11 @@ static dwb_status build_query(dwb_qido_plan *p) {
 
 static const char *tag_name(uint32_t tag) {
     switch (tag) {
-    case TAG_QR_LEVEL: return "QueryRetrieveLevel";
-    case TAG_PATIENT_ID: return "PatientID";
-    case TAG_STUDY_UID: return "StudyInstanceUID";
-    case TAG_SERIES_UID: return "SeriesInstanceUID";
-    case TAG_SOP_UID: return "SOPInstanceUID";
+    case DWB_TAG_QR_LEVEL: return "QueryRetrieveLevel";
+    case DWB_TAG_PATIENT_ID: return "PatientID";
+    case DWB_TAG_STUDY_UID: return "StudyInstanceUID";
+    case DWB_TAG_SERIES_UID: return "SeriesInstanceUID";
+    case DWB_TAG_SOP_UID: return "SOPInstanceUID";
     default: return "attribute";
     }
 }
@@ -225,14 +221,6 @@ static dwb_status key_error(dwb_error *err, uint32_t tag, const char *fmt, const
     snprintf(msg, sizeof msg, fmt, arg ? arg : "");
     return dwb_error_set(err, DWB_E_INVALID, "(%04X,%04X) %s: %s", DWB_TAG_GROUP(tag), DWB_TAG_ELEMENT(tag),
                          tag_name(tag), msg);
-}
-
-static int valid_uid(const char *s) {
-    size_t n = strlen(s);
-    if (n == 0 || n > 64) return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || s[i] == '.')) return 0;
-    return 1;
 }
 
 static const char *level_name(dwb_qr_level l) {
@@ -253,7 +241,7 @@ static dwb_status require_unique(const dwb_attrs *id, uint32_t tag, dwb_qr_level
     if (!a || a->n_values != 1 || !a->values[0][0]) return key_error(err, tag, "%s", why);
     const char *v = a->values[0];
     if (strchr(v, '*') || strchr(v, '?')) return key_error(err, tag, "wildcards are not allowed in a unique key%s", NULL);
-    if (tag != TAG_PATIENT_ID && !valid_uid(v)) return key_error(err, tag, "'%.64s' is not a valid UID", v);
+    if (tag != DWB_TAG_PATIENT_ID && !dwb_uid_valid(v)) return key_error(err, tag, "'%.64s' is not a valid UID", v);
     *value = v;
     return DWB_OK;
 }
@@ -282,8 +270,8 @@ static int add_ignore(dwb_qido_plan *p, uint32_t tag) {
 
 dwb_status dwb_qido_plan_new(const dwb_attrs *id, dwb_qr_model model, dwb_qido_plan **out, dwb_error *err) {
     *out = NULL;
-    const dwb_attr *lv = dwb_attrs_find(id, TAG_QR_LEVEL);
-    if (!lv || lv->n_values != 1) return key_error(err, TAG_QR_LEVEL, "missing%s", NULL);
+    const dwb_attr *lv = dwb_attrs_find(id, DWB_TAG_QR_LEVEL);
+    if (!lv || lv->n_values != 1) return key_error(err, DWB_TAG_QR_LEVEL, "missing%s", NULL);
     const char *ls;
     size_t ln;
     ls = lv->values[0];
@@ -294,18 +282,18 @@ dwb_status dwb_qido_plan_new(const dwb_attrs *id, dwb_qr_model model, dwb_qido_p
     else if (ln == 5 && !strncmp(ls, "STUDY", 5)) level = DWB_LEVEL_STUDY;
     else if (ln == 6 && !strncmp(ls, "SERIES", 6)) level = DWB_LEVEL_SERIES;
     else if (ln == 5 && !strncmp(ls, "IMAGE", 5)) level = DWB_LEVEL_IMAGE;
-    else return key_error(err, TAG_QR_LEVEL, "'%.16s' is not PATIENT, STUDY, SERIES or IMAGE", ls);
+    else return key_error(err, DWB_TAG_QR_LEVEL, "'%.16s' is not PATIENT, STUDY, SERIES or IMAGE", ls);
     if (level == DWB_LEVEL_PATIENT && model == DWB_QR_STUDY_ROOT)
-        return key_error(err, TAG_QR_LEVEL, "PATIENT level is not part of the Study Root model%s", NULL);
+        return key_error(err, DWB_TAG_QR_LEVEL, "PATIENT level is not part of the Study Root model%s", NULL);
 
     const char *study = NULL, *series = NULL, *pid = NULL;
     dwb_status st;
     if (model == DWB_QR_PATIENT_ROOT && level >= DWB_LEVEL_STUDY)
-        if ((st = require_unique(id, TAG_PATIENT_ID, level, &pid, err)) != DWB_OK) return st;
+        if ((st = require_unique(id, DWB_TAG_PATIENT_ID, level, &pid, err)) != DWB_OK) return st;
     if (level >= DWB_LEVEL_SERIES)
-        if ((st = require_unique(id, TAG_STUDY_UID, level, &study, err)) != DWB_OK) return st;
+        if ((st = require_unique(id, DWB_TAG_STUDY_UID, level, &study, err)) != DWB_OK) return st;
     if (level >= DWB_LEVEL_IMAGE)
-        if ((st = require_unique(id, TAG_SERIES_UID, level, &series, err)) != DWB_OK) return st;
+        if ((st = require_unique(id, DWB_TAG_SERIES_UID, level, &series, err)) != DWB_OK) return st;
 
     dwb_qido_plan *p = calloc(1, sizeof *p);
     if (!p) return dwb_error_set(err, DWB_E_NOMEM, "out of memory");
@@ -322,13 +310,13 @@ dwb_status dwb_qido_plan_new(const dwb_attrs *id, dwb_qr_model model, dwb_qido_p
     for (size_t i = 0; i < dwb_attrs_count(id) && !oom; i++) {
         const dwb_attr *a = dwb_attrs_at(id, i);
         uint32_t tag = a->tag;
-        if (DWB_TAG_GROUP(tag) == 0x0000 || DWB_TAG_GROUP(tag) == 0x0002 || tag == TAG_QR_LEVEL ||
+        if (DWB_TAG_GROUP(tag) == 0x0000 || DWB_TAG_GROUP(tag) == 0x0002 || tag == DWB_TAG_QR_LEVEL ||
             tag == DWB_TAG(0x0008, 0x0005))
             continue;
         int alevel = dwb_qido_attr_level(tag, model, level);
-        int unique_above = (tag == TAG_PATIENT_ID && model == DWB_QR_PATIENT_ROOT && level >= DWB_LEVEL_STUDY) ||
-                           (tag == TAG_STUDY_UID && level >= DWB_LEVEL_SERIES) ||
-                           (tag == TAG_SERIES_UID && level >= DWB_LEVEL_IMAGE);
+        int unique_above = (tag == DWB_TAG_PATIENT_ID && model == DWB_QR_PATIENT_ROOT && level >= DWB_LEVEL_STUDY) ||
+                           (tag == DWB_TAG_STUDY_UID && level >= DWB_LEVEL_SERIES) ||
+                           (tag == DWB_TAG_SERIES_UID && level >= DWB_LEVEL_IMAGE);
         char hex[9];
         snprintf(hex, sizeof hex, "%08X", tag);
         if (alevel > (int)level) {
@@ -343,7 +331,7 @@ dwb_status dwb_qido_plan_new(const dwb_attrs *id, dwb_qr_model model, dwb_qido_p
         }
         if (unique_above) {
             /* In the path already (UIDs); PatientID of Patient Root is filtered below. */
-            if (tag == TAG_PATIENT_ID && add_filter(p, tag, pid, 1) < 0) oom = 1;
+            if (tag == DWB_TAG_PATIENT_ID && add_filter(p, tag, pid, 1) < 0) oom = 1;
             continue;
         }
         if (alevel < (int)level) {
@@ -353,17 +341,17 @@ dwb_status dwb_qido_plan_new(const dwb_attrs *id, dwb_qr_model model, dwb_qido_p
         }
         /* Server-side filter: only what QIDO-RS defines unambiguously. The local matcher re-checks all. The unique
          * key of the query level itself stays a unique key: a store refusing it is not worked around. */
-        int unique = (tag == TAG_PATIENT_ID && level == DWB_LEVEL_PATIENT) ||
-                     (tag == TAG_STUDY_UID && level == DWB_LEVEL_STUDY) ||
-                     (tag == TAG_SERIES_UID && level == DWB_LEVEL_SERIES) ||
-                     (tag == TAG_SOP_UID && level == DWB_LEVEL_IMAGE);
+        int unique = (tag == DWB_TAG_PATIENT_ID && level == DWB_LEVEL_PATIENT) ||
+                     (tag == DWB_TAG_STUDY_UID && level == DWB_LEVEL_STUDY) ||
+                     (tag == DWB_TAG_SERIES_UID && level == DWB_LEVEL_SERIES) ||
+                     (tag == DWB_TAG_SOP_UID && level == DWB_LEVEL_IMAGE);
         if (a->n_items || !strcmp(a->vr, "SQ") || a->n_values == 0) continue;
         if (a->n_values > 1) {
             if (!strcmp(a->vr, "UI")) {
                 sbuf list = {0};
                 int ok = 1;
                 for (size_t v = 0; v < a->n_values; v++) {
-                    if (!valid_uid(a->values[v])) ok = 0;
+                    if (!dwb_uid_valid(a->values[v])) ok = 0;
                     if (v) sb_add(&list, ",");
                     sb_add(&list, a->values[v]);
                 }
@@ -375,7 +363,7 @@ dwb_status dwb_qido_plan_new(const dwb_attrs *id, dwb_qr_model model, dwb_qido_p
         }
         const char *v = a->values[0];
         if (!v[0] || !strcmp(v, "\"\"") || !strcmp(v, "*")) continue;
-        if (!strcmp(a->vr, "UI") && !valid_uid(v)) {
+        if (!strcmp(a->vr, "UI") && !dwb_uid_valid(v)) {
             dwb_qido_plan_free(p);
             return dwb_error_set(err, DWB_E_INVALID, "(%04X,%04X): '%.64s' is not a valid UID", DWB_TAG_GROUP(tag),
                                  DWB_TAG_ELEMENT(tag), v);
@@ -389,9 +377,9 @@ dwb_status dwb_qido_plan_new(const dwb_attrs *id, dwb_qr_model model, dwb_qido_p
         if (add_filter(p, tag, v, unique) < 0) oom = 1;
     }
     /* Fields the bridge itself needs: unique keys (responses, follow-up queries, patient grouping). */
-    static const uint32_t need_study[] = {TAG_STUDY_UID, TAG_PATIENT_ID, DWB_TAG(0x0010, 0x0021)};
-    static const uint32_t need_series[] = {TAG_SERIES_UID};
-    static const uint32_t need_image[] = {TAG_SOP_UID, TAG_SERIES_UID};
+    static const uint32_t need_study[] = {DWB_TAG_STUDY_UID, DWB_TAG_PATIENT_ID, DWB_TAG(0x0010, 0x0021)};
+    static const uint32_t need_series[] = {DWB_TAG_SERIES_UID};
+    static const uint32_t need_image[] = {DWB_TAG_SOP_UID, DWB_TAG_SERIES_UID};
     const uint32_t *need = need_study;
     size_t n_need = 3;
     if (level == DWB_LEVEL_SERIES) need = need_series, n_need = 1;

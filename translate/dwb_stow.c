@@ -9,12 +9,8 @@
 
 #include "dwb_dicomjson.h"
 #include "dwb_dicomxml.h"
+#include "dwb_tags.h"
 
-#define TAG_FAILED_SEQ DWB_TAG(0x0008, 0x1198)
-#define TAG_REF_SEQ DWB_TAG(0x0008, 0x1199)
-#define TAG_REF_SOP_UID DWB_TAG(0x0008, 0x1155)
-#define TAG_FAILURE_REASON DWB_TAG(0x0008, 0x1197)
-#define TAG_WARNING_REASON DWB_TAG(0x0008, 0x1196)
 
 static dwb_status add(dwb_stow_result *r, size_t *cap, const char *uid, dwb_stow_outcome o, unsigned reason,
                       dwb_error *err) {
@@ -43,19 +39,19 @@ static unsigned reason_of(const dwb_attrs *item, uint32_t tag) {
 
 static dwb_status collect(const dwb_attrs *ds, dwb_stow_result *out, size_t *cap, dwb_error *err) {
     dwb_status st;
-    const dwb_attr *failed = dwb_attrs_find(ds, TAG_FAILED_SEQ);
-    const dwb_attr *ok = dwb_attrs_find(ds, TAG_REF_SEQ);
+    const dwb_attr *failed = dwb_attrs_find(ds, DWB_TAG_FAILED_SEQ);
+    const dwb_attr *ok = dwb_attrs_find(ds, DWB_TAG_REF_SEQ);
     for (size_t i = 0; failed && i < failed->n_items; i++) {
-        const char *uid = dwb_attrs_get_str(failed->items[i], TAG_REF_SOP_UID);
+        const char *uid = dwb_attrs_get_str(failed->items[i], DWB_TAG_REF_SOP_UID);
         if (!uid) continue;
-        unsigned reason = reason_of(failed->items[i], TAG_FAILURE_REASON);
+        unsigned reason = reason_of(failed->items[i], DWB_TAG_FAILURE_REASON);
         /* A failed item without a reason is still a failure; 0xC000 ("cannot understand") is the generic one. */
         if ((st = add(out, cap, uid, DWB_STOW_FAILED, reason ? reason : 0xC000, err)) != DWB_OK) return st;
     }
     for (size_t i = 0; ok && i < ok->n_items; i++) {
-        const char *uid = dwb_attrs_get_str(ok->items[i], TAG_REF_SOP_UID);
+        const char *uid = dwb_attrs_get_str(ok->items[i], DWB_TAG_REF_SOP_UID);
         if (!uid) continue;
-        unsigned w = reason_of(ok->items[i], TAG_WARNING_REASON);
+        unsigned w = reason_of(ok->items[i], DWB_TAG_WARNING_REASON);
         if ((st = add(out, cap, uid, w ? DWB_STOW_WARNING : DWB_STOW_STORED, w, err)) != DWB_OK) return st;
     }
     return DWB_OK;
