@@ -16,6 +16,7 @@
 #include "dwb_limits.h"
 #include "dwb_match.h"
 #include "dwb_multipart.h"
+#include "dwb_qido_pager.h"
 #include "dwb_tags.h"
 
 
@@ -24,7 +25,6 @@
 /* Patient-level queries aggregate studies per patient before answering; this bounds that table. */
 #define MAX_PATIENTS 200000
 /* A store that ignores offset would page forever. */
-#define MAX_PAGES 100000
 
 static void copy_str(char *d, size_t cap, const char *s) {
     size_t n = strnlen(s, cap - 1);
@@ -81,10 +81,7 @@ typedef struct find_run {
     dwb_error err;          /* first failure */
     unsigned short fail_status;
     char comment[160];        /* short ErrorComment for the SCU; the log line gets r->err in full */
-    unsigned long page_count; /* data sets in the current page */
-    char first_uid[96];       /* first unique key of the current page, to detect a store ignoring offset */
-    char prev_first[96];      /* same for the previous page */
-    long offset;              /* offset of the current page */
+    dwb_qido_pages pages;     /* limit/offset, and a store that ignores offset (dwb_qido_pager.h) */
     struct {
         long code;            /* 400 or 422 to the first page: not yet a failure, widen_after_refusal judges it */
         char *body;           /* the store's answer (first 4 KiB), malloc'd */
@@ -239,7 +236,7 @@ static dwb_status fetch_and_parse(find_run *r, const char *url, char **warning) 
             r->fail_status = 0xC000;
             return DWB_E_LIMIT;
         }
-        if (st == DWB_E_HTTP && (resp.code == 400 || resp.code == 422) && r->offset == 0) {
+        if (st == DWB_E_HTTP && (resp.code == 400 || resp.code == 422) && r->pages.offset == 0) {
             /* Maybe a filter the store does not support: the caller decides (widen_after_refusal). A later page
              * is not about filters, the same ones were accepted on the first. */
             r->refusal.code = resp.code;
@@ -330,65 +327,31 @@ oom:
 
 /* Pages through path?query (JSON only: follow-up queries are small) and counts results into cc. */
 static dwb_status count_query(find_run *r, const char *path, const char *query, count_ctx *cc) {
-    long page = r->up->conf->qido_page_size > 0 ? r->up->conf->qido_page_size : 1000;
-    if (page > 5000) page = 5000;
     cc->sum_known = 1;
-    for (long offset = 0, pages = 0; pages < MAX_PAGES; pages++) {
-        if (is_cancelled_cb(r)) {
-            r->fail_status = 0xFE00;
-            return DWB_E_CANCELLED;
-        }
-        char url[4096];
-        int n = snprintf(url, sizeof url, "%s%s?%s&limit=%ld&offset=%ld", r->up->conf->base_url, path, query, page,
-                         offset);
-        if (n < 0 || (size_t)n >= sizeof url) return dwb_error_set(&r->err, DWB_E_LIMIT, "follow-up URL too long");
-        fetch_ctx fc = {r, {NULL, 0, 0, MAX_PAGE_BYTES, 0}};
-        const char *hdr[1] = {"Accept: application/dicom+json"};
-        dwb_http_request req = {0};
-        req.url = url;
-        req.headers = hdr;
-        req.n_headers = 1;
-        req.on_body = fetch_body;
-        req.is_cancelled = fetch_cancel;
-        req.ud = &fc;
-        req.log_ctx_assoc = r->log ? r->log->assoc : NULL;
-        dwb_http_response resp = {0};
-        dwb_error e = {0};
-        dwb_status st = dwb_http_perform(r->up->http, &req, &resp, &e);
-        r->out->requests++;
-        int warned = resp.warning != NULL;
-        if (st != DWB_OK) {
-            free(fc.body.data);
-            if (fc.body.too_big) {
-                dwb_http_response_cleanup(&resp);
-                r->fail_status = 0xC000;
-                return dwb_error_set(&r->err, DWB_E_LIMIT, "store response larger than %u MiB refused",
-                                     MAX_PAGE_BYTES >> 20);
-            }
-            set_failure_from_http(r, st, &e, resp.error_body);
-            dwb_http_response_cleanup(&resp);
-            return st;
-        }
-        dwb_http_response_cleanup(&resp);
-        unsigned long before = cc->n;
-        if (fc.body.len > 0) {
-            dwb_parse_limits lim = dwb_parse_limits_default();
-            dwb_error pe = {0};
-            st = dwb_dicomjson_parse_array(fc.body.data, fc.body.len, &lim, count_on_ds, cc, &pe);
-            if (st != DWB_OK) {
-                free(fc.body.data);
-                r->err = pe;
-                dwb_error_prefix(&r->err, "store sent an unreadable response");
-                r->fail_status = 0xC000;
-                return st;
-            }
-        }
-        free(fc.body.data);
-        unsigned long got = cc->n - before;
-        if (got == 0 || ((long)got < page && !warned)) return DWB_OK;
-        offset += (long)got;
+    dwb_qido_pager_opts o = {0};
+    o.page_cap = 5000;
+    o.max_page_bytes = MAX_PAGE_BYTES;
+    o.is_cancelled = is_cancelled_cb;
+    o.ud = r;
+    o.log = r->log;
+    dwb_qido_pager_out out;
+    dwb_error e = {0};
+    dwb_status st = dwb_qido_each(r->up, path, query, &o, count_on_ds, cc, &out, &e);
+    r->out->requests += out.requests;
+    if (st == DWB_E_CANCELLED) {
+        r->fail_status = 0xFE00;
+    } else if (st == DWB_E_LIMIT) {
+        r->fail_status = 0xC000;
+        dwb_error_set(&r->err, DWB_E_LIMIT, "store response larger than %u MiB refused", MAX_PAGE_BYTES >> 20);
+    } else if (st == DWB_E_PARSE) {
+        r->err = e;
+        dwb_error_prefix(&r->err, "store sent an unreadable response");
+        r->fail_status = 0xC000;
+    } else if (st != DWB_OK) {
+        set_failure_from_http(r, st, &e, out.error_body);
     }
-    return DWB_OK;
+    dwb_qido_pager_out_cleanup(&out);
+    return st;
 }
 
 static dwb_status put_count(dwb_attrs *a, uint32_t tag, unsigned long v) {
@@ -583,21 +546,17 @@ static dwb_status on_candidate(find_run *r, dwb_attrs *cand) {
 
 static dwb_status on_dataset_entry(void *ud, dwb_attrs *ds) {
     find_run *r = ud;
-    r->page_count++;
-    if (r->page_count == 1) {
-        const char *uid = NULL;
-        switch (r->level) {
-        case DWB_LEVEL_PATIENT:
-        case DWB_LEVEL_STUDY: uid = dwb_attrs_get_str(ds, DWB_TAG_STUDY_UID); break;
-        case DWB_LEVEL_SERIES: uid = dwb_attrs_get_str(ds, DWB_TAG_SERIES_UID); break;
-        case DWB_LEVEL_IMAGE: uid = dwb_attrs_get_str(ds, DWB_TAG_SOP_UID); break;
-        }
-        snprintf(r->first_uid, sizeof r->first_uid, "%s", uid ? uid : "");
-        if (r->offset > 0 && r->first_uid[0] && strcmp(r->first_uid, r->prev_first) == 0 && !r->fail_status) {
-            /* Same page again: the store ignores offset. Stop before answering duplicates. */
-            r->fail_status = 0xC000;
-            dwb_error_set(&r->err, DWB_E_PARSE, "store ignores the QIDO offset parameter (same page twice)");
-        }
+    const char *uid = NULL;
+    switch (r->level) {
+    case DWB_LEVEL_PATIENT:
+    case DWB_LEVEL_STUDY: uid = dwb_attrs_get_str(ds, DWB_TAG_STUDY_UID); break;
+    case DWB_LEVEL_SERIES: uid = dwb_attrs_get_str(ds, DWB_TAG_SERIES_UID); break;
+    case DWB_LEVEL_IMAGE: uid = dwb_attrs_get_str(ds, DWB_TAG_SOP_UID); break;
+    }
+    if (dwb_qido_pages_result(&r->pages, uid) && !r->fail_status) {
+        /* Same page again: the store ignores offset. Stop before answering duplicates. */
+        r->fail_status = 0xC000;
+        dwb_error_set(&r->err, DWB_E_PARSE, "store ignores the QIDO offset parameter (same page twice)");
     }
     dwb_status st = r->stopped || r->fail_status ? DWB_E_CANCELLED : on_candidate(r, ds);
     dwb_attrs_free(ds);
@@ -746,24 +705,19 @@ dwb_status dwb_find_run(const dwb_upstream *up, dwb_qr_model model, const dwb_at
     dwb_qido_plan_match_opts(r.plan, &r.mopts);
     if (drop_known_refusals(&r) != DWB_OK) r.fail_status = 0xA700;
 
-    long page = up->conf->qido_page_size > 0 ? up->conf->qido_page_size : 1000;
-    if (page > page_cap(r.level)) page = page_cap(r.level);
-    long offset = 0;
-    for (int pages = 0; pages < MAX_PAGES && !r.fail_status; pages++) {
-        r.offset = offset;
+    dwb_qido_pages_init(&r.pages, up->conf->qido_page_size, page_cap(r.level));
+    while (!r.fail_status) {
         if (is_cancelled_cb(&r)) {
             r.fail_status = 0xFE00;
             break;
         }
         char *url = NULL;
-        if (dwb_qido_plan_url(r.plan, up->conf->base_url, offset, page, &url, &e) != DWB_OK) {
+        if (dwb_qido_plan_url(r.plan, up->conf->base_url, r.pages.offset, r.pages.page, &url, &e) != DWB_OK) {
             r.fail_status = 0xA900;
             r.err = e;
             break;
         }
         char *warning = NULL;
-        r.page_count = 0;
-        r.first_uid[0] = '\0';
         dwb_log_ctx lc = log ? *log : (dwb_log_ctx){0};
         if (dwb_log_enabled(DWB_LOG_DEBUG)) {
             char logurl[1024];
@@ -777,6 +731,7 @@ dwb_status dwb_find_run(const dwb_upstream *up, dwb_qr_model model, const dwb_at
             free(r.refusal.body);
             memset(&r.refusal, 0, sizeof r.refusal);
             free(warning);
+            r.pages.got = 0;
             if (again) continue; /* the first page again, without the refused filters */
             break;
         }
@@ -784,13 +739,10 @@ dwb_status dwb_find_run(const dwb_upstream *up, dwb_qr_model model, const dwb_at
             free(warning);
             break;
         }
-        if (warning) DWB_INFO(&lc, "store warning on page at offset %ld: %s", offset, warning);
-        long got = (long)r.page_count;
-        int truncated = warning != NULL && got > 0;
+        if (warning) DWB_INFO(&lc, "store warning on page at offset %ld: %s", r.pages.offset, warning);
+        int truncated = warning != NULL;
         free(warning);
-        if (got == 0 || (got < page && !truncated)) break;
-        snprintf(r.prev_first, sizeof r.prev_first, "%s", r.first_uid);
-        offset += got;
+        if (!dwb_qido_pages_next(&r.pages, truncated)) break;
     }
     if (r.level == DWB_LEVEL_PATIENT) finish_patients(&r);
     else free(r.patients);

@@ -9,6 +9,7 @@
 #include "dwb_dicomjson.h"
 #include "dwb_http.h"
 #include "dwb_multipart.h"
+#include "dwb_qido_pager.h"
 #include "dwb_tags.h"
 
 #define MAX_QIDO_BYTES (64u << 20)
@@ -83,32 +84,18 @@ static dwb_status collect(void *ud, dwb_attrs *ds) {
     return st;
 }
 
-/* GETs path?query page by page (JSON) and collects key (and key2) of each result. */
+/* Every page of path?query (JSON), collecting key (and key2) of each result. */
 static dwb_status qido_list(qctx *q, const char *path, const char *query) {
-    long page = q->up->conf->qido_page_size > 0 ? q->up->conf->qido_page_size : 1000;
-    if (page > 5000) page = 5000;
-    for (long offset = 0;;) {
-        if (q->is_cancelled && q->is_cancelled(q->ud)) return dwb_error_set(q->err, DWB_E_CANCELLED, "cancelled");
-        char url[4096];
-        int n = snprintf(url, sizeof url, "%s%s?%s%slimit=%ld&offset=%ld", q->up->conf->base_url, path, query,
-                         query[0] ? "&" : "", page, offset);
-        if (n < 0 || (size_t)n >= sizeof url) return dwb_error_set(q->err, DWB_E_LIMIT, "QIDO URL too long");
-        char *body = NULL;
-        size_t len = 0;
-        dwb_http_response resp = {0};
-        dwb_status st = dwb_http_get_buffer(q->up->http, url, "application/dicom+json", MAX_QIDO_BYTES, &body, &len,
-                                            &resp, q->err);
-        int warned = resp.warning != NULL;
-        dwb_http_response_cleanup(&resp);
-        if (st != DWB_OK) return st;
-        size_t before = q->out->n;
-        if (len > 0) st = dwb_dicomjson_parse_array(body, len, NULL, collect, q, q->err);
-        free(body);
-        if (st != DWB_OK) return st;
-        size_t got = q->out->n - before;
-        if (got == 0 || ((long)got < page && !warned)) return DWB_OK;
-        offset += (long)got;
-    }
+    dwb_qido_pager_opts o = {0};
+    o.page_cap = 5000;
+    o.max_page_bytes = MAX_QIDO_BYTES;
+    o.is_cancelled = q->is_cancelled;
+    o.ud = q->ud;
+    o.log = q->log;
+    dwb_qido_pager_out out;
+    dwb_status st = dwb_qido_each(q->up, path, query, &o, collect, q, &out, q->err);
+    dwb_qido_pager_out_cleanup(&out);
+    return st;
 }
 
 static dwb_status add_series(dwb_rplan *p, const char *study, const char *series, uidlist *inst, int whole) {

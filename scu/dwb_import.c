@@ -17,6 +17,7 @@
 #include "dwb_http.h"
 #include "dwb_log.h"
 #include "dwb_qido.h"
+#include "dwb_qido_pager.h"
 #include "dwb_retrieve.h"
 #include "dwb_send.h"
 #include "dwb_upstream.h"
@@ -42,6 +43,11 @@ static volatile sig_atomic_t g_interrupted;
 static void on_sigint(int sig) {
     (void)sig;
     g_interrupted = 1;
+}
+
+static int on_cancelled(void *ud) {
+    (void)ud;
+    return g_interrupted;
 }
 
 static char *trim(char *s) {
@@ -106,20 +112,26 @@ static dwb_status read_list(const dwb_upstream *up, const char *path, int series
     return st;
 }
 
+typedef struct study_list {
+    char (*uid)[65];
+    size_t n, cap;
+} study_list;
+
 static dwb_status collect_study(void *ud, dwb_attrs *ds) {
-    char ***list = ud;
-    const char *uid = dwb_attrs_get_str(ds, DWB_TAG(0x0020, 0x000D));
+    study_list *l = ud;
+    const char *uid = dwb_attrs_get_str(ds, DWB_TAG_STUDY_UID);
     dwb_status st = DWB_OK;
     if (uid && dwb_uid_valid(uid)) {
-        size_t n = 0;
-        while ((*list)[n]) n++;
-        char **nl = realloc(*list, (n + 2) * sizeof *nl);
-        if (!nl) st = DWB_E_NOMEM;
-        else {
-            *list = nl;
-            nl[n] = strdup(uid);
-            nl[n + 1] = NULL;
+        if (l->n == l->cap) {
+            size_t cap = l->cap ? l->cap * 2 : 64;
+            char(*nv)[65] = realloc(l->uid, cap * sizeof *nv);
+            if (!nv) st = DWB_E_NOMEM;
+            else {
+                l->uid = nv;
+                l->cap = cap;
+            }
         }
+        if (st == DWB_OK) snprintf(l->uid[l->n++], 65, "%s", uid);
     }
     dwb_attrs_free(ds);
     return st;
@@ -151,28 +163,13 @@ static void translate_query(const char *q, char *out, size_t cap) {
 static dwb_status run_query(const dwb_upstream *up, const char *query, dwb_rplan *plan, dwb_error *err) {
     char q[2048];
     translate_query(query, q, sizeof q);
-    char **studies = calloc(1, sizeof *studies);
-    dwb_status st = studies ? DWB_OK : DWB_E_NOMEM;
-    long page = 1000;
-    for (long offset = 0; st == DWB_OK;) {
-        char url[4096];
-        snprintf(url, sizeof url, "%s/studies?%s&includefield=0020000D&limit=%ld&offset=%ld", up->conf->base_url, q,
-                 page, offset);
-        char *body = NULL;
-        size_t len = 0;
-        size_t before = 0;
-        while (studies[before]) before++;
-        st = dwb_http_get_buffer(up->http, url, "application/dicom+json", 64u << 20, &body, &len, NULL, err);
-        if (st == DWB_OK && len) st = dwb_dicomjson_parse_array(body, len, NULL, collect_study, &studies, err);
-        free(body);
-        size_t after = 0;
-        while (studies && studies[after]) after++;
-        if (st != DWB_OK || after - before < (size_t)page) break;
-        offset += (long)(after - before);
-    }
-    for (size_t i = 0; st == DWB_OK && studies[i]; i++) st = add_selection(up, studies[i], NULL, plan, err);
-    for (size_t i = 0; studies && studies[i]; i++) free(studies[i]);
-    free(studies);
+    strncat(q, "&includefield=0020000D", sizeof q - strlen(q) - 1);
+    study_list studies = {0};
+    dwb_qido_pager_opts o = {0};
+    o.is_cancelled = on_cancelled;
+    dwb_status st = dwb_qido_each(up, "/studies", q, &o, collect_study, &studies, NULL, err);
+    for (size_t i = 0; st == DWB_OK && i < studies.n; i++) st = add_selection(up, studies.uid[i], NULL, plan, err);
+    free(studies.uid);
     return st;
 }
 
@@ -260,10 +257,6 @@ static void on_series_done(void *ud, const dwb_rseries *se, size_t failed) {
     }
 }
 
-static int on_cancelled(void *ud) {
-    (void)ud;
-    return g_interrupted;
-}
 
 int dwb_import_main(int argc, char **argv) {
     const char *config = NULL, *upstream = NULL, *destination = NULL, *studies = NULL, *series = NULL, *query = NULL;
