@@ -1,6 +1,9 @@
 /* dicomweb-bridge: command-line entry point. Parses the subcommand, loads the config, initialises the
  * logger and the HTTP stack (the only process-wide state), and runs the DIMSE server until SIGTERM. */
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -195,7 +198,20 @@ static int cmd_serve(int argc, char **argv) {
     return rc;
 }
 
+/* Instances of a few hundred KB to a few MB pass through the bridge by the thousand. With glibc's defaults each
+ * such buffer is a fresh mmap (or a heap trimmed back to the kernel after it), so every byte is page-faulted
+ * and zeroed again: measured (bench/move.py, 300 x 512 KB) as half of the bridge's CPU during a C-MOVE. Keep
+ * them in the heap and keep freed memory for reuse; how much is held at once is bounded by the retrieve budget
+ * and the fetch threads, not by this. */
+static void tune_malloc(void) {
+#ifdef __GLIBC__
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
+#endif
+}
+
 int main(int argc, char **argv) {
+    tune_malloc();
     if (argc < 2 || is_help(argv[1])) {
         fputs(k_usage, argc < 2 ? stderr : stdout);
         return argc < 2 ? EXIT_USAGE : EXIT_OK;

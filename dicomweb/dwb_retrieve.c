@@ -11,6 +11,7 @@
 #include "dwb_multipart.h"
 #include "dwb_qido_pager.h"
 #include "dwb_tags.h"
+#include "dwb_uidset.h"
 
 #define MAX_QIDO_BYTES (64u << 20)
 #define MAX_INSTANCES 5000000
@@ -98,22 +99,71 @@ static dwb_status qido_list(qctx *q, const char *path, const char *query) {
     return st;
 }
 
-static dwb_status add_series(dwb_rplan *p, const char *study, const char *series, uidlist *inst, int whole) {
+struct dwb_rseries_state {
+    dwb_uidset got;    /* SOP Instance UIDs delivered in this run */
+    size_t n_got;
+    dwb_uidset index;  /* the listed UIDs, for lookups; built at first use */
+    int indexed;
+    uidlist lazy;      /* an unlisted series' instance list, asked after a transfer failed part-way */
+    int lazy_listed;
+};
+
+static void state_free(dwb_rseries_state *st) {
+    if (!st) return;
+    dwb_uidset_clear(&st->got);
+    dwb_uidset_clear(&st->index);
+    ul_free(&st->lazy);
+    free(st);
+}
+
+/* The series' instance list (the plan's, or the one asked lazily); NULL if none. */
+static char (*listed(const dwb_rseries *s, size_t *n))[65] {
+    if (s->sop) {
+        *n = s->n;
+        return s->sop;
+    }
+    if (s->state && s->state->lazy_listed) {
+        *n = s->state->lazy.n;
+        return s->state->lazy.v;
+    }
+    *n = 0;
+    return NULL;
+}
+
+static dwb_rseries *new_series(dwb_rplan *p, const char *study, const char *series) {
     dwb_rseries *ns = realloc(p->series, (p->n_series + 1) * sizeof *ns);
-    if (!ns) return DWB_E_NOMEM;
+    if (!ns) return NULL;
     p->series = ns;
-    dwb_rseries *s = &p->series[p->n_series++];
+    dwb_rseries *s = &p->series[p->n_series];
     memset(s, 0, sizeof *s);
+    if (!(s->state = calloc(1, sizeof *s->state))) return NULL;
+    p->n_series++;
     snprintf(s->study_uid, sizeof s->study_uid, "%s", study);
     snprintf(s->series_uid, sizeof s->series_uid, "%s", series);
+    return s;
+}
+
+static dwb_status add_series(dwb_rplan *p, const char *study, const char *series, uidlist *inst, int whole) {
+    dwb_rseries *s = new_series(p, study, series);
+    if (!s) return DWB_E_NOMEM;
     s->n = inst->n;
     s->sop = inst->v;
     s->cls = inst->cls;
     s->whole = whole;
-    s->seen = calloc(inst->n ? inst->n : 1, 1);
     memset(inst, 0, sizeof *inst); /* ownership moved */
     p->total += s->n;
-    return s->seen ? DWB_OK : DWB_E_NOMEM;
+    return DWB_OK;
+}
+
+/* A whole series known by the store's count and SOP class only (no instance list). */
+static dwb_status add_series_counted(dwb_rplan *p, const char *study, const char *series, size_t n, const char *cls) {
+    dwb_rseries *s = new_series(p, study, series);
+    if (!s) return DWB_E_NOMEM;
+    s->n = n;
+    s->whole = 1;
+    snprintf(s->cls_hint, sizeof s->cls_hint, "%s", cls);
+    p->total += n;
+    return DWB_OK;
 }
 
 /* Instances of one series (optionally restricted to a UID list). */
@@ -191,10 +241,88 @@ static dwb_status resolve_study_at_once(qctx *q, dwb_rplan *p, const char *study
     return st;
 }
 
+/* The series of a study, from one series-level query that names each series' instance count and SOP class:
+ * the plan needs no instance list (the store's cheapest answer; the list is asked only if a transfer fails).
+ * usable = 0 when the store leaves out the count or the class: the caller plans by instances instead. With
+ * only != NULL, just those series. */
+typedef struct series_row {
+    char uid[65], cls[65];
+    size_t n;
+} series_row;
+
+typedef struct series_rows {
+    series_row *v;
+    size_t n, cap;
+    int incomplete;
+    dwb_error *err;
+} series_rows;
+
+static dwb_status collect_series_row(void *ud, dwb_attrs *ds) {
+    series_rows *r = ud;
+    const char *uid = dwb_attrs_get_str(ds, DWB_TAG_SERIES_UID);
+    const char *cls = dwb_attrs_get_str(ds, DWB_TAG_SOP_CLASS);
+    const char *cnt = dwb_attrs_get_str(ds, DWB_TAG_SERIES_INSTANCES);
+    dwb_status st = DWB_OK;
+    char *end = NULL;
+    unsigned long long n = cnt ? strtoull(cnt, &end, 10) : 0;
+    if (!uid || !dwb_uid_valid(uid) || !cls || !dwb_uid_valid(cls) || !cnt || end == cnt || *end || n > MAX_INSTANCES) {
+        r->incomplete = 1;
+    } else if (r->n == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 16;
+        series_row *nv = realloc(r->v, cap * sizeof *nv);
+        if (!nv) st = dwb_error_set(r->err, DWB_E_NOMEM, "out of memory");
+        else {
+            r->v = nv;
+            r->cap = cap;
+        }
+    }
+    if (st == DWB_OK && !r->incomplete) {
+        series_row *row = &r->v[r->n++];
+        snprintf(row->uid, sizeof row->uid, "%s", uid);
+        snprintf(row->cls, sizeof row->cls, "%s", cls);
+        row->n = (size_t)n;
+    }
+    dwb_attrs_free(ds);
+    return st;
+}
+
+static dwb_status resolve_study_by_series(qctx *q, dwb_rplan *p, const char *study, const dwb_attr *only,
+                                          int *usable) {
+    *usable = 0;
+    series_rows rows = {0};
+    rows.err = q->err;
+    char path[256];
+    snprintf(path, sizeof path, "/studies/%s/series", study);
+    dwb_qido_pager_opts o = {0};
+    o.page_cap = 5000;
+    o.max_page_bytes = MAX_QIDO_BYTES;
+    o.is_cancelled = q->is_cancelled;
+    o.ud = q->ud;
+    o.log = q->log;
+    dwb_status st = dwb_qido_each(q->up, path, "includefield=0020000E&includefield=00201209&includefield=00080016", &o,
+                                  collect_series_row, &rows, NULL, q->err);
+    if (st == DWB_OK && !rows.incomplete) {
+        *usable = 1;
+        for (size_t i = 0; st == DWB_OK && i < rows.n; i++) {
+            int wanted = !only;
+            for (size_t k = 0; only && !wanted && k < only->n_values; k++) wanted = !strcmp(only->values[k], rows.v[i].uid);
+            if (wanted && rows.v[i].n > 0) st = add_series_counted(p, study, rows.v[i].uid, rows.v[i].n, rows.v[i].cls);
+        }
+    }
+    free(rows.v);
+    /* A store that refuses the series query or its include fields: plan by instances (the next query will tell
+     * whether the store is really down). Cancel and memory errors end the resolution. */
+    if (st == DWB_E_CANCELLED || st == DWB_E_NOMEM) return st;
+    return DWB_OK;
+}
+
 static dwb_status resolve_study(qctx *q, dwb_rplan *p, const char *study) {
     int usable = 0;
     size_t before = p->n_series;
-    dwb_status st = resolve_study_at_once(q, p, study, &usable);
+    dwb_status st = resolve_study_by_series(q, p, study, NULL, &usable);
+    if (st != DWB_OK || usable) return st;
+    while (p->n_series > before) dwb_rplan_remove_series(p, p->n_series - 1);
+    st = resolve_study_at_once(q, p, study, &usable);
     if (st != DWB_OK || usable) return st;
     while (p->n_series > before) dwb_rplan_remove_series(p, p->n_series - 1);
     uidlist series = {0};
@@ -274,9 +402,15 @@ dwb_status dwb_retrieve_resolve(const dwb_upstream *up, dwb_qr_model model, cons
             for (size_t i = 0; st == DWB_OK && i < a->n_values; i++) st = resolve_study(&q, p, a->values[i]);
     } else if (!strcmp(level, "SERIES")) {
         if ((st = uid_values(id, DWB_TAG_STUDY_UID, "StudyInstanceUID", 0, &a, err)) == DWB_OK &&
-            (st = uid_values(id, DWB_TAG_SERIES_UID, "SeriesInstanceUID", 1, &b, err)) == DWB_OK)
-            for (size_t i = 0; st == DWB_OK && i < b->n_values; i++)
-                st = resolve_series(&q, p, a->values[0], b->values[i], NULL);
+            (st = uid_values(id, DWB_TAG_SERIES_UID, "SeriesInstanceUID", 1, &b, err)) == DWB_OK) {
+            int usable = 0;
+            st = resolve_study_by_series(&q, p, a->values[0], b, &usable);
+            if (st == DWB_OK && !usable) {
+                while (p->n_series > 0) dwb_rplan_remove_series(p, p->n_series - 1);
+                for (size_t i = 0; st == DWB_OK && i < b->n_values; i++)
+                    st = resolve_series(&q, p, a->values[0], b->values[i], NULL);
+            }
+        }
     } else if (!strcmp(level, "IMAGE")) {
         if ((st = uid_values(id, DWB_TAG_STUDY_UID, "StudyInstanceUID", 0, &a, err)) == DWB_OK &&
             (st = uid_values(id, DWB_TAG_SERIES_UID, "SeriesInstanceUID", 0, &b, err)) == DWB_OK &&
@@ -298,7 +432,7 @@ void dwb_rplan_free(dwb_rplan *p) {
     for (size_t i = 0; i < p->n_series; i++) {
         free(p->series[i].sop);
         free(p->series[i].cls);
-        free(p->series[i].seen);
+        state_free(p->series[i].state);
     }
     free(p->series);
     free(p);
@@ -308,8 +442,8 @@ const char **dwb_rplan_sop_classes(const dwb_rplan *p, size_t *n) {
     size_t cap = 16, cnt = 0;
     const char **v = malloc(cap * sizeof *v);
     for (size_t s = 0; v && s < p->n_series; s++)
-        for (size_t i = 0; i < p->series[s].n; i++) {
-            const char *c = p->series[s].cls[i];
+        for (size_t i = 0; i < (p->series[s].cls ? p->series[s].n : 1); i++) {
+            const char *c = p->series[s].cls ? p->series[s].cls[i] : p->series[s].cls_hint;
             if (!c[0]) continue;
             int dup = 0;
             for (size_t k = 0; k < cnt && !dup; k++) dup = !strcmp(v[k], c);
@@ -329,12 +463,46 @@ const char **dwb_rplan_sop_classes(const dwb_rplan *p, size_t *n) {
 }
 
 int dwb_retrieve_mark_seen(const dwb_rseries *s, const char *sop) {
-    for (size_t i = 0; i < s->n; i++)
-        if (!strcmp(s->sop[i], sop)) {
-            s->seen[i] = 1; /* seen[] is scratch state of the run, not part of the plan's identity */
-            return 1;
+    dwb_rseries_state *st = s->state;
+    if (dwb_uidset_has(&st->got, sop)) return 0; /* twice in one answer, or again after a retry: sent once */
+    size_t n = 0;
+    char(*uids)[65] = listed(s, &n);
+    if (!s->sop && st->n_got >= s->n) return 0; /* more than the store counted when the plan was made */
+    if (uids) {
+        if (!st->indexed) {
+            for (size_t i = 0; i < n; i++)
+                if (dwb_uidset_add(&st->index, uids[i]) != 0) return 0;
+            st->indexed = 1;
         }
-    return 0;
+        if (!dwb_uidset_has(&st->index, sop)) return 0;
+    }
+    if (dwb_uidset_add(&st->got, sop) != 0) return 0;
+    st->n_got++;
+    return 1;
+}
+
+const char *dwb_rseries_uid(const dwb_rseries *s, size_t k) {
+    size_t n = 0;
+    char(*uids)[65] = listed(s, &n);
+    return uids && k < n ? uids[k] : NULL;
+}
+
+dwb_status dwb_retrieve_list_series(const dwb_upstream *up, const dwb_rseries *se, const dwb_log_ctx *log,
+                                    dwb_error *err) {
+    dwb_rseries_state *st = se->state;
+    if (se->sop || st->lazy_listed) return DWB_OK;
+    char path[256];
+    snprintf(path, sizeof path, "/studies/%s/series/%s/instances", se->study_uid, se->series_uid);
+    qctx q = {up, log, NULL, NULL, DWB_TAG_SOP_UID, 0, &st->lazy, NULL, NULL, NULL, err};
+    dwb_status r = qido_list(&q, path, "includefield=00080018");
+    if (r != DWB_OK) {
+        ul_free(&st->lazy);
+        return r;
+    }
+    st->lazy_listed = 1;
+    st->indexed = 0;
+    dwb_uidset_clear(&st->index);
+    return DWB_OK;
 }
 
 /* ---- streaming ---- */
@@ -482,7 +650,8 @@ static int sleep_cancellable(const dwb_retrieve_callbacks *cb, long ms) {
 
 /* One series: the whole series (or the listed instances) first; then, while planned instances are missing
  * after a transfer that failed part-way, only those, one instance-level request each, with backoff, until
- * max_attempts requests of each were made. Every instance already received is kept. */
+ * max_attempts requests of each were made. Every instance already received is kept. A series planned by count
+ * is listed (one QIDO-RS) only when its transfer came back incomplete. */
 dwb_status dwb_retrieve_stream_series(const dwb_upstream *up, const dwb_rplan *plan, size_t index,
                                       const dwb_log_ctx *log, size_t max_instance_bytes,
                                       const dwb_retrieve_callbacks *cb, dwb_error *err) {
@@ -492,34 +661,63 @@ dwb_status dwb_retrieve_stream_series(const dwb_upstream *up, const dwb_rplan *p
     s.cb = cb;
     s.max = max_instance_bytes;
     const dwb_rseries *se = &plan->series[index];
+    dwb_rseries_state *rs = se->state;
     s.series = se;
     dwb_log_ctx lc = log ? *log : (dwb_log_ctx){0};
     int max_attempts = plan->max_attempts > 0 ? plan->max_attempts : 1;
-    char (*whys)[200] = calloc(se->n ? se->n : 1, sizeof *whys);
-    if (!whys) return dwb_error_set(err, DWB_E_NOMEM, "out of memory");
+    char last_why[200] = "";    /* why the last whole-series request fell short */
+    char (*whys)[200] = NULL;   /* per listed instance: why its last request failed */
+    size_t n_list = 0;
+    char(*uids)[65] = listed(se, &n_list);
     for (int attempt = 1; attempt <= max_attempts && result == DWB_OK; attempt++) {
         /* First attempt: as planned. Later ones: the missing instances, one by one. */
         int whole = attempt == 1 && se->whole;
-        size_t missing = 0;
-        for (size_t k = 0; k < se->n; k++) missing += !se->seen[k];
-        if (missing == 0) break;
+        if (rs->n_got >= se->n) break;
+        if (!whole && !uids) {
+            dwb_error le = {0};
+            if (dwb_retrieve_list_series(up, se, log, &le) != DWB_OK) {
+                if (le.status == DWB_E_CANCELLED) {
+                    result = DWB_E_CANCELLED;
+                    break;
+                }
+                char w[400];
+                snprintf(w, sizeof w, "%.100s; the store did not list the series: %.80s",
+                         last_why[0] ? last_why : "not delivered", le.message);
+                snprintf(last_why, sizeof last_why, "%.199s", w);
+                break;
+            }
+            uids = listed(se, &n_list);
+        }
+        if (uids && !se->sop) {
+            /* Listed lazily: only what the list names can still arrive. */
+            size_t listed_missing = 0;
+            for (size_t k = 0; k < n_list; k++) listed_missing += !dwb_uidset_has(&rs->got, uids[k]);
+            if (listed_missing == 0) break;
+        }
+        if (uids && !whys) {
+            if (!(whys = calloc(n_list ? n_list : 1, sizeof *whys))) {
+                result = dwb_error_set(err, DWB_E_NOMEM, "out of memory");
+                break;
+            }
+            for (size_t k = 0; k < n_list; k++) memcpy(whys[k], last_why, sizeof whys[k]);
+        }
         if (attempt > 1) {
             DWB_INFO(&lc, "WADO-RS series %s: %zu instance(s) missing, asking again (attempt %d of %d)",
-                     se->series_uid, missing, attempt, max_attempts);
+                     se->series_uid, se->n - rs->n_got, attempt, max_attempts);
             if (sleep_cancellable(cb, 500L << (attempt - 2 < 6 ? attempt - 2 : 6))) {
                 result = DWB_E_CANCELLED;
                 break;
             }
         }
-        size_t n_urls = whole ? 1 : se->n;
-        for (size_t u = 0; u < n_urls; u++) {
-            if (!whole && se->seen[u]) continue;
+        size_t n_urls = whole ? 1 : n_list;
+        for (size_t u = 0; u < n_urls && rs->n_got < se->n; u++) {
+            if (!whole && dwb_uidset_has(&rs->got, uids[u])) continue;
             char url[1024], why[400] = "";
             if (whole)
                 snprintf(url, sizeof url, "%s/studies/%s/series/%s", up->conf->base_url, se->study_uid, se->series_uid);
             else
                 snprintf(url, sizeof url, "%s/studies/%s/series/%s/instances/%s", up->conf->base_url, se->study_uid,
-                         se->series_uid, se->sop[u]);
+                         se->series_uid, uids[u]);
             s.started = s.bad_type = s.perr_set = 0;
             s.too_big = 0;
             dwb_status st = fetch(up, url, plan->transfer_syntax, &s, err, why, sizeof why);
@@ -528,22 +726,34 @@ dwb_status dwb_retrieve_stream_series(const dwb_upstream *up, const dwb_rplan *p
                 break;
             }
             if (st != DWB_OK) DWB_WARN(&lc, "WADO-RS series %s: %s", se->series_uid, why);
-            size_t lo = whole ? 0 : u, hi = whole ? se->n : u + 1;
+            const char *w = why[0] ? why : (s.too_big ? "instance larger than the limit" : "not delivered by the store");
+            if (whole && rs->n_got < se->n)
+                snprintf(last_why, sizeof last_why, "%.190s",
+                         why[0] || s.too_big ? w : "the store delivered fewer instances than it counted for the series");
+            size_t lo = whole ? 0 : u, hi = whole ? (uids ? n_list : 0) : u + 1;
             for (size_t k = lo; k < hi; k++)
-                if (!se->seen[k])
-                    snprintf(whys[k], sizeof whys[k], "%.190s",
-                             why[0] ? why : (s.too_big ? "instance larger than the limit" : "not delivered by the store"));
+                if (!dwb_uidset_has(&rs->got, uids[k])) snprintf(whys[k], sizeof whys[k], "%.190s", w);
         }
     }
-    /* Every planned instance that did not arrive in the end is a failed sub-operation. */
-    if (result == DWB_OK)
-        for (size_t k = 0; k < se->n; k++)
-            if (!se->seen[k]) {
-                char reason[300];
-                snprintf(reason, sizeof reason, "%s (after %d request%s)", whys[k][0] ? whys[k] : "not delivered",
-                         max_attempts, max_attempts == 1 ? "" : "s");
-                cb->on_missing(cb->ud, se, se->sop[k], reason);
+    /* Every planned instance that did not arrive in the end is a failed sub-operation: by UID when the series is
+     * listed, otherwise as many as the store counted and did not deliver. */
+    if (result == DWB_OK) {
+        size_t reported = rs->n_got;
+        char reason[300];
+        for (size_t k = 0; uids && k < n_list && reported < se->n; k++)
+            if (!dwb_uidset_has(&rs->got, uids[k])) {
+                const char *w = whys && whys[k][0] ? whys[k] : last_why[0] ? last_why : "not delivered";
+                snprintf(reason, sizeof reason, "%s (after %d request%s)", w, max_attempts, max_attempts == 1 ? "" : "s");
+                cb->on_missing(cb->ud, se, uids[k], reason);
+                reported++;
             }
+        for (; reported < se->n; reported++) {
+            snprintf(reason, sizeof reason, "%s",
+                     uids ? "the store counted it for the series but does not list it" : last_why[0] ? last_why
+                                                                                               : "not delivered");
+            cb->on_missing(cb->ud, se, NULL, reason);
+        }
+    }
     free(whys);
     free(s.part);
     return result;
@@ -642,7 +852,7 @@ void dwb_rplan_remove_series(dwb_rplan *p, size_t index) {
     p->total -= s->n;
     free(s->sop);
     free(s->cls);
-    free(s->seen);
+    state_free(s->state);
     memmove(s, s + 1, (p->n_series - index - 1) * sizeof *s);
     p->n_series--;
 }

@@ -16,14 +16,21 @@
 extern "C" {
 #endif
 
+/* Run state of a series (what arrived; the instance list when it was asked lazily). Owned by the plan. */
+typedef struct dwb_rseries_state dwb_rseries_state;
+
 typedef struct dwb_rseries {
     char study_uid[65];
     char series_uid[65];
     size_t n;           /* instances to send */
-    char (*sop)[65];    /* SOP Instance UIDs */
-    char (*cls)[65];    /* their SOP Class UIDs */
+    /* Listed series: the SOP Instance and Class UIDs to send. A series planned from the store's series-level
+     * answer (count and SOP class) has none: sop and cls are NULL, every instance the store sends for it is
+     * planned (up to n), and the list is asked only when a transfer fails part-way. */
+    char (*sop)[65];
+    char (*cls)[65];
+    char cls_hint[65];  /* unlisted series: the SOP Class UID the store named for the series */
     int whole;          /* 1 = every instance of the series (series URL); 0 = listed instances only */
-    unsigned char *seen; /* per instance: delivered by the store in this run */
+    dwb_rseries_state *state;
 } dwb_rseries;
 
 typedef struct dwb_rplan {
@@ -43,7 +50,8 @@ void dwb_rplan_free(dwb_rplan *p);
 /* Moves every series of src to the end of dst and frees src (also on DWB_E_NOMEM it leaves src intact). */
 dwb_status dwb_rplan_take(dwb_rplan *dst, dwb_rplan *src);
 void dwb_rplan_remove_series(dwb_rplan *p, size_t index);
-/* Distinct SOP Class UIDs of the plan (for presentation contexts); *n set; pointers into the plan. */
+/* Distinct SOP Class UIDs of the plan (for presentation contexts); *n set. The array is malloc'd (the caller
+ * frees it), the strings point into the plan. */
 const char **dwb_rplan_sop_classes(const dwb_rplan *p, size_t *n);
 
 typedef struct dwb_retrieve_callbacks {
@@ -51,7 +59,8 @@ typedef struct dwb_retrieve_callbacks {
      * (cancel or a dead destination). */
     int (*on_instance)(void *ud, const dwb_rseries *series, const void *data, size_t len, const char *location);
     /* An instance the store could not deliver (listed in the plan but missing from, or cut off in, the WADO-RS
-     * response). */
+     * response). sop_uid is NULL for an instance of an unlisted series that the store counted but never
+     * delivered nor listed. */
     void (*on_missing)(void *ud, const dwb_rseries *series, const char *sop_uid, const char *reason);
     int (*is_cancelled)(void *ud);
     void *ud;
@@ -74,9 +83,16 @@ dwb_status dwb_retrieve_fetch_instance(const dwb_upstream *up, const char *study
                                        const char *sop_uid, const char *transfer_syntax, size_t max_bytes,
                                        int (*is_cancelled)(void *), void *ud, void **data, size_t *len,
                                        dwb_error *err);
-/* Called from on_instance with the SOP Instance UID found in the data set; 0 if the plan does not hold it
- * (then the caller neither sends nor counts it). */
+/* Called from on_instance with the SOP Instance UID found in the data set; 0 if the plan does not hold it, or
+ * it arrived before in this run, or an unlisted series already delivered its count (then the caller neither
+ * sends nor counts it). Not thread-safe for one series; different series may be marked from different threads. */
 int dwb_retrieve_mark_seen(const dwb_rseries *series, const char *sop_uid);
+/* Asks the store for the instance list of an unlisted series (one QIDO-RS), for callers that must name every
+ * instance (a failure response). Afterwards dwb_rseries_uid(series, k) answers for k < the listed count. */
+dwb_status dwb_retrieve_list_series(const dwb_upstream *up, const dwb_rseries *series, const dwb_log_ctx *log,
+                                    dwb_error *err);
+/* SOP Instance UID k of a series (listed, or listed lazily); NULL past the end or when not listed. */
+const char *dwb_rseries_uid(const dwb_rseries *series, size_t k);
 
 #ifdef __cplusplus
 }

@@ -128,7 +128,7 @@ int on_progress(void *ud, const dwb_send_totals *t) {
 
 void on_failed(void *ud, const char *sop, const char *why) {
     Run &r = *static_cast<Run *>(ud);
-    if (r.failed_uids.size() < 10000) r.failed_uids.push_back(sop);
+    if (*sop && r.failed_uids.size() < 10000) r.failed_uids.push_back(sop);
 }
 
 int check_cancel(void *ud) {
@@ -237,9 +237,14 @@ OFCondition dwb_handle_move_get(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_
     }
     if (st == DWB_E_CONNECT) {
         DWB_WARN(&ctx->log, "C-MOVE: %s", err.message);
-        for (size_t sx = 0; sx < plan->n_series; sx++)
-            for (size_t i = 0; i < plan->series[sx].n; i++)
-                if (r.failed_uids.size() < 10000) r.failed_uids.push_back(plan->series[sx].sop[i]);
+        // The Failed SOP Instance UID List names every instance: a series planned by count is listed now.
+        for (size_t sx = 0; sx < plan->n_series; sx++) {
+            dwb_error le = {};
+            dwb_retrieve_list_series(ctx->upstream, &plan->series[sx], &ctx->log, &le);
+            const char *u;
+            for (size_t i = 0; (u = dwb_rseries_uid(&plan->series[sx], i)) != nullptr; i++)
+                if (r.failed_uids.size() < 10000) r.failed_uids.push_back(u);
+        }
         r.t.failed = r.t.total;
         dwb_rplan_free(plan);
         return send_rsp(r, STATUS_MOVE_Refused_OutOfResourcesSubOperations, true, "destination unreachable");

@@ -247,6 +247,7 @@ struct Sender {
         dwb_send_totals *t;
         Dest dest;
         std::string dest_why; // why the destination failed (dest_dead)
+        std::vector<std::string> classes; // SOP classes proposed to an own destination
         bool halted = false;  // the sink's progress asked to stop (requester gone)
     } state;
 
@@ -292,9 +293,11 @@ void report(Sender &s) {
     if (k && k->progress && k->progress(k->ud, s.state.t)) s.state.halted = true;
 }
 
+// sop "" = an instance the store counted but never named (dwb_retrieve.h, on_missing).
 void fail_instance(Sender &s, const char *sop, const std::string &why) {
     s.state.t->failed++;
-    DWB_WARN(s.log(), "%s: instance %s failed: %s", s.svc(), sop, why.c_str());
+    if (*sop) DWB_WARN(s.log(), "%s: instance %s failed: %s", s.svc(), sop, why.c_str());
+    else DWB_WARN(s.log(), "%s: an instance the store counted but did not name failed: %s", s.svc(), why.c_str());
     const dwb_send_sink *k = s.set.sink;
     if (k && k->instance_failed) k->instance_failed(k->ud, sop, why.c_str());
 }
@@ -316,6 +319,27 @@ void count(Sender &s, Sent rc, const char *sop, const std::string &why, size_t b
 int p_cancelled(void *ud) { return static_cast<Sender *>(ud)->q.stop.load() ? 1 : 0; }
 
 Sent store_one(Sender &s, DcmDataset *ds, const char *cls, const char *sop, std::string &why);
+
+bool proposed(const Sender &s, const char *cls) {
+    for (auto &c : s.state.classes)
+        if (c == cls) return true;
+    return false;
+}
+
+Sent reassociate(Sender &s, const char *cls, std::string &why) {
+    const dwb_send_opts *o = s.set.o;
+    DWB_INFO(s.log(), "%s: an instance of SOP class %s, not proposed to %s: associating again", s.svc(), cls,
+             o->dest->ae_title);
+    close_dest(s.state.dest, false);
+    s.state.dest = Dest();
+    s.state.classes.push_back(cls);
+    std::string w;
+    if (!open_destination(o->cfg, o->dest, s.state.classes, s.state.dest, w)) {
+        why = "cannot associate again with the destination: " + w;
+        return Sent::DestDead;
+    }
+    return Sent::Ok;
+}
 
 // The destination takes none of the instance's syntax and the bridge cannot decode it (JPEG 2000 with Debian's
 // DCMTK): ask the store for it in Explicit VR Little Endian (Google and Orthanc with GDCM transcode), stamp the
@@ -376,6 +400,13 @@ Sent store_one(Sender &s, DcmDataset *ds, const char *cls, const char *sop, std:
         for (const char *u : kUncompressed)
             if ((pid = find_context(a, cls, u, &accepted)) != 0) break;
         if (pid == 0) pid = find_context(a, cls, nullptr, &accepted);
+        if (pid == 0 && o->dest && s.state.dest.own && !proposed(s, cls)) {
+            // A class the plan did not name (a series planned by its store-reported class holds another one):
+            // associate again, proposing it too.
+            Sent r = reassociate(s, cls, why);
+            if (r != Sent::Ok) return r;
+            return store_one(s, ds, cls, sop, why);
+        }
         if (pid == 0) {
             why = std::string("destination does not accept SOP class ") + cls;
             return Sent::Failed;
@@ -498,7 +529,7 @@ int p_instance(void *ud, const dwb_rseries *se, const void *data, size_t len, co
 void p_missing(void *ud, const dwb_rseries *se, const char *sop, const char *reason) {
     Sender &s = *static_cast<Sender *>(ud);
     Sender::Item it;
-    it.sop = sop;
+    it.sop = sop ? sop : "";
     it.why = reason;
     it.series = se;
     push(s, std::move(it));
@@ -708,11 +739,10 @@ extern "C" dwb_status dwb_send_run(const dwb_send_opts *o, const dwb_rplan *plan
     } else if (o->dest) {
         size_t n = 0;
         const char **classes = dwb_rplan_sop_classes(plan, &n);
-        std::vector<std::string> cl;
-        for (size_t i = 0; classes && i < n; i++) cl.push_back(classes[i]);
+        for (size_t i = 0; classes && i < n; i++) s.state.classes.push_back(classes[i]);
         free(classes);
         std::string why;
-        if (!open_destination(o->cfg, o->dest, cl, s.state.dest, why))
+        if (!open_destination(o->cfg, o->dest, s.state.classes, s.state.dest, why))
             return dwb_error_set(err, DWB_E_CONNECT, "destination %s: %s", o->dest->ae_title, why.c_str());
     } else if (o->requester) {
         s.state.dest.assoc = o->requester->assoc;

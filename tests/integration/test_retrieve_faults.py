@@ -6,6 +6,7 @@ plugin would be, but Debian's crashes: the fault store transcodes as Google does
 the source; a store that cannot transcode fails those instances with a reason naming the syntax; C-CANCEL in the
 middle of a C-GET sub-operation."""
 import os
+import json
 import re
 import struct
 import threading
@@ -156,7 +157,8 @@ class RetrieveFaultTest(TestCase):
 
     def test_round_trips_to_a_far_store(self):
         # Counted at the store, not timed: a study-level C-FIND is one QIDO-RS, and a C-MOVE of a study is one
-        # QIDO-RS for the whole plan plus one WADO-RS per series (bench/run-wan times them 50 ms away).
+        # QIDO-RS for the whole plan plus one WADO-RS per series (bench/run-wan times them 50 ms away). The plan
+        # is the series-level answer (counts and SOP classes): no instance list is asked while nothing fails.
         self.setup_store(lambda n, m, p, u: ("delay", 0.05), patients=1, studies=1, series=4, instances=3,
                          rows=16, cols=16)
         study = self.manifest["instances"][0]["StudyInstanceUID"]
@@ -170,7 +172,51 @@ class RetrieveFaultTest(TestCase):
         self.assertEqual(status_of(p), "0x0000", p.stdout[-1500:])
         paths = [e.path.split("?")[0] for e in self.fs.log[before:]]
         self.assertEqual(len(paths), 1 + 4, paths)
-        self.assertEqual(sum(1 for x in paths if x.endswith("/instances")), 1, "one QIDO-RS for the whole plan")
+        self.assertEqual(sum(1 for x in paths if x.endswith("/series")), 1, "one QIDO-RS for the whole plan")
+        self.assertEqual(sum(1 for x in paths if x.endswith("/instances")), 0, "no instance list")
+
+    def series_answer(self, edit):
+        """A policy that answers the plan's series-level QIDO-RS with Orthanc's answer passed through edit(rows)."""
+        import urllib.request
+
+        def policy(n, method, path, uids):
+            if method == "GET" and re.search(r"/studies/[0-9.]+/series$", path.split("?")[0]):
+                url = "http://127.0.0.1:%d%s" % (self.orthanc.http_port, path)
+                req = urllib.request.Request(url, headers={"Accept": "application/dicom+json"})
+                rows = json.loads(urllib.request.urlopen(req).read())
+                return ("answer", 200, [("Content-Type", "application/dicom+json")], json.dumps(edit(rows)).encode())
+            return None
+        return policy
+
+    def test_store_without_series_counts_is_planned_by_instances(self):
+        # A store whose series-level answer lacks the instance count: the plan falls back to the instance list.
+        def strip(rows):
+            for r in rows:
+                r.pop("00201209", None)
+            return rows
+        self.setup_store(None, patients=1, studies=1, series=2, instances=4, rows=16, cols=16)
+        self.fs.policy = self.series_answer(strip)
+        before = len(self.fs.log)
+        p = self.move(self.manifest["instances"][0]["StudyInstanceUID"])
+        self.assertEqual(status_of(p), "0x0000", p.stdout[-1500:])
+        self.assertEqual(self.received(), sorted(self.src))
+        paths = [e.path.split("?")[0] for e in self.fs.log[before:]]
+        self.assertTrue(any(x.endswith("/instances") for x in paths), paths)
+
+    def test_series_count_larger_than_what_the_store_has(self):
+        # The series query counted two instances more than the series holds (deleted since): the move sends what
+        # exists, lists the series once to learn what is missing, and fails exactly the two that never existed.
+        def inflate(rows):
+            rows[0]["00201209"]["Value"][0] = int(rows[0]["00201209"]["Value"][0]) + 2
+            return rows
+        self.setup_store(None, patients=1, studies=1, series=2, instances=4, rows=16, cols=16)
+        self.fs.policy = self.series_answer(inflate)
+        p = self.move(self.manifest["instances"][0]["StudyInstanceUID"])
+        self.assertEqual(status_of(p), "0xb000", p.stdout[-1500:])
+        self.assertEqual(counts_of(p)[:2], (8, 2))
+        self.assertEqual(self.received(), sorted(self.src))
+        self.assertEqual(self.bridge.log().count("the store counted it for the series but does not list it"), 2,
+                         self.bridge.log()[-3000:])
 
     def jpeg2000_cohort(self):
         d, man = harness.gencohort(self.workdir, name="plain", patients=1, studies=1, series=1, instances=4,

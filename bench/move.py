@@ -1,0 +1,167 @@
+"""C-MOVE bench with CPU seconds per process (issue 15). On loopback, every DCMTK peer with TCP_NODELAY=1:
+
+  bridge C-MOVE of the study (QIDO + WADO-RS + stamp + C-STORE into storescp)
+  vs  one WADO-RS of the whole study (curl), alone
+  vs  storescu of the same files into the same storescp, alone
+  vs  Orthanc's own C-MOVE of the study into the same storescp
+
+Runs are interleaved (one of each, then again), best of --repeat by wall time. For each run it prints the wall
+time and the CPU seconds (user + system) of the store (Orthanc), the bridge, the PACS (storescp) and the client
+(curl, storescu or movescu), read from /proc for the servers and from the children's rusage for the clients,
+and the bridge's peak resident memory during its C-MOVE runs. No assertion: the numbers are for people.
+
+  bench/run-move                       300 CT instances of 512 KB (150 MB), 4 series
+  bench/run-move --instances 4000      2 GB"""
+import argparse
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "integration"))
+import harness  # noqa: E402
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_of(pid):
+    """User + system CPU seconds of a running process (and its finished children), from /proc."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state); utime, stime, cutime, cstime are fields 14-17.
+    return sum(int(x) for x in fields[11:15]) / TICK
+
+
+def children_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def reset_peak(pid):
+    """Resets VmHWM (Linux >= 4.0) so that the next reading is the peak of the next run only."""
+    try:
+        with open("/proc/%d/clear_refs" % pid, "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_mb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--instances", type=int, default=300)
+    ap.add_argument("--series", type=int, default=4)
+    ap.add_argument("--rows", type=int, default=512, help="rows and columns of 16-bit pixels (512: 512 KB each)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--parallel-series", type=int, default=None, help="retrieve.parallel_series of the bridge")
+    ap.add_argument("--keep", action="store_true")
+    a = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="dwb-bench-move-")
+    per_series = max(1, a.instances // a.series)
+    cohort, man = harness.gencohort(work, patients=1, studies=1, series=a.series, instances=per_series,
+                                    rows=a.rows, cols=a.rows, modalities="CT")
+    files = [os.path.join(cohort, i["file"]) for i in man["instances"]]
+    total_mb = sum(os.path.getsize(f) for f in files) / 1e6
+    study = man["instances"][0]["StudyInstanceUID"]
+    pacs = harness.StoreSCP(work, aet="PACS")
+    orthanc = harness.Orthanc(work, modalities={"PACS": ["PACS", "127.0.0.1", pacs.port],
+                                                "MOVESCU": ["MOVESCU", "127.0.0.1", 104]},
+                              extra={"DicomAlwaysAllowMove": True})
+    servers = [pacs, orthanc]
+    try:
+        orthanc.upload(files)
+        retrieve = {"parallel_series": a.parallel_series} if a.parallel_series else {}
+        bridge = harness.Bridge(work, {
+            "upstreams": [{"ae_title": "STORE", "base_url": orthanc.dicomweb_url}],
+            "destinations": [{"ae_title": "PACS", "host": "127.0.0.1", "port": pacs.port}],
+            "retrieve": retrieve, "log": {"level": "warn"}})
+        servers.append(bridge)
+        procs = {"store": orthanc.proc.pid, "bridge": bridge.proc.pid, "PACS": pacs.proc.pid}
+
+        def clear():
+            for f in pacs.files():
+                os.unlink(f)
+
+        def check(what):
+            got = len(pacs.files())
+            if got != len(files):
+                raise SystemExit("%s: expected %d instances at the PACS, got %d" % (what, len(files), got))
+
+        def wado():
+            subprocess.run(["curl", "-sf", "-o", "/dev/null", "-H",
+                            'Accept: multipart/related; type="application/dicom"; transfer-syntax=*',
+                            "%s/studies/%s" % (orthanc.dicomweb_url, study)], check=True)
+
+        def storescu():
+            harness.run(["storescu", "-aec", "PACS", "127.0.0.1", str(pacs.port)] + files, check=True, timeout=3600)
+            check("storescu")
+
+        def bridge_move():
+            harness.run(["movescu", "-S", "-aec", "STORE", "-aem", "PACS", "-k", "QueryRetrieveLevel=STUDY",
+                         "-k", "StudyInstanceUID=" + study, "127.0.0.1", str(bridge.port)], check=True, timeout=3600)
+            check("bridge C-MOVE")
+
+        def orthanc_move():
+            harness.run(["movescu", "-S", "-aec", "ORTHANC", "-aem", "PACS", "-k", "QueryRetrieveLevel=STUDY",
+                         "-k", "StudyInstanceUID=" + study, "127.0.0.1", str(orthanc.dicom_port)], check=True,
+                        timeout=3600)
+            check("Orthanc C-MOVE")
+
+        cases = [("WADO-RS of the study (curl)", wado), ("storescu -> storescp", storescu),
+                 ("bridge C-MOVE", bridge_move), ("Orthanc C-MOVE", orthanc_move)]
+        runs = {name: [] for name, _ in cases}
+        peaks = []
+        for _ in range(a.repeat):
+            for name, fn in cases:
+                clear()
+                time.sleep(0.5)  # let the page cache and the previous run's writes settle
+                before = {k: cpu_of(p) for k, p in procs.items()}
+                child0 = children_cpu()
+                if name == "bridge C-MOVE":
+                    reset_peak(procs["bridge"])
+                t0 = time.perf_counter()
+                fn()
+                wall = time.perf_counter() - t0
+                cpu = {k: cpu_of(p) - before[k] for k, p in procs.items()}
+                cpu["client"] = children_cpu() - child0
+                runs[name].append((wall, cpu))
+                if name == "bridge C-MOVE":
+                    peaks.append(peak_mb(procs["bridge"]))
+        best = {name: min(v, key=lambda x: x[0]) for name, v in runs.items()}
+        print("\n%d instances in %d series, %.1f MB; best of %d interleaved runs (wall); CPU seconds of that run"
+              % (len(files), a.series, total_mb, a.repeat))
+        print("  %-30s %8s %8s %8s %8s %8s" % ("", "wall s", "store", "bridge", "PACS", "client"))
+        for name, (wall, cpu) in best.items():
+            print("  %-30s %8.3f %8.2f %8.2f %8.2f %8.2f" % (name, wall, cpu["store"], cpu["bridge"], cpu["PACS"],
+                                                          cpu["client"]))
+        w, s, m = best["WADO-RS of the study (curl)"], best["storescu -> storescp"], best["bridge C-MOVE"]
+        legs = max(w[0], s[0])
+        print("\n  bridge C-MOVE / slower leg                      %.2f   (target <= 1.15)" % (m[0] / legs))
+        print("  bridge C-MOVE / Orthanc C-MOVE                  %.2f" % (m[0] / best["Orthanc C-MOVE"][0]))
+        print("  store CPU in C-MOVE / store CPU in one WADO-RS  %.2f   (target <= 1.2)" %
+              (m[1]["store"] / max(w[1]["store"], 1e-9)))
+        print("  bridge CPU / (curl + storescu CPU)              %.2f   (target <= 1.0)" %
+              (m[1]["bridge"] / max(w[1]["client"] + s[1]["client"], 1e-9)))
+        print("  bridge peak resident during C-MOVE              %.0f MB (max of %d runs)" % (max(peaks), len(peaks)))
+    finally:
+        for srv in reversed(servers):
+            srv.close()
+        if a.keep:
+            print("work directory:", work)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
