@@ -18,12 +18,13 @@ FINDERS, MOVERS, STORERS = 12, 10, 10  # 32 associations at once
 STUDY_SERIES, SERIES_INSTANCES = 6, 50  # the moved study: 300 instances
 STORE_BATCH = 5                         # instances per C-STORE association, each time new ones
 
-# Peak RSS allowed for the bridge, by build. The target is 150 MB resident for a plain build. The
-# sanitizers inflate it by design: ASan keeps freed memory in a quarantine (256 MiB by default) and adds redzones
-# and shadow memory, TSan keeps shadow memory of 4-8 bytes per byte used plus its own histories. Figures measured
-# with this test on the 2-core development machine (60 s, 32 associations): see the README's load test section;
-# each bound is the figure measured with about 1.5 x margin.
-RSS_BOUND_MIB = {"plain": 150, "address": 600, "thread": 900}
+# Peak RSS allowed for the bridge, by build. The target is 150 MB resident, for the build that ships
+# (plain). The sanitizers inflate it by design: ASan keeps freed memory in a quarantine (256 MiB by default) and
+# adds redzones and shadow memory; TSan keeps shadow memory and its own histories. Measured with this test on the
+# 2-core development machine, 32 associations, 0 errors: plain RelWithDebInfo 86.9 MiB (60 s); ASan+UBSan -O0
+# 503 MiB (60 s) and 419 MiB (20 s); TSan RelWithDebInfo 473 MiB (30 s, scripts/test's length). The sanitizer
+# bounds are those figures with about 1.5 x margin; the plain bound is the target itself.
+RSS_BOUND_MIB = {"plain": 150, "address": 750, "thread": 750}
 
 
 def sanitizer_of_build():
