@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "dwb_config.h"
+#include "dwb_health.h"
 #include "dwb_http.h"
 #include "dwb_import.h"
 #include "dwb_log.h"
@@ -178,6 +179,14 @@ static int cmd_serve(int argc, char **argv) {
     if (dwb_server_new(cfg, &srv, &err) != DWB_OK) {
         DWB_ERROR(NULL, "%s", err.message);
     } else {
+        /* /healthz, /readyz and /metrics: a warning, not a failure, when the endpoint cannot start. */
+        dwb_upstream *const *ups = NULL;
+        dwb_spool *const *spools = NULL;
+        size_t n = dwb_server_stores(srv, &ups, &spools);
+        dwb_health *health = NULL;
+        dwb_error he = {0};
+        if (dwb_health_start(cfg, ups, spools, n, &health, &he) != DWB_OK)
+            DWB_WARN(NULL, "health and metrics endpoint not available: %s", he.message);
         g_server = srv;
         sa.sa_handler = on_signal;
         sigemptyset(&sa.sa_mask);
@@ -191,6 +200,7 @@ static int cmd_serve(int argc, char **argv) {
         sigaction(SIGTERM, &sa, NULL);
         sigaction(SIGINT, &sa, NULL);
         g_server = NULL;
+        dwb_health_stop(health); /* before the stores it probes go */
         dwb_server_free(srv);
     }
     dwb_http_global_cleanup();

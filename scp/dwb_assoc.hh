@@ -7,6 +7,7 @@
 #include "dcmtk/dcmnet/assoc.h"
 #include "dcmtk/dcmnet/dimse.h"
 #include "dcmtk/dcmnet/dcmlayer.h"
+#include "dcmtk/dcmdata/dcitem.h"
 
 #include "dwb_dimse.hh"
 
@@ -49,8 +50,14 @@ void dwb_commit_poll(dwb_assoc_ctx *ctx);
 void dwb_commit_assoc_closed(dwb_assoc_ctx *ctx);
 /* At shutdown: cancels pending commitment work and waits a moment for it. */
 void dwb_commit_shutdown(void);
+/* The DIMSE response builder (dwb_response.cc). */
+/* "C-FIND", "C-MOVE", ... for logs and metrics; "DIMSE" for others. */
+const char *dwb_command_name(T_DIMSE_Command c);
+/* Puts comment into detail as the ErrorComment, cut to 64 characters (the LO limit) with "..." when longer;
+ * false (nothing put) when comment is NULL or empty. The one place that cuts an ErrorComment. */
+bool dwb_put_error_comment(DcmItem *detail, const char *comment);
 /* Sends the response matching req's command (FIND/MOVE/GET/STORE) with a status and an ErrorComment
- * (truncated to 64 characters, the LO limit). DIMSE_BADCOMMANDTYPE for other commands. */
+ * (dwb_put_error_comment). DIMSE_BADCOMMANDTYPE for other commands. */
 OFCondition dwb_send_failure(dwb_assoc_ctx *ctx, T_DIMSE_Message *req, T_ASC_PresentationContextID pid,
                              unsigned short status, const char *comment);
 bool dwb_request_has_dataset(const T_DIMSE_Message *msg);

@@ -40,12 +40,7 @@ OFCondition send_rsp(FindCall *fc, unsigned short status, DcmDataset *data, cons
     r.DimseStatus = status;
     if (!data) dwb_count_response("C-FIND", status);
     DcmDataset detail;
-    bool with_detail = comment && *comment;
-    if (with_detail) {
-        std::string c(comment);
-        if (c.size() > 64) c = c.substr(0, 61) + "...";
-        detail.putAndInsertString(DCM_ErrorComment, c.c_str());
-    }
+    bool with_detail = dwb_put_error_comment(&detail, comment);
     return DIMSE_sendMessageUsingMemoryData(fc->ctx->assoc, fc->pid, &rsp, with_detail ? &detail : nullptr, data,
                                             nullptr, nullptr);
 }

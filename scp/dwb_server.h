@@ -1,10 +1,14 @@
-/* The DIMSE listener: one port, one called AE title per upstream store, a thread per association.
- * A C façade over the DCMTK adapter in dwb_server.cc; no DCMTK type appears here. */
+/* The DIMSE server: one port, one called AE title per upstream store, a thread per association.
+ * A C façade over the DCMTK adapters dwb_server.cc and dwb_listener.cc; no DCMTK type appears here. */
 #ifndef DWB_SERVER_H
 #define DWB_SERVER_H
 
+#include <stddef.h>
+
 #include "dwb_config.h"
+#include "dwb_spool.h"
 #include "dwb_status.h"
+#include "dwb_upstream.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -15,6 +19,10 @@ typedef struct dwb_server dwb_server;
 /* Loads the DICOM dictionary, creates the upstream HTTP clients and binds the port.
  * cfg is borrowed and must outlive the server. */
 dwb_status dwb_server_new(const dwb_config *cfg, dwb_server **out, dwb_error *err);
+
+/* The stores the server opened, in cfg->upstreams order and owned by it until dwb_server_free(): upstreams[i],
+ * and spools[i] (NULL where that spool could not be opened). Returns their number. */
+size_t dwb_server_stores(dwb_server *srv, dwb_upstream *const **upstreams, dwb_spool *const **spools);
 
 /* Accepts associations until dwb_server_request_stop(), then lets in-flight operations finish,
  * closes idle associations and returns. */

@@ -1,11 +1,12 @@
-// DCMTK adapter for C-STORE on an upstream's AE title: each instance is written durably to that upstream's
-// spool (temporary name, fsync, rename, fsync of the directory) before the SCU hears success; the uploader
-// thread then sends it by STOW-RS. A full or unwritable spool answers Out of Resources, never success.
+// DCMTK adapter for C-STORE on an upstream's AE title: each instance is received straight into a file in that
+// upstream's spool, never into memory, and made durable there (temporary name, checked writes, fsync, rename,
+// fsync of the directory) before the SCU hears success; the uploader thread then sends it by STOW-RS. A full or unwritable spool answers Out of Resources, never success.
 #include "dcmtk/config/osconfig.h"
 #include "dcmtk/dcmdata/dcdeftag.h"
 #include "dcmtk/dcmdata/dcfilefo.h"
 #include "dcmtk/dcmdata/dcmetinf.h"
 #include "dcmtk/dcmdata/dcostrma.h"
+#include "dcmtk/dcmdata/dcuid.h"
 #include "dcmtk/dcmdata/dcxfer.h"
 #include "dcmtk/dcmnet/dimse.h"
 
@@ -17,7 +18,6 @@
 #include <fstream>
 #include <thread>
 #include <unistd.h>
-#include <memory>
 #include <string>
 
 #include "dwb_assoc.hh"
@@ -65,34 +65,84 @@ class FdOutputStream : public DcmOutputStream {
     explicit FdOutputStream(FdConsumer *c) : DcmOutputStream(c) {}
 };
 
-// Writes ff as a Part-10 file to path through FdConsumer: every write checked, then fsync, close and the size
-// on disk compared with what was written. On failure the partial file is removed and why says what failed.
-bool write_durably(DcmFileFormat &ff, const char *path, E_TransferSyntax xfer, std::string &why) {
+// Reads and drops a data set the bridge will not keep, so that the association stays in step.
+OFCondition drop_dataset(dwb_assoc_ctx *ctx) {
+    DIC_UL bytes = 0, pdvs = 0;
+    return DIMSE_ignoreDataSet(ctx->assoc, DIMSE_BLOCKING, 0, &bytes, &pdvs);
+}
+
+// Receives the data set of a C-STORE straight into path as a Part-10 file, so that no data set is ever held in
+// memory: the file meta information first (from the command, the negotiated transfer syntax and the calling AE
+// title), then the data set's bytes as they arrive, in that transfer syntax. Every write is checked, then fsync,
+// close, and the size on disk compared with what was written. A bad returned condition is a network failure (the
+// caller aborts the association); a failed write leaves the association in step (the rest of the data set is
+// read and dropped) and returns false in *ok with why. The file is removed unless *ok.
+OFCondition receive_durably(dwb_assoc_ctx *ctx, const T_DIMSE_C_StoreRQ &rq, const char *xfer_uid,
+                            T_ASC_PresentationContextID pid, const char *path, bool *ok, std::string &why) {
+    *ok = false;
     int fd = ::open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
     if (fd < 0) {
         why = std::string("cannot create the spool file: ") + strerror(errno);
-        return false;
+        return drop_dataset(ctx);
     }
     FdConsumer consumer(fd);
-    OFCondition c;
+    OFCondition net;
+    OFCondition meta_c;
     {
         FdOutputStream out(&consumer);
-        ff.transferInit();
-        c = ff.write(out, xfer, EET_ExplicitLength, nullptr, EGL_recalcGL, EPD_noChange, 0, 0, 0, EWM_fileformat);
-        ff.transferEnd();
-        out.flush();
+        DcmMetaInfo meta;
+        const Uint8 version[2] = {0, 1};
+        meta.putAndInsertUint8Array(DCM_FileMetaInformationVersion, version, 2);
+        meta.putAndInsertString(DCM_MediaStorageSOPClassUID, rq.AffectedSOPClassUID);
+        meta.putAndInsertString(DCM_MediaStorageSOPInstanceUID, rq.AffectedSOPInstanceUID);
+        meta.putAndInsertString(DCM_TransferSyntaxUID, xfer_uid);
+        meta.putAndInsertString(DCM_ImplementationClassUID, OFFIS_IMPLEMENTATION_CLASS_UID);
+        meta.putAndInsertString(DCM_ImplementationVersionName, OFFIS_DTK_IMPLEMENTATION_VERSION_NAME);
+        // Who sent it. It does not survive a later C-STORE, but it is kept with the spooled file.
+        meta.putAndInsertString(DCM_SourceApplicationEntityTitle, ctx->calling);
+        meta_c = meta.computeGroupLengthAndPadding(EGL_withGL, EPD_noChange, EXS_LittleEndianExplicit,
+                                                   EET_ExplicitLength);
+        if (meta_c.good()) {
+            meta.transferInit();
+            meta_c = meta.write(out, EXS_LittleEndianExplicit, EET_ExplicitLength, nullptr);
+            meta.transferEnd();
+        }
+        // Even when the meta header failed, the data set is read to the end so that the association stays in step.
+        T_ASC_PresentationContextID dpid = pid;
+        if (meta_c.good()) {
+            net = DIMSE_receiveDataSetInFile(ctx->assoc, DIMSE_BLOCKING, 0, &dpid, &out, nullptr, nullptr);
+        } else {
+            net = drop_dataset(ctx);
+        }
     }
     int err = consumer.failed();
-    if (c.bad() && !err) why = std::string("cannot encode the data set: ") + c.text();
-    if (!err && c.good() && ::fsync(fd) != 0) err = errno;
-    if (::close(fd) != 0 && !err && c.good()) err = errno;
+    if (meta_c.bad() && !err) why = std::string("cannot encode the file meta information: ") + meta_c.text();
+    bool good = net.good() && meta_c.good();
+    if (!err && good && ::fsync(fd) != 0) err = errno;
+    if (::close(fd) != 0 && !err && good) err = errno;
     struct stat sb;
-    if (!err && c.good() && (::stat(path, &sb) != 0 || sb.st_size != consumer.written())) err = EIO;
+    if (!err && good && (::stat(path, &sb) != 0 || sb.st_size != consumer.written())) err = EIO;
     if (err) why = std::string("spool write failed: ") + strerror(err);
-    if (err || c.bad()) {
+    if (err || !good) {
         ::unlink(path);
+        return net;
+    }
+    *ok = true;
+    return net;
+}
+
+// Reads the SOP Class and Instance UIDs of a spooled file back from disk, with values longer than a few KiB left
+// on disk (DCMTK loads them on demand), so that checking a large instance costs no memory. False with why when the
+// file does not parse.
+bool read_uids(const char *path, OFString &cls, OFString &sop, std::string &why) {
+    DcmFileFormat ff;
+    OFCondition c = ff.loadFile(path, EXS_Unknown, EGL_noChange, 4096, ERM_autoDetect);
+    if (c.bad()) {
+        why = std::string("cannot parse the data set: ") + c.text();
         return false;
     }
+    ff.getDataset()->findAndGetOFString(DCM_SOPInstanceUID, sop);
+    ff.getDataset()->findAndGetOFString(DCM_SOPClassUID, cls);
     return true;
 }
 
@@ -118,54 +168,62 @@ OFCondition respond(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_Presentation
 
 OFCondition dwb_handle_store(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid) {
     const T_DIMSE_C_StoreRQ &rq = msg->msg.CStoreRQ;
-    DcmDataset *raw = nullptr;
-    T_ASC_PresentationContextID dpid = pid;
-    OFCondition cond = DIMSE_receiveDataSetInMemory(ctx->assoc, DIMSE_BLOCKING, 0, &dpid, &raw, nullptr, nullptr);
-    std::unique_ptr<DcmDataset> ds(raw);
-    if (cond.bad()) return cond; // the stream is out of step: the caller aborts the association
-    if (!ctx->upstream)
+    // Everything that refuses without looking at the data set is decided before it is read, and the data set is
+    // then dropped as it arrives.
+    OFCondition cond;
+    if (!ctx->upstream) {
+        if ((cond = drop_dataset(ctx)).bad()) return cond;
         return respond(ctx, msg, pid, STATUS_STORE_Refused_SOPClassNotSupported, "C-STORE needs an upstream AE title");
+    }
+    if (!ctx->spool) {
+        if ((cond = drop_dataset(ctx)).bad()) return cond;
+        DWB_WARN(&ctx->log, "C-STORE %s refused: the spool of this upstream is not available", rq.AffectedSOPInstanceUID);
+        return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources, "spool not available");
+    }
+    T_ASC_PresentationContext pc;
+    if (ASC_findAcceptedPresentationContext(ctx->assoc->params, pid, &pc).bad()) {
+        if ((cond = drop_dataset(ctx)).bad()) return cond;
+        return respond(ctx, msg, pid, STATUS_STORE_Refused_SOPClassNotSupported, "no such presentation context");
+    }
+    int min_free = ctx->cfg ? ctx->cfg->spool.min_free_mb : 0;
+    long long free_mb = min_free > 0 ? dwb_spool_free_mb(ctx->spool) : -1;
+    if (min_free > 0 && free_mb >= 0 && free_mb < min_free) {
+        if ((cond = drop_dataset(ctx)).bad()) return cond;
+        DWB_ERROR(&ctx->log, "C-STORE %s refused: %lld MiB free in %s, below spool.min_free_mb %d",
+                  rq.AffectedSOPInstanceUID, free_mb, dwb_spool_dir(ctx->spool), min_free);
+        return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources, "spool below min_free_mb");
+    }
+    char tmp[1400];
+    dwb_error err = {};
+    if (dwb_spool_tmp_path(ctx->spool, rq.AffectedSOPInstanceUID, tmp, sizeof tmp, &err) != DWB_OK) {
+        if ((cond = drop_dataset(ctx)).bad()) return cond;
+        return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources, err.message);
+    }
+    bool written = false;
+    std::string werr;
+    cond = receive_durably(ctx, rq, pc.acceptedTransferSyntax, pid, tmp, &written, werr);
+    if (cond.bad()) return cond; // the stream is out of step: the caller aborts the association
+    if (!written) {
+        DWB_ERROR(&ctx->log, "C-STORE %s: %s (%s); answered Out of Resources", rq.AffectedSOPInstanceUID,
+                  werr.c_str(), tmp);
+        return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources, werr.c_str());
+    }
 
     OFString sop, cls;
-    ds->findAndGetOFString(DCM_SOPInstanceUID, sop);
-    ds->findAndGetOFString(DCM_SOPClassUID, cls);
     std::string why;
+    if (!read_uids(tmp, cls, sop, why)) {
+        dwb_spool_discard(tmp);
+        DWB_WARN(&ctx->log, "C-STORE %s refused: %s", rq.AffectedSOPInstanceUID, why.c_str());
+        return respond(ctx, msg, pid, STATUS_STORE_Error_CannotUnderstand, why.c_str());
+    }
     if (sop.empty()) why = "data set has no SOP Instance UID";
     else if (cls.empty()) why = "data set has no SOP Class UID";
     else if (strcmp(sop.c_str(), rq.AffectedSOPInstanceUID) != 0) why = "SOP Instance UID differs from the command";
     else if (strcmp(cls.c_str(), rq.AffectedSOPClassUID) != 0) why = "SOP Class UID differs from the command";
     if (!why.empty()) {
+        dwb_spool_discard(tmp);
         DWB_WARN(&ctx->log, "C-STORE %s refused: %s", rq.AffectedSOPInstanceUID, why.c_str());
         return respond(ctx, msg, pid, STATUS_STORE_Error_DataSetDoesNotMatchSOPClass, why.c_str());
-    }
-    if (!ctx->spool) {
-        DWB_WARN(&ctx->log, "C-STORE %s refused: the spool of this upstream is not available", sop.c_str());
-        return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources, "spool not available");
-    }
-    T_ASC_PresentationContext pc;
-    E_TransferSyntax xfer = EXS_LittleEndianExplicit;
-    if (ASC_findAcceptedPresentationContext(ctx->assoc->params, pid, &pc).good())
-        xfer = DcmXfer(pc.acceptedTransferSyntax).getXfer();
-    if (xfer == EXS_Unknown) xfer = EXS_LittleEndianExplicit;
-
-    int min_free = ctx->cfg ? ctx->cfg->spool.min_free_mb : 0;
-    long long free_mb = min_free > 0 ? dwb_spool_free_mb(ctx->spool) : -1;
-    if (min_free > 0 && free_mb >= 0 && free_mb < min_free) {
-        DWB_ERROR(&ctx->log, "C-STORE %s refused: %lld MiB free in %s, below spool.min_free_mb %d", sop.c_str(),
-                  free_mb, dwb_spool_dir(ctx->spool), min_free);
-        return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources, "spool below min_free_mb");
-    }
-    char tmp[1400];
-    dwb_error err = {};
-    if (dwb_spool_tmp_path(ctx->spool, sop.c_str(), tmp, sizeof tmp, &err) != DWB_OK)
-        return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources, err.message);
-    DcmFileFormat ff(ds.release(), OFFalse); // takes the data set over: no deep copy
-    // File meta: who sent it. It does not survive a later C-STORE, but it is kept with the spooled file.
-    ff.getMetaInfo()->putAndInsertString(DCM_SourceApplicationEntityTitle, ctx->calling);
-    std::string werr;
-    if (!write_durably(ff, tmp, xfer, werr)) {
-        DWB_ERROR(&ctx->log, "C-STORE %s: %s (%s); answered Out of Resources", sop.c_str(), werr.c_str(), tmp);
-        return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources, werr.c_str());
     }
     if (dwb_spool_commit(ctx->spool, tmp, &err) != DWB_OK) {
         dwb_spool_discard(tmp);

@@ -40,6 +40,16 @@ class HarnessTest(unittest.TestCase):
             self.assertTrue(any(line.split(":")[-1].strip() in p for p in f.problems()), (line, f.problems()))
             os.unlink(f.log_path)
 
+    def test_tsan_report_is_a_problem_even_when_the_process_exits_0(self):
+        # The first two lines of a real report (gcc 12's libtsan); a process may go on and exit 0 after it
+        # (halt_on_error=0, as scripts/test runs the ThreadSanitizer stage).
+        f = Fake(self.workdir, "echo ==================; echo 'WARNING: ThreadSanitizer: data race (pid=7)'; "
+                               "echo '  Write of size 4 at 0x1 by thread T1:'; exit 0")
+        f.stop()
+        probs = f.problems()
+        self.assertEqual(len(probs), 1, probs)
+        self.assertIn("data race", probs[0])
+
     def test_nonzero_exit_is_a_problem_but_a_kill_the_test_sent_is_not(self):
         f = Fake(self.workdir, "exit 3")
         f.stop()

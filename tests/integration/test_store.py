@@ -9,11 +9,58 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import struct
 import time
 
 import harness
 from harness import wait_for
 from harness import Bridge, Orthanc, TestCase, run
+
+# What a 200 MiB C-STORE may add to the bridge's peak RSS: the data set goes from the socket to the spool file and
+# from the file to the store in buffers of a few hundred KiB; 64 MiB leaves room for the allocator and ASan's
+# quarantine, and is far below the 200 MiB a data set held in memory would add.
+LARGE_STORE_GROWTH_KIB = 64 * 1024
+
+
+def write_large_instance(path, uid_root, rows, cols):
+    """A Secondary Capture instance (Explicit VR Little Endian) with rows x cols 16-bit pixels, written in chunks so
+    that this script never holds it whole. Returns its SOP Instance UID."""
+    def el(group, elem, vr, value):
+        if len(value) % 2:
+            value += b"\0" if vr == b"UI" else b" "
+        if vr in (b"OB", b"OW", b"SQ", b"UN", b"UT"):
+            return struct.pack("<HH2sHI", group, elem, vr, 0, len(value)) + value
+        return struct.pack("<HH2sH", group, elem, vr, len(value)) + value
+    sop, study, series = uid_root + ".1", uid_root + ".2", uid_root + ".3"
+    sc = b"1.2.840.10008.5.1.4.1.1.7"
+    meta = (el(0x0002, 0x0001, b"OB", b"\0\1") + el(0x0002, 0x0002, b"UI", sc) + el(0x0002, 0x0003, b"UI", sop.encode())
+            + el(0x0002, 0x0010, b"UI", b"1.2.840.10008.1.2.1"))
+    us = lambda g, e, v: el(g, e, b"US", struct.pack("<H", v))
+    ds = (el(0x0008, 0x0016, b"UI", sc) + el(0x0008, 0x0018, b"UI", sop.encode()) + el(0x0008, 0x0060, b"CS", b"OT")
+          + el(0x0010, 0x0010, b"PN", b"LARGE^INSTANCE") + el(0x0010, 0x0020, b"LO", b"LARGE1")
+          + el(0x0020, 0x000D, b"UI", study.encode()) + el(0x0020, 0x000E, b"UI", series.encode())
+          + el(0x0020, 0x0013, b"IS", b"1") + us(0x0028, 0x0002, 1) + el(0x0028, 0x0004, b"CS", b"MONOCHROME2")
+          + us(0x0028, 0x0010, rows) + us(0x0028, 0x0011, cols) + us(0x0028, 0x0100, 16) + us(0x0028, 0x0101, 16)
+          + us(0x0028, 0x0102, 15) + us(0x0028, 0x0103, 0))
+    size = rows * cols * 2
+    with open(path, "wb") as f:
+        f.write(b"\0" * 128 + b"DICM" + el(0x0002, 0x0000, b"UL", struct.pack("<I", len(meta))) + meta + ds)
+        f.write(struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, size))
+        chunk = bytes(range(256)) * 4096  # 1 MiB
+        left = size
+        while left > 0:
+            f.write(chunk[:min(left, len(chunk))])
+            left -= len(chunk)
+    return sop
+
+
+def vm_kib(pid, key):
+    """VmHWM or VmRSS of a process, in KiB."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise AssertionError("no %s in /proc/%d/status" % (key, pid))
 
 
 
@@ -155,6 +202,30 @@ class StoreTest(TestCase):
         self.assertIn("0xa700", p.stdout, p.stdout[-2000:])
         self.assertIn("C-STORE disabled", bridge.log())
         self.assertEqual(harness.echoscu(bridge.port, "ORTHANC").returncode, 0, "other services keep working")
+
+    def test_large_instance_received_into_the_spool_not_memory(self):
+        # 200 MiB of pixel data: a bridge that held the data set in memory would grow by at least that much.
+        big = os.path.join(self.workdir, "large.dcm")
+        sop = write_large_instance(big, "1.2.826.0.1.3680043.9.7433.14.%d" % os.getpid(), 10240, 10240)
+        orthanc = self.start(Orthanc(self.workdir))
+        bridge = self.start(Bridge(self.workdir, {"upstreams": [{"ae_title": "ORTHANC", "base_url": orthanc.dicomweb_url}],
+                                                  "spool": {"dir": os.path.join(self.workdir, "spool")}}))
+        # Warm up with a small instance, so that the baseline holds the association and STOW code paths.
+        files, man = self.cohort(patients=1, studies=1, series=1, instances=1)
+        self.assertEqual(self.storescu(bridge.port, files).returncode, 0)
+        small = man["instances"][0]["SOPInstanceUID"]
+        wait_for(lambda: small in orthanc.instance_uids())
+        before = vm_kib(bridge.proc.pid, "VmHWM")
+        p = self.storescu(bridge.port, [big], extra=["-v"])
+        self.assertEqual(p.returncode, 0, p.stdout[-2000:])
+        self.assertIn("Received Store Response (Success)", p.stdout)
+        got = wait_for(lambda: sop in orthanc.instance_uids(), timeout=180)
+        self.assertTrue(got, "the large instance reaches the store")
+        after = vm_kib(bridge.proc.pid, "VmHWM")
+        print("\nlarge C-STORE (200 MiB): bridge VmHWM %.1f MiB before, %.1f MiB after (+%.1f MiB)"
+              % (before / 1024, after / 1024, (after - before) / 1024))
+        self.assertLess(after - before, LARGE_STORE_GROWTH_KIB,
+                        "peak RSS grew by %d KiB while a 200 MiB instance went through" % (after - before))
 
 
 if __name__ == "__main__":
