@@ -93,12 +93,7 @@ OFCondition send_rsp(Run &r, DIC_US status, bool final, const char *comment) {
         m.DataSetType = with_list ? DIMSE_DATASET_PRESENT : DIMSE_DATASET_NULL;
     }
     DcmDataset detail, data;
-    bool with_detail = comment && *comment;
-    if (with_detail) {
-        std::string c(comment);
-        if (c.size() > 64) c = c.substr(0, 61) + "...";
-        detail.putAndInsertString(DCM_ErrorComment, c.c_str());
-    }
+    bool with_detail = dwb_put_error_comment(&detail, comment);
     if (with_list) {
         std::string list;
         for (size_t i = 0; i < r.failed_uids.size(); i++) {
