@@ -8,6 +8,7 @@
 
 #include "dwb_config.h"
 #include "dwb_http.h"
+#include "dwb_idc_index.h"
 #include "dwb_import.h"
 #include "dwb_log.h"
 #include "dwb_server.h"
@@ -110,6 +111,20 @@ static int cmd_check_config(int argc, char **argv) {
         dwb_log_url(u->base_url, url, sizeof url);
         printf("  upstream %-16s %s (auth %s%s%s)\n", u->ae_title, url, auth, from ? ", from " : "",
                from ? from : "");
+        if (u->idc_index) {
+            /* The index is loaded in full here, so that a broken file is found now and not at start-up. */
+            dwb_idc_index *ix = NULL;
+            if (dwb_idc_index_load(u->idc_index, &ix, &err) != DWB_OK) {
+                fprintf(stderr, "%s: upstreams[%zu].idc_index: %s\n", o.config, i, err.message);
+                dwb_config_free(cfg);
+                return EXIT_USAGE;
+            }
+            printf("    IDC index %s: %zu series; bulk data from %s\n", u->idc_index, dwb_idc_index_count(ix),
+                   u->bucket_endpoint);
+            dwb_idc_index_free(ix);
+        } else if (u->bucket_endpoint) {
+            printf("    bucket %s (no idc_index: not used)\n", u->bucket_endpoint);
+        }
     }
     for (size_t i = 0; i < cfg->n_destinations; i++) {
         const dwb_destination_conf *d = &cfg->destinations[i];

@@ -241,6 +241,7 @@ struct Run {
     struct Item {
         std::unique_ptr<DcmFileFormat> ff; // null = an instance the store did not deliver
         std::string sop, cls, why;
+        std::string bucket_url; // the object's URL when it came from the upstream's bucket (IDC), else empty
         const dwb_rseries *series = nullptr;
         size_t bytes = 0;
     };
@@ -532,6 +533,8 @@ int p_instance(void *ud, const dwb_rseries *se, const void *data, size_t len, co
     it.ff = std::move(ff);
     it.sop = sop.c_str();
     it.cls = cls.c_str();
+    const char *bep = r.ctx->upstream->conf->bucket_endpoint;
+    if (bep && location && !strncmp(location, bep, strlen(bep))) it.bucket_url = location;
     it.series = se;
     it.bytes = len;
     push(r, std::move(it));
@@ -663,8 +666,9 @@ void send_item(Run &r, Run::Item &it) {
         DcmDataset *ds = it.ff->getDataset();
         const dwb_upstream_conf *up = r.ctx->upstream->conf;
         if (r.ctx->cfg->provenance.stamp) {
-            std::string url = std::string(up->base_url) + "/studies/" + it.series->study_uid + "/series/" +
-                              it.series->series_uid + "/instances/" + it.sop;
+            std::string url = !it.bucket_url.empty() ? it.bucket_url
+                                                     : std::string(up->base_url) + "/studies/" + it.series->study_uid +
+                                                           "/series/" + it.series->series_uid + "/instances/" + it.sop;
             stamp(ds, up, r.ctx->cfg->listen.ae_title, url);
         }
         if (burst) {

@@ -8,6 +8,7 @@
 
 #include "dwb_dicomjson.h"
 #include "dwb_http.h"
+#include "dwb_idc.h"
 #include "dwb_multipart.h"
 
 #define TAG_QR_LEVEL DWB_TAG(0x0008, 0x0052)
@@ -514,6 +515,8 @@ dwb_status dwb_retrieve_stream_series(const dwb_upstream *up, const dwb_rplan *p
                                       const dwb_log_ctx *log, size_t max_instance_bytes,
                                       const dwb_retrieve_callbacks *cb, dwb_error *err) {
     dwb_status result = DWB_OK;
+    /* IDC (issue 16): a series in the upstream's index comes from the public bucket instead (idc/dwb_idc.h). */
+    if (dwb_idc_try_stream_series(up, plan, index, log, max_instance_bytes, cb, err, &result)) return result;
     stream_ctx s;
     memset(&s, 0, sizeof s);
     s.cb = cb;
