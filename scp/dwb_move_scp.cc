@@ -794,6 +794,10 @@ OFCondition dwb_handle_move_get(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_
         DWB_WARN(&ctx->log, "%s: cannot resolve the identifier: %s", name, err.message);
         DIC_US status = st == DWB_E_INVALID ? 0xA900 : (err.http_code >= 400 && err.http_code < 500) ? 0xC000 : 0xA701;
         std::string comment = st == DWB_E_INVALID ? err.message : (err.http_code ? "store HTTP " + std::to_string(err.http_code) : std::string("store unreachable"));
+        if (st == DWB_E_LIMIT && err.http_code == 429) { // IDC proxy quota (issue 16): out of resources until 00:00 UTC
+            status = 0xA702;
+            comment = DWB_HTTP_QUOTA_COMMENT;
+        }
         return send_rsp(r, status, true, comment.c_str());
     }
     r.total = plan->total;
