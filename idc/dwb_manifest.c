@@ -59,7 +59,7 @@ static void endpoint_of_comment(const char *l, size_t n, dwb_manifest *m) {
         const char *q = p;
         while (q < end && *q != ' ' && *q != '\t' && *q != '\r') q++;
         size_t len = (size_t)(q - p);
-        if (len > 0 && len < sizeof m->endpoint && (!strncmp(p, "http://", 7) || !strncmp(p, "https://", 8))) {
+        if (len > 8 && len < sizeof m->endpoint && (!memcmp(p, "http://", 7) || !memcmp(p, "https://", 8))) {
             memcpy(m->endpoint, p, len);
             m->endpoint[len] = '\0';
         }

@@ -208,6 +208,17 @@ TEST(Manifest, S5cmdAwsAndGcsEndpoints) {
     dwb_manifest_free(&m);
 }
 
+TEST(Manifest, ShortEndpointAtTheEndOfTheTextIsIgnored) {
+    // Found by fuzz_idc: the endpoint was compared past the end of a text without a final newline.
+    std::string t = "cp s3://b/u/* .\n# s5cmd --endpoint-url h";
+    dwb_manifest m;
+    dwb_error e{};
+    ASSERT_EQ(dwb_manifest_parse(t.data(), t.size(), "m", &m, &e), DWB_OK) << e.message;
+    EXPECT_STREQ(m.endpoint, "");
+    EXPECT_EQ(m.n, 1u);
+    dwb_manifest_free(&m);
+}
+
 TEST(Manifest, CsvAndTsvByColumnName) {
     std::string c = "SeriesInstanceUID,collection_id,StudyInstanceUID,crdc_series_uuid\n1.2.3.4,x,1.2.3,u-1\n";
     dwb_manifest m;
