@@ -158,6 +158,25 @@ class IdcBucketTest(TestCase):
         self.assertEqual(len([p for p, _ in v1 if "marker=" in p]), 2)
         self.assertIn("refused ListObjectsV2", bridge.log())
 
+    def test_get_from_bucket(self):
+        bucket = self.make_bucket()
+        cfg, _ = self.config(bucket, self.write_index(), 104)
+        bridge = self.start(Bridge(self.workdir, cfg))
+        out = os.path.join(self.workdir, "get")
+        os.makedirs(out)
+        s = self.indexed[0]
+        p = run(["getscu", "-d", "-S", "-aec", "IDC", "-od", out, "-k", "QueryRetrieveLevel=SERIES",
+                 "-k", "StudyInstanceUID=" + self.study, "-k", "SeriesInstanceUID=" + s, "127.0.0.1",
+                 str(bridge.port)], timeout=180)
+        self.assertEqual(status_of(p), "0x0000", p.stdout[-2000:])
+        files = [os.path.join(out, f) for f in os.listdir(out)]
+        self.assertEqual(sorted(dump(f, "SOPInstanceUID") for f in files),
+                         sorted(i["SOPInstanceUID"] for i in self.by_series[s]))
+        for f in files:
+            self.assertEqual(dump(f, "RetrieveURL"), self.object_url[dump(f, "SOPInstanceUID")])
+        self.assertEqual(len(bucket.gets()), 30)
+        self.assertEqual(self.wado_series(), [])
+
     def test_object_404_retried_then_failed_with_its_key(self):
         bucket = self.make_bucket()
         s = self.indexed[1]
