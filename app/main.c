@@ -12,6 +12,7 @@
 #include "dwb_config.h"
 #include "dwb_health.h"
 #include "dwb_http.h"
+#include "dwb_idc_index.h"
 #include "dwb_import.h"
 #include "dwb_log.h"
 #include "dwb_server.h"
@@ -98,6 +99,24 @@ static int cmd_check_config(int argc, char **argv) {
         fprintf(stderr, "%s: %s\n", o.config, err.message);
         return EXIT_USAGE;
     }
+    /* IDC indexes are loaded in full here, so that a broken file is found now and not at start-up. */
+    size_t *idc_series = calloc(cfg->n_upstreams ? cfg->n_upstreams : 1, sizeof *idc_series);
+    for (size_t i = 0; idc_series && i < cfg->n_upstreams; i++) {
+        if (!cfg->upstreams[i].idc_index) continue;
+        dwb_idc_index *ix = NULL;
+        if (dwb_idc_index_load(cfg->upstreams[i].idc_index, &ix, &err) != DWB_OK) {
+            fprintf(stderr, "%s: upstreams[%zu].idc_index: %s\n", o.config, i, err.message);
+            free(idc_series);
+            dwb_config_free(cfg);
+            return EXIT_USAGE;
+        }
+        idc_series[i] = dwb_idc_index_count(ix);
+        dwb_idc_index_free(ix);
+    }
+    if (!idc_series) {
+        dwb_config_free(cfg);
+        return EXIT_USAGE;
+    }
     printf("%s: OK\n", o.config);
     printf("  listen: port %d, AE title %s (C-ECHO), max %d associations\n", cfg->listen.port, cfg->listen.ae_title,
            cfg->listen.max_associations);
@@ -114,6 +133,11 @@ static int cmd_check_config(int argc, char **argv) {
         dwb_log_url(u->base_url, url, sizeof url);
         printf("  upstream %-16s %s (auth %s%s%s)\n", u->ae_title, url, auth, from ? ", from " : "",
                from ? from : "");
+        if (u->idc_index) {
+            printf("    IDC index %s: %zu series; bulk data from %s\n", u->idc_index, idc_series[i], u->bucket_endpoint);
+        } else if (u->bucket_endpoint) {
+            printf("    bucket %s (no idc_index: not used)\n", u->bucket_endpoint);
+        }
     }
     for (size_t i = 0; i < cfg->n_destinations; i++) {
         const dwb_destination_conf *d = &cfg->destinations[i];
@@ -127,6 +151,7 @@ static int cmd_check_config(int argc, char **argv) {
                d->calling_ae_title[0] ? d->calling_ae_title : cfg->listen.ae_title,
                d->called_ae_title[0] ? d->called_ae_title : d->ae_title);
     }
+    free(idc_series);
     dwb_config_free(cfg);
     return EXIT_OK;
 }

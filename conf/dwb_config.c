@@ -326,7 +326,7 @@ static dwb_status load_upstream(loader *L, const char *path, json_t *obj, dwb_up
                                        "tls_verify", "ca_bundle", "metadata_format", "max_concurrent_requests",
                                        "stow_batch_instances", "stow_batch_bytes", "stow_batch_delay_ms", "store_mode",
                                        "google", "stow_parallel", "max_attempts", "retry_max_wait_s", "commitment_timeout_s",
-                                       "local_match_keys", NULL};
+                                       "local_match_keys", "bucket_endpoint", "idc_index", "idc", NULL};
     if (!json_is_object(obj)) return bad(L, path, "expected an object");
     dwb_status st = check_keys(L, path, obj, keys);
     if (st != DWB_OK) return st;
@@ -351,7 +351,50 @@ static dwb_status load_upstream(loader *L, const char *path, json_t *obj, dwb_up
     char p[200];
     char gurl[1024];
     json_t *google = json_object_get(obj, "google");
-    if (google) {
+    json_t *idc = json_object_get(obj, "idc");
+    if (idc) {
+        /* NCI Imaging Data Commons: its public proxy, or the Google store of one release (see conf/README.md). */
+        static const char *const ikeys[] = {"release", "via", NULL};
+        char ip[200];
+        join(ip, sizeof ip, path, "idc");
+        if (!json_is_object(idc)) return bad(L, ip, "expected an object");
+        if (json_object_get(obj, "base_url") || google) return bad(L, ip, "give one of base_url, google or idc");
+        if ((st = check_keys(L, ip, idc, ikeys)) != DWB_OK) return st;
+        const char *rel = "current", *via = "proxy";
+        if ((st = get_str(L, ip, idc, "release", 0, &rel)) != DWB_OK) return st;
+        if ((st = get_str(L, ip, idc, "via", 0, &via)) != DWB_OK) return st;
+        char rp[200], vp[200];
+        join(rp, sizeof rp, ip, "release");
+        join(vp, sizeof vp, ip, "via");
+        int ver = 0;
+        if (strcmp(rel, "current") != 0) {
+            char tail;
+            if (rel[0] != 'v' || sscanf(rel + 1, "%d%c", &ver, &tail) != 1 || ver < 1 || ver > 9999)
+                return bad(L, rp, "expected \"current\" or \"v<N>\" (an IDC release, e.g. \"v21\"), got \"%s\"", rel);
+        }
+        if (!strcmp(via, "proxy")) {
+            if (ver)
+                return bad(L, rp, "the IDC proxy serves only the current release; use \"via\": \"google\" for %s", rel);
+            snprintf(gurl, sizeof gurl, "%s",
+                     "https://proxy.imaging.datacommons.cancer.gov/current/"
+                     "viewer-only-no-downloads-see-tinyurl-dot-com-slash-3j3d9jyp/dicomWeb");
+        } else if (!strcmp(via, "google")) {
+            if (!ver)
+                return bad(L, rp, "the Google stores of IDC are per release: give \"v<N>\" (e.g. \"v21\"), not \"current\"");
+            if (!json_object_get(obj, "auth"))
+                return bad(L, vp, "\"google\" needs an auth section (google_service_account, google_metadata or "
+                                  "token_command): the stores are readable by any signed-in Google account");
+            snprintf(gurl, sizeof gurl,
+                     "https://healthcare.googleapis.com/v1/projects/nci-idc-data/locations/us-central1/datasets/idc/"
+                     "dicomStores/idc-store-v%d/dicomWeb", ver);
+        } else {
+            return bad(L, vp, "expected \"proxy\" or \"google\", got \"%s\"", via);
+        }
+        snprintf(u->idc_release, sizeof u->idc_release, "%s", rel);
+        u->idc_via_google = !strcmp(via, "google");
+        url = gurl;
+        join(p, sizeof p, path, "idc");
+    } else if (google) {
         /* Google Cloud Healthcare API store addressed by its names instead of a URL. */
         static const char *const gkeys[] = {"project", "location", "dataset", "dicom_store", "endpoint", NULL};
         char gp[200];
@@ -428,6 +471,28 @@ static dwb_status load_upstream(loader *L, const char *path, json_t *obj, dwb_up
         else return bad(L, p, "expected \"async\" or \"sync\", got \"%s\"", mode);
     }
     if ((st = get_local_match_keys(L, path, obj, u)) != DWB_OK) return st;
+    const char *bep = NULL, *ixp = NULL;
+    if ((st = get_str(L, path, obj, "bucket_endpoint", 0, &bep)) != DWB_OK) return st;
+    if (!bep && idc) bep = "https://s3.amazonaws.com"; /* IDC's buckets: AWS, anonymous, no egress fees */
+    if (bep) {
+        join(p, sizeof p, path, "bucket_endpoint");
+        if (strncmp(bep, "http://", 7) != 0 && strncmp(bep, "https://", 8) != 0)
+            return bad(L, p, "expected an http:// or https:// URL, got \"%s\"", bep);
+        for (const char *c = bep; *c; c++)
+            if ((unsigned char)*c <= 0x20 || *c == '?' || *c == '#')
+                return bad(L, p, "URL must not contain spaces, control characters, '?' or '#'");
+        if (!(u->bucket_endpoint = strdup(bep))) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
+        size_t bn = strlen(u->bucket_endpoint);
+        while (bn > 0 && u->bucket_endpoint[bn - 1] == '/') u->bucket_endpoint[--bn] = '\0';
+    }
+    if ((st = get_str(L, path, obj, "idc_index", 0, &ixp)) != DWB_OK) return st;
+    if (ixp) {
+        join(p, sizeof p, path, "idc_index");
+        if (!(u->idc_index = resolve_path(L, ixp))) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
+        if ((st = check_readable(L, p, u->idc_index)) != DWB_OK) return st;
+        if (!u->bucket_endpoint)
+            return bad(L, p, "needs bucket_endpoint (or an idc preset) to know where the indexed series are");
+    }
     const char *fmt = NULL;
     if ((st = get_str(L, path, obj, "metadata_format", 0, &fmt)) != DWB_OK) return st;
     if (fmt) {
@@ -580,6 +645,7 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
     c->retrieve.parallel_series = 4;
     c->retrieve.max_in_flight_mb = 64;
     c->retrieve.max_attempts = 3;
+    c->retrieve.parallel_objects = 8;
     c->log.level = DWB_LOG_INFO;
     c->log.format = DWB_LOG_TEXT;
 
@@ -677,7 +743,8 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
 
     json_t *ret = json_object_get(root, "retrieve");
     if (ret) {
-        static const char *const ret_keys[] = {"parallel_series", "max_in_flight_mb", "max_attempts", NULL};
+        static const char *const ret_keys[] = {"parallel_series", "max_in_flight_mb", "max_attempts",
+                                               "parallel_objects", NULL};
         if (!json_is_object(ret)) return bad(L, "retrieve", "expected an object");
         if ((st = check_keys(L, "retrieve", ret, ret_keys)) != DWB_OK) return st;
         if ((st = get_int(L, "retrieve", ret, "parallel_series", 1, 16, &c->retrieve.parallel_series)) != DWB_OK)
@@ -685,6 +752,8 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
         if ((st = get_int(L, "retrieve", ret, "max_attempts", 1, 100, &c->retrieve.max_attempts)) != DWB_OK)
             return st;
         if ((st = get_int(L, "retrieve", ret, "max_in_flight_mb", 1, 4096, &c->retrieve.max_in_flight_mb)) != DWB_OK)
+            return st;
+        if ((st = get_int(L, "retrieve", ret, "parallel_objects", 1, 64, &c->retrieve.parallel_objects)) != DWB_OK)
             return st;
     }
 
@@ -820,6 +889,8 @@ void dwb_config_free(dwb_config *c) {
         dwb_upstream_conf *u = &c->upstreams[i];
         free(u->base_url);
         free(u->ca_bundle);
+        free(u->bucket_endpoint);
+        free(u->idc_index);
         free(u->local_match_keys);
         auth_free(&u->auth);
     }

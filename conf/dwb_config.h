@@ -71,6 +71,11 @@ typedef struct dwb_upstream_conf {
     int commitment_timeout_s;            /* storage commitment waits this long for queued instances; 600 */
     uint32_t *local_match_keys;          /* never sent to this store as QIDO filters, matched locally only */
     size_t n_local_match_keys;
+    /* IDC (issue 16): bulk data from a public bucket, queries still by QIDO-RS on base_url */
+    char *bucket_endpoint;               /* S3-compatible endpoint, path style, anonymous; NULL = none */
+    char *idc_index;                     /* path of idc_index.csv(.zip); NULL = none */
+    char idc_release[16];                /* idc.release: "current" or "v<N>"; "" = no preset */
+    int idc_via_google;                  /* idc.via: 1 = the release's Google store, 0 = the public proxy */
 } dwb_upstream_conf;
 
 typedef struct dwb_destination_conf {
@@ -116,6 +121,7 @@ typedef struct dwb_config {
         int parallel_series;  /* series fetched at once per C-MOVE/C-GET; default 4 */
         int max_in_flight_mb; /* instances fetched but not yet sent, per C-MOVE/C-GET; default 64 */
         int max_attempts;     /* requests of one instance before it counts as failed; default 3 */
+        int parallel_objects; /* bucket objects fetched at once per series (IDC buckets); default 8 */
     } retrieve;
     struct {
         int stamp; /* default 1: Original Attributes Sequence, Retrieve URL/AE on forwarded instances */

@@ -152,6 +152,11 @@ static void set_failure_from_http(find_run *r, dwb_status st, const dwb_error *e
         return;
     }
     r->err = *e;
+    if (st == DWB_E_LIMIT && e->http_code == 429) { /* IDC proxy quota: out of resources until 00:00 UTC */
+        snprintf(r->comment, sizeof r->comment, "%s", DWB_HTTP_QUOTA_COMMENT);
+        r->fail_status = 0xA700;
+        return;
+    }
     const char *why = strstr(e->message, ": HTTP ");
     char said[128];
     dwb_http_error_text(error_body, said, sizeof said);

@@ -8,6 +8,7 @@
 
 #include "dwb_dicomjson.h"
 #include "dwb_http.h"
+#include "dwb_idc.h"
 #include "dwb_multipart.h"
 #include "dwb_qido_pager.h"
 #include "dwb_tags.h"
@@ -505,6 +506,23 @@ dwb_status dwb_retrieve_list_series(const dwb_upstream *up, const dwb_rseries *s
     return DWB_OK;
 }
 
+void dwb_retrieve_report_missing(const dwb_upstream *up, const dwb_rseries *se, const dwb_log_ctx *log,
+                                 const dwb_retrieve_callbacks *cb, const char *reason) {
+    dwb_rseries_state *rs = se->state;
+    if (rs->n_got >= se->n) return;
+    dwb_error le = {0};
+    if (!se->sop) dwb_retrieve_list_series(up, se, log, &le);
+    size_t n_list = 0, reported = rs->n_got;
+    char(*uids)[65] = listed(se, &n_list);
+    for (size_t k = 0; uids && k < n_list && reported < se->n; k++)
+        if (!dwb_uidset_has(&rs->got, uids[k])) {
+            cb->on_missing(cb->ud, se, uids[k], reason);
+            reported++;
+        }
+    for (; reported < se->n; reported++)
+        cb->on_missing(cb->ud, se, NULL, uids ? "the store counted it for the series but does not list it" : reason);
+}
+
 /* ---- streaming ---- */
 
 typedef struct stream_ctx {
@@ -656,6 +674,8 @@ dwb_status dwb_retrieve_stream_series(const dwb_upstream *up, const dwb_rplan *p
                                       const dwb_log_ctx *log, size_t max_instance_bytes,
                                       const dwb_retrieve_callbacks *cb, dwb_error *err) {
     dwb_status result = DWB_OK;
+    /* IDC (issue 16): a series in the upstream's index comes from the public bucket instead (idc/dwb_idc.h). */
+    if (dwb_idc_try_stream_series(up, plan, index, log, max_instance_bytes, cb, err, &result)) return result;
     stream_ctx s;
     memset(&s, 0, sizeof s);
     s.cb = cb;

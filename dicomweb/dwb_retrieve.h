@@ -91,6 +91,11 @@ int dwb_retrieve_mark_seen(const dwb_rseries *series, const char *sop_uid);
  * instance (a failure response). Afterwards dwb_rseries_uid(series, k) answers for k < the listed count. */
 dwb_status dwb_retrieve_list_series(const dwb_upstream *up, const dwb_rseries *series, const dwb_log_ctx *log,
                                     dwb_error *err);
+/* Reports every planned instance of the series that did not arrive through cb->on_missing with reason: by
+ * UID when the series is listed (an unlisted one is listed first, one QIDO-RS), otherwise as many as the store
+ * counted and did not deliver. For sources other than the WADO-RS engine (IDC buckets). */
+void dwb_retrieve_report_missing(const dwb_upstream *up, const dwb_rseries *series, const dwb_log_ctx *log,
+                                 const dwb_retrieve_callbacks *cb, const char *reason);
 /* SOP Instance UID k of a series (listed, or listed lazily); NULL past the end or when not listed. */
 const char *dwb_rseries_uid(const dwb_rseries *series, size_t k);
 

@@ -124,6 +124,9 @@ struct dwb_http_client {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int in_flight;
+    /* IDC proxy quota (issue 16): epoch second until which nothing is sent (the next UTC midnight after a 429
+     * with an HTML page); 0 = not exhausted. */
+    atomic_llong quota_until;
 };
 
 void dwb_http_opts_from_upstream(const dwb_upstream_conf *up, dwb_http_client_opts *o) {
@@ -162,6 +165,7 @@ dwb_status dwb_http_client_new(const dwb_http_client_opts *opts, dwb_http_client
     if (c->opts.backoff_max_ms <= 0) c->opts.backoff_max_ms = 10000;
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
+    atomic_init(&c->quota_until, 0);
     *out = c;
     return DWB_OK;
 }
@@ -449,6 +453,13 @@ dwb_status dwb_http_perform(dwb_http_client *c, const dwb_http_request *req, dwb
     dwb_log_url(req->url, logurl, sizeof logurl);
     dwb_log_ctx lc = {req->log_ctx_assoc, c->name, resp->request_id, NULL};
 
+    long long quota = atomic_load(&c->quota_until);
+    if (quota && (long long)time(NULL) < quota) {
+        dwb_status st = dwb_error_set(err, DWB_E_LIMIT, "%s %s: not sent, %s (until 00:00 UTC or a restart)", method,
+                                      logurl, DWB_HTTP_QUOTA_COMMENT);
+        err->http_code = 429;
+        return st;
+    }
     if (c->opts.max_concurrent > 0) {
         /* Waiting for a slot is cancellable too: a C-CANCEL must not queue behind other associations. */
         int cancelled = 0;
@@ -613,6 +624,18 @@ dwb_status dwb_http_perform(dwb_http_client *c, const dwb_http_request *req, dwb
             result = dwb_error_set(err, DWB_E_AUTH, "%s %s: upstream %s refused the credentials (HTTP %ld)%s%s", method,
                                    logurl, c->name, code, q[0] ? ": " : "", q);
             err->http_code = code;
+        } else if (code == 429 && x.content_type && !strncasecmp(x.content_type, "text/html", 9)) {
+            /* IDC's proxy over its daily quota answers 429 with an HTML page: that is a state until UTC midnight,
+             * not a reason to retry. A JSON 429 (Google's rate limit) is retried as before. */
+            long long midnight = ((long long)time(NULL) / 86400 + 1) * 86400;
+            if (atomic_exchange(&c->quota_until, midnight) != midnight)
+                DWB_ERROR(&lc, "upstream %s: %s %s -> 429 with an HTML page: IDC proxy daily quota reached; no request "
+                               "goes to this upstream until 00:00 UTC or a restart. The public buckets (bucket_endpoint "
+                               "+ idc_index) and the Google stores (\"idc\": {\"via\": \"google\"}) have no such quota",
+                          c->name, method, logurl);
+            result = dwb_error_set(err, DWB_E_LIMIT, "%s %s: HTTP 429 (HTML page): %s", method, logurl,
+                                   DWB_HTTP_QUOTA_COMMENT);
+            err->http_code = 429;
         } else if (is_retryable_code(code)) {
             retry = 1;
             retry_after = x.retry_after_ms;

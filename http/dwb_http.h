@@ -107,6 +107,11 @@ typedef struct dwb_http_response {
     long retry_after_ms;    /* Retry-After of the final answer in ms, -1 if absent */
 } dwb_http_response;
 
+/* A 429 answered with an HTML page (IDC's proxy over its daily quota) stops every request of this client until
+ * the next 00:00 UTC: they fail at once with DWB_E_LIMIT, err->http_code 429 and a message holding this text
+ * (short enough for an ErrorComment, LO 64). */
+#define DWB_HTTP_QUOTA_COMMENT "IDC proxy daily quota reached; use a bucket or via google"
+
 /* Performs the request. Retries (connection failure, timeout before the body, 429, 502, 503, 504) with
  * exponential backoff and full jitter, honouring Retry-After (seconds or HTTP date), until max_retries or
  * retry_budget_ms is spent. A 401 makes the auth hook refresh once and retries once. Once body bytes were

@@ -43,6 +43,7 @@ dwb_status dwb_upstream_new(const dwb_upstream_conf *conf, dwb_upstream **out, d
 
 void dwb_upstream_free(dwb_upstream *up) {
     if (!up) return;
+    if (up->idc_free) up->idc_free(up->idc);
     dwb_http_client_free(up->http);
     dwb_auth_free(up->auth);
     if (up->refused) {

@@ -21,6 +21,10 @@ typedef struct dwb_upstream {
     dwb_auth *auth;                /* owned */
     dwb_http_client *http;         /* owned, thread-safe */
     dwb_refused_filters *refused;  /* owned, thread-safe: QIDO filters the store refused */
+    /* IDC bucket source (idc/dwb_idc.h: index + anonymous bucket client), NULL when not configured. Attached
+     * after creation by dwb_idc_attach, which also sets idc_free so that this library need not know idc/. */
+    struct dwb_idc *idc;
+    void (*idc_free)(struct dwb_idc *idc);
 } dwb_upstream;
 
 dwb_status dwb_upstream_new(const dwb_upstream_conf *conf, dwb_upstream **out, dwb_error *err);

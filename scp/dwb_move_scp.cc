@@ -17,6 +17,7 @@
 #include "dwb_dcmconv.hh"
 
 extern "C" {
+#include "dwb_http.h"
 #include "dwb_metrics.h"
 #include "dwb_retrieve.h"
 #include "dwb_send.h"
@@ -191,6 +192,10 @@ OFCondition dwb_handle_move_get(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_
                         : (err.http_code >= 400 && err.http_code < 500) ? STATUS_MOVE_Failed_UnableToProcess
                                                                         : STATUS_MOVE_Refused_OutOfResourcesNumberOfMatches;
         std::string comment = st == DWB_E_INVALID ? err.message : (err.http_code ? "store HTTP " + std::to_string(err.http_code) : std::string("store unreachable"));
+        if (st == DWB_E_LIMIT && err.http_code == 429) { // IDC proxy quota (issue 16): out of resources until 00:00 UTC
+            status = STATUS_MOVE_Refused_OutOfResourcesSubOperations;
+            comment = DWB_HTTP_QUOTA_COMMENT;
+        }
         return send_rsp(r, status, true, comment.c_str());
     }
     r.t.total = plan->total;

@@ -25,6 +25,7 @@
 extern "C" {
 #include "dwb_gateway.h"
 #include "dwb_server.h"
+#include "dwb_idc.h"
 }
 
 struct dwb_server {
@@ -243,6 +244,11 @@ extern "C" dwb_status dwb_server_new(const dwb_config *cfg, dwb_server **out, dw
             return st;
         }
         srv->upstreams.push_back(up);
+        // IDC: the series index and the bucket client, when the upstream names both (issue 16).
+        if ((st = dwb_idc_attach(up, cfg->retrieve.parallel_objects, err)) != DWB_OK) {
+            dwb_server_free(srv);
+            return st;
+        }
         // C-STORE needs the spool; the other services work without it, so a bad spool is a warning here and
         // an Out of Resources answer to C-STORE later.
         dwb_spool *sp = nullptr;

@@ -15,6 +15,8 @@
 #include "dwb_config.h"
 #include "dwb_dicomjson.h"
 #include "dwb_http.h"
+#include "dwb_idc.h"
+#include "dwb_manifest.h"
 #include "dwb_log.h"
 #include "dwb_qido.h"
 #include "dwb_qido_pager.h"
@@ -25,15 +27,18 @@
 
 static const char *k_usage =
     "usage: dicomweb-bridge import --config FILE --upstream AE --destination AE\n"
-    "                              (--studies FILE | --series FILE | --query QUERY)\n"
+    "                              (--studies FILE | --series FILE | --manifest FILE | --query QUERY)\n"
     "                              [--dry-run] [--state FILE] [--force] [--parallel N]\n"
     "\n"
     "Pulls instances from an upstream DICOMweb store into a destination AE (e.g. Kaapana's CTP), stamped with\n"
     "their provenance, one series per burst, with the destination's calling/called AE overrides.\n"
     "  --studies FILE   StudyInstanceUIDs, one per line\n"
     "  --series FILE    StudyInstanceUID,SeriesInstanceUID per line (IDC manifests)\n"
+    "  --manifest FILE  an IDC portal manifest: s5cmd (cp s3://<bucket>/<crdc_series_uuid>/...) or CSV/TSV with\n"
+    "                   StudyInstanceUID, SeriesInstanceUID, series_uuid/crdc_series_uuid columns; series are\n"
+    "                   resolved through upstreams[].idc_index and fetched from its bucket\n"
     "  --query QUERY    QIDO-RS study query, e.g. 'PatientID=X&StudyDate=2020-2021&Modality=CT'\n"
-    "  --dry-run        list what would be sent (studies, series, instances); send nothing\n"
+    "  --dry-run        list what would be sent (studies, series, instances; bytes from the IDC index); send nothing\n"
     "  --state FILE     resume file of delivered series (default <spool.dir>/import-<upstream>-<destination>.state)\n"
     "  --force          send series the state file lists as delivered\n"
     "  --parallel N     series fetched at once (default retrieve.parallel_series)\n"
@@ -110,6 +115,33 @@ static dwb_status read_list(const dwb_upstream *up, const char *path, int series
     }
     fclose(f);
     return st;
+}
+
+/* An IDC portal manifest: every series resolved to its study through the index (s5cmd lines name only the
+ * crdc_series_uuid), then planned by QIDO-RS like --series. */
+static dwb_status read_manifest(const dwb_upstream *up, const dwb_manifest *m, const char *path, dwb_rplan *plan,
+                                dwb_error *err) {
+    const dwb_idc_index *ix = dwb_idc_index_of(up);
+    for (size_t i = 0; i < m->n; i++) {
+        const dwb_manifest_entry *e = &m->v[i];
+        dwb_idc_series is;
+        int found = ix && (e->series_uid[0] ? dwb_idc_index_find(ix, e->series_uid, &is)
+                                            : dwb_idc_index_find_crdc(ix, e->crdc, &is));
+        const char *study = e->study_uid[0] ? e->study_uid : found ? is.study_uid : NULL;
+        const char *series = e->series_uid[0] ? e->series_uid : found ? is.series_uid : NULL;
+        if (!study || !series) {
+            if (!ix)
+                return dwb_error_set(err, DWB_E_INVALID, "%s:%zu: series named by its crdc_series_uuid %s: upstream %s "
+                                     "needs idc_index and bucket_endpoint to resolve it", path, e->line, e->crdc,
+                                     up->conf->ae_title);
+            return dwb_error_set(err, DWB_E_INVALID, "%s:%zu: %s is not in the IDC index %s (an index of another "
+                                 "release?)", path, e->line, e->series_uid[0] ? e->series_uid : e->crdc,
+                                 up->conf->idc_index);
+        }
+        dwb_status st = add_selection(up, study, series, plan, err);
+        if (st != DWB_OK) return st;
+    }
+    return DWB_OK;
 }
 
 typedef struct study_list {
@@ -260,6 +292,7 @@ static void on_series_done(void *ud, const dwb_rseries *se, size_t failed) {
 
 int dwb_import_main(int argc, char **argv) {
     const char *config = NULL, *upstream = NULL, *destination = NULL, *studies = NULL, *series = NULL, *query = NULL;
+    const char *manifest = NULL;
     const char *state_path = NULL;
     int dry_run = 0, force = 0, parallel = 0;
     for (int i = 0; i < argc; i++) {
@@ -277,6 +310,7 @@ int dwb_import_main(int argc, char **argv) {
         else if (!strcmp(a, "--studies")) slot = &studies;
         else if (!strcmp(a, "--series")) slot = &series;
         else if (!strcmp(a, "--query")) slot = &query;
+        else if (!strcmp(a, "--manifest")) slot = &manifest;
         else if (!strcmp(a, "--state")) slot = &state_path;
         else if (!strcmp(a, "--parallel") && i + 1 < argc) {
             parallel = atoi(argv[++i]);
@@ -292,10 +326,10 @@ int dwb_import_main(int argc, char **argv) {
         }
         *slot = argv[++i];
     }
-    int n_sel = (studies != NULL) + (series != NULL) + (query != NULL);
+    int n_sel = (studies != NULL) + (series != NULL) + (query != NULL) + (manifest != NULL);
     if (!config || !upstream || (!destination && !dry_run) || n_sel != 1) {
-        fprintf(stderr, "import: --config, --upstream, --destination and exactly one of --studies, --series, --query "
-                        "are required\n\n%s", k_usage);
+        fprintf(stderr, "import: --config, --upstream, --destination and exactly one of --studies, --series, "
+                        "--manifest, --query are required\n\n%s", k_usage);
         return 2;
     }
     dwb_config *cfg = NULL;
@@ -308,6 +342,7 @@ int dwb_import_main(int argc, char **argv) {
     dwb_upstream *up = NULL;
     dwb_rplan *plan = NULL;
     state st = {0};
+    dwb_manifest man = {0};
     dwb_log_init(cfg->log.level > DWB_LOG_WARN ? cfg->log.level : DWB_LOG_WARN, cfg->log.format);
     setenv("TCP_NODELAY", "1", 0);
     if (parallel) cfg->retrieve.parallel_series = parallel;
@@ -321,9 +356,26 @@ int dwb_import_main(int argc, char **argv) {
         fprintf(stderr, "import: --destination %s is not in destinations[] of %s\n", destination, config);
         goto out;
     }
+    if (manifest) {
+        if (dwb_manifest_load(manifest, &man, &err) != DWB_OK) {
+            fprintf(stderr, "import: %s\n", err.message);
+            goto out;
+        }
+        /* The configuration's bucket_endpoint wins; the manifest's comment fills in when the config has none. */
+        dwb_upstream_conf *wc = &cfg->upstreams[uc - cfg->upstreams];
+        if (man.endpoint[0] && wc->bucket_endpoint && strcmp(man.endpoint, wc->bucket_endpoint) != 0)
+            fprintf(stderr, "import: %s names the endpoint %s; using bucket_endpoint %s of the configuration\n",
+                    manifest, man.endpoint, wc->bucket_endpoint);
+        else if (man.endpoint[0] && !wc->bucket_endpoint && !(wc->bucket_endpoint = strdup(man.endpoint)))
+            goto out;
+    }
     if (dwb_http_global_init(&err) != DWB_OK || dwb_upstream_new(uc, &up, &err) != DWB_OK) {
         fprintf(stderr, "import: %s\n", err.message);
         rc = 1;
+        goto out;
+    }
+    if (dwb_idc_attach(up, cfg->retrieve.parallel_objects, &err) != DWB_OK) {
+        fprintf(stderr, "import: %s\n", err.message);
         goto out;
     }
     plan = calloc(1, sizeof *plan);
@@ -331,6 +383,7 @@ int dwb_import_main(int argc, char **argv) {
     dwb_status s;
     if (studies) s = read_list(up, studies, 0, plan, &err);
     else if (series) s = read_list(up, series, 1, plan, &err);
+    else if (manifest) s = read_manifest(up, &man, manifest, plan, &err);
     else s = run_query(up, query, plan, &err);
     if (s != DWB_OK) {
         fprintf(stderr, "import: %s\n", err.message);
@@ -363,12 +416,33 @@ int dwb_import_main(int argc, char **argv) {
         if (!seen) n_studies++;
     }
     if (dry_run) {
-        for (size_t i = 0; i < plan->n_series; i++)
-            printf("series %s %s: %zu instance(s)\n", plan->series[i].study_uid, plan->series[i].series_uid,
-                   plan->series[i].n);
-        printf("would send: %zu studies, %zu series, %zu instances (bytes: not reported by QIDO-RS); skipped as "
-               "already delivered: %zu series, %zu instances\n",
-               n_studies, plan->n_series, plan->total, skipped_series, skipped_instances);
+        /* Sizes come from the IDC index where it has the series; QIDO-RS does not report them. */
+        const dwb_idc_index *ix = dwb_idc_index_of(up);
+        unsigned long long bytes = 0;
+        size_t sized = 0;
+        for (size_t i = 0; i < plan->n_series; i++) {
+            dwb_idc_series is;
+            if (ix && dwb_idc_index_find(ix, plan->series[i].series_uid, &is) && is.bytes) {
+                sized++;
+                bytes += is.bytes;
+                printf("series %s %s: %zu instance(s), %llu bytes (bucket %s/%s)\n", plan->series[i].study_uid,
+                       plan->series[i].series_uid, plan->series[i].n, is.bytes, is.bucket, is.crdc_series_uuid);
+            } else {
+                printf("series %s %s: %zu instance(s)\n", plan->series[i].study_uid, plan->series[i].series_uid,
+                       plan->series[i].n);
+            }
+        }
+        char bytes_text[160];
+        if (sized == plan->n_series && sized > 0)
+            snprintf(bytes_text, sizeof bytes_text, "%llu bytes (%.1f MB, from the IDC index)", bytes, (double)bytes / 1e6);
+        else if (sized > 0)
+            snprintf(bytes_text, sizeof bytes_text, "%llu bytes (%.1f MB) for the %zu series in the IDC index", bytes,
+                     (double)bytes / 1e6, sized);
+        else
+            snprintf(bytes_text, sizeof bytes_text, "bytes: not reported by QIDO-RS");
+        printf("would send: %zu studies, %zu series, %zu instances, %s; skipped as already delivered: %zu series, "
+               "%zu instances\n",
+               n_studies, plan->n_series, plan->total, bytes_text, skipped_series, skipped_instances);
         rc = 0;
         goto out;
     }
@@ -440,6 +514,7 @@ int dwb_import_main(int argc, char **argv) {
     if (tot.failed) printf("failed instances are listed above with their reason; run again to retry them\n");
     rc = (tot.failed || s == DWB_E_CANCELLED || tot.completed + tot.warning < tot.total) ? 1 : 0;
 out:
+    dwb_manifest_free(&man);
     if (st.append) fclose(st.append);
     for (size_t i = 0; i < st.n; i++) free(st.lines[i]);
     free(st.lines);

@@ -144,6 +144,16 @@ TEST(Config, BadConfigsNameTheKey) {
         {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h", "local_match_keys": ["StudyID", 5]}]})", "upstreams[0].local_match_keys[1]: expected a keyword"},
         {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h", "local_match_keys": ["StudyId"]}]})", "upstreams[0].local_match_keys[0]: 'StudyId' is neither a known keyword nor a tag"},
         {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h", "local_match_keys": ["0020000d"]}]})", "upstreams[0].local_match_keys[0]: 0020000d is a unique key"},
+        {R"({"upstreams": [{"ae_title": "A", "idc": {"release": "21"}}]})", "upstreams[0].idc.release: expected \"current\" or \"v<N>\""},
+        {R"({"upstreams": [{"ae_title": "A", "idc": {"release": "v21"}}]})", "upstreams[0].idc.release: the IDC proxy serves only the current release"},
+        {R"({"upstreams": [{"ae_title": "A", "idc": {"via": "google"}}]})", "upstreams[0].idc.release: the Google stores of IDC are per release"},
+        {R"({"upstreams": [{"ae_title": "A", "idc": {"release": "v21", "via": "google"}}]})", "upstreams[0].idc.via: \"google\" needs an auth section"},
+        {R"({"upstreams": [{"ae_title": "A", "idc": {"via": "s3"}}]})", "upstreams[0].idc.via: expected \"proxy\" or \"google\""},
+        {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h", "idc": {}}]})", "upstreams[0].idc: give one of base_url, google or idc"},
+        {R"({"upstreams": [{"ae_title": "A", "idc": {"relase": "v1"}}]})", "upstreams[0].idc"},
+        {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h", "bucket_endpoint": "s3://x"}]})", "upstreams[0].bucket_endpoint: expected an http:// or https:// URL"},
+        {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h", "idc_index": "/nonexistent/idc_index.csv"}]})", "upstreams[0].idc_index: cannot read /nonexistent/idc_index.csv"},
+        {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h"}], "retrieve": {"parallel_objects": 0}})", "retrieve.parallel_objects: expected an integer 1-64"},
     };
     for (const Bad &b : cases) {
         dwb_config *c = nullptr;
@@ -166,6 +176,30 @@ TEST(Config, LocalMatchKeysAsKeywordsOrTags) {
     EXPECT_EQ(c->upstreams[0].local_match_keys[1], 0x00083002u);
     EXPECT_EQ(c->upstreams[0].local_match_keys[2], 0x0008103Eu);
     EXPECT_EQ(c->upstreams[1].n_local_match_keys, 0u) << "default: every filter goes to the store";
+    dwb_config_free(c);
+}
+
+TEST(Config, IdcPresetsFillBaseUrlAndBucket) {
+    dwb_config *c = nullptr;
+    dwb_error e = {};
+    const char *json = R"({"upstreams": [{"ae_title": "PROXY", "idc": {}},
+        {"ae_title": "V21", "idc": {"release": "v21", "via": "google"}, "auth": {"type": "token_command", "command": "echo t"}},
+        {"ae_title": "OWN", "idc": {"release": "current", "via": "proxy"}, "bucket_endpoint": "https://storage.googleapis.com/"},
+        {"ae_title": "PLAIN", "base_url": "http://h"}]})";
+    ASSERT_EQ(dwb_config_load_string(json, nullptr, &c, &e), DWB_OK) << e.message;
+    EXPECT_STREQ(c->upstreams[0].base_url, "https://proxy.imaging.datacommons.cancer.gov/current/"
+                                           "viewer-only-no-downloads-see-tinyurl-dot-com-slash-3j3d9jyp/dicomWeb");
+    EXPECT_STREQ(c->upstreams[0].bucket_endpoint, "https://s3.amazonaws.com");
+    EXPECT_STREQ(c->upstreams[0].idc_release, "current");
+    EXPECT_EQ(c->upstreams[0].idc_via_google, 0);
+    EXPECT_STREQ(c->upstreams[1].base_url, "https://healthcare.googleapis.com/v1/projects/nci-idc-data/locations/"
+                                           "us-central1/datasets/idc/dicomStores/idc-store-v21/dicomWeb");
+    EXPECT_EQ(c->upstreams[1].idc_via_google, 1);
+    EXPECT_EQ(c->upstreams[1].auth.type, DWB_AUTH_TOKEN_COMMAND);
+    EXPECT_STREQ(c->upstreams[2].bucket_endpoint, "https://storage.googleapis.com") << "given endpoint wins, no slash";
+    EXPECT_EQ(c->upstreams[3].bucket_endpoint, nullptr);
+    EXPECT_EQ(c->upstreams[3].idc_index, nullptr);
+    EXPECT_EQ(c->retrieve.parallel_objects, 8);
     dwb_config_free(c);
 }
 
