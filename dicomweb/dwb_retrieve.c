@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "dwb_bufpool.h"
 #include "dwb_dicomjson.h"
 #include "dwb_http.h"
 #include "dwb_idc.h"
@@ -534,6 +535,7 @@ typedef struct stream_ctx {
     int bad_type;
     unsigned char *part;
     size_t len, cap, max;
+    size_t last_len; /* size of the previous part */
     int too_big;
     char location[512];
     int stop;        /* caller asked to stop */
@@ -557,13 +559,18 @@ static int sc_data(void *ud, const void *d, size_t n) {
         return 0;
     }
     if (s->len + n > s->cap) {
-        size_t cap = s->cap ? s->cap : (1u << 20);
-        while (cap < s->len + n) cap *= 2;
-        unsigned char *np = realloc(s->part, cap);
+        /* Instances of a series tend to have one size: start a part's buffer at the last part's size, so that
+         * buffers handed back to the pool fit the next parts. */
+        size_t want = s->cap ? s->cap * 2 : s->last_len ? s->last_len + 8192 : (1u << 20);
+        while (want < s->len + n) want *= 2;
+        size_t cap = 0;
+        unsigned char *np = dwb_buf_get(want, &cap);
         if (!np) {
             s->too_big = 1;
             return 0;
         }
+        if (s->len) memcpy(np, s->part, s->len);
+        dwb_buf_put(s->part, s->cap);
         s->part = np;
         s->cap = cap;
     }
@@ -575,6 +582,20 @@ static int sc_data(void *ud, const void *d, size_t n) {
 static int sc_end(void *ud) {
     stream_ctx *s = ud;
     if (s->too_big) return 0; /* counted as missing at the end */
+    if (s->cb->on_instance_take) {
+        /* Hand the buffer over, trimmed to the instance; the next part starts a new one. */
+        void *data = s->part;
+        size_t len = s->len, cap = s->cap;
+        s->last_len = len;
+        s->part = NULL;
+        s->len = s->cap = 0;
+        if (!data) return 0;
+        if (s->cb->on_instance_take(s->cb->ud, s->series, data, len, cap, s->location)) {
+            s->stop = 1;
+            return 1;
+        }
+        return 0;
+    }
     if (s->cb->on_instance(s->cb->ud, s->series, s->part, s->len, s->location)) {
         s->stop = 1;
         return 1;
@@ -775,7 +796,7 @@ dwb_status dwb_retrieve_stream_series(const dwb_upstream *up, const dwb_rplan *p
         }
     }
     free(whys);
-    free(s.part);
+    dwb_buf_put(s.part, s.cap);
     return result;
 }
 
@@ -815,7 +836,7 @@ dwb_status dwb_retrieve_fetch_instance(const dwb_upstream *up, const char *study
     o.is_cancelled = is_cancelled;
     o.cancel_ud = ud;
     /* The callbacks see the collector; cancellation is polled through the caller's function and argument. */
-    dwb_retrieve_callbacks cb = {one_instance, one_missing, one_cancelled, &o};
+    dwb_retrieve_callbacks cb = {one_instance, one_missing, one_cancelled, &o, NULL};
     stream_ctx s;
     memset(&s, 0, sizeof s);
     s.cb = &cb;
@@ -828,7 +849,7 @@ dwb_status dwb_retrieve_fetch_instance(const dwb_upstream *up, const char *study
              sop_uid);
     dwb_error e = {0};
     dwb_status st = fetch(up, url, ts, &s, &e, why, sizeof why);
-    free(s.part);
+    dwb_buf_put(s.part, s.cap);
     if (st == DWB_OK && o.got) {
         *data = o.data;
         *len = o.len;

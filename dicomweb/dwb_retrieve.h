@@ -64,6 +64,11 @@ typedef struct dwb_retrieve_callbacks {
     void (*on_missing)(void *ud, const dwb_rseries *series, const char *sop_uid, const char *reason);
     int (*is_cancelled)(void *ud);
     void *ud;
+    /* Optional, used instead of on_instance by the WADO-RS engine: the same, but data (a buffer of capacity cap
+     * from dwb_buf_get, core/dwb_bufpool.h) becomes the callee's, who gives it back with dwb_buf_put; a consumer
+     * that keeps the bytes needs no copy. */
+    int (*on_instance_take)(void *ud, const dwb_rseries *series, void *data, size_t len, size_t cap,
+                            const char *location);
 } dwb_retrieve_callbacks;
 
 /* Streams every series of the plan. Returns DWB_E_CANCELLED if the caller stopped. Store failures are reported

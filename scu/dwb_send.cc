@@ -4,6 +4,7 @@
 #include "dcmtk/config/osconfig.h"
 #include "dcmtk/dcmdata/dcdeftag.h"
 #include "dcmtk/dcmdata/dcfilefo.h"
+#include "dcmtk/dcmdata/dcistrma.h"
 #include "dcmtk/dcmdata/dcistrmb.h"
 #include "dcmtk/dcmdata/dcmetinf.h"
 #include "dcmtk/dcmdata/dcrledrg.h"
@@ -34,6 +35,7 @@
 #include "dwb_dimse.hh"
 
 extern "C" {
+#include "dwb_bufpool.h"
 #include "dwb_send.h"
 #include "dwb_stow.h"
 #include "dwb_stow_send.h"
@@ -66,6 +68,61 @@ enum class Sent {
     Failed,   // this instance failed; go on with the next
     DestDead, // the association to the destination is gone: everything after fails too
 };
+
+// ---- parsing an instance without copying its large values ----
+
+// The bytes of one instance as the store sent them, shared by the parsed data set and the deferred values that
+// still point into them; freed when the last of those goes.
+struct Bytes {
+    void *p;
+    size_t n, cap;
+    Bytes(void *data, size_t len, size_t capacity) : p(data), n(len), cap(capacity) {}
+    ~Bytes() { dwb_buf_put(p, cap); }
+    Bytes(const Bytes &) = delete;
+    Bytes &operator=(const Bytes &) = delete;
+};
+
+// DCMTK defers reading a large value only from a stream that can make a factory for a second stream positioned
+// at that value (files do; its memory buffer stream does not). This stream over shared bytes can: values above
+// kDeferBytes stay in the store's buffer until the data set is written to the destination, instead of being
+// copied into fresh memory at parse time (measured by bench/move.py: that copy was the largest cost left in the
+// bridge's CPU).
+class BytesStream : public DcmInputStream {
+  public:
+    explicit BytesStream(std::shared_ptr<Bytes> b) : DcmInputStream(&producer_), b_(std::move(b)) {
+        producer_.setBuffer(b_->p, (offile_off_t)b_->n);
+        producer_.setEos();
+    }
+    DcmInputStreamFactory *newFactory() const override;
+
+  private:
+    DcmBufferProducer producer_;
+    std::shared_ptr<Bytes> b_;
+};
+
+class BytesFactory : public DcmInputStreamFactory {
+  public:
+    BytesFactory(std::shared_ptr<Bytes> b, offile_off_t at) : b_(std::move(b)), at_(at) {}
+    DcmInputStream *create() const override {
+        BytesStream *s = new BytesStream(b_);
+        s->skip(at_);
+        return s;
+    }
+    DcmInputStreamFactory *clone() const override { return new BytesFactory(b_, at_); }
+    // DCMTK knows two kinds; it asks only to tell temporary files, which these are not.
+    DcmInputStreamFactoryType ident() const override { return DFT_DcmInputFileStreamFactory; }
+
+  private:
+    std::shared_ptr<Bytes> b_;
+    offile_off_t at_;
+};
+
+DcmInputStreamFactory *BytesStream::newFactory() const {
+    // Not through a filter (a deflated data set is read through one): then everything is read now.
+    return currentProducer() == &producer_ ? new BytesFactory(b_, tell()) : nullptr;
+}
+
+const Uint32 kDeferBytes = 4096;
 
 // ---- the process-wide retrieve budget: bytes of fetched instances waiting to be sent, all runs together ----
 
@@ -487,18 +544,19 @@ void release_budget(Sender &s, size_t bytes) {
     g_budget_cv.notify_all();
 }
 
-// Parses each instance as it completes (on the fetch thread) and queues it.
-int p_instance(void *ud, const dwb_rseries *se, const void *data, size_t len, const char *location) {
+// Parses each instance as it completes (on the fetch thread) and queues it. Takes data (core/dwb_bufpool.h).
+int p_instance_take(void *ud, const dwb_rseries *se, void *data, size_t len, size_t cap, const char *location) {
     Sender &s = *static_cast<Sender *>(ud);
+    std::shared_ptr<Bytes> bytes = std::make_shared<Bytes>(data, len, cap);
     if (s.q.stop.load()) return 1;
-    DcmInputBufferStream in;
-    in.setBuffer(data, (offile_off_t)len);
-    in.setEos();
     std::unique_ptr<DcmFileFormat> ff(new DcmFileFormat());
-    ff->transferInit();
-    // Load every value now: a buffer stream cannot serve deferred reads later.
-    OFCondition c = ff->read(in, EXS_Unknown, EGL_noChange, 0xFFFFFFFFu);
-    ff->transferEnd();
+    OFCondition c;
+    {
+        BytesStream in(bytes);
+        ff->transferInit();
+        c = ff->read(in, EXS_Unknown, EGL_noChange, kDeferBytes);
+        ff->transferEnd();
+    }
     OFString sop, cls;
     if (c.good()) {
         ff->getDataset()->findAndGetOFString(DCM_SOPInstanceUID, sop);
@@ -527,6 +585,18 @@ int p_instance(void *ud, const dwb_rseries *se, const void *data, size_t len, co
     it.bytes = len;
     push(s, std::move(it));
     return s.q.stop.load() ? 1 : 0;
+}
+
+// The same for sources that keep their buffer (IDC buckets): one copy.
+int p_instance(void *ud, const dwb_rseries *se, const void *data, size_t len, const char *location) {
+    size_t cap = 0;
+    void *copy = dwb_buf_get(len, &cap);
+    if (!copy) {
+        DWB_WARN(static_cast<Sender *>(ud)->log(), "out of memory for an instance of series %s", se->series_uid);
+        return 0;
+    }
+    memcpy(copy, data, len);
+    return p_instance_take(ud, se, copy, len, cap, location);
 }
 
 void p_missing(void *ud, const dwb_rseries *se, const char *sop, const char *reason) {
@@ -678,7 +748,7 @@ void run_pipeline(Sender &s) {
     if (n_threads > plan->n_series) n_threads = plan->n_series;
     if (n_threads == 0) n_threads = 1;
     std::atomic<size_t> next{0};
-    dwb_retrieve_callbacks cb = {p_instance, p_missing, p_cancelled, &s};
+    dwb_retrieve_callbacks cb = {p_instance, p_missing, p_cancelled, &s, p_instance_take};
     s.q.producers_left = (int)n_threads;
     std::vector<std::thread> producers;
     for (size_t t = 0; t < n_threads; t++) {
