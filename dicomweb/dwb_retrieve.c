@@ -87,14 +87,20 @@ static dwb_status collect(void *ud, dwb_attrs *ds) {
     return st;
 }
 
-/* Every page of path?query (JSON), collecting key (and key2) of each result. */
-static dwb_status qido_list(qctx *q, const char *path, const char *query) {
+/* The pager's options for the queries of one resolution. */
+static dwb_qido_pager_opts pager_opts(const qctx *q) {
     dwb_qido_pager_opts o = {0};
     o.page_cap = 5000;
     o.max_page_bytes = MAX_QIDO_BYTES;
     o.is_cancelled = q->is_cancelled;
     o.ud = q->ud;
     o.log = q->log;
+    return o;
+}
+
+/* Every page of path?query (JSON), collecting key (and key2) of each result. */
+static dwb_status qido_list(qctx *q, const char *path, const char *query) {
+    dwb_qido_pager_opts o = pager_opts(q);
     dwb_qido_pager_out out;
     dwb_status st = dwb_qido_each(q->up, path, query, &o, collect, q, &out, q->err);
     dwb_qido_pager_out_cleanup(&out);
@@ -295,12 +301,7 @@ static dwb_status resolve_study_by_series(qctx *q, dwb_rplan *p, const char *stu
     rows.err = q->err;
     char path[256];
     snprintf(path, sizeof path, "/studies/%s/series", study);
-    dwb_qido_pager_opts o = {0};
-    o.page_cap = 5000;
-    o.max_page_bytes = MAX_QIDO_BYTES;
-    o.is_cancelled = q->is_cancelled;
-    o.ud = q->ud;
-    o.log = q->log;
+    dwb_qido_pager_opts o = pager_opts(q);
     dwb_status st = dwb_qido_each(q->up, path, "includefield=0020000E&includefield=00201209&includefield=00080016", &o,
                                   collect_series_row, &rows, NULL, q->err);
     if (st == DWB_OK && !rows.incomplete) {

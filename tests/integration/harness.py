@@ -289,6 +289,15 @@ class Bridge(Server):
             wait_port(self.port, self.proc, log=self.log_path)
 
 
+def vm_kib(pid, key):
+    """VmHWM or VmRSS of a process, in KiB."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise AssertionError("no %s in /proc/%d/status" % (key, pid))
+
+
 def wait_for(pred, timeout=30, step=0.1):
     """Polls pred until it returns something true or the time is up; returns its last value."""
     end = time.time() + timeout

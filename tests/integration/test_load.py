@@ -10,7 +10,7 @@ import threading
 import time
 
 import harness
-from harness import counts_of, status_of
+from harness import counts_of, status_of, vm_kib
 from harness import Bridge, Orthanc, StoreSCP, TestCase, run, wait_for
 
 SECONDS = float(os.environ.get("DWB_LOAD_SECONDS", "60"))
@@ -40,14 +40,6 @@ def sanitizer_of_build():
     if v in ("on", "1", "true", "yes", "address"):
         return "address"
     return "plain"
-
-
-def vm_kib(pid, key):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise AssertionError("no %s in /proc/%d/status" % (key, pid))
 
 
 class LoadTest(TestCase):

@@ -13,7 +13,7 @@ import struct
 import time
 
 import harness
-from harness import wait_for
+from harness import vm_kib, wait_for
 from harness import Bridge, Orthanc, TestCase, run
 
 # What a 200 MiB C-STORE may add to the bridge's peak RSS: the data set goes from the socket to the spool file and
@@ -52,16 +52,6 @@ def write_large_instance(path, uid_root, rows, cols):
             f.write(chunk[:min(left, len(chunk))])
             left -= len(chunk)
     return sop
-
-
-def vm_kib(pid, key):
-    """VmHWM or VmRSS of a process, in KiB."""
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise AssertionError("no %s in /proc/%d/status" % (key, pid))
-
 
 
 
