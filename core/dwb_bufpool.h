@@ -7,7 +7,7 @@
 
 #include <stddef.h>
 
-#define DWB_BUFPOOL_MAX_BYTES ((size_t)32 << 20)
+#define DWB_BUFPOOL_MAX_BYTES ((size_t)16 << 20)
 
 /* A buffer of at least want bytes (*cap set to its capacity); NULL when out of memory. Contents undefined. */
 void *dwb_buf_get(size_t want, size_t *cap);

@@ -142,6 +142,9 @@ void dwb_http_opts_from_upstream(const dwb_upstream_conf *up, dwb_http_client_op
     o->backoff_initial_ms = 200;
     o->backoff_max_ms = 10000;
     o->max_concurrent = up->max_concurrent_requests;
+    /* WADO-RS bodies are hundreds of MB: libcurl's 16 KiB default means a receive, a poll and a callback into
+     * the multipart parser every 16 KiB. */
+    o->buffer_size = 256 * 1024;
 }
 
 dwb_status dwb_http_client_new(const dwb_http_client_opts *opts, dwb_http_client **out, dwb_error *err) {
