@@ -540,6 +540,8 @@ typedef struct stream_ctx {
     int too_big;
     char location[512];
     int stop;        /* caller asked to stop */
+    size_t useless;  /* parts of this response that brought no planned instance (repeats, unasked ones) */
+    int overrun;     /* too many of those: the answer was abandoned */
     dwb_error perr;  /* multipart error */
     int perr_set;
 } stream_ctx;
@@ -580,9 +582,21 @@ static int sc_data(void *ud, const void *d, size_t n) {
     return 0;
 }
 
+/* After each delivered part: a store that keeps sending parts that bring nothing planned (the same instance
+ * again and again, or instances beyond the series' count) would hold the transfer forever, as WADO-RS bodies
+ * have no time limit. Beyond the series' size and some slack, the answer is abandoned. */
+static int sc_judge(stream_ctx *s, size_t got_before) {
+    dwb_rseries_state *rs = s->series->state;
+    if (!rs || rs->n_got > got_before) return 0;
+    if (++s->useless <= s->series->n + 16) return 0;
+    s->overrun = 1;
+    return 1;
+}
+
 static int sc_end(void *ud) {
     stream_ctx *s = ud;
     if (s->too_big) return 0; /* counted as missing at the end */
+    size_t got_before = s->series->state ? s->series->state->n_got : 0;
     if (s->cb->on_instance_take) {
         /* Hand the buffer over, trimmed to the instance; the next part starts a new one. */
         void *data = s->part;
@@ -595,13 +609,13 @@ static int sc_end(void *ud) {
             s->stop = 1;
             return 1;
         }
-        return 0;
+        return sc_judge(s, got_before);
     }
     if (s->cb->on_instance(s->cb->ud, s->series, s->part, s->len, s->location)) {
         s->stop = 1;
         return 1;
     }
-    return 0;
+    return sc_judge(s, got_before);
 }
 
 static int st_response(void *ud, long code, const char *ct) {
@@ -624,7 +638,7 @@ static int st_body(void *ud, const void *d, size_t n) {
     stream_ctx *s = ud;
     dwb_error e = {0};
     if (dwb_multipart_feed(s->mp, d, n, &e) != DWB_OK) {
-        if (!s->stop) {
+        if (!s->stop && !s->overrun) {
             s->perr = e;
             s->perr_set = 1;
         }
@@ -665,6 +679,10 @@ static dwb_status fetch(const dwb_upstream *up, const char *url, const char *ts,
         }
     } else if (s->stop) {
         st = DWB_E_CANCELLED;
+    } else if (s->overrun) {
+        snprintf(why, whycap, "the store kept sending parts that are not in the plan (%zu repeated or unasked): "
+                 "answer abandoned", s->useless);
+        st = DWB_E_PARSE;
     } else if (s->perr_set) {
         snprintf(why, whycap, "unreadable store response: %.200s", s->perr.message);
         st = DWB_E_PARSE;
@@ -761,7 +779,8 @@ dwb_status dwb_retrieve_stream_series(const dwb_upstream *up, const dwb_rplan *p
                 snprintf(url, sizeof url, "%s/studies/%s/series/%s/instances/%s", up->conf->base_url, se->study_uid,
                          se->series_uid, uids[u]);
             s.started = s.bad_type = s.perr_set = 0;
-            s.too_big = 0;
+            s.too_big = s.overrun = 0;
+            s.useless = 0;
             dwb_status st = fetch(up, url, plan->transfer_syntax, &s, err, why, sizeof why);
             if (st == DWB_E_CANCELLED || s.stop) {
                 result = DWB_E_CANCELLED;

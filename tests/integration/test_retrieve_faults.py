@@ -4,7 +4,7 @@ always cuts (failed after retrieve.max_attempts, named in the failed list), and 
 destination that takes only uncompressed syntaxes (the store transcodes on request: Orthanc with its GDCM
 plugin would be, but Debian's crashes: the fault store transcodes as Google does), with pixel data identical to
 the source; a store that cannot transcode fails those instances with a reason naming the syntax; C-CANCEL in the
-middle of a C-GET sub-operation."""
+middle of a C-GET sub-operation; a store that streams the same part forever."""
 import os
 import json
 import re
@@ -19,6 +19,63 @@ from harness import Bridge, Orthanc, StoreSCP, TestCase, run
 SERIES_RE = re.compile(r"^/dicom-web/studies/[0-9.]+/series/[0-9.]+$")
 INSTANCE_RE = re.compile(r"^/dicom-web/studies/[0-9.]+/series/[0-9.]+/instances/([0-9.]+)$")
 
+
+class EndlessSeriesStore:
+    """In front of Orthanc: every series-level WADO-RS is answered with one instance's part, again and again,
+    in a chunked body that never ends (until the client goes); everything else is Orthanc's answer."""
+
+    def __init__(self, orthanc_port, part_file):
+        import http.server
+        import socketserver
+        import urllib.request
+        with open(part_file, "rb") as f:
+            part = f.read()
+        chunk = (b"--ENDLESS\r\nContent-Type: application/dicom\r\n\r\n" + part + b"\r\n")
+        self.parts_sent = 0
+        store = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                if SERIES_RE.match(self.path.split("?")[0]):
+                    self.send_response(200)
+                    self.send_header("Content-Type", 'multipart/related; type="application/dicom"; boundary=ENDLESS')
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    try:
+                        while True:
+                            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                            store.parts_sent += 1
+                    except OSError:
+                        self.close_connection = True
+                    return
+                req = urllib.request.Request("http://127.0.0.1:%d%s" % (orthanc_port, self.path),
+                                             headers={"Accept": self.headers.get("Accept", "*/*")})
+                try:
+                    with urllib.request.urlopen(req) as r:
+                        body, code, ctype = r.read(), r.status, r.headers.get("Content-Type", "")
+                except urllib.error.HTTPError as e:
+                    body, code, ctype = e.read(), e.code, e.headers.get("Content-Type", "")
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+            daemon_threads = True
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d/dicom-web" % self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 
@@ -217,6 +274,30 @@ class RetrieveFaultTest(TestCase):
         self.assertEqual(self.received(), sorted(self.src))
         self.assertEqual(self.bridge.log().count("the store counted it for the series but does not list it"), 2,
                          self.bridge.log()[-3000:])
+
+    def test_store_streaming_one_part_forever(self):
+        # A series answer that repeats one instance without end: the bridge abandons it once it has brought
+        # nothing new for longer than the series, lists the series and asks each instance; memory stays bounded
+        # and the move ends with every instance delivered.
+        self.setup_store(None, patients=1, studies=1, series=1, instances=6, rows=64, cols=64)
+        endless = EndlessSeriesStore(self.orthanc.http_port, sorted(self.src.values())[0])
+        self.addCleanup(endless.close)
+        cfg = dict(self.bridge.config)
+        cfg["upstreams"] = [{"ae_title": "CLOUD", "base_url": endless.url, "max_retries": 0}]
+        cfg["listen"] = {"port": harness.free_port()}
+        cfg["http"] = {"port": harness.free_port()}
+        self.bridge.close()
+        import tempfile
+        self.bridge = self.start(Bridge(tempfile.mkdtemp(dir=self.workdir), cfg))
+        p = self.move(self.manifest["instances"][0]["StudyInstanceUID"])
+        self.assertEqual(status_of(p), "0x0000", p.stdout[-1500:] + self.bridge.log()[-2000:])
+        self.assertEqual(self.received(), sorted(self.src))
+        self.assertIn("answer abandoned", self.bridge.log())
+        self.assertLess(endless.parts_sent, 2000, "the endless answer was abandoned early")
+        hwm = harness.vm_kib(self.bridge.proc.pid, "VmHWM")
+        print("\nendless series: %d parts sent before the bridge let go; bridge peak RSS %.0f MiB"
+              % (endless.parts_sent, hwm / 1024))
+        self.assertEqual(harness.echoscu(self.bridge.port, "CLOUD").returncode, 0)
 
     def jpeg2000_cohort(self):
         d, man = harness.gencohort(self.workdir, name="plain", patients=1, studies=1, series=1, instances=4,
