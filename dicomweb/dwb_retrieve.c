@@ -1,6 +1,7 @@
 /* Resolve (QIDO-RS) and stream (WADO-RS multipart) for C-MOVE and C-GET. */
 #include "dwb_retrieve.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -340,6 +341,88 @@ static dwb_status resolve_study(qctx *q, dwb_rplan *p, const char *study) {
     return st;
 }
 
+/* Several studies (PATIENT level, or a STUDY-level list): their plans are asked at once, a few threads at a time,
+ * so that a patient's k studies cost about one round trip more than one study instead of k. Cancellation is
+ * polled by the caller's thread only (a DIMSE association is not to be polled from several threads); the
+ * queries are bounded by timeout_s. The plan keeps the order of uids. */
+/* Frees a plan's series and empties it (the struct itself stays). */
+static void plan_clear(dwb_rplan *p) {
+    for (size_t i = 0; i < p->n_series; i++) {
+        free(p->series[i].sop);
+        free(p->series[i].cls);
+        state_free(p->series[i].state);
+    }
+    free(p->series);
+    p->series = NULL;
+    p->n_series = 0;
+    p->total = 0;
+}
+
+/* Moves every series of src to the end of dst (src left empty). */
+static dwb_status append_series(dwb_rplan *dst, dwb_rplan *src, dwb_error *err) {
+    if (src->n_series == 0) return DWB_OK;
+    dwb_rseries *ns = realloc(dst->series, (dst->n_series + src->n_series) * sizeof *ns);
+    if (!ns) return dwb_error_set(err, DWB_E_NOMEM, "out of memory");
+    dst->series = ns;
+    memcpy(dst->series + dst->n_series, src->series, src->n_series * sizeof *ns);
+    dst->n_series += src->n_series;
+    dst->total += src->total;
+    free(src->series);
+    src->series = NULL;
+    src->n_series = 0;
+    src->total = 0;
+    return DWB_OK;
+}
+
+typedef struct study_job {
+    const qctx *q;
+    const char *uid;
+    dwb_rplan plan;
+    dwb_error err;
+    dwb_status st;
+} study_job;
+
+static void *study_worker(void *arg) {
+    study_job *j = arg;
+    qctx q = *j->q;
+    q.is_cancelled = NULL;
+    q.ud = NULL;
+    q.err = &j->err;
+    j->st = resolve_study(&q, &j->plan, j->uid);
+    return NULL;
+}
+
+static dwb_status resolve_studies(qctx *q, dwb_rplan *p, const char *const *uids, size_t n) {
+    if (n == 1) return resolve_study(q, p, uids[0]);
+    enum { BATCH = 4 };
+    dwb_status st = DWB_OK;
+    for (size_t base = 0; st == DWB_OK && base < n; base += BATCH) {
+        if (q->is_cancelled && q->is_cancelled(q->ud)) return dwb_error_set(q->err, DWB_E_CANCELLED, "cancelled");
+        size_t m = n - base < BATCH ? n - base : BATCH;
+        study_job jobs[BATCH];
+        pthread_t th[BATCH];
+        int started[BATCH] = {0};
+        memset(jobs, 0, sizeof jobs);
+        for (size_t i = 0; i < m; i++) {
+            jobs[i].q = q;
+            jobs[i].uid = uids[base + i];
+            started[i] = pthread_create(&th[i], NULL, study_worker, &jobs[i]) == 0;
+            if (!started[i]) study_worker(&jobs[i]); /* no thread to be had: on this one */
+        }
+        for (size_t i = 0; i < m; i++)
+            if (started[i]) pthread_join(th[i], NULL);
+        for (size_t i = 0; i < m; i++) {
+            if (st == DWB_OK && jobs[i].st != DWB_OK) {
+                st = jobs[i].st;
+                if (q->err) *q->err = jobs[i].err;
+            }
+            if (st == DWB_OK) st = append_series(p, &jobs[i].plan, q->err);
+            plan_clear(&jobs[i].plan); /* what a failure left behind */
+        }
+    }
+    return st;
+}
+
 static dwb_status key_error(dwb_error *err, uint32_t tag, const char *name, const char *why) {
     return dwb_error_set(err, DWB_E_INVALID, "(%04X,%04X) %s: %s", DWB_TAG_GROUP(tag), DWB_TAG_ELEMENT(tag), name, why);
 }
@@ -395,14 +478,18 @@ dwb_status dwb_retrieve_resolve(const dwb_upstream *up, dwb_qr_model model, cons
                     q.must_issuer = issuer;
                     st = qido_list(&q, "/studies", query);
                     q.must_pid = q.must_issuer = NULL;
-                    for (size_t i = 0; st == DWB_OK && i < studies.n; i++) st = resolve_study(&q, p, studies.v[i]);
+                    const char **list = studies.n ? malloc(studies.n * sizeof *list) : NULL;
+                    if (studies.n && !list) st = dwb_error_set(err, DWB_E_NOMEM, "out of memory");
+                    for (size_t i = 0; list && i < studies.n; i++) list[i] = studies.v[i];
+                    if (st == DWB_OK && studies.n) st = resolve_studies(&q, p, list, studies.n);
+                    free(list);
                 }
                 ul_free(&studies);
             }
         }
     } else if (!strcmp(level, "STUDY")) {
         if ((st = uid_values(id, DWB_TAG_STUDY_UID, "StudyInstanceUID", 1, &a, err)) == DWB_OK)
-            for (size_t i = 0; st == DWB_OK && i < a->n_values; i++) st = resolve_study(&q, p, a->values[i]);
+            st = resolve_studies(&q, p, (const char *const *)a->values, a->n_values);
     } else if (!strcmp(level, "SERIES")) {
         if ((st = uid_values(id, DWB_TAG_STUDY_UID, "StudyInstanceUID", 0, &a, err)) == DWB_OK &&
             (st = uid_values(id, DWB_TAG_SERIES_UID, "SeriesInstanceUID", 1, &b, err)) == DWB_OK) {
@@ -432,12 +519,7 @@ dwb_status dwb_retrieve_resolve(const dwb_upstream *up, dwb_qr_model model, cons
 
 void dwb_rplan_free(dwb_rplan *p) {
     if (!p) return;
-    for (size_t i = 0; i < p->n_series; i++) {
-        free(p->series[i].sop);
-        free(p->series[i].cls);
-        state_free(p->series[i].state);
-    }
-    free(p->series);
+    plan_clear(p);
     free(p);
 }
 

@@ -232,6 +232,21 @@ class RetrieveFaultTest(TestCase):
         self.assertEqual(sum(1 for x in paths if x.endswith("/series")), 1, "one QIDO-RS for the whole plan")
         self.assertEqual(sum(1 for x in paths if x.endswith("/instances")), 0, "no instance list")
 
+    def test_patient_studies_are_planned_at_once(self):
+        # PATIENT level, three studies, the store 50 ms away: the three studies' series queries are asked at the
+        # same time (they overlap at the store), not one after the other.
+        self.setup_store(lambda n, m, p, u: ("delay", 0.05), patients=1, studies=3, series=1, instances=2,
+                         rows=16, cols=16)
+        pid = self.manifest["instances"][0]["PatientID"]
+        before = len(self.fs.log)
+        p = run(["movescu", "-d", "-P", "-aec", "CLOUD", "-aem", "PACS", "-k", "QueryRetrieveLevel=PATIENT",
+                 "-k", "PatientID=" + pid, "127.0.0.1", str(self.bridge.port)], timeout=180)
+        self.assertEqual(status_of(p), "0x0000", p.stdout[-1500:])
+        self.assertEqual(self.received(), sorted(self.src))
+        plans = [e for e in self.fs.log[before:] if re.search(r"/studies/[0-9.]+/series$", e.path.split("?")[0])]
+        self.assertEqual(len(plans), 3, [e.path for e in self.fs.log[before:]])
+        self.assertLess(max(e.t for e in plans), min(e.t_end for e in plans), "the study plans overlap in time")
+
     def series_answer(self, edit):
         """A policy that answers the plan's series-level QIDO-RS with Orthanc's answer passed through edit(rows)."""
         import urllib.request
