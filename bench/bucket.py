@@ -181,14 +181,15 @@ def main():
                     f.write('url = "%s/%s/%s"\noutput = "/dev/null"\n' % (url, BUCKET, k))
 
             def fn():
-                p = subprocess.run(["curl", "-sS", "--no-progress-meter", "--fail", "--parallel", "--parallel-max", str(n), "-K", cfg,
-                                    "-w", "%{http_code} %{size_download}\n"], stdout=subprocess.PIPE, text=True)
-                got = [l.split() for l in p.stdout.splitlines()]
+                p = subprocess.run(["curl", "-sS", "--no-progress-meter", "--fail", "--parallel", "--parallel-max",
+                                    str(n), "-K", cfg, "-w", "%{http_code} %{size_download}\n"],
+                                   stdout=subprocess.PIPE, text=True)
+                got = [line.split() for line in p.stdout.splitlines()]
                 if p.returncode != 0 or len(got) != len(keys) or any(c != "200" for c, _ in got):
                     raise SystemExit("curl --parallel: exit %d, %d answers" % (p.returncode, len(got)))
-                if sum(int(n) for _, n in got) != total_bytes:
-                    raise SystemExit("curl --parallel: %d bytes, expected %d" % (sum(int(n) for _, n in got),
-                                                                                total_bytes))
+                size = sum(int(b) for _, b in got)
+                if size != total_bytes:
+                    raise SystemExit("curl --parallel: %d bytes, expected %d" % (size, total_bytes))
             return fn
 
         fetch_re = re.compile(r"^(\S+) info series \S+: (\d+) of (\d+) objects, [0-9.]+ MB in ([0-9.]+) s from the "
@@ -283,8 +284,8 @@ def main():
         for name in endpoints:
             c, m = best["curl --parallel 8, %s" % name][0], best["bridge C-MOVE, bucket %s" % name][0]
             ms = best["bridge C-MOVE, bucket %s -> SINK" % name][0]
-            fetches = [cpu["fetch"] for n in ("bridge C-MOVE, bucket %s" % name, "bridge C-MOVE, bucket %s -> SINK" % name)
-                       for _, cpu in runs[n] if cpu["fetch"]]
+            moves = ("bridge C-MOVE, bucket %s" % name, "bridge C-MOVE, bucket %s -> SINK" % name)
+            fetches = [cpu["fetch"] for n in moves for _, cpu in runs[n] if cpu["fetch"]]
             if fetches:
                 print("  bucket %-6s bridge fetch throughput / curl --parallel's        %.2f   (target >= 0.9; best "
                       "fetch of %d runs %.3f s)" % (name, c / min(fetches), len(fetches), min(fetches)))

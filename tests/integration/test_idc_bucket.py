@@ -40,9 +40,9 @@ def dump(path, tag):
 
 
 def stamps(files):
-    """{SOP Instance UID: {tag name: [values in data set order], "file": path}} of received files, with one dcmdump for all of
-    them (one per file would cost seconds): SOP Instance UID, Retrieve URL (the data set's own, then the empty
-    previous value in Modified Attributes Sequence), Retrieve AE Title, and the Original Attributes Sequence
+    """{SOP Instance UID: {tag name: [values in data set order], "file": path}} of received files, with one dcmdump
+    per 100 files (one per file would cost seconds): SOP Instance UID, Retrieve URL (the data set's own, then the
+    empty previous value in Modified Attributes Sequence), Retrieve AE Title, and the Original Attributes Sequence
     item's Source of Previous Values."""
     out = {}
     names = ("SOPInstanceUID", "RetrieveURL", "RetrieveAETitle", "SourceOfPreviousValues")
@@ -352,7 +352,8 @@ class IdcBucketTest(TestCase):
         m = re.search(r"^cancel sent at ([0-9.]+)$", p.stdout, re.M)
         self.assertTrue(m, p.stdout)
         t_cancel = float(m.group(1))
-        finals = re.findall(r"^get status 0x([0-9a-f]{4}) completed (\d+) failed (\d+) remaining (\d+)$", p.stdout, re.M)
+        finals = re.findall(r"^get status 0x([0-9a-f]{4}) completed (\d+) failed (\d+) remaining (\d+)$", p.stdout,
+                            re.M)
         self.assertEqual(finals[-1][0], "fe00", p.stdout)
         self.assertGreaterEqual(int(finals[-1][1]), 5, p.stdout)
         self.assertIn("echo status 0x0000", p.stdout)
