@@ -42,6 +42,9 @@ dwb_status dwb_idc_attach(dwb_upstream *up, int parallel_objects, dwb_error *err
         dwb_http_opts_from_upstream(c, &o);
         o.auth = NULL;
         o.max_concurrent = 0; /* bounded by the workers; the bucket has no per-client quota */
+        /* Objects are whole instances (~0.5 MB per CT slice): 256 KiB reads instead of libcurl's 16 KiB mean 16
+         * times fewer read calls and on_body copies per object (curl's own tool reads 100 KiB at a time). */
+        o.buffer_size = 256 * 1024;
         st = dwb_http_client_new(&o, &x->http, err);
     }
     if (st == DWB_OK) st = dwb_bucket_new(x->http, c->bucket_endpoint, &x->bucket, err);
@@ -108,7 +111,9 @@ typedef struct job {
     size_t next;
     size_t failed;
     char first_fail[300];
-    pthread_mutex_t deliver; /* one on_instance at a time per series */
+    pthread_mutex_t deliver; /* one on_instance at a time per series; delivered, delivered_bytes */
+    size_t delivered;
+    unsigned long long delivered_bytes;
     atomic_int stop;         /* cancelled, or the caller stopped everything */
 } job;
 
@@ -176,6 +181,10 @@ static void *worker(void *arg) {
         }
         pthread_mutex_lock(&j->deliver);
         int rc = atomic_load(&j->stop) ? 1 : j->cb->on_instance(j->cb->ud, j->se, buf, len, url);
+        if (!rc) {
+            j->delivered++;
+            j->delivered_bytes += len;
+        }
         pthread_mutex_unlock(&j->deliver);
         if (rc) {
             atomic_store(&j->stop, 1);
@@ -196,6 +205,8 @@ dwb_status dwb_bucket_stream_series(const dwb_upstream *up, const dwb_rplan *pla
         return dwb_error_set(err, DWB_E_NOT_FOUND, "series %s is not in the IDC index", se->series_uid);
     dwb_log_ctx lc = log ? *log : (dwb_log_ctx){0};
     if (!lc.upstream) lc.upstream = up->conf->ae_title;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     char prefix[80];
     snprintf(prefix, sizeof prefix, "%s/", is.crdc_series_uuid);
     listing l = {NULL, 0, 0, prefix, 0};
@@ -243,6 +254,14 @@ dwb_status dwb_bucket_stream_series(const dwb_upstream *up, const dwb_rplan *pla
     pthread_mutex_destroy(&j.deliver);
     for (size_t i = 0; i < l.n; i++) free(l.v[i].key);
     free(l.v);
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    /* What an operator compares with the bucket's own speed (and bench/bucket.py with curl's): listing included,
+     * the time the pipeline made the workers wait included. */
+    DWB_INFO(&lc, "series %s: %zu of %zu objects, %.1f MB in %.3f s from the bucket (%.0f MB/s)%s", se->series_uid,
+             j.delivered, l.n, (double)j.delivered_bytes / 1e6, secs,
+             secs > 0 ? (double)j.delivered_bytes / 1e6 / secs : 0.0, atomic_load(&j.stop) ? ", stopped" : "");
     if (atomic_load(&j.stop)) return dwb_error_set(err, DWB_E_CANCELLED, "cancelled");
     /* Every planned instance that did not arrive is a failed sub-operation, as in the WADO-RS engine. */
     char reason[600];

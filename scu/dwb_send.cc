@@ -277,9 +277,9 @@ void stamp(DcmDataset *ds, const dwb_upstream_conf *up, const char *bridge_ae, c
     item->insertSequenceItem(DCM_ModifiedAttributesSequence, prev);
     item->putAndInsertString(DCM_AttributeModificationDateTime, now_dt().c_str());
     item->putAndInsertString(DCM_ModifyingSystem, bridge_ae);
-    // Source of Previous Values is LO (64 characters at most): the upstream's AE title and host; the full URL is
-    // in Retrieve URL (UR, no such limit).
-    std::string source = std::string(up->ae_title) + " " + url_host(up->base_url);
+    // Source of Previous Values is LO (64 characters at most): the upstream's AE title and the host the instance
+    // came from (the store's, or the bucket's for IDC bulk data); the full URL is in Retrieve URL (UR, no limit).
+    std::string source = std::string(up->ae_title) + " " + url_host(url.c_str());
     if (source.size() > 64) source.resize(64);
     item->putAndInsertString(DCM_SourceOfPreviousValues, source.c_str());
     item->putAndInsertString(DCM_ReasonForTheAttributeModification, "COERCE");

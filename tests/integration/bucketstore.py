@@ -3,11 +3,14 @@
 `page_size` keys whatever max-keys asks, so that paging happens with few objects) and the V1 listing (marker; no
 NextMarker, as S3 without a delimiter, so the client must continue from the last key). Anonymous. Modes:
 v2_refused (ListObjectsV2 answered 400 with an S3 <Error>, as some S3-compatible stores do), missing (keys
-answered 404 NoSuchKey). Every request is logged for the tests to count."""
+answered 404 NoSuchKey), delay (seconds slept before answering each object GET: a slow or far bucket). Objects
+are sent with sendfile, so that the emulator is not what limits a benchmark. Every request is logged, with the
+time it arrived (time.monotonic(), the system's CLOCK_MONOTONIC), for the tests to count."""
 import base64
 import http.server
 import os
 import threading
+import time
 import urllib.parse
 from xml.sax.saxutils import escape
 
@@ -15,13 +18,14 @@ NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 
 
 class BucketStore:
-    def __init__(self, root, page_size=1000, v2_refused=False, missing=()):
+    def __init__(self, root, page_size=1000, v2_refused=False, missing=(), delay=0.0):
         self.root = root
+        self.delay = delay
         self.page_size = page_size
         self.v2_refused = v2_refused
         self.missing = set(missing)  # "bucket/key" answered 404
         self.lock = threading.Lock()
-        self.log = []  # (method, path with query, code)
+        self.log = []  # (method, path with query, code, arrival time)
         store = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -31,7 +35,7 @@ class BucketStore:
                 pass
 
             def do_GET(self):
-                store._serve(self)
+                store._serve(self, time.monotonic())
 
         class Server(http.server.ThreadingHTTPServer):
             daemon_threads = True
@@ -65,7 +69,7 @@ class BucketStore:
 
     def listings(self, version=None):
         out = []
-        for m, p, c in self.requests():
+        for m, p, c, _ in self.requests():
             q = urllib.parse.parse_qs(urllib.parse.urlsplit(p).query, keep_blank_values=True)
             if "prefix" not in q:
                 continue
@@ -74,13 +78,15 @@ class BucketStore:
                 out.append((p, c))
         return out
 
-    def gets(self):
-        return [(p, c) for m, p, c in self.requests() if "?" not in p and p.count("/") >= 2]
+    def gets(self, since=None):
+        """(path, code) of the object GETs, or of those that arrived after `since` (a time.monotonic() value)."""
+        return [(p, c) for m, p, c, t in self.requests()
+                if "?" not in p and p.count("/") >= 2 and (since is None or t > since)]
 
     # ---- serving ----
     def _answer(self, h, code, body, ctype="application/xml"):
         with self.lock:
-            self.log.append((h.command, h.path, code))
+            self.log.append((h.command, h.path, code, h.t_arrived))
         h.send_response(code)
         h.send_header("Content-Type", ctype)
         h.send_header("Content-Length", str(len(body)))
@@ -100,7 +106,20 @@ class BucketStore:
                 keys.append(os.path.relpath(os.path.join(d, f), base).replace(os.sep, "/"))
         return sorted(keys)
 
-    def _serve(self, h):
+    def _send_file(self, h, path):
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            with self.lock:
+                self.log.append((h.command, h.path, 200, h.t_arrived))
+            h.send_response(200)
+            h.send_header("Content-Type", "application/octet-stream")
+            h.send_header("Content-Length", str(size))
+            h.end_headers()
+            h.wfile.flush()
+            h.connection.sendfile(f)
+
+    def _serve(self, h, t_arrived):
+        h.t_arrived = t_arrived
         u = urllib.parse.urlsplit(h.path)
         parts = urllib.parse.unquote(u.path).lstrip("/").split("/", 1)
         bucket = parts[0]
@@ -112,8 +131,9 @@ class BucketStore:
             if (bucket + "/" + key) in self.missing or not path.startswith(os.path.join(self.root, bucket) + os.sep) \
                     or not os.path.isfile(path):
                 return self._error(h, 404, "NoSuchKey", "The specified key does not exist.")
-            with open(path, "rb") as f:
-                return self._answer(h, 200, f.read(), "application/octet-stream")
+            if self.delay:
+                time.sleep(self.delay)
+            return self._send_file(h, path)
         q = urllib.parse.parse_qs(u.query, keep_blank_values=True)
         v2 = q.get("list-type") == ["2"]
         if v2 and self.v2_refused:

@@ -1,14 +1,22 @@
-"""IDC bulk data from a public bucket (issue 16): an S3-compatible bucket (bucketstore.py) holds two series as
-IDC lays them out (<bucket>/<crdc_series_uuid>/<crdc_instance_uuid>.dcm), an index CSV maps them, and the same
-study is in Orthanc (behind faultstore.py, which counts requests) for QIDO-RS. C-MOVE and import --manifest take
-the indexed series from the bucket with no WADO-RS request for them, stamped with the object URL; a series absent
-from the index comes by WADO-RS; listings are paged (continuation tokens), or V1 where V2 is refused; an object
-that stays 404 fails with its key after retrieve.max_attempts requests."""
+"""IDC bulk data from a public bucket (issue 16), at the issue's sizes: an S3-compatible bucket (bucketstore.py)
+holds two series of 120 instances as IDC lays them out (<bucket>/<crdc_series_uuid>/<crdc_instance_uuid>.dcm), an
+index CSV maps them, and the same study is in Orthanc (behind faultstore.py, which counts requests) for QIDO-RS,
+with a third series that the index does not hold. The bucket lists pages of 50 keys, so every series takes three
+listing requests (two continuation tokens). C-MOVE, C-GET and import --manifest (s5cmd and CSV forms) take the
+indexed series from the bucket with no WADO-RS request for them, stamped with the object URL; the series absent
+from the index comes by WADO-RS; V1 listing where V2 is refused; an object that stays 404 fails with its key after
+retrieve.max_attempts requests; a C-CANCEL while the bucket is slow stops the object requests at once.
+
+The cohort, the bucket's files and Orthanc are set up once for the class (tests only read them); each test has its
+own bucket server, request counter and bridge."""
 import csv
 import io
 import json
 import os
 import re
+import shutil
+import tempfile
+import time
 import uuid
 import zipfile
 
@@ -18,7 +26,11 @@ from faultstore import FaultStore
 from harness import Bridge, Orthanc, StoreSCP, TestCase, counts_of, run, status_of
 
 BUCKET = "idc-open-data"
+PER_SERIES = 120
+UNINDEXED = 10  # instances of the series absent from the index (WADO-RS)
+PAGE = 50
 WADO_RE = re.compile(r"^/dicom-web/studies/[0-9.]+/series/([0-9.]+)(/instances/[0-9.]+)?$")
+PIXEL_BYTES = 16 * 16 * 2
 
 
 def dump(path, tag):
@@ -27,36 +39,86 @@ def dump(path, tag):
     return m.group(1) if m else None
 
 
+def stamps(files):
+    """{SOP Instance UID: {tag name: [values in data set order], "file": path}} of received files, with one dcmdump
+    per 100 files (one per file would cost seconds): SOP Instance UID, Retrieve URL (the data set's own, then the
+    empty previous value in Modified Attributes Sequence), Retrieve AE Title, and the Original Attributes Sequence
+    item's Source of Previous Values."""
+    out = {}
+    names = ("SOPInstanceUID", "RetrieveURL", "RetrieveAETitle", "SourceOfPreviousValues")
+    for i in range(0, len(files), 100):
+        cmd = ["dcmdump", "-q", "+F", "+L"]
+        for n in names:
+            cmd += ["+P", n]
+        p = run(cmd + files[i:i + 100], check=True)
+        cur = None
+        for line in p.stdout.splitlines():
+            h = re.match(r"# dcmdump \(\d+/\d+\): (.*)$", line)
+            if h:
+                cur = {n: [] for n in names}
+                cur["file"] = h.group(1)
+                continue
+            m = re.search(r"(?:\[(.*)\]|\(no value available\)).*# +\S+, \S+ +(\w+)\s*$", line)
+            if cur is not None and m and m.group(2) in cur:
+                cur[m.group(2)].append(m.group(1) or "")
+                if m.group(2) == "SOPInstanceUID":
+                    out[m.group(1)] = cur
+    return out
+
+
+def tail_bytes(path, n=PIXEL_BYTES):
+    with open(path, "rb") as f:
+        f.seek(-n, os.SEEK_END)
+        return f.read()
+
+
 class IdcBucketTest(TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.shared = tempfile.mkdtemp(prefix="dwb-it-idc-bucket-")
+        cls.cohort, man = harness.gencohort(cls.shared, patients=1, studies=1, series=3, instances=PER_SERIES,
+                                            rows=16, cols=16, modalities="CT")
+        series = sorted({i["SeriesInstanceUID"] for i in man["instances"]})
+        cls.indexed, cls.unindexed = series[:2], series[2]
+        cls.by_series = {s: [i for i in man["instances"] if i["SeriesInstanceUID"] == s] for s in series}
+        cls.by_series[cls.unindexed] = cls.by_series[cls.unindexed][:UNINDEXED]
+        cls.instances = [i for s in series for i in cls.by_series[s]]
+        cls.study = cls.instances[0]["StudyInstanceUID"]
+        cls.src = {i["SOPInstanceUID"]: os.path.join(cls.cohort, i["file"]) for i in cls.instances}
+        cls.orthanc = Orthanc(cls.shared)
+        try:
+            cls.orthanc.upload(list(cls.src.values()))
+        except Exception:
+            cls.orthanc.close()
+            raise
+        # The bucket's files, IDC's layout; the URLs depend on each test's bucket server.
+        cls.bucket_root = os.path.join(cls.shared, "bucket")
+        cls.crdc = {s: str(uuid.uuid4()) for s in cls.indexed}
+        cls.key_of, cls.sizes = {}, {}
+        for s in cls.indexed:
+            cls.sizes[s] = 0
+            for i in cls.by_series[s]:
+                key = "%s/%s.dcm" % (cls.crdc[s], uuid.uuid4())
+                dst = os.path.join(cls.bucket_root, BUCKET, key)
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                shutil.copyfile(cls.src[i["SOPInstanceUID"]], dst)
+                cls.key_of[i["SOPInstanceUID"]] = key
+                cls.sizes[s] += os.path.getsize(dst)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.orthanc.close()
+        shutil.rmtree(cls.shared, ignore_errors=True)
+
     def setUp(self):
         super().setUp()
-        self.cohort, self.man = harness.gencohort(self.workdir, patients=1, studies=1, series=3, instances=30,
-                                                  rows=16, cols=16)
-        self.orthanc = self.start(Orthanc(self.workdir))
-        self.orthanc.upload([os.path.join(self.cohort, i["file"]) for i in self.man["instances"]])
         self.fs = FaultStore(self.orthanc.http_port)
         self.addCleanup(self.fs.close)
-        self.study = self.man["instances"][0]["StudyInstanceUID"]
-        series = sorted({i["SeriesInstanceUID"] for i in self.man["instances"]})
-        self.indexed, self.unindexed = series[:2], series[2]
-        self.crdc = {s: str(uuid.uuid4()) for s in self.indexed}
-        self.by_series = {s: [i for i in self.man["instances"] if i["SeriesInstanceUID"] == s] for s in series}
 
     def make_bucket(self, **opts):
-        b = BucketStore(os.path.join(self.workdir, "bucket"), **opts)
+        b = BucketStore(self.bucket_root, **dict({"page_size": PAGE}, **opts))
         self.addCleanup(b.close)
-        self.object_url = {}  # SOP Instance UID -> object URL
-        self.sizes = {}
-        for s in self.indexed:
-            total = 0
-            for i in self.by_series[s]:
-                key = "%s/%s.dcm" % (self.crdc[s], uuid.uuid4())
-                with open(os.path.join(self.cohort, i["file"]), "rb") as f:
-                    data = f.read()
-                b.put(BUCKET, key, data)
-                total += len(data)
-                self.object_url[i["SOPInstanceUID"]] = "%s/%s/%s" % (b.url, BUCKET, key)
-            self.sizes[s] = total
+        self.object_url = {sop: "%s/%s/%s" % (b.url, BUCKET, key) for sop, key in self.key_of.items()}
         return b
 
     def write_index(self, zipped=False):
@@ -100,62 +162,81 @@ class IdcBucketTest(TestCase):
                 out.append(m.group(1))
         return out
 
+    def listings_per_series(self, bucket, version=2):
+        """{crdc_series_uuid: [(path, code), ...]} of the listing requests."""
+        out = {}
+        for path, code in bucket.listings(version=version):
+            m = re.search(r"prefix=([0-9a-f-]+)%2F", path)
+            out.setdefault(m.group(1) if m else path, []).append((path, code))
+        return out
+
     def move(self, port, level="STUDY", series=None):
         keys = ["-k", "QueryRetrieveLevel=" + level, "-k", "StudyInstanceUID=" + self.study]
         if series:
             keys += ["-k", "SeriesInstanceUID=" + series]
         return run(["movescu", "-d", "-S", "-aec", "IDC", "-aem", "PACS"] + keys + ["127.0.0.1", str(port)], timeout=180)
 
-    def received(self, pacs):
-        return {dump(f, "SOPInstanceUID"): f for f in pacs.files()}
+    def check_received(self, files, expected, bucket):
+        """Every expected instance arrived once, with the source's pixels, stamped: Retrieve URL = the object's URL
+        and Source of Previous Values = the bucket's host for bucket instances; the store's WADO-RS URL and host for
+        the others. Returns {SOP Instance UID: file}."""
+        got = stamps(files)
+        self.assertEqual(len(files), len(expected), "one file per expected instance")
+        self.assertEqual(sorted(got), sorted(expected))
+        fs_host = "IDC " + self.fs.url[len("http://"):].split("/")[0]
+        bucket_host = "IDC " + bucket.url[len("http://"):]
+        for sop, st in got.items():
+            self.assertEqual(st["RetrieveAETitle"][0], "IDC", sop)
+            if sop in self.key_of:
+                self.assertEqual(st["RetrieveURL"][0], self.object_url[sop])
+                self.assertEqual(st["SourceOfPreviousValues"], [bucket_host], sop)
+            else:
+                self.assertTrue(st["RetrieveURL"][0].startswith(
+                    "%s/studies/%s/series/%s" % (self.fs.url, self.study, self.unindexed)), st["RetrieveURL"])
+                self.assertEqual(st["SourceOfPreviousValues"], [fs_host], sop)
+            self.assertEqual(tail_bytes(st["file"]), tail_bytes(self.src[sop]), "pixel data of %s" % sop)
+        return {sop: st["file"] for sop, st in got.items()}
 
     def test_move_from_bucket_paged_wado_fallback_and_stamp(self):
-        bucket = self.make_bucket(page_size=7)
+        bucket = self.make_bucket()
         pacs = self.start(StoreSCP(self.workdir, aet="PACS"))
         cfg, _ = self.config(bucket, self.write_index(), pacs.port)
         bridge = self.start(Bridge(self.workdir, cfg))
         self.assertIn("IDC index", bridge.log())
         p = self.move(bridge.port)
+        n = 2 * PER_SERIES + UNINDEXED
         self.assertEqual(status_of(p), "0x0000", p.stdout[-2000:])
-        self.assertEqual(counts_of(p)[:2], (90, 0))
-        got = self.received(pacs)
-        self.assertEqual(sorted(got), sorted(i["SOPInstanceUID"] for i in self.man["instances"]))
+        self.assertEqual(counts_of(p)[:2], (n, 0))
+        self.check_received(pacs.files(), list(self.src), bucket)
         # Indexed series: every object once from the bucket, none by WADO-RS; the other series by WADO-RS.
         gets = bucket.gets()
-        self.assertEqual(len(gets), 60, "one GET per object of the two indexed series")
-        self.assertEqual(sorted(p for p, _ in gets),
-                         sorted(u[len(bucket.url):] for u in self.object_url.values()))
+        self.assertEqual(sorted(p for p, _ in gets), sorted("/%s/%s" % (BUCKET, k) for k in self.key_of.values()),
+                         "one GET per object of the two indexed series")
         self.assertEqual(sorted(set(self.wado_series())), [self.unindexed],
                          "WADO-RS only for the series absent from the index")
-        # 30 objects per series in pages of 7: 5 listing requests per series, all V2, with continuation tokens.
-        lists = bucket.listings(version=2)
-        self.assertEqual(len(lists), 10, lists)
-        self.assertEqual(len([p for p, _ in lists if "continuation-token=" in p]), 8)
+        # 120 objects per series in pages of 50: 3 listing requests per series, all V2, the last two continued.
+        lists = self.listings_per_series(bucket)
+        self.assertEqual(sorted(lists), sorted(self.crdc.values()), lists)
+        for crdc, reqs in lists.items():
+            self.assertEqual(len(reqs), 3, reqs)
+            self.assertEqual([("continuation-token=" in p, c) for p, c in reqs],
+                             [(False, 200), (True, 200), (True, 200)], reqs)
         self.assertEqual(bucket.listings(version=1), [])
-        # Retrieve URL: the object's URL for bucket instances, the store's WADO-RS URL for the others.
-        for sop, f in got.items():
-            url = dump(f, "RetrieveURL")
-            if sop in self.object_url:
-                self.assertEqual(url, self.object_url[sop])
-            else:
-                self.assertTrue(url.startswith(self.fs.url + "/studies/" + self.study + "/series/" + self.unindexed),
-                                url)
-            self.assertEqual(dump(f, "RetrieveAETitle"), "IDC")
 
     def test_v1_listing_when_v2_refused_and_zip_index(self):
-        bucket = self.make_bucket(page_size=11, v2_refused=True)
+        bucket = self.make_bucket(v2_refused=True)
         pacs = self.start(StoreSCP(self.workdir, aet="PACS"))
         cfg, _ = self.config(bucket, self.write_index(zipped=True), pacs.port)
         bridge = self.start(Bridge(self.workdir, cfg))
         s = self.indexed[0]
         p = self.move(bridge.port, level="SERIES", series=s)
         self.assertEqual(status_of(p), "0x0000", p.stdout[-2000:])
-        self.assertEqual(sorted(self.received(pacs)), sorted(i["SOPInstanceUID"] for i in self.by_series[s]))
+        self.check_received(pacs.files(), [i["SOPInstanceUID"] for i in self.by_series[s]], bucket)
         self.assertEqual(self.wado_series(), [])
         self.assertEqual([c for _, c in bucket.listings(version=2)], [400], "V2 asked once, refused")
         v1 = bucket.listings(version=1)
-        self.assertEqual(len(v1), 3, v1)  # 30 objects in pages of 11, continued from the last key
-        self.assertEqual(len([p for p, _ in v1 if "marker=" in p]), 2)
+        self.assertEqual(len(v1), 3, v1)  # 120 objects in pages of 50, continued from the last key
+        self.assertEqual([("marker=" in p, c) for p, c in v1], [(False, 200), (True, 200), (True, 200)], v1)
         self.assertIn("refused ListObjectsV2", bridge.log())
 
     def test_get_from_bucket(self):
@@ -169,30 +250,33 @@ class IdcBucketTest(TestCase):
                  "-k", "StudyInstanceUID=" + self.study, "-k", "SeriesInstanceUID=" + s, "127.0.0.1",
                  str(bridge.port)], timeout=180)
         self.assertEqual(status_of(p), "0x0000", p.stdout[-2000:])
-        files = [os.path.join(out, f) for f in os.listdir(out)]
-        self.assertEqual(sorted(dump(f, "SOPInstanceUID") for f in files),
-                         sorted(i["SOPInstanceUID"] for i in self.by_series[s]))
-        for f in files:
-            self.assertEqual(dump(f, "RetrieveURL"), self.object_url[dump(f, "SOPInstanceUID")])
-        self.assertEqual(len(bucket.gets()), 30)
+        self.check_received([os.path.join(out, f) for f in os.listdir(out)],
+                            [i["SOPInstanceUID"] for i in self.by_series[s]], bucket)
+        self.assertEqual(len(bucket.gets()), PER_SERIES)
         self.assertEqual(self.wado_series(), [])
 
     def test_object_404_retried_then_failed_with_its_key(self):
         bucket = self.make_bucket()
         s = self.indexed[1]
-        bad_sop = self.by_series[s][5]["SOPInstanceUID"]
-        bad_key = self.object_url[bad_sop][len(bucket.url) + 1:]
-        bucket.missing.add(bad_key)
+        # The object in the middle of the series' listing: on the second page, fetched while others are in flight.
+        keys = sorted(self.key_of[i["SOPInstanceUID"]] for i in self.by_series[s])
+        bad_key = keys[len(keys) // 2]
+        bad_sop = [sop for sop, k in self.key_of.items() if k == bad_key][0]
+        bucket.missing.add(BUCKET + "/" + bad_key)
         pacs = self.start(StoreSCP(self.workdir, aet="PACS"))
         cfg, _ = self.config(bucket, self.write_index(), pacs.port)
         bridge = self.start(Bridge(self.workdir, cfg))
         p = self.move(bridge.port, level="SERIES", series=s)
-        self.assertNotEqual(status_of(p), "0x0000", p.stdout[-2000:])
-        self.assertEqual(counts_of(p)[:2], (29, 1))
-        self.assertNotIn(bad_sop, self.received(pacs))
-        asked = [c for path, c in bucket.gets() if path == "/" + bad_key]
+        self.assertEqual(status_of(p), "0xb000", p.stdout[-2000:])
+        self.assertEqual(counts_of(p)[:2], (PER_SERIES - 1, 1))
+        self.check_received(pacs.files(), [i["SOPInstanceUID"] for i in self.by_series[s]
+                                           if i["SOPInstanceUID"] != bad_sop], bucket)
+        asked = [c for path, c in bucket.gets() if path == "/%s/%s" % (BUCKET, bad_key)]
         self.assertEqual(asked, [404, 404, 404], "retrieve.max_attempts requests of the missing object")
-        self.assertIn(bad_key.split("/")[1], bridge.log(), "the failure names the object's key")
+        self.assertEqual(len(bucket.gets()), PER_SERIES + 2, "every other object once")
+        log = bridge.log()
+        self.assertRegex(log, r"bucket object %s/%s failed after 3 requests" % (BUCKET, re.escape(bad_key)))
+        self.assertIn("first %s/%s: HTTP 404" % (BUCKET, bad_key), log, "the failure names the object's key")
         self.assertEqual(self.wado_series(), [], "a failed object is not fetched by WADO-RS behind the plan's back")
 
     def test_import_manifest_s5cmd_and_csv_dry_run_bytes(self):
@@ -214,25 +298,25 @@ class IdcBucketTest(TestCase):
                         "--manifest", manifest, "--state", os.path.join(self.workdir, "import.state")] + list(args),
                        timeout=300)
 
+        n = 2 * PER_SERIES
         dry = importer(s5, "--dry-run")
         self.assertEqual(dry.returncode, 0, dry.stdout)
         total = sum(self.sizes.values())
-        self.assertIn("would send: 1 studies, 2 series, 60 instances, %d bytes (%.1f MB, from the IDC index)"
-                      % (total, total / 1e6), dry.stdout)
+        self.assertIn("would send: 1 studies, 2 series, %d instances, %d bytes (%.1f MB, from the IDC index)"
+                      % (n, total, total / 1e6), dry.stdout)
         for s in self.indexed:
-            self.assertIn("series %s %s: 30 instance(s), %d bytes (bucket %s/%s)"
-                          % (self.study, s, self.sizes[s], BUCKET, self.crdc[s]), dry.stdout)
+            self.assertIn("series %s %s: %d instance(s), %d bytes (bucket %s/%s)"
+                          % (self.study, s, PER_SERIES, self.sizes[s], BUCKET, self.crdc[s]), dry.stdout)
         self.assertEqual(bucket.gets(), [], "--dry-run fetches nothing")
         p = importer(s5)
         self.assertEqual(p.returncode, 0, p.stdout)
         self.assertIn("using bucket_endpoint %s of the configuration" % bucket.url, p.stdout)
-        self.assertRegex(p.stdout, r"import summary: sent 60, skipped 0 \(already delivered\), failed 0")
-        got = self.received(pacs)
-        self.assertEqual(sorted(got), sorted(self.object_url))
-        self.assertEqual(len(bucket.gets()), 60)
+        self.assertRegex(p.stdout, r"import summary: sent %d, skipped 0 \(already delivered\), failed 0" % n)
+        self.check_received(pacs.files(), list(self.key_of), bucket)
+        self.assertEqual(len(bucket.gets()), n)
         self.assertEqual(self.wado_series(), [], "import took every instance from the bucket")
-        for sop, f in got.items():
-            self.assertEqual(dump(f, "RetrieveURL"), self.object_url[sop])
+        self.assertEqual({c: len(r) for c, r in self.listings_per_series(bucket).items()},
+                         {c: 3 for c in self.crdc.values()}, "3 listing pages per series")
         # The CSV form of the portal's manifest (series_uuid column), TSV here, for the same series: the state file
         # says they were delivered; --force sends them again, from the bucket.
         tsv = os.path.join(self.workdir, "manifest.tsv")
@@ -243,11 +327,44 @@ class IdcBucketTest(TestCase):
         again = importer(tsv)
         self.assertEqual(again.returncode, 0, again.stdout)
         self.assertIn("nothing to send", again.stdout)
+        self.assertEqual(len(bucket.gets()), n)
+        for f in pacs.files():
+            os.unlink(f)
         forced = importer(tsv, "--force")
         self.assertEqual(forced.returncode, 0, forced.stdout)
-        self.assertRegex(forced.stdout, r"import summary: sent 60,")
-        self.assertEqual(len(bucket.gets()), 120)
+        self.assertRegex(forced.stdout, r"import summary: sent %d, skipped 0 \(already delivered\), failed 0" % n)
+        self.check_received(pacs.files(), list(self.key_of), bucket)
+        self.assertEqual(len(bucket.gets()), 2 * n)
         self.assertEqual(self.wado_series(), [])
+
+    def test_cancel_while_the_bucket_is_slow(self):
+        """C-GET of an indexed series from a bucket that takes 0.2 s per object, cancelled after the 6th C-STORE
+        (the tool sends C-CANCEL before answering it): the C-GET ends with 0xFE00, the bridge asks the bucket for
+        at most one more object per worker after the cancel (those already on their way), none later, and the same
+        association answers a C-ECHO."""
+        bucket = self.make_bucket(delay=0.2)
+        cfg, _ = self.config(bucket, self.write_index(), 104)
+        bridge = self.start(Bridge(self.workdir, cfg))
+        s = self.indexed[0]
+        tool = os.path.join(harness.BUILD_DIR, "tests", "tools", "dwb_getcancel")
+        p = run([tool, "127.0.0.1", str(bridge.port), "IDC", self.study, "6", s], timeout=120)
+        self.assertEqual(p.returncode, 0, p.stdout)
+        m = re.search(r"^cancel sent at ([0-9.]+)$", p.stdout, re.M)
+        self.assertTrue(m, p.stdout)
+        t_cancel = float(m.group(1))
+        finals = re.findall(r"^get status 0x([0-9a-f]{4}) completed (\d+) failed (\d+) remaining (\d+)$", p.stdout,
+                            re.M)
+        self.assertEqual(finals[-1][0], "fe00", p.stdout)
+        self.assertGreaterEqual(int(finals[-1][1]), 5, p.stdout)
+        self.assertIn("echo status 0x0000", p.stdout)
+        t_done = time.monotonic()
+        parallel = cfg["retrieve"]["parallel_objects"]
+        time.sleep(1.0)  # five objects' time: the requests on their way are answered, and nothing new may come
+        after = bucket.gets(since=t_cancel)
+        self.assertLessEqual(len(after), parallel, "object requests after the C-CANCEL: %s" % after)
+        self.assertEqual(bucket.gets(since=t_done), [], "object requests once the C-GET was answered")
+        self.assertLess(len(bucket.gets()), PER_SERIES // 2, "the bridge went on fetching the series")
+        self.assertIn("cancel", bridge.log().lower())
 
     def test_bad_index_and_manifest_give_one_line_errors(self):
         bucket = self.make_bucket()

@@ -2,9 +2,11 @@
 // C-STORE request and before answering it (getscu cannot). Then it sends a C-ECHO on the same association to
 // show that it survived. Prints:
 //   store <n>                 per C-STORE sub-operation received
+//   cancel sent at <s>        CLOCK_MONOTONIC seconds (Python's time.monotonic()), for the test to count what the
+//                             bridge asked its stores after that
 //   get status 0xNNNN completed C failed F remaining R   per C-GET response
 //   echo status 0xNNNN        (or "echo failed ...")
-// usage: dwb_getcancel HOST PORT CALLED_AE STUDY_UID CANCEL_AFTER
+// usage: dwb_getcancel HOST PORT CALLED_AE STUDY_UID CANCEL_AFTER [SERIES_UID]   (a SERIES_UID: series level)
 #include "dcmtk/config/osconfig.h"
 #include "dcmtk/dcmdata/dctk.h"
 #include "dcmtk/dcmnet/assoc.h"
@@ -14,10 +16,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <time.h>
 
 int main(int argc, char **argv) {
-    if (argc != 6) {
-        fprintf(stderr, "usage: dwb_getcancel HOST PORT CALLED_AE STUDY_UID CANCEL_AFTER\n");
+    if (argc != 6 && argc != 7) {
+        fprintf(stderr, "usage: dwb_getcancel HOST PORT CALLED_AE STUDY_UID CANCEL_AFTER [SERIES_UID]\n");
         return 2;
     }
     int cancel_after = atoi(argv[5]);
@@ -39,8 +42,9 @@ int main(int argc, char **argv) {
         return 1;
     }
     DcmDataset ident;
-    ident.putAndInsertString(DCM_QueryRetrieveLevel, "STUDY");
+    ident.putAndInsertString(DCM_QueryRetrieveLevel, argc == 7 ? "SERIES" : "STUDY");
     ident.putAndInsertString(DCM_StudyInstanceUID, argv[4]);
+    if (argc == 7) ident.putAndInsertString(DCM_SeriesInstanceUID, argv[6]);
     T_DIMSE_Message req;
     memset(&req, 0, sizeof req);
     req.CommandField = DIMSE_C_GET_RQ;
@@ -74,7 +78,9 @@ int main(int argc, char **argv) {
             if (stores == cancel_after) {
                 // The cancel comes first, the sub-operation's answer after it: the bridge is waiting for that.
                 DIMSE_sendCancelRequest(a, 1, get_id);
-                printf("cancel sent\n");
+                struct timespec ts_now;
+                clock_gettime(CLOCK_MONOTONIC, &ts_now);
+                printf("cancel sent at %.6f\n", (double)ts_now.tv_sec + ts_now.tv_nsec / 1e9);
             }
             T_DIMSE_Message rsp;
             memset(&rsp, 0, sizeof rsp);
