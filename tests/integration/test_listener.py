@@ -4,10 +4,14 @@ import os
 import re
 import select
 import socket
+import statistics
 import time
 
 import harness
 from harness import Bridge, Orthanc, TestCase, echoscu
+
+
+BURSTS = 5
 
 
 def open_silent(port, n):
@@ -45,23 +49,58 @@ class ListenerTest(TestCase):
             "spool": {"dir": os.path.join(self.workdir, "spool")}}))
 
     def test_silent_connections_do_not_delay_echo_and_are_closed(self):
-        bridge = self.bridge({"acse_timeout_s": 2, "max_pending": 256})
+        # The issue: with 200 silent TCP connections held open, echoscu still answers within 100 ms. The hard
+        # moment is right after the 200 were opened, while the bridge still has them in its accept queue. BURSTS
+        # times: 200 silent connections are opened, echoscu runs at once (its wall time, start-up included) and
+        # the 200 are closed by the test. The median must be within 100 ms (a single run can meet another
+        # process's time slice on a shared machine), and no run may come near acse_timeout_s (head-of-line
+        # blocking behind a silent peer).
+        acse = 5
+        bridge = self.bridge({"acse_timeout_s": acse, "max_pending": 256})
+        alone = []
+        for _ in range(3):
+            t0 = time.monotonic()
+            self.assertEqual(echoscu(bridge.port, "ORTHANC").returncode, 0)
+            alone.append(time.monotonic() - t0)
+        took = []
+        for _ in range(BURSTS):
+            socks = open_silent(bridge.port, 200)
+            try:
+                t0 = time.monotonic()
+                p = echoscu(bridge.port, "ORTHANC")
+                took.append(time.monotonic() - t0)
+                self.assertEqual(p.returncode, 0, p.stdout)
+                # The 200 were held open during the run: the bridge has closed none of them.
+                early, _, _ = select.select(socks, [], [], 0)
+                self.assertEqual(len(early), 0, "%d silent connections were closed during the echo run "
+                                 "(acse_timeout_s %d)" % (len(early), acse))
+            finally:
+                for s in socks:
+                    s.close()
+        ms = lambda ts: " ".join("%.0f" % (t * 1000) for t in ts)
+        median = statistics.median(took)
+        print("echoscu alone: %s ms; right after opening 200 silent connections: %s ms, median %.0f ms"
+              % (ms(alone), ms(took), median * 1000))
+        self.assertLessEqual(median, 0.100, "echoscu's median wall time right after 200 silent connections were "
+                             "opened is %.0f ms (runs: %s ms; alone: %s ms), the issue asks for 100 ms"
+                             % (median * 1000, ms(took), ms(alone)))
+        self.assertLess(max(took), 1.0, "an echoscu run took %.3f s with 200 silent connections open" % max(took))
+
+        # Silent connections held until the bridge closes them, after acse_timeout_s.
         socks = open_silent(bridge.port, 200)
         try:
             opened = time.time()
-            t0 = time.time()
-            p = echoscu(bridge.port, "ORTHANC")
-            took = time.time() - t0
-            print("echoscu with 200 silent connections open: %.0f ms" % (took * 1000))
-            self.assertEqual(p.returncode, 0, p.stdout)
-            self.assertLess(took, 1.0, "echoscu took %.3f s with 200 silent connections open" % took)
-            closed = wait_eof(socks, 10)
+            closed = wait_eof(socks, acse + 10)
             self.assertEqual(len(closed), 200, "expected the bridge to close all 200 silent connections within "
-                             "10 s, saw %d closed" % len(closed))
+                             "%d s, saw %d closed" % (acse + 10, len(closed)))
             first, last = min(closed.values()) - opened, max(closed.values()) - opened
-            print("silent connections closed after %.2f-%.2f s (acse_timeout_s 2)" % (first, last))
-            self.assertGreater(first, 1.5, "silent connections closed after %.2f s, before acse_timeout_s 2" % first)
+            print("silent connections closed after %.2f-%.2f s (acse_timeout_s %d)" % (first, last, acse))
+            self.assertGreater(first, acse - 0.5, "silent connections closed after %.2f s, before acse_timeout_s %d"
+                               % (first, acse))
             self.assertEqual(echoscu(bridge.port, "ORTHANC").returncode, 0, "still serving after the timeouts")
+            n = len(re.findall(r"no association after %d s \(listen\.acse_timeout_s\)" % acse, bridge.log()))
+            self.assertGreaterEqual(n, 200, "expected the bridge to log each connection it closed for "
+                                    "acse_timeout_s, saw %d lines" % n)
         finally:
             for s in socks:
                 s.close()
