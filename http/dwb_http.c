@@ -121,9 +121,14 @@ struct dwb_http_client {
     dwb_http_client_opts opts;
     char *name;
     char *ca_bundle;
+    /* The max_concurrent gate, in two classes so that a query never waits behind bulk transfers: transfers
+     * hold at most transfer_max slots, and the rest stay for queries (dwb_http_transfer_slots). */
     pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int in_flight;
+    pthread_cond_t cv_query;    /* a slot came free: any slot will do for a query */
+    pthread_cond_t cv_transfer; /* a slot came free: a transfer may take it if below transfer_max */
+    int in_flight;              /* requests holding a slot, both classes */
+    int in_flight_transfer;     /* of which transfers (req->transfer) */
+    int transfer_max;
     /* IDC proxy quota (issue 16): epoch second until which nothing is sent (the next UTC midnight after a 429
      * with an HTML page); 0 = not exhausted. */
     atomic_llong quota_until;
@@ -166,8 +171,10 @@ dwb_status dwb_http_client_new(const dwb_http_client_opts *opts, dwb_http_client
     if (c->opts.connect_timeout_ms <= 0) c->opts.connect_timeout_ms = 10000;
     if (c->opts.backoff_initial_ms <= 0) c->opts.backoff_initial_ms = 200;
     if (c->opts.backoff_max_ms <= 0) c->opts.backoff_max_ms = 10000;
+    c->transfer_max = dwb_http_transfer_slots(c->opts.max_concurrent);
     pthread_mutex_init(&c->mu, NULL);
-    pthread_cond_init(&c->cv, NULL);
+    pthread_cond_init(&c->cv_query, NULL);
+    pthread_cond_init(&c->cv_transfer, NULL);
     atomic_init(&c->quota_until, 0);
     *out = c;
     return DWB_OK;
@@ -176,7 +183,8 @@ dwb_status dwb_http_client_new(const dwb_http_client_opts *opts, dwb_http_client
 void dwb_http_client_free(dwb_http_client *c) {
     if (!c) return;
     pthread_mutex_destroy(&c->mu);
-    pthread_cond_destroy(&c->cv);
+    pthread_cond_destroy(&c->cv_query);
+    pthread_cond_destroy(&c->cv_transfer);
     free(c->name);
     free(c->ca_bundle);
     free(c);
@@ -224,6 +232,57 @@ static long long now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int dwb_http_transfer_slots(int max_concurrent) {
+    if (max_concurrent <= 1) return max_concurrent; /* one slot (or none, unlimited): nothing to split */
+    int reserved = (max_concurrent + 3) / 4;        /* a quarter for queries, rounded up */
+    return max_concurrent - reserved;
+}
+
+/* A free slot for this class: every request needs one of max_concurrent; a transfer also one of transfer_max.
+ * Called with c->mu held. */
+static int gate_open(const dwb_http_client *c, int transfer) {
+    if (c->in_flight >= c->opts.max_concurrent) return 0;
+    return !transfer || c->in_flight_transfer < c->transfer_max;
+}
+
+/* Waits for a slot of the request's class; 1 = cancelled while waiting (no slot taken). Waiting polls
+ * cancellation too: a C-CANCEL must not queue behind other associations. */
+static int gate_enter(dwb_http_client *c, const dwb_http_request *req) {
+    int transfer = req->transfer != 0;
+    int cancelled = 0;
+    pthread_mutex_lock(&c->mu);
+    while (!gate_open(c, transfer)) {
+        if (req->is_cancelled && req->is_cancelled(req->ud)) {
+            cancelled = 1;
+            break;
+        }
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 100 * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(transfer ? &c->cv_transfer : &c->cv_query, &c->mu, &until);
+    }
+    if (!cancelled) {
+        c->in_flight++;
+        c->in_flight_transfer += transfer;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return cancelled;
+}
+
+static void gate_leave(dwb_http_client *c, const dwb_http_request *req) {
+    pthread_mutex_lock(&c->mu);
+    c->in_flight--;
+    if (req->transfer) c->in_flight_transfer--;
+    /* Both classes may use the slot: wake one of each; the one that cannot take it waits again. */
+    pthread_cond_signal(&c->cv_query);
+    pthread_cond_signal(&c->cv_transfer);
+    pthread_mutex_unlock(&c->mu);
 }
 
 typedef struct xfer {
@@ -463,32 +522,11 @@ dwb_status dwb_http_perform(dwb_http_client *c, const dwb_http_request *req, dwb
         err->http_code = 429;
         return st;
     }
-    if (c->opts.max_concurrent > 0) {
-        /* Waiting for a slot is cancellable too: a C-CANCEL must not queue behind other associations. */
-        int cancelled = 0;
-        pthread_mutex_lock(&c->mu);
-        while (c->in_flight >= c->opts.max_concurrent) {
-            if (req->is_cancelled && req->is_cancelled(req->ud)) {
-                cancelled = 1;
-                break;
-            }
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_nsec += 100 * 1000000L;
-            if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&c->cv, &c->mu, &until);
-        }
-        if (!cancelled) c->in_flight++;
-        pthread_mutex_unlock(&c->mu);
-        if (cancelled) {
-            dwb_status st = dwb_error_set(err, DWB_E_CANCELLED, "%s %s: cancelled while waiting for a free slot (%d in use)",
-                                          method, logurl, c->opts.max_concurrent);
-            DWB_INFO(&lc, "%s", err->message);
-            return st;
-        }
+    if (c->opts.max_concurrent > 0 && gate_enter(c, req)) {
+        dwb_status st = dwb_error_set(err, DWB_E_CANCELLED, "%s %s: cancelled while waiting for a free slot (%d in use)",
+                                      method, logurl, c->opts.max_concurrent);
+        DWB_INFO(&lc, "%s", err->message);
+        return st;
     }
 
     dwb_status result = DWB_E_INTERNAL;
@@ -697,12 +735,7 @@ dwb_status dwb_http_perform(dwb_http_client *c, const dwb_http_request *req, dwb
         }
     }
 
-    if (c->opts.max_concurrent > 0) {
-        pthread_mutex_lock(&c->mu);
-        c->in_flight--;
-        pthread_cond_signal(&c->cv);
-        pthread_mutex_unlock(&c->mu);
-    }
+    if (c->opts.max_concurrent > 0) gate_leave(c, req);
     if (result != DWB_OK && err->status == DWB_OK) err->status = result;
     if (result == DWB_E_CANCELLED)
         DWB_INFO(&lc, "%s", err->message);

@@ -44,12 +44,18 @@ typedef struct dwb_http_client_opts {
     long backoff_initial_ms;  /* default 200 */
     long backoff_max_ms;      /* default 10000 */
     dwb_auth *auth;           /* borrowed; NULL = none */
-    int max_concurrent;       /* requests in flight at once through this client; 0 = unlimited */
+    int max_concurrent;       /* requests in flight at once through this client; 0 = unlimited. Transfers
+                               * (req.transfer) hold at most dwb_http_transfer_slots() of them */
     long buffer_size;         /* receive buffer, the most on_body gets at once; 0 = libcurl's 16 KiB */
 } dwb_http_client_opts;
 
 /* Fills opts from an upstream's config section (auth is NOT created; set opts->auth yourself). */
 void dwb_http_opts_from_upstream(const dwb_upstream_conf *up, dwb_http_client_opts *opts);
+
+/* Of max_concurrent slots, how many bulk transfers may hold at once: all but a quarter (rounded up), which
+ * only queries can use, so that a QIDO never waits behind long WADO-RS or STOW-RS transfers. max_concurrent 1
+ * (or 0, unlimited) is not split. */
+int dwb_http_transfer_slots(int max_concurrent);
 
 typedef struct dwb_http_client dwb_http_client;
 dwb_status dwb_http_client_new(const dwb_http_client_opts *opts, dwb_http_client **out, dwb_error *err);

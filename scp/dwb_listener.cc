@@ -1,6 +1,7 @@
-// DCMTK adapter for the accept loop and admission of the DIMSE listener: the accepting thread only accepts; each
-// connection's worker negotiates (TLS handshake, A-ASSOCIATE-RQ) and checks the allow-lists. Connections still
-// negotiating are bounded by listen.max_pending and closed after listen.acse_timeout_s.
+// DCMTK adapter for the accept loop and admission of the DIMSE listener: the accepting thread accepts and keeps
+// each new connection in its poll set until the peer sends its first bytes; only then does a worker thread take
+// it to negotiate (TLS handshake, A-ASSOCIATE-RQ) and check the allow-lists. Connections still negotiating,
+// waiting or in a worker, are bounded by listen.max_pending and closed after listen.acse_timeout_s.
 #include "dcmtk/config/osconfig.h"
 #include "dcmtk/dcmnet/assoc.h"
 #include "dcmtk/dcmnet/dcmtrans.h"
@@ -26,6 +27,7 @@
 #include <new>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "dwb_dimse.hh"
 #include "dwb_listener.hh"
@@ -43,12 +45,16 @@ struct dwb_listener {
     std::condition_variable cv;
     int active = 0; // associations being served (listen.max_associations); guarded by mu
     unsigned long next_id = 1;
-    // Connections accepted but not yet through negotiation, oldest first. The accepting thread closes them
-    // (through watch_fd, a dup of the worker's socket, so that a number DCMTK closed and the kernel reused is
-    // never touched) when they exceed listen.acse_timeout_s or listen.max_pending. Guarded by mu.
+    // Connections accepted but not yet through negotiation, oldest first, in two stages. Waiting: the peer has
+    // sent nothing yet; the accepting thread owns fd and polls it, and no thread exists for it, so that silent
+    // connections cost a descriptor each and nothing else. Negotiating: the first bytes came and a worker owns
+    // the socket; the accepting thread closes it (through watch_fd, a dup of the worker's socket, so that a
+    // number DCMTK closed and the kernel reused is never touched). Either is closed when it exceeds
+    // listen.acse_timeout_s or listen.max_pending. Guarded by mu.
     struct pending_conn {
         unsigned long id;
-        int watch_fd;
+        int fd;       // waiting: the socket; -1 once a worker has it
+        int watch_fd; // negotiating: the dup; -1 while waiting
         std::chrono::steady_clock::time_point deadline;
         char ip[INET6_ADDRSTRLEN];
     };
@@ -147,11 +153,14 @@ bool pending_done(dwb_listener *l, unsigned long id) {
     return false;
 }
 
-// Closes a pending connection under its worker's feet: the worker's blocked read or TLS handshake fails and the
-// worker cleans up. Called with l->mu held.
+// Closes a pending connection: a waiting one simply, a negotiating one under its worker's feet (the worker's
+// blocked read or TLS handshake fails and the worker cleans up). Called with l->mu held.
 void pending_close(dwb_listener *l, std::list<dwb_listener::pending_conn>::iterator it) {
-    shutdown(it->watch_fd, SHUT_RDWR);
-    close(it->watch_fd);
+    if (it->watch_fd >= 0) {
+        shutdown(it->watch_fd, SHUT_RDWR);
+        close(it->watch_fd);
+    }
+    if (it->fd >= 0) close(it->fd);
     l->pending.erase(it);
     dwb_metrics_add("dwb_associations_total", "result=\"closed_negotiating\"", 1);
 }
@@ -221,6 +230,93 @@ void reap_overdue(dwb_listener *l, std::chrono::steady_clock::time_point now) {
         DWB_INFO(nullptr, "a%lu: closing the connection from %s: no association after %d s (listen.acse_timeout_s)",
                  it->id, it->ip, l->cfg->listen.acse_timeout_s);
         pending_close(l, it);
+    }
+}
+
+// Takes every connection the kernel has queued, so that a burst (200 silent connections, then a real peer) is
+// in the poll set at once instead of one per poll round. Each starts waiting, with no thread. Returns false
+// when out of descriptors.
+bool accept_all(dwb_listener *l) {
+    const dwb_config *cfg = l->cfg;
+    for (int n = 0; n < 4096; n++) {
+        struct sockaddr_storage from;
+        socklen_t len = sizeof from;
+        int fd = accept4(l->lfd, reinterpret_cast<struct sockaddr *>(&from), &len, SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            DWB_WARN(nullptr, "accepting a connection failed: %s", strerror(errno));
+            return !(errno == EMFILE || errno == ENFILE);
+        }
+        dwb_listener::pending_conn pc = {};
+        pc.fd = fd;
+        pc.watch_fd = -1;
+        pc.deadline = std::chrono::steady_clock::now() + std::chrono::seconds(cfg->listen.acse_timeout_s);
+        if (from.ss_family == AF_INET)
+            inet_ntop(AF_INET, &reinterpret_cast<struct sockaddr_in *>(&from)->sin_addr, pc.ip, sizeof pc.ip);
+        else if (from.ss_family == AF_INET6)
+            inet_ntop(AF_INET6, &reinterpret_cast<struct sockaddr_in6 *>(&from)->sin6_addr, pc.ip, sizeof pc.ip);
+        else
+            snprintf(pc.ip, sizeof pc.ip, "?");
+        std::lock_guard<std::mutex> lk(l->mu);
+        pc.id = l->next_id++;
+        // Full: the connection negotiating longest goes, so silent connections cannot lock real peers out.
+        if ((int)l->pending.size() >= cfg->listen.max_pending) {
+            auto it = l->pending.begin();
+            DWB_WARN(nullptr, "a%lu: closing the connection from %s: %d connections still negotiating (listen.max_pending)",
+                     it->id, it->ip, (int)l->pending.size());
+            pending_close(l, it);
+        }
+        l->pending.push_back(pc);
+    }
+    return true;
+}
+
+// A waiting connection became readable: its first bytes (an A-ASSOCIATE-RQ or a TLS ClientHello) are there, so
+// a worker takes it now and reads without waiting. A peer that closed without a word is closed here.
+void hand_over(dwb_listener *l, unsigned long id, dwb_listener_serve_fn serve, void *ud) {
+    int fd;
+    char ip[INET6_ADDRSTRLEN];
+    {
+        std::lock_guard<std::mutex> lk(l->mu);
+        auto it = l->pending.begin();
+        while (it != l->pending.end() && it->id != id) ++it;
+        if (it == l->pending.end() || it->fd < 0) return;
+        char b;
+        ssize_t r = recv(it->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+        if (r <= 0) {
+            DWB_DEBUG(nullptr, "a%lu: connection from %s closed before an association request", id, it->ip);
+            close(it->fd);
+            l->pending.erase(it);
+            return;
+        }
+        int watch = fcntl(it->fd, F_DUPFD_CLOEXEC, 0);
+        if (watch < 0) {
+            DWB_WARN(nullptr, "a%lu: closing the connection from %s: %s", id, it->ip, strerror(errno));
+            close(it->fd);
+            l->pending.erase(it);
+            return;
+        }
+        fd = it->fd;
+        it->fd = -1;
+        it->watch_fd = watch;
+        memcpy(ip, it->ip, sizeof ip);
+        l->workers++;
+    }
+    try {
+        std::thread([l, fd, id, serve, ud]() {
+            negotiate(l, fd, id, serve, ud);
+            std::lock_guard<std::mutex> lk(l->mu);
+            l->workers--;
+            l->cv.notify_all();
+        }).detach();
+    } catch (const std::exception &e) {
+        DWB_ERROR(nullptr, "cannot start a thread for a connection from %s: %s", ip, e.what());
+        pending_done(l, id);
+        close(fd);
+        std::lock_guard<std::mutex> lk(l->mu);
+        l->workers--;
     }
 }
 
@@ -295,68 +391,36 @@ dwb_status dwb_listener_new(const dwb_config *cfg, DcmTransportLayer *tls, dwb_l
 }
 
 void dwb_listener_run(dwb_listener *l, const std::atomic<int> *stop, dwb_listener_serve_fn serve, void *ud) {
-    const dwb_config *cfg = l->cfg;
-    // This thread only accepts: one connection that never speaks must not delay the others.
+    // One poll over the listening socket and every waiting connection: one connection that never speaks must
+    // not delay the others, nor cost a thread.
+    std::vector<struct pollfd> fds;
+    std::vector<unsigned long> ids; // ids[i] is the pending connection polled in fds[i]; fds[0] listens
     while (stop->load() == 0) {
+        int wait_ms = 200; // how often *stop is looked at
+        fds.clear();
+        ids.clear();
+        fds.push_back({l->lfd, POLLIN, 0});
+        ids.push_back(0);
         {
             std::lock_guard<std::mutex> lk(l->mu);
-            reap_overdue(l, std::chrono::steady_clock::now());
-        }
-        struct pollfd p = {l->lfd, POLLIN, 0};
-        if (poll(&p, 1, 200) <= 0) continue;
-        struct sockaddr_storage from;
-        socklen_t len = sizeof from;
-        int fd = accept4(l->lfd, reinterpret_cast<struct sockaddr *>(&from), &len, SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED) continue;
-            DWB_WARN(nullptr, "accepting a connection failed: %s", strerror(errno));
-            // Out of descriptors: give the workers time to free some rather than spinning.
-            if (errno == EMFILE || errno == ENFILE) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-            continue;
-        }
-        int watch = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-        if (watch < 0) {
-            DWB_WARN(nullptr, "accepting a connection failed: %s", strerror(errno));
-            close(fd);
-            continue;
-        }
-        dwb_listener::pending_conn pc = {};
-        pc.id = l->next_id++;
-        pc.watch_fd = watch;
-        pc.deadline = std::chrono::steady_clock::now() + std::chrono::seconds(cfg->listen.acse_timeout_s);
-        if (from.ss_family == AF_INET)
-            inet_ntop(AF_INET, &reinterpret_cast<struct sockaddr_in *>(&from)->sin_addr, pc.ip, sizeof pc.ip);
-        else if (from.ss_family == AF_INET6)
-            inet_ntop(AF_INET6, &reinterpret_cast<struct sockaddr_in6 *>(&from)->sin6_addr, pc.ip, sizeof pc.ip);
-        else
-            snprintf(pc.ip, sizeof pc.ip, "?");
-        {
-            std::lock_guard<std::mutex> lk(l->mu);
-            // Full: the connection negotiating longest goes, so silent connections cannot lock real peers out.
-            if ((int)l->pending.size() >= cfg->listen.max_pending) {
-                auto it = l->pending.begin();
-                DWB_WARN(nullptr, "a%lu: closing the connection from %s: %d connections still negotiating (listen.max_pending)",
-                         it->id, it->ip, (int)l->pending.size());
-                pending_close(l, it);
+            auto now = std::chrono::steady_clock::now();
+            reap_overdue(l, now);
+            for (const auto &pc : l->pending) {
+                if (pc.fd < 0) continue;
+                fds.push_back({pc.fd, POLLIN, 0});
+                ids.push_back(pc.id);
             }
-            l->pending.push_back(pc);
-            l->workers++;
+            if (!l->pending.empty()) {
+                auto left = std::chrono::duration_cast<std::chrono::milliseconds>(l->pending.front().deadline - now);
+                if (left.count() + 1 < wait_ms) wait_ms = (int)left.count() + 1;
+            }
         }
-        unsigned long id = pc.id;
-        try {
-            std::thread([l, fd, id, serve, ud]() {
-                negotiate(l, fd, id, serve, ud);
-                std::lock_guard<std::mutex> lk(l->mu);
-                l->workers--;
-                l->cv.notify_all();
-            }).detach();
-        } catch (const std::exception &e) {
-            DWB_ERROR(nullptr, "cannot start a thread for a connection from %s: %s", pc.ip, e.what());
-            pending_done(l, id);
-            close(fd);
-            std::lock_guard<std::mutex> lk(l->mu);
-            l->workers--;
-        }
+        if (poll(fds.data(), fds.size(), wait_ms) <= 0) continue;
+        // The connections that spoke first: accepting may close the oldest waiting ones (listen.max_pending).
+        for (size_t i = 1; i < fds.size(); i++)
+            if (fds[i].revents) hand_over(l, ids[i], serve, ud);
+        // Out of descriptors: give the workers time to free some rather than spinning.
+        if ((fds[0].revents & POLLIN) && !accept_all(l)) std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
     std::unique_lock<std::mutex> lk(l->mu);
     // Connections still negotiating are closed; associations drain (or are cancelled by a second signal).

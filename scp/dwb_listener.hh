@@ -1,6 +1,6 @@
 /* Internal to scp/: the accept loop and admission of the DIMSE listener (dwb_listener.cc). The accepting thread
- * only accepts; each connection gets a worker thread that negotiates (TLS handshake, A-ASSOCIATE-RQ), checks the
- * allow-lists and hands the association to the server. C++ only (DCMTK types). */
+ * accepts and polls new connections; once one has sent its first bytes, a worker thread negotiates (TLS
+ * handshake, A-ASSOCIATE-RQ), checks the allow-lists and hands the association to the server. C++ only. */
 #ifndef DWB_LISTENER_HH
 #define DWB_LISTENER_HH
 

@@ -91,6 +91,11 @@ class MiniServer {
     }
     // Ends the delay of every reply being held now or later: a test holds a request for as long as it needs.
     void release() { released_ = true; }
+    // Requests whose path starts with prefix are held until release(), whatever their reply; others are not.
+    void hold(const std::string &prefix) {
+        std::lock_guard<std::mutex> lk(mu_);
+        hold_ = prefix;
+    }
     std::string url(const std::string &path) { return "http://127.0.0.1:" + std::to_string(port_) + path; }
     int connections() const { return conn_count_.load(); }
 
@@ -159,8 +164,10 @@ class MiniServer {
                 }
             }
             Reply r;
+            bool held;
             {
                 std::lock_guard<std::mutex> lk(mu_);
+                held = !hold_.empty() && s.path.compare(0, hold_.size(), hold_) == 0;
                 seen_.push_back(s);
                 seen_cv_.notify_all();
                 if (!replies_.empty()) {
@@ -170,6 +177,7 @@ class MiniServer {
                     r = fallback_;
                 }
             }
+            while (held && !stop_ && !released_) std::this_thread::sleep_for(std::chrono::milliseconds(10));
             for (int waited = 0; waited < r.delay_ms && !stop_ && !released_; waited += 10)
                 std::this_thread::sleep_for(std::chrono::milliseconds(10));
             if (r.drop) break;
@@ -198,6 +206,7 @@ class MiniServer {
     std::mutex mu_;
     std::deque<Reply> replies_;
     Reply fallback_;
+    std::string hold_;
     std::vector<Seen> seen_;
     std::vector<int> fds_;
 };
@@ -634,6 +643,66 @@ TEST_F(Http, CancelWhileWaitingForASlot) {
     busy.join();
     EXPECT_TRUE(busy_done.load());
     for (auto &r : srv.seen()) EXPECT_NE(r.path, "/queued") << "a cancelled queued request must not be sent";
+}
+
+TEST(HttpGate, TransfersLeaveAQuarterOfTheSlotsToQueries) {
+    struct {
+        int max_concurrent, transfer_slots;
+    } const cases[] = {{0, 0}, {1, 1}, {2, 1}, {3, 2}, {4, 3}, {5, 3}, {16, 12}, {1024, 768}};
+    for (const auto &c : cases)
+        EXPECT_EQ(dwb_http_transfer_slots(c.max_concurrent), c.transfer_slots) << "max_concurrent " << c.max_concurrent;
+}
+
+TEST_F(Http, QueryDoesNotWaitBehindTransfers) {
+    MiniServer srv;
+    srv.hold("/bulk"); // transfers take as long as the test wants
+    srv.fallback({200, "[]"});
+    dwb_http_client_opts o = {};
+    o.name = "GATED";
+    o.max_concurrent = 4; // 3 slots for transfers, 1 kept for queries
+    dwb_http_client *c = nullptr;
+    dwb_error e = {};
+    ASSERT_EQ(dwb_http_client_new(&o, &c, &e), DWB_OK) << e.message;
+    clients_.push_back(c);
+    std::atomic<int> transfers_done{0};
+    std::vector<std::thread> ts;
+    for (int t = 0; t < 5; t++) { // more transfers than slots, as with 10 C-MOVEs of 4 series each
+        ts.emplace_back([&] {
+            Sink s;
+            dwb_http_request r = {};
+            std::string url = srv.url("/bulk");
+            r.url = url.c_str();
+            r.transfer = 1;
+            r.on_body = [](void *ud, const void *d, size_t n) -> int {
+                static_cast<Sink *>(ud)->body.append((const char *)d, n);
+                return 0;
+            };
+            r.ud = &s;
+            dwb_error e2 = {};
+            EXPECT_EQ(dwb_http_perform(c, &r, nullptr, &e2), DWB_OK) << e2.message;
+            transfers_done++;
+        });
+    }
+    ASSERT_TRUE(srv.wait_seen(3)) << "the transfers never reached the server";
+    // The query gives up after 10 s (a backstop, far above the milliseconds it takes): without a share of its
+    // own it would wait for a transfer that the server holds until the end of the test.
+    auto t0 = std::chrono::steady_clock::now();
+    dwb_http_request q = {};
+    std::string url = srv.url("/studies?PatientID=1");
+    q.url = url.c_str();
+    q.is_cancelled = [](void *ud) -> int {
+        return std::chrono::steady_clock::now() - *static_cast<std::chrono::steady_clock::time_point *>(ud) >
+               std::chrono::seconds(10);
+    };
+    q.ud = &t0;
+    EXPECT_EQ(dwb_http_perform(c, &q, nullptr, &e), DWB_OK) << "the query waited behind the transfers: " << e.message;
+    EXPECT_EQ(transfers_done.load(), 0) << "a transfer ended before the query, so the query proved nothing";
+    size_t bulk = 0;
+    for (auto &r : srv.seen()) bulk += r.path == "/bulk";
+    EXPECT_EQ(bulk, 3u) << "transfers in flight with max_concurrent 4: at most 3, one slot stays for queries";
+    srv.release();
+    for (auto &t : ts) t.join();
+    EXPECT_EQ(transfers_done.load(), 5);
 }
 
 std::vector<std::string> g_lines;
