@@ -233,15 +233,14 @@ static int cmd_serve(int argc, char **argv) {
     return rc;
 }
 
-/* Instances of a few hundred KB to a few MB pass through the bridge by the thousand. With glibc's defaults each
- * such buffer is a fresh mmap (or a heap trimmed back to the kernel after it), so every byte is page-faulted
- * and zeroed again: measured (bench/move.py, 300 x 512 KB) as half of the bridge's CPU during a C-MOVE. Keep
- * them in the heap and keep freed memory for reuse; how much is held at once is bounded by the retrieve budget
- * and the fetch threads, not by this. */
+/* Instances of a few hundred KB to a few MB pass through the bridge by the thousand. With glibc's defaults
+ * each such buffer is a fresh mmap, page-faulted and zeroed again on first touch: measured (bench/move.py,
+ * 300 x 512 KB) as half of the bridge's CPU during a C-MOVE. They come from the heap instead, and the buffer pool
+ * (core/dwb_bufpool.c) hands freed ones out again. The trim threshold stays glibc's: memory beyond the pool and
+ * the retrieve budget goes back to the kernel (a 64 MB threshold kept up to that much per thread's arena). */
 static void tune_malloc(void) {
 #ifdef __GLIBC__
     mallopt(M_MMAP_THRESHOLD, 32 << 20);
-    mallopt(M_TRIM_THRESHOLD, 64 << 20);
 #endif
 }
 
