@@ -13,6 +13,7 @@
 #include "dwb_idc.h"
 #include "dwb_multipart.h"
 #include "dwb_qido_pager.h"
+#include "dwb_sleep.h"
 #include "dwb_tags.h"
 #include "dwb_uidset.h"
 
@@ -777,17 +778,6 @@ static dwb_status fetch(const dwb_upstream *up, const char *url, const char *ts,
     return st;
 }
 
-static int sleep_cancellable(const dwb_retrieve_callbacks *cb, long ms) {
-    while (ms > 0) {
-        if (cb->is_cancelled && cb->is_cancelled(cb->ud)) return 1;
-        long step = ms < 100 ? ms : 100;
-        struct timespec ts = {0, step * 1000000L};
-        nanosleep(&ts, NULL);
-        ms -= step;
-    }
-    return cb->is_cancelled && cb->is_cancelled(cb->ud);
-}
-
 /* One series: the whole series (or the listed instances) first; then, while planned instances are missing
  * after a transfer that failed part-way, only those, one instance-level request each, with backoff, until
  * max_attempts requests of each were made. Every instance already received is kept. A series planned by count
@@ -846,7 +836,7 @@ dwb_status dwb_retrieve_stream_series(const dwb_upstream *up, const dwb_rplan *p
         if (attempt > 1) {
             DWB_INFO(&lc, "WADO-RS series %s: %zu instance(s) missing, asking again (attempt %d of %d)",
                      se->series_uid, se->n - rs->n_got, attempt, max_attempts);
-            if (sleep_cancellable(cb, 500L << (attempt - 2 < 6 ? attempt - 2 : 6))) {
+            if (dwb_sleep_cancellable(500L << (attempt - 2 < 6 ? attempt - 2 : 6), cb->is_cancelled, cb->ud)) {
                 result = DWB_E_CANCELLED;
                 break;
             }

@@ -6,6 +6,7 @@
  * from libcurl's standard environment handling (http_proxy, https_proxy/HTTPS_PROXY, no_proxy): the client
  * never sets CURLOPT_PROXY, so Kaapana's Squid proxy settings simply apply. */
 #include "dwb_http.h"
+#include "dwb_sleep.h"
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -446,19 +447,6 @@ static double jitter(void) {
     return (double)rand_r(&seed) / ((double)RAND_MAX + 1.0);
 }
 
-/* Sleeps ms in slices, polling for cancellation. Returns 1 if cancelled. */
-static int sleep_cancellable(const dwb_http_request *req, long ms) {
-    long long end = now_ms() + ms;
-    for (;;) {
-        if (req->is_cancelled && req->is_cancelled(req->ud)) return 1;
-        long long left = end - now_ms();
-        if (left <= 0) return 0;
-        long slice = left > 100 ? 100 : (long)left;
-        struct timespec ts = {slice / 1000, (slice % 1000) * 1000000L};
-        nanosleep(&ts, NULL);
-    }
-}
-
 /* Runs one transfer on the thread's multi handle so cancellation is noticed within ~100 ms even while the
  * store is silent (curl_easy_perform only calls the progress callback about once a second when idle). The
  * connection goes back to the multi handle's cache for the thread's next request. */
@@ -729,7 +717,7 @@ dwb_status dwb_http_perform(dwb_http_client *c, const dwb_http_request *req, dwb
         free(x.error_body);
         free(x.kept);
         waited_ms += wait;
-        if (sleep_cancellable(req, wait)) {
+        if (dwb_sleep_cancellable(wait, req->is_cancelled, req->ud)) {
             result = dwb_error_set(err, DWB_E_CANCELLED, "%s %s: cancelled while waiting to retry", method, logurl);
             break;
         }

@@ -13,6 +13,7 @@
 
 #include "dwb_bucket.h"
 #include "dwb_http.h"
+#include "dwb_sleep.h"
 
 struct dwb_idc {
     dwb_idc_index *index;
@@ -127,17 +128,6 @@ static int job_cancelled(void *ud) {
     return 0;
 }
 
-static int sleep_cancellable(job *j, long ms) {
-    while (ms > 0) {
-        if (job_cancelled(j)) return 1;
-        long step = ms < 100 ? ms : 100;
-        struct timespec ts = {0, step * 1000000L};
-        nanosleep(&ts, NULL);
-        ms -= step;
-    }
-    return job_cancelled(j);
-}
-
 static void *worker(void *arg) {
     job *j = arg;
     unsigned char *buf = NULL;
@@ -162,7 +152,7 @@ static void *worker(void *arg) {
             if (attempt < j->max_attempts) {
                 DWB_INFO(&j->lc, "bucket object %s/%s: %s; asking again (attempt %d of %d)", j->bucket, key, e.message,
                          attempt + 1, j->max_attempts);
-                if (sleep_cancellable(j, 500L << (attempt - 1 < 6 ? attempt - 1 : 6))) st = DWB_E_CANCELLED;
+                if (dwb_sleep_cancellable(500L << (attempt - 1 < 6 ? attempt - 1 : 6), job_cancelled, j)) st = DWB_E_CANCELLED;
                 else st = DWB_OK, e.message[0] = '\0';
                 if (st == DWB_OK) continue;
             }
