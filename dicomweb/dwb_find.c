@@ -105,43 +105,13 @@ static int is_cancelled_cb(void *ud) {
 
 /* ---- fetching one QIDO page into memory (bounded) ---- */
 
-typedef struct membuf {
-    char *data;
-    size_t len, cap, max;
-    int too_big;
-} membuf;
-
-static int membuf_on_body(void *ud, const void *data, size_t len) {
-    membuf *b = ud;
-    if (b->len + len > b->max) {
-        b->too_big = 1;
-        return 1;
-    }
-    if (b->len + len + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 65536;
-        while (cap < b->len + len + 1) cap *= 2;
-        if (cap > b->max + 1) cap = b->max + 1; /* never reserve beyond the cap: a page at the cap is refused */
-        char *nd = realloc(b->data, cap);
-        if (!nd) {
-            b->too_big = 1;
-            return 1;
-        }
-        b->data = nd;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, data, len);
-    b->len += len;
-    b->data[b->len] = '\0';
-    return 0;
-}
-
 typedef struct fetch_ctx {
     find_run *r;
-    membuf body;
+    dwb_http_membuf body;
 } fetch_ctx;
 
 static int fetch_cancel(void *ud) { return is_cancelled_cb(((fetch_ctx *)ud)->r); }
-static int fetch_body(void *ud, const void *d, size_t n) { return membuf_on_body(&((fetch_ctx *)ud)->body, d, n); }
+static int fetch_body(void *ud, const void *d, size_t n) { return dwb_http_membuf_on_body(&((fetch_ctx *)ud)->body, d, n); }
 
 /* Maps an HTTP client failure to the DIMSE status PS3.4 offers for C-FIND and a comment quoting the store
  * (error_body: the store's answer, may be NULL). */
@@ -177,7 +147,7 @@ static dwb_status on_dataset_entry(void *ud, dwb_attrs *ds);
 
 typedef struct xml_parts {
     find_run *r;
-    membuf part;
+    dwb_http_membuf part;
     dwb_status st;
 } xml_parts;
 
@@ -187,7 +157,7 @@ static int xml_part_begin(void *ud, const dwb_multipart_part *p) {
     x->part.len = 0;
     return 0;
 }
-static int xml_part_data(void *ud, const void *d, size_t n) { return membuf_on_body(&((xml_parts *)ud)->part, d, n); }
+static int xml_part_data(void *ud, const void *d, size_t n) { return dwb_http_membuf_on_body(&((xml_parts *)ud)->part, d, n); }
 static int xml_part_end(void *ud) {
     xml_parts *x = ud;
     dwb_attrs *ds = NULL;

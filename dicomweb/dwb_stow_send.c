@@ -80,28 +80,12 @@ static size_t body_read(void *ud, char *buf, size_t len) {
 }
 
 typedef struct resp {
-    char *data;
-    size_t len, cap;
+    dwb_http_membuf body;
     int (*is_cancelled)(void *);
     void *ud;
 } resp;
 
-static int on_resp(void *ud, const void *d, size_t n) {
-    resp *r = ud;
-    if (r->len + n > MAX_RESPONSE) return 1;
-    if (r->len + n + 1 > r->cap) {
-        size_t cap = r->cap ? r->cap * 2 : 8192;
-        while (cap < r->len + n + 1) cap *= 2;
-        char *nd = realloc(r->data, cap);
-        if (!nd) return 1;
-        r->data = nd;
-        r->cap = cap;
-    }
-    memcpy(r->data + r->len, d, n);
-    r->len += n;
-    r->data[r->len] = '\0';
-    return 0;
-}
+static int on_resp(void *ud, const void *d, size_t n) { return dwb_http_membuf_on_body(&((resp *)ud)->body, d, n); }
 
 static int cancelled(void *ud) {
     resp *r = ud;
@@ -126,7 +110,7 @@ void dwb_stow_post_files(dwb_http_client *http, const char *url, const char *con
     snprintf(ct, sizeof ct, "Content-Type: multipart/related; type=\"application/dicom\"; boundary=%s", b.boundary);
     const char *hdrs[2] = {ct, "Accept: application/dicom+json"};
     dwb_http_body_reader rd = {body_read, body_rewind, &b, body_size(&b)};
-    resp r = {NULL, 0, 0, is_cancelled, ud};
+    resp r = {{NULL, 0, 0, MAX_RESPONSE, 0}, is_cancelled, ud};
     dwb_http_request req = {0};
     req.method = "POST";
     req.url = url;
@@ -142,9 +126,9 @@ void dwb_stow_post_files(dwb_http_client *http, const char *url, const char *con
     out->status = dwb_http_perform(http, &req, &hr, &out->err);
     if (b.f) fclose(b.f);
     out->code = hr.code;
-    if (r.data) {
-        out->body = r.data;
-        out->body_len = r.len;
+    if (r.body.data) {
+        out->body = r.body.data;
+        out->body_len = r.body.len;
     } else if (hr.error_body) {
         out->body = strdup(hr.error_body);
         out->body_len = out->body ? strlen(out->body) : 0;

@@ -743,14 +743,8 @@ dwb_status dwb_http_perform(dwb_http_client *c, const dwb_http_request *req, dwb
     return result;
 }
 
-typedef struct buf_ctx {
-    char *data;
-    size_t len, cap, max;
-    int too_big;
-} buf_ctx;
-
-static int buf_on_body(void *ud, const void *d, size_t n) {
-    buf_ctx *b = ud;
+int dwb_http_membuf_on_body(void *ud, const void *d, size_t n) {
+    dwb_http_membuf *b = ud;
     if (b->len + n > b->max) {
         b->too_big = 1;
         return 1;
@@ -758,6 +752,7 @@ static int buf_on_body(void *ud, const void *d, size_t n) {
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 16384;
         while (cap < b->len + n + 1) cap *= 2;
+        if (cap > b->max + 1) cap = b->max + 1; /* never reserve beyond the cap: a body at the cap is refused */
         char *nd = realloc(b->data, cap);
         if (!nd) {
             b->too_big = 1;
@@ -776,7 +771,7 @@ dwb_status dwb_http_get_buffer(dwb_http_client *c, const char *url, const char *
                                size_t *len, dwb_http_response *resp, dwb_error *err) {
     *body = NULL;
     *len = 0;
-    buf_ctx b = {NULL, 0, 0, max_bytes, 0};
+    dwb_http_membuf b = {NULL, 0, 0, max_bytes, 0};
     char hdr[256];
     const char *hdrs[1] = {hdr};
     snprintf(hdr, sizeof hdr, "Accept: %s", accept ? accept : "*/*");
@@ -785,7 +780,7 @@ dwb_status dwb_http_get_buffer(dwb_http_client *c, const char *url, const char *
     req.url = url;
     req.headers = hdrs;
     req.n_headers = accept ? 1 : 0;
-    req.on_body = buf_on_body;
+    req.on_body = dwb_http_membuf_on_body;
     req.ud = &b;
     dwb_status st = dwb_http_perform(c, &req, resp, err);
     if (b.too_big) {

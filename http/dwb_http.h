@@ -127,6 +127,15 @@ dwb_status dwb_http_perform(dwb_http_client *c, const dwb_http_request *req, dwb
                             dwb_error *err);
 void dwb_http_response_cleanup(dwb_http_response *resp);
 
+/* A response body collected in memory for on_body (ud = the membuf): refused beyond max bytes (too_big set, the
+ * transfer aborted; also when memory runs out), always NUL-terminated. Zero it, set max, free data after. */
+typedef struct dwb_http_membuf {
+    char *data;
+    size_t len, cap, max;
+    int too_big;
+} dwb_http_membuf;
+int dwb_http_membuf_on_body(void *ud, const void *data, size_t len);
+
 /* GET into memory, refusing bodies larger than max_bytes (DWB_E_LIMIT). *body is malloc'd and NUL-terminated. */
 dwb_status dwb_http_get_buffer(dwb_http_client *c, const char *url, const char *accept, size_t max_bytes,
                                char **body, size_t *len, dwb_http_response *resp, dwb_error *err);
