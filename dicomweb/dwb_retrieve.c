@@ -621,7 +621,6 @@ typedef struct stream_ctx {
     size_t len, cap, max;
     size_t last_len; /* size of the previous part */
     int too_big;
-    char location[512];
     int stop;        /* caller asked to stop */
     size_t useless;  /* parts of this response that brought no planned instance (repeats, unasked ones) */
     int overrun;     /* too many of those: the answer was abandoned */
@@ -633,7 +632,7 @@ static int sc_begin(void *ud, const dwb_multipart_part *p) {
     stream_ctx *s = ud;
     s->len = 0;
     s->too_big = 0;
-    snprintf(s->location, sizeof s->location, "%s", p->content_location);
+    (void)p; /* a part's Content-Location is the store's own view of its URL, not the upstream's: not used */
     return 0;
 }
 
@@ -688,13 +687,13 @@ static int sc_end(void *ud) {
         s->part = NULL;
         s->len = s->cap = 0;
         if (!data) return 0;
-        if (s->cb->on_instance_take(s->cb->ud, s->series, data, len, cap, s->location)) {
+        if (s->cb->on_instance_take(s->cb->ud, s->series, data, len, cap, NULL)) {
             s->stop = 1;
             return 1;
         }
         return sc_judge(s, got_before);
     }
-    if (s->cb->on_instance(s->cb->ud, s->series, s->part, s->len, s->location)) {
+    if (s->cb->on_instance(s->cb->ud, s->series, s->part, s->len, NULL)) {
         s->stop = 1;
         return 1;
     }

@@ -55,8 +55,9 @@ void dwb_rplan_remove_series(dwb_rplan *p, size_t index);
 const char **dwb_rplan_sop_classes(const dwb_rplan *p, size_t *n);
 
 typedef struct dwb_retrieve_callbacks {
-    /* A complete instance as sent by the store (Part-10 bytes). Return 0 to go on, non-zero to stop everything
-     * (cancel or a dead destination). */
+    /* A complete instance as sent by the store (Part-10 bytes). location: the URL it came from when that is not
+     * the upstream's WADO-RS URL of the instance (an IDC bucket object), else NULL. Return 0 to go on, non-zero
+     * to stop everything (cancel or a dead destination). */
     int (*on_instance)(void *ud, const dwb_rseries *series, const void *data, size_t len, const char *location);
     /* An instance the store could not deliver (listed in the plan but missing from, or cut off in, the WADO-RS
      * response). sop_uid is NULL for an instance of an unlisted series that the store counted but never

@@ -577,10 +577,7 @@ int p_instance_take(void *ud, const dwb_rseries *se, void *data, size_t len, siz
     it.ff = std::move(ff);
     it.sop = sop.c_str();
     it.cls = cls.c_str();
-    // A bucket object (IDC) names itself as the Retrieve URL; a WADO-RS part's Content-Location is the store's
-    // own view of its URL, not the upstream's, and is not used.
-    const char *bep = s.set.o->up->conf->bucket_endpoint;
-    if (bep && location && !strncmp(location, bep, strlen(bep))) it.location = location;
+    if (location) it.location = location; // a bucket object (IDC) names itself as the Retrieve URL
     it.series = se;
     it.bytes = len;
     push(s, std::move(it));
