@@ -964,19 +964,9 @@ dwb_status dwb_retrieve_stream(const dwb_upstream *up, const dwb_rplan *plan, co
 }
 
 dwb_status dwb_rplan_take(dwb_rplan *dst, dwb_rplan *src) {
-    if (src->n_series == 0) {
-        dwb_rplan_free(src);
-        return DWB_OK;
-    }
-    dwb_rseries *ns = realloc(dst->series, (dst->n_series + src->n_series) * sizeof *ns);
-    if (!ns) return DWB_E_NOMEM;
-    dst->series = ns;
-    memcpy(dst->series + dst->n_series, src->series, src->n_series * sizeof *ns);
-    dst->n_series += src->n_series;
-    dst->total += src->total;
-    free(src->series);
-    free(src);
-    return DWB_OK;
+    dwb_status st = append_series(dst, src, NULL);
+    if (st == DWB_OK) dwb_rplan_free(src); /* emptied by append_series */
+    return st;
 }
 
 void dwb_rplan_remove_series(dwb_rplan *p, size_t index) {
