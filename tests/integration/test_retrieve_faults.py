@@ -154,6 +154,30 @@ class RetrieveFaultTest(TestCase):
         self.assertGreater(len(refetched), 0)
         self.assertLess(len(refetched), 30, "instances received before the cut are kept")
 
+    def test_proxy_answering_200_html_to_a_series(self):
+        # A captive proxy answers the first series-level WADO-RS with 200 and an HTML page: nothing of it is taken
+        # for an instance; the series is listed and asked instance by instance, and the move ends in Success.
+        html_once = set()
+        lock = threading.Lock()
+
+        def policy(n, m, path, u):
+            p = path.split("?")[0]
+            if m == "GET" and SERIES_RE.match(p):
+                with lock:
+                    if p not in html_once:
+                        html_once.add(p)
+                        return ("answer", 200, [("Content-Type", "text/html")],
+                                b"<html><body>Please sign in to the network</body></html>")
+            return None
+
+        self.setup_store(policy, patients=1, studies=1, series=2, instances=5, rows=32, cols=32)
+        p = self.move(self.manifest["instances"][0]["StudyInstanceUID"])
+        self.assertEqual(status_of(p), "0x0000", p.stdout[-2000:])
+        self.assertEqual(counts_of(p)[:2], (10, 0))
+        self.assertEqual(self.received(), sorted(self.src))
+        self.assertEqual(len(html_once), 2)
+        self.assertIn("unreadable store response", self.bridge.log())
+
     def test_503_for_one_series_then_healthy(self):
         first = []
 
