@@ -16,6 +16,7 @@
 #define DWB_TAG_MODALITIES_IN_STUDY DWB_TAG(0x0008, 0x0061)
 #define DWB_TAG_SOP_CLASSES_IN_STUDY DWB_TAG(0x0008, 0x0062)
 #define DWB_TAG_REF_SOP_UID DWB_TAG(0x0008, 0x1155)          /* Referenced SOP Instance UID */
+#define DWB_TAG_RETRIEVE_URL DWB_TAG(0x0008, 0x1190)
 #define DWB_TAG_WARNING_REASON DWB_TAG(0x0008, 0x1196)
 #define DWB_TAG_FAILURE_REASON DWB_TAG(0x0008, 0x1197)
 #define DWB_TAG_FAILED_SEQ DWB_TAG(0x0008, 0x1198)           /* Failed SOP Sequence */
@@ -30,6 +31,7 @@
 #define DWB_TAG_STUDY_SERIES DWB_TAG(0x0020, 0x1206)         /* Number of Study Related Series */
 #define DWB_TAG_STUDY_INSTANCES DWB_TAG(0x0020, 0x1208)
 #define DWB_TAG_SERIES_INSTANCES DWB_TAG(0x0020, 0x1209)     /* Number of Series Related Instances */
+#define DWB_TAG_ORIGINAL_ATTRS_SEQ DWB_TAG(0x0400, 0x0561)   /* Original Attributes Sequence */
 
 /* A UID as PS3.5 9.1 allows it: 1-64 characters of digits and dots. */
 static inline int dwb_uid_valid(const char *s) {
