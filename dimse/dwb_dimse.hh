@@ -6,6 +6,9 @@
 #include "dcmtk/dcmnet/assoc.h"
 #include "dcmtk/dcmnet/dcmlayer.h"
 #include "dcmtk/dcmnet/dcmtrans.h"
+#include "dcmtk/dcmnet/dimse.h"
+
+#include <sys/uio.h>
 
 #include <string>
 
@@ -21,5 +24,15 @@ DcmTransportLayer *dwb_tls_layer(T_ASC_NetworkRole role, const char *cert, const
 void dwb_set_nodelay(T_ASC_Association *assoc);
 /* The socket of a transport connection (DCMTK keeps the accessor protected); -1 if none. */
 int dwb_socket_fd(DcmTransportConnection *c);
+
+/* The socket a data set can be written to directly (plain TCP); -1 when the association runs over TLS. */
+int dwb_encoded_send_fd(T_ASC_Association *a);
+/* A C-STORE-RQ whose data set is already encoded in the presentation context's transfer syntax, given as byte
+ * spans in order: the spans go straight onto the socket, several PDUs per system call, without a copy. Then the
+ * C-STORE-RSP is awaited as DIMSE_storeUser does (a C-CANCEL-RQ met meanwhile is noted in *cancel when given).
+ * Plain TCP only (dwb_encoded_send_fd); *detail as DIMSE_storeUser's statusDetail. */
+OFCondition dwb_store_encoded(T_ASC_Association *a, T_ASC_PresentationContextID pid, const T_DIMSE_C_StoreRQ &req,
+                              const struct iovec *spans, size_t n_spans, T_DIMSE_C_StoreRSP *rsp,
+                              DcmDataset **detail, T_DIMSE_DetectedCancelParameters *cancel);
 
 #endif

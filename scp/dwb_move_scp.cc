@@ -266,7 +266,7 @@ OFCondition dwb_handle_move_get(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_
     } else {
         status = STATUS_MOVE_Warning_SubOperationsCompleteOneOrMoreFailures;
     }
-    DWB_INFO(&ctx->log, "%s finished 0x%04X: %zu completed, %zu failed, %zu warning of %zu in %ld ms", name, status,
-             t.completed, t.failed, t.warning, t.total, ms);
+    DWB_INFO(&ctx->log, "%s finished 0x%04X: %zu completed, %zu failed, %zu warning of %zu in %ld ms (%zu sent as received)",
+             name, status, t.completed, t.failed, t.warning, t.total, ms, t.as_received);
     return send_rsp(r, status, true, comment);
 }

@@ -7,6 +7,7 @@
 #include "dcmtk/dcmdata/dcistrma.h"
 #include "dcmtk/dcmdata/dcistrmb.h"
 #include "dcmtk/dcmdata/dcmetinf.h"
+#include "dcmtk/dcmdata/dcostrmb.h"
 #include "dcmtk/dcmdata/dcrledrg.h"
 #include "dcmtk/dcmdata/dcuid.h"
 #include "dcmtk/dcmdata/dcxfer.h"
@@ -36,6 +37,8 @@
 
 extern "C" {
 #include "dwb_bufpool.h"
+#include "dwb_splice.h"
+#include "dwb_tags.h"
 #include "dwb_send.h"
 #include "dwb_stow.h"
 #include "dwb_stow_send.h"
@@ -265,8 +268,10 @@ std::string url_host(const char *url) {
 }
 
 // PS3.3 C.12.1.1.9: what the bridge changed and where the instance came from, inside the data set itself (file
-// meta such as Source AE Title does not survive a C-STORE).
-void stamp(DcmDataset *ds, const dwb_upstream_conf *up, const char *bridge_ae, const std::string &url) {
+// meta such as Source AE Title does not survive a C-STORE). The stamp is three top-level elements: an item of
+// Original Attributes Sequence (appended), Retrieve URL and Retrieve AE Title (replaced). This is the item, with
+// the previous values read from ds.
+DcmItem *stamp_item(DcmDataset *ds, const dwb_upstream_conf *up, const char *bridge_ae, const std::string &url) {
     DcmItem *item = new DcmItem();
     DcmItem *prev = new DcmItem();
     OFString v;
@@ -283,10 +288,22 @@ void stamp(DcmDataset *ds, const dwb_upstream_conf *up, const char *bridge_ae, c
     if (source.size() > 64) source.resize(64);
     item->putAndInsertString(DCM_SourceOfPreviousValues, source.c_str());
     item->putAndInsertString(DCM_ReasonForTheAttributeModification, "COERCE");
-    ds->insertSequenceItem(DCM_OriginalAttributesSequence, item, -2);
-    ds->putAndInsertString(DCM_RetrieveURL, url.c_str());
-    ds->putAndInsertString(DCM_RetrieveAETitle, up->ae_title);
+    return item;
 }
+
+// Puts the stamp into a data set (takes item).
+void put_stamp(DcmItem *into, DcmItem *item, const dwb_upstream_conf *up, const std::string &url) {
+    into->insertSequenceItem(DCM_OriginalAttributesSequence, item, -2);
+    into->putAndInsertString(DCM_RetrieveURL, url.c_str());
+    into->putAndInsertString(DCM_RetrieveAETitle, up->ae_title);
+}
+
+void stamp(DcmDataset *ds, const dwb_upstream_conf *up, const char *bridge_ae, const std::string &url) {
+    put_stamp(ds, stamp_item(ds, up, bridge_ae, url), up, url);
+}
+
+// The stamp's three elements in ascending tag order, for splicing into encoded bytes (translate/dwb_splice.h).
+const uint32_t kStampTags[3] = {DWB_TAG_RETRIEVE_AE, DWB_TAG_RETRIEVE_URL, DWB_TAG_ORIGINAL_ATTRS_SEQ};
 
 // ---- one run ----
 
@@ -320,6 +337,7 @@ struct Sender {
     // The queue between fetch threads (producers) and the sending thread (consumer).
     struct Item {
         std::unique_ptr<DcmFileFormat> ff; // null = an instance the store did not deliver
+        std::shared_ptr<Bytes> raw;        // the bytes ff was parsed from (sent as they are when possible)
         std::string sop, cls, why, location;
         const dwb_rseries *series = nullptr;
         size_t bytes = 0;
@@ -446,6 +464,43 @@ Sent store_transcoded(Sender &s, DcmDataset *ds, const char *cls, const char *so
     return store_one(s, nds, cls, sop, why);
 }
 
+T_DIMSE_C_StoreRQ store_request(Sender &s, const char *cls, const char *sop) {
+    const dwb_send_opts *o = s.set.o;
+    T_DIMSE_C_StoreRQ req;
+    memset(&req, 0, sizeof req);
+    req.MessageID = s.state.dest.next_msg_id++;
+    OFStandard::strlcpy(req.AffectedSOPClassUID, cls, sizeof req.AffectedSOPClassUID);
+    OFStandard::strlcpy(req.AffectedSOPInstanceUID, sop, sizeof req.AffectedSOPInstanceUID);
+    req.DataSetType = DIMSE_DATASET_PRESENT;
+    req.Priority = DIMSE_PRIORITY_MEDIUM;
+    if (o->move_originator) {
+        req.opts = O_STORE_MOVEORIGINATORAETITLE | O_STORE_MOVEORIGINATORID;
+        OFStandard::strlcpy(req.MoveOriginatorApplicationEntityTitle, o->move_originator,
+                            sizeof req.MoveOriginatorApplicationEntityTitle);
+        req.MoveOriginatorID = o->request_msg_id;
+    }
+    return req;
+}
+
+// What one C-STORE came to. cancel: the requester's association (C-GET), where a C-CANCEL may have arrived.
+Sent store_outcome(Sender &s, const OFCondition &c, const T_DIMSE_C_StoreRSP &rsp,
+                   const T_DIMSE_DetectedCancelParameters *cancel, std::string &why) {
+    if (cancel && cancel->cancelEncountered && cancel->req.MessageIDBeingRespondedTo == s.set.o->request_msg_id) {
+        DWB_INFO(s.log(), "%s: C-CANCEL received during a sub-operation", s.svc());
+        s.state.t->cancelled = 1;
+    }
+    if (c.bad()) {
+        why = std::string("C-STORE to the destination failed: ") + c.text();
+        return Sent::DestDead;
+    }
+    if (rsp.DimseStatus == STATUS_Success) return Sent::Ok;
+    char buf[96];
+    snprintf(buf, sizeof buf, "destination answered C-STORE status 0x%04X", rsp.DimseStatus);
+    why = buf;
+    if ((rsp.DimseStatus & 0xF000) == 0xB000) return Sent::Warning;
+    return Sent::Failed;
+}
+
 Sent store_one(Sender &s, DcmDataset *ds, const char *cls, const char *sop, std::string &why) {
     const dwb_send_opts *o = s.set.o;
     T_ASC_Association *a = s.state.dest.assoc;
@@ -480,19 +535,7 @@ Sent store_one(Sender &s, DcmDataset *ds, const char *cls, const char *sop, std:
                 return store_transcoded(s, ds, cls, sop, have, why);
         }
     }
-    T_DIMSE_C_StoreRQ req;
-    memset(&req, 0, sizeof req);
-    req.MessageID = s.state.dest.next_msg_id++;
-    OFStandard::strlcpy(req.AffectedSOPClassUID, cls, sizeof req.AffectedSOPClassUID);
-    OFStandard::strlcpy(req.AffectedSOPInstanceUID, sop, sizeof req.AffectedSOPInstanceUID);
-    req.DataSetType = DIMSE_DATASET_PRESENT;
-    req.Priority = DIMSE_PRIORITY_MEDIUM;
-    if (o->move_originator) {
-        req.opts = O_STORE_MOVEORIGINATORAETITLE | O_STORE_MOVEORIGINATORID;
-        OFStandard::strlcpy(req.MoveOriginatorApplicationEntityTitle, o->move_originator,
-                            sizeof req.MoveOriginatorApplicationEntityTitle);
-        req.MoveOriginatorID = o->request_msg_id;
-    }
+    T_DIMSE_C_StoreRQ req = store_request(s, cls, sop);
     T_DIMSE_C_StoreRSP rsp;
     DcmDataset *detail = nullptr;
     // C-GET sends its sub-operations on the requester's association: a C-CANCEL may arrive there while we wait
@@ -502,21 +545,78 @@ Sent store_one(Sender &s, DcmDataset *ds, const char *cls, const char *sop, std:
     bool on_requester = o->requester && a == o->requester->assoc;
     OFCondition c = DIMSE_storeUser(a, pid, &req, nullptr, ds, nullptr, nullptr, DIMSE_BLOCKING, 0, &rsp, &detail,
                                     on_requester ? &cancel : nullptr);
-    if (on_requester && cancel.cancelEncountered && cancel.req.MessageIDBeingRespondedTo == o->request_msg_id) {
-        DWB_INFO(s.log(), "%s: C-CANCEL received during a sub-operation", s.svc());
-        s.state.t->cancelled = 1;
-    }
     delete detail;
-    if (c.bad()) {
-        why = std::string("C-STORE to the destination failed: ") + c.text();
-        return Sent::DestDead;
+    return store_outcome(s, c, rsp, on_requester ? &cancel : nullptr, why);
+}
+
+std::string retrieve_url(const dwb_upstream_conf *up, const Sender::Item &it) {
+    // A source other than the store's WADO-RS (a bucket object) names itself; otherwise the instance's WADO-RS URL.
+    if (!it.location.empty()) return it.location;
+    return std::string(up->base_url) + "/studies/" + it.series->study_uid + "/series/" + it.series->series_uid +
+           "/instances/" + it.sop;
+}
+
+// The instance as the store sent it, with the stamp's elements spliced into its bytes, straight onto the socket
+// (dimse/dwb_pdv.cc): no parse-and-re-encode of the data set, no copy of it. Only when the destination takes the
+// instance's own transfer syntax (Little Endian, not deflated) on plain TCP, and the stamp can be spliced (no
+// Original Attributes Sequence yet, no group length in its groups). False: not tried, nothing sent.
+bool store_as_received(Sender &s, Sender::Item &it, Sent &rc, std::string &why) {
+    const dwb_send_opts *o = s.set.o;
+    T_ASC_Association *a = s.state.dest.assoc;
+    if (!it.raw || !a || dwb_encoded_send_fd(a) < 0) return false;
+    DcmDataset *ds = it.ff->getDataset();
+    DcmXfer have(ds->getOriginalXfer());
+    if (!have.isLittleEndian() || have.getStreamCompression() != ESC_none) return false;
+    T_ASC_PresentationContextID pid = find_context(a, it.cls.c_str(), have.getXferID(), nullptr);
+    if (pid == 0) return false;
+    const unsigned char *p = static_cast<const unsigned char *>(it.raw->p);
+    size_t off = 0;
+    if (dwb_splice_dataset_offset(p, it.raw->n, &off, nullptr) != DWB_OK) return false;
+    p += off;
+    size_t n = it.raw->n - off;
+    int explicit_vr = have.isExplicitVR() ? 1 : 0;
+    std::vector<struct iovec> spans;
+    std::vector<unsigned char> enc; // the stamp's elements, encoded as the instance is
+    if (o->cfg->provenance.stamp) {
+        dwb_splice_slot at[3], mine[3];
+        if (dwb_splice_slots(p, n, explicit_vr, kStampTags, 3, at, nullptr) != DWB_OK || at[2].len) return false;
+        const dwb_upstream_conf *up = o->up->conf;
+        std::string url = retrieve_url(up, it);
+        DcmDataset stamp_set;
+        put_stamp(&stamp_set, stamp_item(ds, up, o->cfg->listen.ae_title, url), up, url);
+        enc.resize(stamp_set.getLength(have.getXfer(), EET_ExplicitLength) + 64);
+        DcmOutputBufferStream os(enc.data(), (offile_off_t)enc.size());
+        stamp_set.transferInit();
+        OFCondition c = stamp_set.write(os, have.getXfer(), EET_ExplicitLength, nullptr);
+        stamp_set.transferEnd();
+        void *buf = nullptr;
+        offile_off_t len = 0;
+        os.flushBuffer(buf, len);
+        if (c.bad() || dwb_splice_slots(enc.data(), (size_t)len, explicit_vr, kStampTags, 3, mine, nullptr) != DWB_OK)
+            return false;
+        size_t cur = 0;
+        for (int k = 0; k < 3; k++) {
+            if (!mine[k].len) return false;
+            if (at[k].off > cur) spans.push_back({const_cast<unsigned char *>(p + cur), at[k].off - cur});
+            spans.push_back({enc.data() + mine[k].off, mine[k].len});
+            cur = at[k].off + at[k].len;
+        }
+        if (n > cur) spans.push_back({const_cast<unsigned char *>(p + cur), n - cur});
+    } else {
+        spans.push_back({const_cast<unsigned char *>(p), n});
     }
-    if (rsp.DimseStatus == STATUS_Success) return Sent::Ok;
-    char buf[96];
-    snprintf(buf, sizeof buf, "destination answered C-STORE status 0x%04X", rsp.DimseStatus);
-    why = buf;
-    if ((rsp.DimseStatus & 0xF000) == 0xB000) return Sent::Warning;
-    return Sent::Failed;
+    T_DIMSE_C_StoreRQ req = store_request(s, it.cls.c_str(), it.sop.c_str());
+    T_DIMSE_C_StoreRSP rsp;
+    DcmDataset *detail = nullptr;
+    T_DIMSE_DetectedCancelParameters cancel;
+    memset(&cancel, 0, sizeof cancel);
+    bool on_requester = o->requester && a == o->requester->assoc;
+    OFCondition c = dwb_store_encoded(a, pid, req, spans.data(), spans.size(), &rsp, &detail,
+                                      on_requester ? &cancel : nullptr);
+    delete detail;
+    rc = store_outcome(s, c, rsp, on_requester ? &cancel : nullptr, why);
+    if (rc == Sent::Ok || rc == Sent::Warning) s.state.t->as_received++;
+    return true;
 }
 
 // ---- producers (fetch threads) ----
@@ -575,6 +675,7 @@ int p_instance_take(void *ud, const dwb_rseries *se, void *data, size_t len, siz
     }
     Sender::Item it;
     it.ff = std::move(ff);
+    it.raw = std::move(bytes);
     it.sop = sop.c_str();
     it.cls = cls.c_str();
     if (location) it.location = location; // a bucket object (IDC) names itself as the Retrieve URL
@@ -692,13 +793,6 @@ void flush_burst(Sender &s, const dwb_rseries *se, Sender::Burst &b) {
     series_done(s, se, b.failed);
 }
 
-std::string retrieve_url(const dwb_upstream_conf *up, const Sender::Item &it) {
-    // A source other than the store's WADO-RS (a bucket object) names itself; otherwise the instance's WADO-RS URL.
-    if (!it.location.empty()) return it.location;
-    return std::string(up->base_url) + "/studies/" + it.series->study_uid + "/series/" + it.series->series_uid +
-           "/instances/" + it.sop;
-}
-
 // Stamps and sends one queued instance (or writes it to its series burst).
 void send_item(Sender &s, Sender::Item &it) {
     const dwb_send_opts *o = s.set.o;
@@ -713,8 +807,8 @@ void send_item(Sender &s, Sender::Item &it) {
     } else {
         DcmDataset *ds = it.ff->getDataset();
         const dwb_upstream_conf *up = o->up->conf;
-        if (o->cfg->provenance.stamp) stamp(ds, up, o->cfg->listen.ae_title, retrieve_url(up, it));
         if (burst) {
+            if (o->cfg->provenance.stamp) stamp(ds, up, o->cfg->listen.ae_title, retrieve_url(up, it));
             // Part-10 written by the bridge itself: the file meta can carry the source too.
             it.ff->getMetaInfo()->putAndInsertString(DCM_SourceApplicationEntityTitle, up->ae_title);
             it.ff->getMetaInfo()->putAndInsertString(DCM_SourcePresentationAddress, up->base_url);
@@ -731,7 +825,11 @@ void send_item(Sender &s, Sender::Item &it) {
             }
         } else {
             std::string why;
-            Sent rc = store_one(s, ds, it.cls.c_str(), it.sop.c_str(), why);
+            Sent rc;
+            if (!store_as_received(s, it, rc, why)) {
+                if (o->cfg->provenance.stamp) stamp(ds, up, o->cfg->listen.ae_title, retrieve_url(up, it));
+                rc = store_one(s, ds, it.cls.c_str(), it.sop.c_str(), why);
+            }
             count(s, rc, it.sop.c_str(), why, it.bytes);
         }
     }

@@ -29,6 +29,7 @@ typedef struct dwb_send_totals {
     size_t failed;    /* not delivered (reason sent to sink->instance_failed) */
     size_t warning;   /* delivered with a warning status */
     unsigned long long bytes; /* bytes of delivered instances as received from the store */
+    size_t as_received; /* of those delivered: sent from the store's own bytes, stamp spliced in (not re-encoded) */
     int cancelled;    /* the sink asked to stop, or a C-CANCEL arrived during a C-GET sub-operation */
     int dest_dead;    /* the destination failed; every later instance is counted failed */
 } dwb_send_totals;

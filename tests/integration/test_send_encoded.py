@@ -1,0 +1,165 @@
+"""C-STORE from the store's own bytes (scu/dwb_send.cc, store_as_received; dimse/dwb_pdv.cc): when the destination
+takes an instance's transfer syntax, the bridge splices the stamp's three elements into the bytes it received
+and writes them to the socket, instead of parsing and re-encoding the data set. Asserted at the destination, for
+encodings that take that path and for those that must not (and are re-encoded by DCMTK instead):
+
+  explicit VR            as received
+  implicit VR            as received when the destination takes implicit VR, re-encoded otherwise
+  JPEG-LS                as received, fragments untouched
+  a Retrieve URL/AE already   replaced; the old values in the stamp's Modified Attributes Sequence
+  an undefined-length sequence before Retrieve URL   as received (the walk skips it)
+  an Original Attributes Sequence already   re-encoded: the bridge's item is appended to it
+  group lengths          re-encoded (a spliced element would make group 0008's length wrong)
+
+Every data set at the destination equals the one in the store apart from the stamp (compared element by element,
+values in full, after dcmdump), DCMTK reads it without a warning (tag order), and the bridge's log says how many
+went as received."""
+import os
+import re
+
+import harness
+from harness import Bridge, Orthanc, StoreSCP, TestCase, run, status_of
+
+STAMP_TOP = ("(0008,0054)", "(0008,1190)", "(0400,0561)")
+SEQ_TEXT = re.compile(r"\((Sequence|Item) with (explicit|undefined) length #=(\d+)\)")
+
+
+def dump(path):
+    return run(["dcmdump", "-q", "+L", path], check=True).stdout
+
+
+def complaints(path):
+    """What DCMTK warns about while reading the file (e.g. elements out of ascending tag order)."""
+    return [l for l in run(["dcmdump", path]).stdout.splitlines() if l.startswith(("W:", "E:", "F:"))]
+
+
+def normalized(path):
+    """The data set's elements without file meta, group lengths and the stamp's three top-level elements, with
+    the differences of encoding (sequence and item lengths, delimiters) taken out."""
+    out, skip_depth = [], None
+    for line in dump(path).splitlines():
+        body = line.lstrip(" ")
+        depth = len(line) - len(body)
+        if skip_depth is not None:
+            if depth > skip_depth:
+                continue
+            skip_depth = None
+        m = re.match(r"\(([0-9a-f]{4}),([0-9a-f]{4})\)", body)
+        if not m:
+            continue
+        tag = body[:11]
+        if m.group(1) == "0002" and depth == 0:
+            continue
+        if m.group(2) == "0000" or tag in ("(fffe,e00d)", "(fffe,e0dd)"):
+            continue
+        if depth == 0 and tag in STAMP_TOP:
+            skip_depth = 0
+            continue
+        body = SEQ_TEXT.sub(r"(\1 #=\3)", body)
+        out.append(" " * depth + body.split(" #")[0].rstrip())
+    return out
+
+
+def sent_as_received(log):
+    return [int(n) for n in re.findall(r"C-MOVE finished 0x0000: .*\((\d+) sent as received\)", log)]
+
+
+class SendAsReceived(TestCase):
+    def make_variants(self):
+        cohort, man = harness.gencohort(self.workdir, patients=1, studies=1, series=1, instances=7, rows=64, cols=64)
+        src = [os.path.join(cohort, i["file"]) for i in man["instances"]]
+        self.study = man["instances"][0]["StudyInstanceUID"]
+        d = os.path.join(self.workdir, "variants")
+        os.makedirs(d)
+        v = {}
+
+        def out(name):
+            v[name] = os.path.join(d, name + ".dcm")
+            return v[name]
+
+        run(["cp", src[0], out("explicit")], check=True)
+        run(["dcmconv", "+ti", src[1], out("implicit")], check=True)
+        run(["dcmcjpls", src[2], out("jpegls")], check=True)
+        run(["cp", src[3], out("retrieve")], check=True)
+        run(["dcmodify", "-nb", "-i", "RetrieveURL=http://old.example/wado/x", "-i", "RetrieveAETitle=OLDAE",
+             v["retrieve"]], check=True)
+        run(["cp", src[4], out("undefined_sq")], check=True)
+        run(["dcmodify", "-nb", "-i", "(0008,1115)[0].(0020,000E)=1.2.3.4", "-i", "(0008,1115)[1].(0020,000E)=1.2.3.5",
+             v["undefined_sq"]], check=True)
+        run(["dcmconv", "-e", v["undefined_sq"], v["undefined_sq"] + ".u"], check=True)
+        os.replace(v["undefined_sq"] + ".u", v["undefined_sq"])
+        run(["cp", src[5], out("oas")], check=True)
+        run(["dcmodify", "-nb", "-i", "(0400,0561)[0].(0400,0564)=EARLIER SOURCE", v["oas"]], check=True)
+        run(["dcmconv", "+g", src[6], out("grouplen")], check=True)
+        self.assertIn("(0008,0000)", dump(v["grouplen"]))
+        self.assertIn("undefined length", run(["dcmdump", "-q", v["undefined_sq"]]).stdout)
+        self.assertIn("JPEGLSLossless", dump(v["jpegls"]))
+        self.assertIn("LittleEndianImplicit", dump(v["implicit"]))
+        self.variants = v
+        self.by_uid = {self.uid(p): n for n, p in v.items()}
+
+    def uid(self, path):
+        return re.search(r"\(0008,0018\) UI \[([^\]]*)\]", dump(path)).group(1)
+
+    def move(self, dest):
+        p = run(["movescu", "-d", "-S", "-aec", "ORTHANC", "-aem", dest, "-k", "QueryRetrieveLevel=STUDY",
+                 "-k", "StudyInstanceUID=" + self.study, "127.0.0.1", str(self.bridge.port)], timeout=120)
+        self.assertEqual(status_of(p), "0x0000", p.stdout[-2000:])
+
+    def received(self, pacs):
+        got = {}
+        for f in pacs.files():
+            got[self.by_uid[self.uid(f)]] = f
+        self.assertEqual(sorted(got), sorted(self.variants))
+        return got
+
+    def test_spliced_bytes_equal_the_store_apart_from_the_stamp(self):
+        self.make_variants()
+        orthanc = self.start(Orthanc(self.workdir))
+        orthanc.upload(list(self.variants.values()))
+        # Bit-preserving: the destination's files hold the data sets exactly as the bridge sent them.
+        pacs = self.start(StoreSCP(self.workdir, aet="PACS", extra_args=["+xa", "+B"]))
+        implicit = self.start(StoreSCP(self.workdir, aet="IMPLICIT", extra_args=["+xi"]))
+        self.bridge = self.start(Bridge(self.workdir, {
+            "listen": {"ae_title": "DWBRIDGE"},
+            "upstreams": [{"ae_title": "ORTHANC", "base_url": orthanc.dicomweb_url}],
+            "destinations": [{"ae_title": "PACS", "host": "127.0.0.1", "port": pacs.port},
+                             {"ae_title": "IMPLICIT", "host": "127.0.0.1", "port": implicit.port}],
+            "log": {"level": "info"}}))
+        source = "ORTHANC 127.0.0.1:%d" % orthanc.http_port
+
+        self.move("PACS")
+        got = self.received(pacs)
+        for name, path in got.items():
+            self.assertEqual(complaints(path), [], name)
+            self.assertEqual(normalized(path), normalized(self.variants[name]),
+                             "%s: the data set differs from the store's apart from the stamp" % name)
+            self.assertIn("(0400,0564) LO [%s]" % source, dump(path), name)
+            self.assertRegex(dump(path), r"\(0008,1190\) UR \[%s/studies/[0-9.]+/series/[0-9.]+/instances/%s\]"
+                             % (re.escape(orthanc.dicomweb_url), re.escape(self.uid(path))), name)
+        self.assertIn("JPEGLSLossless", dump(got["jpegls"]))
+        # The old values are kept in the stamp; the sequence that was there keeps its item, ours follows it.
+        r = dump(got["retrieve"])
+        self.assertIn("(0008,1190) UR [http://old.example/wado/x]", r)
+        self.assertIn("(0008,0054) AE [OLDAE]", r)
+        self.assertIn("(0008,0054) AE [ORTHANC]", r)
+        o = dump(got["oas"])
+        self.assertIn("(Sequence with explicit length #=2)", o.split("(0400,0561)")[1].splitlines()[0])
+        self.assertLess(o.index("EARLIER SOURCE"), o.index(source))
+        # explicit, jpegls, retrieve and undefined_sq went as received. implicit was re-encoded: this destination
+        # took explicit VR for the uncompressed context. oas and grouplen were re-encoded.
+        self.assertEqual(sent_as_received(self.bridge.log()), [4])
+
+        # A destination that takes implicit VR only: the implicit instance goes as received, the others are
+        # re-encoded (the JPEG-LS one decoded) by DCMTK.
+        self.move("IMPLICIT")
+        got = self.received(implicit)
+        for name, path in got.items():
+            self.assertIn("=LittleEndianImplicit", dump(path), name)
+            if name != "jpegls":
+                self.assertEqual(normalized(path), normalized(self.variants[name]), name)
+        self.assertEqual(sent_as_received(self.bridge.log()), [4, 1])
+
+
+if __name__ == "__main__":
+    harness.main()
