@@ -294,41 +294,65 @@ static size_t process(dwb_multipart *mp, const char *buf, size_t n, int final, d
     }
 }
 
+/* Keeps buf[0, n) as the held tail (buf may point into the hold itself). */
+static dwb_status hold_rest(dwb_multipart *mp, const char *buf, size_t n, dwb_error *err) {
+    if (n > mp->hold_cap) {
+        char *nh = realloc(mp->hold, n);
+        if (!nh) return dwb_error_set(err, DWB_E_NOMEM, "out of memory");
+        buf = buf == mp->hold ? nh : buf;
+        mp->hold = nh;
+        mp->hold_cap = n;
+    }
+    if (n && buf != mp->hold) memmove(mp->hold, buf, n);
+    mp->hold_len = n;
+    if (n > mp->peak) mp->peak = n;
+    return DWB_OK;
+}
+
+static dwb_status feed_failed(dwb_multipart *mp) {
+    mp->failed = 1;
+    return mp->fail_st ? mp->fail_st : DWB_E_PARSE;
+}
+
+/* Bytes of new data joined to a held tail at a time: enough to get past a delimiter or a header block in most
+ * cases, so that the rest of the chunk is parsed where it lies instead of being copied behind the tail. */
+#ifndef DWB_MULTIPART_JOIN_STEP
+#define DWB_MULTIPART_JOIN_STEP 8192
+#endif
+#define JOIN_STEP DWB_MULTIPART_JOIN_STEP
+
 dwb_status dwb_multipart_feed(dwb_multipart *mp, const void *data, size_t len, dwb_error *err) {
     if (mp->failed) return dwb_error_set(err, DWB_E_PARSE, "multipart parser already failed");
     if (mp->st == S_EPILOGUE || len == 0) return DWB_OK;
-    const char *buf = data;
-    size_t n = len;
-    char *work = NULL;
-    if (mp->hold_len) {
-        work = malloc(mp->hold_len + len);
-        if (!work) return dwb_error_set(err, DWB_E_NOMEM, "out of memory");
-        memcpy(work, mp->hold, mp->hold_len);
-        memcpy(work + mp->hold_len, data, len);
-        buf = work;
-        n = mp->hold_len + len;
-    }
-    size_t used = process(mp, buf, n, 0, err);
-    if (used == (size_t)-1) {
-        mp->failed = 1;
-        free(work);
-        return mp->fail_st ? mp->fail_st : DWB_E_PARSE;
-    }
-    size_t rest = n - used;
-    if (rest > mp->hold_cap) {
-        char *nh = realloc(mp->hold, rest);
-        if (!nh) {
-            free(work);
-            return dwb_error_set(err, DWB_E_NOMEM, "out of memory");
+    const char *in = data;
+    size_t off = 0;
+    while (mp->hold_len && off < len) {
+        size_t before = mp->hold_len;
+        size_t k = len - off < JOIN_STEP ? len - off : JOIN_STEP;
+        if (before + k > mp->hold_cap) {
+            char *nh = realloc(mp->hold, before + k);
+            if (!nh) return dwb_error_set(err, DWB_E_NOMEM, "out of memory");
+            mp->hold = nh;
+            mp->hold_cap = before + k;
         }
-        mp->hold = nh;
-        mp->hold_cap = rest;
+        memcpy(mp->hold + before, in + off, k);
+        size_t used = process(mp, mp->hold, before + k, 0, err);
+        if (used == (size_t)-1) return feed_failed(mp);
+        if (used >= before) {
+            /* Everything held is consumed: go on from the new data itself. */
+            off += used - before;
+            mp->hold_len = 0;
+            break;
+        }
+        off += k;
+        dwb_status st = hold_rest(mp, mp->hold + used, before + k - used, err);
+        if (st != DWB_OK) return st;
+        if (mp->st == S_EPILOGUE) return DWB_OK;
     }
-    if (rest) memmove(mp->hold, buf + used, rest);
-    mp->hold_len = rest;
-    if (rest > mp->peak) mp->peak = rest;
-    free(work);
-    return DWB_OK;
+    if (off == len || mp->st == S_EPILOGUE) return DWB_OK;
+    size_t used = process(mp, in + off, len - off, 0, err);
+    if (used == (size_t)-1) return feed_failed(mp);
+    return hold_rest(mp, in + off + used, len - off - used, err);
 }
 
 dwb_status dwb_multipart_finish(dwb_multipart *mp, dwb_error *err) {

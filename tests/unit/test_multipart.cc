@@ -187,3 +187,36 @@ TEST(Multipart, WriterRoundTrip) {
 }
 
 } // namespace
+
+namespace {
+
+// Chunks larger than the parser's join step (8 KiB): a held tail is joined to the start of the next chunk only,
+// and the rest of the chunk is parsed where it lies. Parts of many sizes, delimiters at every offset relative to
+// the chunk edges, a header block cut across chunks; every chunking must give the one-shot parts.
+TEST(Multipart, LargeChunksGiveTheSameParts) {
+    const std::string bnd = "dwb-large-chunks";
+    std::vector<std::string> datas;
+    std::string body;
+    size_t sizes[] = {0, 1, 8190, 8191, 8192, 8193, 20000, 70001, 3, 65536, 131071};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        std::string d(sizes[k], 'a');
+        for (size_t i = 0; i < d.size(); i++) d[i] = (char)((i * 7919 + k) % 251); // CR, LF and '-' included
+        datas.push_back(d);
+        body += "--" + bnd + "\r\nContent-Type: application/dicom\r\nContent-Location: /x/" + std::to_string(k) +
+                "\r\n\r\n" + d + "\r\n";
+    }
+    body += "--" + bnd + "--\r\n";
+    for (size_t ch : {size_t(8191), size_t(8192), size_t(8193), size_t(9000), size_t(16385), size_t(65536),
+                      size_t(100000), size_t(262144), body.size()}) {
+        Collector c;
+        dwb_error e = {};
+        ASSERT_EQ(run(bnd, body, ch, &c, &e), DWB_OK) << "chunk " << ch << ": " << e.message;
+        ASSERT_EQ(c.parts.size(), datas.size()) << "chunk " << ch;
+        for (size_t i = 0; i < datas.size(); i++) {
+            EXPECT_EQ(c.parts[i].data, datas[i]) << "chunk " << ch << " part " << i;
+            EXPECT_EQ(c.parts[i].location, "/x/" + std::to_string(i)) << "chunk " << ch;
+        }
+    }
+}
+
+} // namespace
