@@ -1,17 +1,17 @@
-/* The buffer cache (dwb_bufpool.h): a small list, searched linearly; it never holds more than a few dozen. */
+/* The buffer cache (dwb_bufpool.h): a small list, searched linearly (a few hundred entries at most). */
 #include "dwb_bufpool.h"
 
 #include <pthread.h>
 #include <stdlib.h>
 
-#define SLOTS 64
+#define SLOTS 256
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct {
     void *p;
     size_t cap;
 } g_slot[SLOTS];
-static size_t g_n, g_bytes;
+static size_t g_n, g_bytes, g_limit = DWB_BUFPOOL_MAX_BYTES;
 
 void *dwb_buf_get(size_t want, size_t *cap) {
     if (want == 0) want = 1;
@@ -38,7 +38,7 @@ void *dwb_buf_get(size_t want, size_t *cap) {
 void dwb_buf_put(void *p, size_t cap) {
     if (!p) return;
     pthread_mutex_lock(&g_mu);
-    if (g_n < SLOTS && g_bytes + cap <= DWB_BUFPOOL_MAX_BYTES) {
+    if (g_n < SLOTS && g_bytes + cap <= g_limit) {
         g_slot[g_n].p = p;
         g_slot[g_n].cap = cap;
         g_n++;
@@ -47,4 +47,18 @@ void dwb_buf_put(void *p, size_t cap) {
     }
     pthread_mutex_unlock(&g_mu);
     free(p);
+}
+
+void dwb_buf_pool_limit(size_t bytes) {
+    pthread_mutex_lock(&g_mu);
+    g_limit = bytes;
+    void *drop[SLOTS];
+    size_t n_drop = 0;
+    while (g_n && g_bytes > g_limit) {
+        g_n--;
+        g_bytes -= g_slot[g_n].cap;
+        drop[n_drop++] = g_slot[g_n].p;
+    }
+    pthread_mutex_unlock(&g_mu);
+    for (size_t i = 0; i < n_drop; i++) free(drop[i]);
 }

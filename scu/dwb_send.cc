@@ -314,6 +314,7 @@ struct Sender {
         const dwb_send_sink *sink;
         const dwb_rplan *plan;
         size_t budget; // bytes of queued instances, this run and all others together
+        bool splice;   // instances may go as received (plain TCP, no bursts): parse them short, plan the splice
     } set;
 
     // Where the run stands; the sending thread only.
@@ -337,7 +338,12 @@ struct Sender {
     // The queue between fetch threads (producers) and the sending thread (consumer).
     struct Item {
         std::unique_ptr<DcmFileFormat> ff; // null = an instance the store did not deliver
-        std::shared_ptr<Bytes> raw;        // the bytes ff was parsed from (sent as they are when possible)
+        std::shared_ptr<Bytes> raw;        // the bytes ff was parsed from
+        // Set when the instance can go as received (store_as_received): then ff holds only the elements up to
+        // Retrieve URL, the data set starts at raw + ds_off, and the stamp's elements go at[0..2].
+        bool spliceable = false;
+        size_t ds_off = 0;
+        dwb_splice_slot at[3];
         std::string sop, cls, why, location;
         const dwb_rseries *series = nullptr;
         size_t bytes = 0;
@@ -557,29 +563,21 @@ std::string retrieve_url(const dwb_upstream_conf *up, const Sender::Item &it) {
 }
 
 // The instance as the store sent it, with the stamp's elements spliced into its bytes, straight onto the socket
-// (dimse/dwb_pdv.cc): no parse-and-re-encode of the data set, no copy of it. Only when the destination takes the
-// instance's own transfer syntax (Little Endian, not deflated) on plain TCP, and the stamp can be spliced (no
-// Original Attributes Sequence yet, no group length in its groups). False: not tried, nothing sent.
+// (dimse/dwb_pdv.cc): no parse-and-re-encode of the data set, no copy of it. Only for instances planned so
+// (plan_splice) and when the destination takes the instance's own transfer syntax. False: not tried, nothing sent.
 bool store_as_received(Sender &s, Sender::Item &it, Sent &rc, std::string &why) {
     const dwb_send_opts *o = s.set.o;
     T_ASC_Association *a = s.state.dest.assoc;
-    if (!it.raw || !a || dwb_encoded_send_fd(a) < 0) return false;
+    if (!it.spliceable || !a) return false;
     DcmDataset *ds = it.ff->getDataset();
     DcmXfer have(ds->getOriginalXfer());
-    if (!have.isLittleEndian() || have.getStreamCompression() != ESC_none) return false;
     T_ASC_PresentationContextID pid = find_context(a, it.cls.c_str(), have.getXferID(), nullptr);
     if (pid == 0) return false;
-    const unsigned char *p = static_cast<const unsigned char *>(it.raw->p);
-    size_t off = 0;
-    if (dwb_splice_dataset_offset(p, it.raw->n, &off, nullptr) != DWB_OK) return false;
-    p += off;
-    size_t n = it.raw->n - off;
-    int explicit_vr = have.isExplicitVR() ? 1 : 0;
+    const unsigned char *p = static_cast<const unsigned char *>(it.raw->p) + it.ds_off;
+    size_t n = it.raw->n - it.ds_off;
     std::vector<struct iovec> spans;
     std::vector<unsigned char> enc; // the stamp's elements, encoded as the instance is
     if (o->cfg->provenance.stamp) {
-        dwb_splice_slot at[3], mine[3];
-        if (dwb_splice_slots(p, n, explicit_vr, kStampTags, 3, at, nullptr) != DWB_OK || at[2].len) return false;
         const dwb_upstream_conf *up = o->up->conf;
         std::string url = retrieve_url(up, it);
         DcmDataset stamp_set;
@@ -592,14 +590,16 @@ bool store_as_received(Sender &s, Sender::Item &it, Sent &rc, std::string &why) 
         void *buf = nullptr;
         offile_off_t len = 0;
         os.flushBuffer(buf, len);
-        if (c.bad() || dwb_splice_slots(enc.data(), (size_t)len, explicit_vr, kStampTags, 3, mine, nullptr) != DWB_OK)
+        dwb_splice_slot mine[3];
+        if (c.bad() || dwb_splice_slots(enc.data(), (size_t)len, have.isExplicitVR(), kStampTags, 3, mine, nullptr) !=
+                           DWB_OK)
             return false;
         size_t cur = 0;
         for (int k = 0; k < 3; k++) {
             if (!mine[k].len) return false;
-            if (at[k].off > cur) spans.push_back({const_cast<unsigned char *>(p + cur), at[k].off - cur});
+            if (it.at[k].off > cur) spans.push_back({const_cast<unsigned char *>(p + cur), it.at[k].off - cur});
             spans.push_back({enc.data() + mine[k].off, mine[k].len});
-            cur = at[k].off + at[k].len;
+            cur = it.at[k].off + it.at[k].len;
         }
         if (n > cur) spans.push_back({const_cast<unsigned char *>(p + cur), n - cur});
     } else {
@@ -644,18 +644,53 @@ void release_budget(Sender &s, size_t bytes) {
     g_budget_cv.notify_all();
 }
 
-// Parses each instance as it completes (on the fetch thread) and queues it. Takes data (core/dwb_bufpool.h).
+// The elements the sender reads when an instance goes as received: SOP Class and Instance UID, and the previous
+// Retrieve AE Title and URL for the stamp. The short parse stops at the first tag after them.
+const DcmTagKey kShortParseEnd(0x0008, 0x1191);
+
+OFCondition parse(const std::shared_ptr<Bytes> &bytes, std::unique_ptr<DcmFileFormat> &ff, bool whole) {
+    ff.reset(new DcmFileFormat());
+    BytesStream in(bytes);
+    ff->transferInit();
+    OFCondition c = whole ? ff->read(in, EXS_Unknown, EGL_noChange, kDeferBytes)
+                          : ff->readUntilTag(in, EXS_Unknown, EGL_noChange, kDeferBytes, kShortParseEnd);
+    ff->transferEnd();
+    return c;
+}
+
+// Whether an instance can go as received, and where its stamp goes: a Little Endian, not deflated Part-10 file
+// whose data set walks whole (translate/dwb_splice.h: every element header to the last byte, so that a data set
+// cut inside a well-formed part is caught here, as the full parse would), without an Original Attributes Sequence
+// or a group length in the stamp's groups.
+bool plan_splice(const Sender &s, const DcmFileFormat &ff, Sender::Item &it) {
+    DcmXfer x(const_cast<DcmFileFormat &>(ff).getDataset()->getOriginalXfer());
+    if (!x.isLittleEndian() || x.getStreamCompression() != ESC_none) return false;
+    const unsigned char *p = static_cast<const unsigned char *>(it.raw->p);
+    if (dwb_splice_dataset_offset(p, it.raw->n, &it.ds_off, nullptr) != DWB_OK) return false;
+    const uint32_t tags[4] = {kStampTags[0], kStampTags[1], kStampTags[2], DWB_TAG(0xFFFF, 0xFFFF)};
+    dwb_splice_slot at[4];
+    bool stamp = s.set.o->cfg->provenance.stamp != 0;
+    if (dwb_splice_slots(p + it.ds_off, it.raw->n - it.ds_off, x.isExplicitVR(), stamp ? tags : tags + 3,
+                         stamp ? 4 : 1, at, nullptr) != DWB_OK)
+        return false;
+    if (!stamp) return true;
+    if (at[2].len) return false; // the bridge's item is appended to the sequence there: DCMTK does that
+    for (int k = 0; k < 3; k++) it.at[k] = at[k];
+    return true;
+}
+
+// Parses each instance as it completes (on the fetch thread) and queues it: short, when it can go as received;
+// whole otherwise. Takes data (core/dwb_bufpool.h).
 int p_instance_take(void *ud, const dwb_rseries *se, void *data, size_t len, size_t cap, const char *location) {
     Sender &s = *static_cast<Sender *>(ud);
-    std::shared_ptr<Bytes> bytes = std::make_shared<Bytes>(data, len, cap);
+    Sender::Item it;
+    it.raw = std::make_shared<Bytes>(data, len, cap);
     if (s.q.stop.load()) return 1;
-    std::unique_ptr<DcmFileFormat> ff(new DcmFileFormat());
-    OFCondition c;
-    {
-        BytesStream in(bytes);
-        ff->transferInit();
-        c = ff->read(in, EXS_Unknown, EGL_noChange, kDeferBytes);
-        ff->transferEnd();
+    std::unique_ptr<DcmFileFormat> ff;
+    OFCondition c = parse(it.raw, ff, !s.set.splice);
+    if (s.set.splice && c.good()) {
+        it.spliceable = plan_splice(s, *ff, it);
+        if (!it.spliceable) c = parse(it.raw, ff, true);
     }
     OFString sop, cls;
     if (c.good()) {
@@ -673,9 +708,7 @@ int p_instance_take(void *ud, const dwb_rseries *se, void *data, size_t len, siz
         DWB_DEBUG(s.log(), "store sent %s, which is not in the plan of series %s: skipped", sop.c_str(), se->series_uid);
         return 0;
     }
-    Sender::Item it;
     it.ff = std::move(ff);
-    it.raw = std::move(bytes);
     it.sop = sop.c_str();
     it.cls = cls.c_str();
     if (location) it.location = location; // a bucket object (IDC) names itself as the Retrieve URL
@@ -827,8 +860,15 @@ void send_item(Sender &s, Sender::Item &it) {
             std::string why;
             Sent rc;
             if (!store_as_received(s, it, rc, why)) {
-                if (o->cfg->provenance.stamp) stamp(ds, up, o->cfg->listen.ae_title, retrieve_url(up, it));
-                rc = store_one(s, ds, it.cls.c_str(), it.sop.c_str(), why);
+                OFCondition c = it.spliceable ? parse(it.raw, it.ff, true) : EC_Normal; // it was parsed short
+                ds = it.ff->getDataset();
+                if (c.bad()) {
+                    rc = Sent::Failed;
+                    why = std::string("store sent an unreadable instance: ") + c.text();
+                } else {
+                    if (o->cfg->provenance.stamp) stamp(ds, up, o->cfg->listen.ae_title, retrieve_url(up, it));
+                    rc = store_one(s, ds, it.cls.c_str(), it.sop.c_str(), why);
+                }
             }
             count(s, rc, it.sop.c_str(), why, it.bytes);
         }
@@ -901,6 +941,7 @@ extern "C" dwb_status dwb_send_run(const dwb_send_opts *o, const dwb_rplan *plan
     s.set.sink = sink;
     s.set.plan = plan;
     s.set.budget = (size_t)o->cfg->retrieve.max_in_flight_mb << 20;
+    dwb_buf_pool_limit(s.set.budget);
     s.state.t = t;
     if (o->dest && o->stow) {
         if (!o->dest->stow_url) return dwb_error_set(err, DWB_E_INVALID, "destination %s has no stow_url", o->dest->ae_title);
@@ -931,6 +972,7 @@ extern "C" dwb_status dwb_send_run(const dwb_send_opts *o, const dwb_rplan *plan
             return dwb_error_set(err, DWB_E_IO, "cannot create %s: %s", o->burst_dir, strerror(e));
         }
     }
+    s.set.splice = !s.burst && !o->stow && s.state.dest.assoc && dwb_encoded_send_fd(s.state.dest.assoc) >= 0;
     run_pipeline(s);
     if (s.burst) {
         // Cancelled or failed bursts leave files behind: they were never acknowledged to anyone.

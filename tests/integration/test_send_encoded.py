@@ -11,6 +11,9 @@ encodings that take that path and for those that must not (and are re-encoded by
   an Original Attributes Sequence already   re-encoded: the bridge's item is appended to it
   group lengths          re-encoded (a spliced element would make group 0008's length wrong)
 
+A data set cut short inside a well-formed multipart part is caught before anything is sent (the header walk
+reaches its end) and asked for again, as the whole parse caught it before.
+
 Every data set at the destination equals the one in the store apart from the stamp (compared element by element,
 values in full, after dcmdump), DCMTK reads it without a warning (tag order), and the bridge's log says how many
 went as received."""
@@ -18,6 +21,7 @@ import os
 import re
 
 import harness
+from faultstore import FaultStore
 from harness import Bridge, Orthanc, StoreSCP, TestCase, run, status_of
 
 STAMP_TOP = ("(0008,0054)", "(0008,1190)", "(0400,0561)")
@@ -159,6 +163,45 @@ class SendAsReceived(TestCase):
             if name != "jpegls":
                 self.assertEqual(normalized(path), normalized(self.variants[name]), name)
         self.assertEqual(sent_as_received(self.bridge.log()), [4, 1])
+
+    def test_data_set_cut_inside_a_whole_part_is_asked_again_not_sent(self):
+        cohort, man = harness.gencohort(self.workdir, patients=1, studies=1, series=1, instances=3, rows=64, cols=64)
+        files = {i["SOPInstanceUID"]: os.path.join(cohort, i["file"]) for i in man["instances"]}
+        self.study = man["instances"][0]["StudyInstanceUID"]
+        cut_uid = man["instances"][1]["SOPInstanceUID"]
+        orthanc = self.start(Orthanc(self.workdir))
+        orthanc.upload(list(files.values()))
+        body = b""
+        for uid, path in files.items():
+            with open(path, "rb") as f:
+                data = f.read()
+            if uid == cut_uid:
+                data = data[:len(data) - 1000]  # inside the pixel data; the part itself ends properly
+            body += b"--CUT\r\nContent-Type: application/dicom\r\n\r\n" + data + b"\r\n"
+        body += b"--CUT--\r\n"
+        series = re.compile(r"^/dicom-web/studies/[0-9.]+/series/[0-9.]+$")
+
+        def policy(n, method, path, uids):
+            if method == "GET" and series.match(path.split("?")[0]):
+                return ("answer", 200, [("Content-Type", 'multipart/related; type="application/dicom"; boundary=CUT')],
+                        body)
+            return None
+
+        fs = FaultStore(orthanc.http_port, policy=policy)
+        self.addCleanup(fs.close)
+        pacs = self.start(StoreSCP(self.workdir, aet="PACS", extra_args=["+B"]))
+        self.bridge = self.start(Bridge(self.workdir, {
+            "upstreams": [{"ae_title": "ORTHANC", "base_url": fs.url}],
+            "destinations": [{"ae_title": "PACS", "host": "127.0.0.1", "port": pacs.port}],
+            "log": {"level": "info"}}))
+        self.move("PACS")
+        got = {self.uid(f): f for f in pacs.files()}
+        self.assertEqual(sorted(got), sorted(files))
+        self.assertEqual(normalized(got[cut_uid]), normalized(files[cut_uid]), "the instance was not sent whole")
+        self.assertEqual(complaints(got[cut_uid]), [])
+        self.assertIn("unreadable instance", self.bridge.log())
+        instance_gets = [e.path for e in fs.log if e.method == "GET" and e.path.split("?")[0].endswith(cut_uid)]
+        self.assertEqual(len(instance_gets), 1, "the cut instance asked for again, alone: %s" % instance_gets)
 
 
 if __name__ == "__main__":
