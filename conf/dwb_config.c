@@ -643,7 +643,7 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
     c->gateway.port = 0;
     c->provenance.stamp = 1;
     c->retrieve.parallel_series = 4;
-    c->retrieve.max_in_flight_mb = 32;
+    c->retrieve.max_in_flight_mb = 16;
     c->retrieve.max_attempts = 3;
     c->retrieve.parallel_objects = 8;
     c->log.level = DWB_LOG_INFO;

@@ -16,6 +16,8 @@
 #include "dcmtk/dcmnet/assoc.h"
 #include "dcmtk/dcmnet/dimse.h"
 
+#include <pthread.h>
+#include <sched.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -876,6 +878,17 @@ void send_item(Sender &s, Sender::Item &it) {
     if (burst && burst->seen >= it.series->n) flush_burst(s, it.series, *burst);
 }
 
+// Fetch threads run ahead of the sender within the budget; what paces a retrieve is the sender's C-STORE
+// ping-pong with the destination, which waits on every response. As batch threads the fetchers do not preempt it
+// when they wake (bench/move.py on two cores, 11 interleaved runs: median C-MOVE 0.59 -> 0.50 s).
+void mark_bulk_thread() {
+#ifdef SCHED_BATCH
+    struct sched_param sp;
+    memset(&sp, 0, sizeof sp);
+    pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
+#endif
+}
+
 void run_pipeline(Sender &s) {
     const dwb_send_opts *o = s.set.o;
     const dwb_rplan *plan = s.set.plan;
@@ -888,6 +901,7 @@ void run_pipeline(Sender &s) {
     std::vector<std::thread> producers;
     for (size_t t = 0; t < n_threads; t++) {
         producers.emplace_back([&s, &next, &cb, plan, o] {
+            mark_bulk_thread();
             for (size_t i = next++; i < plan->n_series && !s.q.stop.load(); i = next++) {
                 dwb_error e = {};
                 dwb_retrieve_stream_series(o->up, plan, i, o->log, kMaxInstanceBytes, &cb, &e);
