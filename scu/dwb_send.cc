@@ -889,7 +889,10 @@ void mark_bulk_thread() {
 #endif
 }
 
-void run_pipeline(Sender &s) {
+// The fetch threads start first; an own destination is associated with while the store answers the first
+// requests (an association costs a few round trips the first instance no longer waits for). DWB_E_CONNECT when
+// it cannot be reached: the fetchers are stopped and nothing is sent.
+dwb_status run_pipeline(Sender &s, dwb_error *err) {
     const dwb_send_opts *o = s.set.o;
     const dwb_rplan *plan = s.set.plan;
     size_t n_threads = (size_t)o->cfg->retrieve.parallel_series;
@@ -911,7 +914,13 @@ void run_pipeline(Sender &s) {
             s.q.cv_items.notify_all();
         });
     }
-    for (;;) {
+    dwb_status st = DWB_OK;
+    if (o->dest && !o->stow) {
+        std::string why;
+        if (!open_destination(o->cfg, o->dest, s.state.classes, s.state.dest, why))
+            st = dwb_error_set(err, DWB_E_CONNECT, "destination %s: %s", o->dest->ae_title, why.c_str());
+    }
+    for (; st == DWB_OK;) {
         Sender::Item it;
         bool have = false, done = false;
         {
@@ -942,6 +951,7 @@ void run_pipeline(Sender &s) {
     for (auto &it : s.q.items) left += it.bytes;
     s.q.items.clear();
     if (left) release_budget(s, left);
+    return st;
 }
 
 } // namespace
@@ -964,9 +974,6 @@ extern "C" dwb_status dwb_send_run(const dwb_send_opts *o, const dwb_rplan *plan
         const char **classes = dwb_rplan_sop_classes(plan, &n);
         for (size_t i = 0; classes && i < n; i++) s.state.classes.push_back(classes[i]);
         free(classes);
-        std::string why;
-        if (!open_destination(o->cfg, o->dest, s.state.classes, s.state.dest, why))
-            return dwb_error_set(err, DWB_E_CONNECT, "destination %s: %s", o->dest->ae_title, why.c_str());
     } else if (o->requester) {
         s.state.dest.assoc = o->requester->assoc;
         s.state.dest.own = false;
@@ -986,8 +993,16 @@ extern "C" dwb_status dwb_send_run(const dwb_send_opts *o, const dwb_rplan *plan
             return dwb_error_set(err, DWB_E_IO, "cannot create %s: %s", o->burst_dir, strerror(e));
         }
     }
-    s.set.splice = !s.burst && !o->stow && s.state.dest.assoc && dwb_encoded_send_fd(s.state.dest.assoc) >= 0;
-    run_pipeline(s);
+    // Known before the destination is associated with (the fetch threads parse accordingly from the start): an own
+    // destination without TLS, or a requester's plain TCP association.
+    s.set.splice = !s.burst && !o->stow &&
+                   (o->dest ? !o->dest->tls : dwb_encoded_send_fd(s.state.dest.assoc) >= 0);
+    dwb_status st = run_pipeline(s, err);
+    if (st != DWB_OK) {
+        close_dest(s.state.dest, true);
+        if (s.burst) rmdir(o->burst_dir);
+        return st;
+    }
     if (s.burst) {
         // Cancelled or failed bursts leave files behind: they were never acknowledged to anyone.
         for (auto &kv : s.bursts)
