@@ -11,6 +11,9 @@ encodings that take that path and for those that must not (and are re-encoded by
   an Original Attributes Sequence already   re-encoded: the bridge's item is appended to it
   group lengths          re-encoded (a spliced element would make group 0008's length wrong)
 
+A destination that dies while an instance is being written to it fails that instance and the rest, with the
+reason in one line, and the bridge goes on serving.
+
 A data set cut short inside a well-formed multipart part is caught before anything is sent (the header walk
 reaches its end) and asked for again, as the whole parse caught it before.
 
@@ -19,10 +22,13 @@ values in full, after dcmdump), DCMTK reads it without a warning (tag order), an
 went as received."""
 import os
 import re
+import signal
+import subprocess
+import time
 
 import harness
 from faultstore import FaultStore
-from harness import Bridge, Orthanc, StoreSCP, TestCase, run, status_of
+from harness import Bridge, Orthanc, StoreSCP, TestCase, counts_of, run, status_of
 
 STAMP_TOP = ("(0008,0054)", "(0008,1190)", "(0400,0561)")
 SEQ_TEXT = re.compile(r"\((Sequence|Item) with (explicit|undefined) length #=(\d+)\)")
@@ -202,6 +208,39 @@ class SendAsReceived(TestCase):
         self.assertIn("unreadable instance", self.bridge.log())
         instance_gets = [e.path for e in fs.log if e.method == "GET" and e.path.split("?")[0].endswith(cut_uid)]
         self.assertEqual(len(instance_gets), 1, "the cut instance asked for again, alone: %s" % instance_gets)
+
+    def test_destination_killed_while_an_instance_is_written(self):
+        # Instances of 64 MB, more than the socket buffers on both sides take (up to 4 + 32 MB here): the bridge is
+        # inside sendmsg, not waiting for a response, when the destination dies.
+        cohort, man = harness.gencohort(self.workdir, patients=1, studies=1, series=1, instances=3, rows=5793,
+                                        cols=5793)
+        self.study = man["instances"][0]["StudyInstanceUID"]
+        orthanc = self.start(Orthanc(self.workdir))
+        orthanc.upload([os.path.join(cohort, i["file"]) for i in man["instances"]])
+        pacs = self.start(StoreSCP(self.workdir, aet="PACS", extra_args=["-v"]))
+        self.bridge = self.start(Bridge(self.workdir, {
+            "upstreams": [{"ae_title": "ORTHANC", "base_url": orthanc.dicomweb_url}],
+            "destinations": [{"ae_title": "PACS", "host": "127.0.0.1", "port": pacs.port}],
+            "log": {"level": "info"}}))
+        mv = subprocess.Popen(["movescu", "-d", "-S", "-aec", "ORTHANC", "-aem", "PACS", "-k",
+                               "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID=" + self.study, "127.0.0.1",
+                               str(self.bridge.port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=harness.peer_env())
+        # Stopped as the first C-STORE request arrives, the destination reads nothing more: the bridge blocks
+        # inside the instance's PDUs. Then it dies.
+        self.assertTrue(harness.wait_for(lambda: "Received Store Request" in pacs.log(), timeout=120, step=0.002),
+                        "the destination received nothing")
+        os.kill(pacs.proc.pid, signal.SIGSTOP)
+        time.sleep(1)
+        os.kill(pacs.proc.pid, signal.SIGKILL)
+        out = mv.communicate(timeout=120)[0]
+        p = subprocess.CompletedProcess(mv.args, mv.returncode, out)
+        done, failed = counts_of(p)[:2]
+        self.assertEqual(status_of(p), "0xa702", out[-1500:])
+        self.assertEqual((done, failed), (0, 3), out[-1500:])
+        self.assertRegex(self.bridge.log(), r"C-STORE to the destination failed: DIMSE failed to send the data set: "
+                                            r"(Connection reset by peer|Broken pipe)")
+        self.assertEqual(harness.echoscu(self.bridge.port, "ORTHANC").returncode, 0)
 
 
 if __name__ == "__main__":
