@@ -18,7 +18,9 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -344,6 +346,7 @@ struct Sender {
         // Set when the instance can go as received (store_as_received): then ff holds only the elements up to
         // Retrieve URL, the data set starts at raw + ds_off, and the stamp's elements go at[0..2].
         bool spliceable = false;
+        bool stamp = false;  // splice the stamp in (false: a burst file, stamped when it was written)
         size_t ds_off = 0;
         dwb_splice_slot at[3];
         std::string sop, cls, why, location;
@@ -564,49 +567,58 @@ std::string retrieve_url(const dwb_upstream_conf *up, const Sender::Item &it) {
            "/instances/" + it.sop;
 }
 
+// The data set of a spliceable instance as byte spans, the stamp's elements (encoded into enc) spliced in when
+// it.stamp. False when the stamp cannot be encoded.
+bool dataset_spans(const Sender &s, const Sender::Item &it, std::vector<struct iovec> &spans,
+                   std::vector<unsigned char> &enc) {
+    const dwb_send_opts *o = s.set.o;
+    DcmDataset *ds = it.ff->getDataset();
+    DcmXfer have(ds->getOriginalXfer());
+    const unsigned char *p = static_cast<const unsigned char *>(it.raw->p) + it.ds_off;
+    size_t n = it.raw->n - it.ds_off;
+    if (!it.stamp) {
+        spans.push_back({const_cast<unsigned char *>(p), n});
+        return true;
+    }
+    const dwb_upstream_conf *up = o->up->conf;
+    std::string url = retrieve_url(up, it);
+    DcmDataset stamp_set;
+    put_stamp(&stamp_set, stamp_item(ds, up, o->cfg->listen.ae_title, url), up, url);
+    enc.resize(stamp_set.getLength(have.getXfer(), EET_ExplicitLength) + 64);
+    DcmOutputBufferStream os(enc.data(), (offile_off_t)enc.size());
+    stamp_set.transferInit();
+    OFCondition c = stamp_set.write(os, have.getXfer(), EET_ExplicitLength, nullptr);
+    stamp_set.transferEnd();
+    void *buf = nullptr;
+    offile_off_t len = 0;
+    os.flushBuffer(buf, len);
+    dwb_splice_slot mine[3];
+    if (c.bad() || dwb_splice_slots(enc.data(), (size_t)len, have.isExplicitVR(), kStampTags, 3, mine, nullptr) != DWB_OK)
+        return false;
+    size_t cur = 0;
+    for (int k = 0; k < 3; k++) {
+        if (!mine[k].len) return false;
+        if (it.at[k].off > cur) spans.push_back({const_cast<unsigned char *>(p + cur), it.at[k].off - cur});
+        spans.push_back({enc.data() + mine[k].off, mine[k].len});
+        cur = it.at[k].off + it.at[k].len;
+    }
+    if (n > cur) spans.push_back({const_cast<unsigned char *>(p + cur), n - cur});
+    return true;
+}
+
 // The instance as the store sent it, with the stamp's elements spliced into its bytes, straight onto the socket
 // (dimse/dwb_pdv.cc): no parse-and-re-encode of the data set, no copy of it. Only for instances planned so
 // (plan_splice) and when the destination takes the instance's own transfer syntax. False: not tried, nothing sent.
 bool store_as_received(Sender &s, Sender::Item &it, Sent &rc, std::string &why) {
     const dwb_send_opts *o = s.set.o;
     T_ASC_Association *a = s.state.dest.assoc;
-    if (!it.spliceable || !a) return false;
-    DcmDataset *ds = it.ff->getDataset();
-    DcmXfer have(ds->getOriginalXfer());
+    if (!it.spliceable || !a || dwb_encoded_send_fd(a) < 0) return false;
+    DcmXfer have(it.ff->getDataset()->getOriginalXfer());
     T_ASC_PresentationContextID pid = find_context(a, it.cls.c_str(), have.getXferID(), nullptr);
     if (pid == 0) return false;
-    const unsigned char *p = static_cast<const unsigned char *>(it.raw->p) + it.ds_off;
-    size_t n = it.raw->n - it.ds_off;
     std::vector<struct iovec> spans;
-    std::vector<unsigned char> enc; // the stamp's elements, encoded as the instance is
-    if (o->cfg->provenance.stamp) {
-        const dwb_upstream_conf *up = o->up->conf;
-        std::string url = retrieve_url(up, it);
-        DcmDataset stamp_set;
-        put_stamp(&stamp_set, stamp_item(ds, up, o->cfg->listen.ae_title, url), up, url);
-        enc.resize(stamp_set.getLength(have.getXfer(), EET_ExplicitLength) + 64);
-        DcmOutputBufferStream os(enc.data(), (offile_off_t)enc.size());
-        stamp_set.transferInit();
-        OFCondition c = stamp_set.write(os, have.getXfer(), EET_ExplicitLength, nullptr);
-        stamp_set.transferEnd();
-        void *buf = nullptr;
-        offile_off_t len = 0;
-        os.flushBuffer(buf, len);
-        dwb_splice_slot mine[3];
-        if (c.bad() || dwb_splice_slots(enc.data(), (size_t)len, have.isExplicitVR(), kStampTags, 3, mine, nullptr) !=
-                           DWB_OK)
-            return false;
-        size_t cur = 0;
-        for (int k = 0; k < 3; k++) {
-            if (!mine[k].len) return false;
-            if (it.at[k].off > cur) spans.push_back({const_cast<unsigned char *>(p + cur), it.at[k].off - cur});
-            spans.push_back({enc.data() + mine[k].off, mine[k].len});
-            cur = it.at[k].off + it.at[k].len;
-        }
-        if (n > cur) spans.push_back({const_cast<unsigned char *>(p + cur), n - cur});
-    } else {
-        spans.push_back({const_cast<unsigned char *>(p), n});
-    }
+    std::vector<unsigned char> enc;
+    if (!dataset_spans(s, it, spans, enc)) return false;
     T_DIMSE_C_StoreRQ req = store_request(s, it.cls.c_str(), it.sop.c_str());
     T_DIMSE_C_StoreRSP rsp;
     DcmDataset *detail = nullptr;
@@ -619,6 +631,126 @@ bool store_as_received(Sender &s, Sender::Item &it, Sent &rc, std::string &why) 
     rc = store_outcome(s, c, rsp, on_requester ? &cancel : nullptr, why);
     if (rc == Sent::Ok || rc == Sent::Warning) s.state.t->as_received++;
     return true;
+}
+
+// ---- parsing short, planning the splice ----
+
+// The elements the sender reads when an instance goes as received: SOP Class and Instance UID, and the previous
+// Retrieve AE Title and URL for the stamp. The short parse stops at the first tag after them.
+const DcmTagKey kShortParseEnd(0x0008, 0x1191);
+
+OFCondition parse(const std::shared_ptr<Bytes> &bytes, std::unique_ptr<DcmFileFormat> &ff, bool whole) {
+    ff.reset(new DcmFileFormat());
+    BytesStream in(bytes);
+    ff->transferInit();
+    OFCondition c = whole ? ff->read(in, EXS_Unknown, EGL_noChange, kDeferBytes)
+                          : ff->readUntilTag(in, EXS_Unknown, EGL_noChange, kDeferBytes, kShortParseEnd);
+    ff->transferEnd();
+    return c;
+}
+
+// Whether an instance can go as received, and where its stamp goes: a Little Endian, not deflated Part-10 file
+// whose data set walks whole (translate/dwb_splice.h: every element header to the last byte, so that a data set
+// cut inside a well-formed part is caught here, as the full parse would), without an Original Attributes Sequence
+// or a group length in the stamp's groups.
+bool plan_splice(const DcmFileFormat &ff, Sender::Item &it) {
+    DcmXfer x(const_cast<DcmFileFormat &>(ff).getDataset()->getOriginalXfer());
+    if (!x.isLittleEndian() || x.getStreamCompression() != ESC_none) return false;
+    const unsigned char *p = static_cast<const unsigned char *>(it.raw->p);
+    if (dwb_splice_dataset_offset(p, it.raw->n, &it.ds_off, nullptr) != DWB_OK) return false;
+    const uint32_t tags[4] = {kStampTags[0], kStampTags[1], kStampTags[2], DWB_TAG(0xFFFF, 0xFFFF)};
+    dwb_splice_slot at[4];
+    bool stamp = it.stamp;
+    if (dwb_splice_slots(p + it.ds_off, it.raw->n - it.ds_off, x.isExplicitVR(), stamp ? tags : tags + 3,
+                         stamp ? 4 : 1, at, nullptr) != DWB_OK)
+        return false;
+    if (!stamp) return true;
+    if (at[2].len) return false; // the bridge's item is appended to the sequence there: DCMTK does that
+    for (int k = 0; k < 3; k++) it.at[k] = at[k];
+    return true;
+}
+
+// ---- series burst files ----
+
+// Writes spans in order to a new file at path; false with why.
+bool write_file(const std::string &path, std::vector<struct iovec> spans, std::string &why) {
+    int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        why = strerror(errno);
+        return false;
+    }
+    struct iovec *iov = spans.data();
+    size_t cnt = spans.size();
+    bool ok = true;
+    while (ok && cnt > 0) {
+        ssize_t w = writev(fd, iov, (int)cnt);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            why = strerror(errno);
+            ok = false;
+            break;
+        }
+        size_t left = (size_t)w;
+        while (cnt > 0 && left >= iov->iov_len) {
+            left -= iov->iov_len;
+            iov++;
+            cnt--;
+        }
+        if (cnt > 0) {
+            iov->iov_base = static_cast<char *>(iov->iov_base) + left;
+            iov->iov_len -= left;
+        }
+    }
+    if (close(fd) != 0 && ok) {
+        why = strerror(errno);
+        ok = false;
+    }
+    if (!ok) unlink(path.c_str());
+    return ok;
+}
+
+// A burst file from the store's own bytes: the file meta as received, the data set with the stamp spliced in.
+// (The file meta gets no Source AE Title here: a C-STORE does not carry file meta.) False with why empty: the
+// stamp could not be spliced, the caller re-encodes; false with why: the file could not be written.
+bool write_as_received(const Sender &s, const Sender::Item &it, const std::string &path, std::string &why) {
+    std::vector<struct iovec> spans;
+    std::vector<unsigned char> enc;
+    spans.push_back({it.raw->p, it.ds_off});
+    if (!dataset_spans(s, it, spans, enc)) return false;
+    return write_file(path, spans, why);
+}
+
+// Reads a burst file back into a pool buffer: short-parsed and planned for sending as it is when the run splices,
+// parsed whole otherwise.
+OFCondition read_burst_file(const Sender &s, const std::string &path, Sender::Item &it) {
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || st.st_size <= 0) {
+        if (fd >= 0) close(fd);
+        return makeOFCondition(OFM_dcmdata, 1, OF_error, strerror(fd < 0 ? errno : EINVAL));
+    }
+    size_t n = (size_t)st.st_size, cap = 0, got = 0;
+    void *buf = dwb_buf_get(n, &cap);
+    if (!buf) {
+        close(fd);
+        return makeOFCondition(OFM_dcmdata, 2, OF_error, "out of memory");
+    }
+    it.raw = std::make_shared<Bytes>(buf, n, cap);
+    while (got < n) {
+        ssize_t r = read(fd, static_cast<char *>(buf) + got, n - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        got += (size_t)r;
+    }
+    close(fd);
+    if (got != n) return makeOFCondition(OFM_dcmdata, 3, OF_error, "file shorter than its size");
+    it.stamp = false; // stamped when it was written
+    OFCondition c = parse(it.raw, it.ff, !s.set.splice);
+    if (s.set.splice && c.good()) {
+        it.spliceable = plan_splice(*it.ff, it);
+        if (!it.spliceable) c = parse(it.raw, it.ff, true);
+    }
+    return c;
 }
 
 // ---- producers (fetch threads) ----
@@ -646,41 +778,6 @@ void release_budget(Sender &s, size_t bytes) {
     g_budget_cv.notify_all();
 }
 
-// The elements the sender reads when an instance goes as received: SOP Class and Instance UID, and the previous
-// Retrieve AE Title and URL for the stamp. The short parse stops at the first tag after them.
-const DcmTagKey kShortParseEnd(0x0008, 0x1191);
-
-OFCondition parse(const std::shared_ptr<Bytes> &bytes, std::unique_ptr<DcmFileFormat> &ff, bool whole) {
-    ff.reset(new DcmFileFormat());
-    BytesStream in(bytes);
-    ff->transferInit();
-    OFCondition c = whole ? ff->read(in, EXS_Unknown, EGL_noChange, kDeferBytes)
-                          : ff->readUntilTag(in, EXS_Unknown, EGL_noChange, kDeferBytes, kShortParseEnd);
-    ff->transferEnd();
-    return c;
-}
-
-// Whether an instance can go as received, and where its stamp goes: a Little Endian, not deflated Part-10 file
-// whose data set walks whole (translate/dwb_splice.h: every element header to the last byte, so that a data set
-// cut inside a well-formed part is caught here, as the full parse would), without an Original Attributes Sequence
-// or a group length in the stamp's groups.
-bool plan_splice(const Sender &s, const DcmFileFormat &ff, Sender::Item &it) {
-    DcmXfer x(const_cast<DcmFileFormat &>(ff).getDataset()->getOriginalXfer());
-    if (!x.isLittleEndian() || x.getStreamCompression() != ESC_none) return false;
-    const unsigned char *p = static_cast<const unsigned char *>(it.raw->p);
-    if (dwb_splice_dataset_offset(p, it.raw->n, &it.ds_off, nullptr) != DWB_OK) return false;
-    const uint32_t tags[4] = {kStampTags[0], kStampTags[1], kStampTags[2], DWB_TAG(0xFFFF, 0xFFFF)};
-    dwb_splice_slot at[4];
-    bool stamp = s.set.o->cfg->provenance.stamp != 0;
-    if (dwb_splice_slots(p + it.ds_off, it.raw->n - it.ds_off, x.isExplicitVR(), stamp ? tags : tags + 3,
-                         stamp ? 4 : 1, at, nullptr) != DWB_OK)
-        return false;
-    if (!stamp) return true;
-    if (at[2].len) return false; // the bridge's item is appended to the sequence there: DCMTK does that
-    for (int k = 0; k < 3; k++) it.at[k] = at[k];
-    return true;
-}
-
 // Parses each instance as it completes (on the fetch thread) and queues it: short, when it can go as received;
 // whole otherwise. Takes data (core/dwb_bufpool.h).
 int p_instance_take(void *ud, const dwb_rseries *se, void *data, size_t len, size_t cap, const char *location) {
@@ -691,7 +788,8 @@ int p_instance_take(void *ud, const dwb_rseries *se, void *data, size_t len, siz
     std::unique_ptr<DcmFileFormat> ff;
     OFCondition c = parse(it.raw, ff, !s.set.splice);
     if (s.set.splice && c.good()) {
-        it.spliceable = plan_splice(s, *ff, it);
+        it.stamp = s.set.o->cfg->provenance.stamp != 0;
+        it.spliceable = plan_splice(*ff, it);
         if (!it.spliceable) c = parse(it.raw, ff, true);
     }
     OFString sop, cls;
@@ -805,16 +903,25 @@ void flush_burst(Sender &s, const dwb_rseries *se, Sender::Burst &b) {
                 fail_instance(s, f.second.c_str(), s.state.dest_why);
                 b.failed++;
             } else {
-                DcmFileFormat ff;
+                Sender::Item it;
+                it.sop = f.second;
                 std::string why;
                 Sent rc;
-                if (ff.loadFile(f.first.c_str()).bad()) {
+                OFCondition c = read_burst_file(s, f.first, it);
+                OFString cls;
+                if (c.good()) it.ff->getDataset()->findAndGetOFString(DCM_SOPClassUID, cls);
+                it.cls = cls.c_str();
+                if (c.bad() || cls.empty()) {
                     rc = Sent::Failed;
-                    why = "cannot read back " + f.first;
-                } else {
-                    OFString cls;
-                    ff.getDataset()->findAndGetOFString(DCM_SOPClassUID, cls);
-                    rc = store_one(s, ff.getDataset(), cls.c_str(), f.second.c_str(), why);
+                    why = "cannot read back " + f.first + (c.bad() ? std::string(": ") + c.text() : "");
+                } else if (!store_as_received(s, it, rc, why)) {
+                    c = it.spliceable ? parse(it.raw, it.ff, true) : EC_Normal; // it was parsed short
+                    if (c.bad()) {
+                        rc = Sent::Failed;
+                        why = "cannot read back " + f.first + ": " + c.text();
+                    } else {
+                        rc = store_one(s, it.ff->getDataset(), it.cls.c_str(), it.sop.c_str(), why);
+                    }
                 }
                 count(s, rc, f.second.c_str(), why, b.sizes[k]);
                 if (rc == Sent::Failed || rc == Sent::DestDead) b.failed++;
@@ -843,16 +950,29 @@ void send_item(Sender &s, Sender::Item &it) {
         DcmDataset *ds = it.ff->getDataset();
         const dwb_upstream_conf *up = o->up->conf;
         if (burst) {
-            if (o->cfg->provenance.stamp) stamp(ds, up, o->cfg->listen.ae_title, retrieve_url(up, it));
-            // Part-10 written by the bridge itself: the file meta can carry the source too.
-            it.ff->getMetaInfo()->putAndInsertString(DCM_SourceApplicationEntityTitle, up->ae_title);
-            it.ff->getMetaInfo()->putAndInsertString(DCM_SourcePresentationAddress, up->base_url);
             std::string path = std::string(o->burst_dir) + "/" + std::to_string(s.bursts.size()) + "-" + it.sop + ".dcm";
-            OFCondition c = it.ff->saveFile(path.c_str(), EXS_Unknown, EET_ExplicitLength, EGL_recalcGL, EPD_noChange,
-                                            0, 0, EWM_fileformat);
-            if (c.bad()) {
-                unlink(path.c_str());
-                fail_instance(s, it.sop.c_str(), std::string("cannot write the series burst file: ") + c.text());
+            std::string werr;
+            bool written = it.spliceable && write_as_received(s, it, path, werr);
+            if (!written && werr.empty()) {
+                OFCondition c = it.spliceable ? parse(it.raw, it.ff, true) : EC_Normal; // it was parsed short
+                ds = it.ff->getDataset();
+                if (c.good() && o->cfg->provenance.stamp)
+                    stamp(ds, up, o->cfg->listen.ae_title, retrieve_url(up, it));
+                // Part-10 written by the bridge itself: the file meta can carry the source too.
+                it.ff->getMetaInfo()->putAndInsertString(DCM_SourceApplicationEntityTitle, up->ae_title);
+                it.ff->getMetaInfo()->putAndInsertString(DCM_SourcePresentationAddress, up->base_url);
+                if (c.good())
+                    c = it.ff->saveFile(path.c_str(), EXS_Unknown, EET_ExplicitLength, EGL_recalcGL, EPD_noChange, 0,
+                                        0, EWM_fileformat);
+                if (c.bad()) {
+                    unlink(path.c_str());
+                    werr = c.text();
+                } else {
+                    written = true;
+                }
+            }
+            if (!written) {
+                fail_instance(s, it.sop.c_str(), "cannot write the series burst file: " + werr);
                 burst->failed++;
             } else {
                 burst->files.emplace_back(path, it.sop);
@@ -995,8 +1115,8 @@ extern "C" dwb_status dwb_send_run(const dwb_send_opts *o, const dwb_rplan *plan
     }
     // Known before the destination is associated with (the fetch threads parse accordingly from the start): an own
     // destination without TLS, or a requester's plain TCP association.
-    s.set.splice = !s.burst && !o->stow &&
-                   (o->dest ? !o->dest->tls : dwb_encoded_send_fd(s.state.dest.assoc) >= 0);
+    // Burst files are written from the received bytes whatever the transport.
+    s.set.splice = !o->stow && (s.burst || (o->dest ? !o->dest->tls : dwb_encoded_send_fd(s.state.dest.assoc) >= 0));
     dwb_status st = run_pipeline(s, err);
     if (st != DWB_OK) {
         close_dest(s.state.dest, true);

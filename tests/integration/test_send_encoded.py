@@ -11,6 +11,9 @@ encodings that take that path and for those that must not (and are re-encoded by
   an Original Attributes Sequence already   re-encoded: the bridge's item is appended to it
   group lengths          re-encoded (a spliced element would make group 0008's length wrong)
 
+The same for a destination with series bursts: the burst files are written from the received bytes and sent
+from them.
+
 A destination that dies while an instance is being written to it fails that instance and the rest, with the
 reason in one line, and the bridge goes on serving.
 
@@ -130,15 +133,40 @@ class SendAsReceived(TestCase):
         # Bit-preserving: the destination's files hold the data sets exactly as the bridge sent them.
         pacs = self.start(StoreSCP(self.workdir, aet="PACS", extra_args=["+xa", "+B"]))
         implicit = self.start(StoreSCP(self.workdir, aet="IMPLICIT", extra_args=["+xi"]))
+        burst = self.start(StoreSCP(self.workdir, aet="BURST", extra_args=["+xa", "+B"]))
         self.bridge = self.start(Bridge(self.workdir, {
             "listen": {"ae_title": "DWBRIDGE"},
             "upstreams": [{"ae_title": "ORTHANC", "base_url": orthanc.dicomweb_url}],
             "destinations": [{"ae_title": "PACS", "host": "127.0.0.1", "port": pacs.port},
-                             {"ae_title": "IMPLICIT", "host": "127.0.0.1", "port": implicit.port}],
+                             {"ae_title": "IMPLICIT", "host": "127.0.0.1", "port": implicit.port},
+                             {"ae_title": "BURST", "host": "127.0.0.1", "port": burst.port, "series_burst": True}],
+            "spool": {"dir": os.path.join(self.workdir, "spool")},
             "log": {"level": "info"}}))
         source = "ORTHANC 127.0.0.1:%d" % orthanc.http_port
 
         self.move("PACS")
+        self.check_bit_preserved(pacs, source, orthanc)
+        # explicit, jpegls, retrieve and undefined_sq went as received. implicit was re-encoded: this destination
+        # took explicit VR for the uncompressed context. oas and grouplen were re-encoded.
+        self.assertEqual(sent_as_received(self.bridge.log()), [4])
+
+        # Series bursts: the four written to their burst files from the received bytes (stamp spliced), oas and
+        # grouplen re-encoded into theirs; all six are sent from the files' bytes, implicit re-encoded as above.
+        self.move("BURST")
+        self.check_bit_preserved(burst, source, orthanc)
+        self.assertEqual(sent_as_received(self.bridge.log()), [4, 6])
+
+        # A destination that takes implicit VR only: the implicit instance goes as received, the others are
+        # re-encoded (the JPEG-LS one decoded) by DCMTK.
+        self.move("IMPLICIT")
+        got = self.received(implicit)
+        for name, path in got.items():
+            self.assertIn("=LittleEndianImplicit", dump(path), name)
+            if name != "jpegls":
+                self.assertEqual(normalized(path), normalized(self.variants[name]), name)
+        self.assertEqual(sent_as_received(self.bridge.log()), [4, 6, 1])
+
+    def check_bit_preserved(self, pacs, source, orthanc):
         got = self.received(pacs)
         for name, path in got.items():
             self.assertEqual(complaints(path), [], name)
@@ -156,19 +184,6 @@ class SendAsReceived(TestCase):
         o = dump(got["oas"])
         self.assertIn("(Sequence with explicit length #=2)", o.split("(0400,0561)")[1].splitlines()[0])
         self.assertLess(o.index("EARLIER SOURCE"), o.index(source))
-        # explicit, jpegls, retrieve and undefined_sq went as received. implicit was re-encoded: this destination
-        # took explicit VR for the uncompressed context. oas and grouplen were re-encoded.
-        self.assertEqual(sent_as_received(self.bridge.log()), [4])
-
-        # A destination that takes implicit VR only: the implicit instance goes as received, the others are
-        # re-encoded (the JPEG-LS one decoded) by DCMTK.
-        self.move("IMPLICIT")
-        got = self.received(implicit)
-        for name, path in got.items():
-            self.assertIn("=LittleEndianImplicit", dump(path), name)
-            if name != "jpegls":
-                self.assertEqual(normalized(path), normalized(self.variants[name]), name)
-        self.assertEqual(sent_as_received(self.bridge.log()), [4, 1])
 
     def test_data_set_cut_inside_a_whole_part_is_asked_again_not_sent(self):
         cohort, man = harness.gencohort(self.workdir, patients=1, studies=1, series=1, instances=3, rows=64, cols=64)
