@@ -25,6 +25,8 @@ void dwb_set_nodelay(T_ASC_Association *assoc);
 /* The socket of a transport connection (DCMTK keeps the accessor protected); -1 if none. */
 int dwb_socket_fd(DcmTransportConnection *c);
 
+/* Drops the first n bytes of iov[0, *cnt) after a partial writev/sendmsg: advances *iov, lowers *cnt. */
+void dwb_iov_consume(struct iovec **iov, size_t *cnt, size_t n);
 /* The socket a data set can be written to directly (plain TCP); -1 when the association runs over TLS. */
 int dwb_encoded_send_fd(T_ASC_Association *a);
 /* A C-STORE-RQ whose data set is already encoded in the presentation context's transfer syntax, given as byte

@@ -46,16 +46,7 @@ bool send_all(int fd, struct iovec *iov, size_t cnt) {
             if (errno == EINTR) continue;
             return false;
         }
-        size_t left = (size_t)w;
-        while (cnt > 0 && left >= iov->iov_len) {
-            left -= iov->iov_len;
-            iov++;
-            cnt--;
-        }
-        if (cnt > 0) {
-            iov->iov_base = static_cast<char *>(iov->iov_base) + left;
-            iov->iov_len -= left;
-        }
+        dwb_iov_consume(&iov, &cnt, (size_t)w);
     }
     return true;
 }
@@ -163,6 +154,18 @@ bool encode_command(const T_DIMSE_C_StoreRQ &req, std::vector<unsigned char> &ou
 }
 
 } // namespace
+
+void dwb_iov_consume(struct iovec **iov, size_t *cnt, size_t n) {
+    while (*cnt > 0 && n >= (*iov)->iov_len) {
+        n -= (*iov)->iov_len;
+        (*iov)++;
+        (*cnt)--;
+    }
+    if (*cnt > 0) {
+        (*iov)->iov_base = static_cast<char *>((*iov)->iov_base) + n;
+        (*iov)->iov_len -= n;
+    }
+}
 
 int dwb_encoded_send_fd(T_ASC_Association *a) {
     DcmTransportConnection *conn = a ? DUL_getTransportConnection(a->DULassociation) : nullptr;

@@ -690,16 +690,7 @@ bool write_file(const std::string &path, std::vector<struct iovec> spans, std::s
             ok = false;
             break;
         }
-        size_t left = (size_t)w;
-        while (cnt > 0 && left >= iov->iov_len) {
-            left -= iov->iov_len;
-            iov++;
-            cnt--;
-        }
-        if (cnt > 0) {
-            iov->iov_base = static_cast<char *>(iov->iov_base) + left;
-            iov->iov_len -= left;
-        }
+        dwb_iov_consume(&iov, &cnt, (size_t)w);
     }
     if (close(fd) != 0 && ok) {
         why = strerror(errno);
