@@ -16,7 +16,6 @@ import os
 import platform
 import re
 import statistics
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -265,12 +264,7 @@ def main():
         if a.markdown:
             write_readme(markdown_table(runs, len(files), mb, a.repeat, load_before))
     finally:
-        for s in reversed(servers):
-            s.close()
-        if a.keep:
-            print("work directory:", work)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        harness.stop_servers(servers, work, a.keep)
 
 
 if __name__ == "__main__":

@@ -308,12 +308,7 @@ def main():
             print("\n".join(l for l in rep.stdout.splitlines() if l.strip() and not l.startswith("#")))
         py.close()
     finally:
-        for srv in reversed(servers):
-            srv.close()
-        if a.keep:
-            print("work directory:", work)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        harness.stop_servers(servers, work, a.keep)
 
 
 if __name__ == "__main__":

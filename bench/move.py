@@ -15,7 +15,6 @@ and the bridge's peak resident memory during its C-MOVE runs. No assertion: the 
 import argparse
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -160,12 +159,7 @@ def main():
               (m[1]["bridge"] / max(w[1]["client"] + s[1]["client"], 1e-9)))
         print("  bridge peak resident during C-MOVE              %.0f MB (max of %d runs)" % (max(peaks), len(peaks)))
     finally:
-        for srv in reversed(servers):
-            srv.close()
-        if a.keep:
-            print("work directory:", work)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        harness.stop_servers(servers, work, a.keep)
 
 
 if __name__ == "__main__":

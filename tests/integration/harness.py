@@ -298,6 +298,17 @@ def vm_kib(pid, key):
     raise AssertionError("no %s in /proc/%d/status" % (key, pid))
 
 
+def stop_servers(servers, workdir, keep=False):
+    """Stops servers in reverse order of start, then removes workdir unless keep (it is printed then). For the
+    benches, which start servers outside a TestCase."""
+    for srv in reversed(servers):
+        srv.close()
+    if keep:
+        print("work directory:", workdir)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def wait_for(pred, timeout=30, step=0.1):
     """Polls pred until it returns something true or the time is up; returns its last value."""
     end = time.time() + timeout
