@@ -670,6 +670,25 @@ bool plan_splice(const DcmFileFormat &ff, Sender::Item &it) {
     return true;
 }
 
+// The whole data set of an instance parsed short for splicing: DCMTK's path needs every element.
+OFCondition parse_whole(Sender::Item &it) { return it.spliceable ? parse(it.raw, it.ff, true) : EC_Normal; }
+
+// One instance by C-STORE: as received when it can go so; otherwise parsed whole, stamped when stamp_it, and
+// re-encoded by DCMTK. unreadable starts the reason when DCMTK cannot parse it.
+Sent store_item(Sender &s, Sender::Item &it, bool stamp_it, const std::string &unreadable, std::string &why) {
+    Sent rc;
+    if (store_as_received(s, it, rc, why)) return rc;
+    OFCondition c = parse_whole(it);
+    if (c.bad()) {
+        why = unreadable + c.text();
+        return Sent::Failed;
+    }
+    DcmDataset *ds = it.ff->getDataset();
+    const dwb_send_opts *o = s.set.o;
+    if (stamp_it) stamp(ds, o->up->conf, o->cfg->listen.ae_title, retrieve_url(o->up->conf, it));
+    return store_one(s, ds, it.cls.c_str(), it.sop.c_str(), why);
+}
+
 // ---- series burst files ----
 
 // Writes spans in order to a new file at path; false with why.
@@ -905,14 +924,8 @@ void flush_burst(Sender &s, const dwb_rseries *se, Sender::Burst &b) {
                 if (c.bad() || cls.empty()) {
                     rc = Sent::Failed;
                     why = "cannot read back " + f.first + (c.bad() ? std::string(": ") + c.text() : "");
-                } else if (!store_as_received(s, it, rc, why)) {
-                    c = it.spliceable ? parse(it.raw, it.ff, true) : EC_Normal; // it was parsed short
-                    if (c.bad()) {
-                        rc = Sent::Failed;
-                        why = "cannot read back " + f.first + ": " + c.text();
-                    } else {
-                        rc = store_one(s, it.ff->getDataset(), it.cls.c_str(), it.sop.c_str(), why);
-                    }
+                } else {
+                    rc = store_item(s, it, false, "cannot read back " + f.first + ": ", why); // stamped already
                 }
                 count(s, rc, f.second.c_str(), why, b.sizes[k]);
                 if (rc == Sent::Failed || rc == Sent::DestDead) b.failed++;
@@ -945,7 +958,7 @@ void send_item(Sender &s, Sender::Item &it) {
             std::string werr;
             bool written = it.spliceable && write_as_received(s, it, path, werr);
             if (!written && werr.empty()) {
-                OFCondition c = it.spliceable ? parse(it.raw, it.ff, true) : EC_Normal; // it was parsed short
+                OFCondition c = parse_whole(it);
                 ds = it.ff->getDataset();
                 if (c.good() && o->cfg->provenance.stamp)
                     stamp(ds, up, o->cfg->listen.ae_title, retrieve_url(up, it));
@@ -971,18 +984,7 @@ void send_item(Sender &s, Sender::Item &it) {
             }
         } else {
             std::string why;
-            Sent rc;
-            if (!store_as_received(s, it, rc, why)) {
-                OFCondition c = it.spliceable ? parse(it.raw, it.ff, true) : EC_Normal; // it was parsed short
-                ds = it.ff->getDataset();
-                if (c.bad()) {
-                    rc = Sent::Failed;
-                    why = std::string("store sent an unreadable instance: ") + c.text();
-                } else {
-                    if (o->cfg->provenance.stamp) stamp(ds, up, o->cfg->listen.ae_title, retrieve_url(up, it));
-                    rc = store_one(s, ds, it.cls.c_str(), it.sop.c_str(), why);
-                }
-            }
+            Sent rc = store_item(s, it, o->cfg->provenance.stamp != 0, "store sent an unreadable instance: ", why);
             count(s, rc, it.sop.c_str(), why, it.bytes);
         }
     }
