@@ -144,6 +144,9 @@ def main():
         for name, (wall, cpu) in best.items():
             print("  %-30s %8.3f %8.2f %8.2f %8.2f %8.2f" % (name, wall, cpu["store"], cpu["bridge"], cpu["PACS"],
                                                           cpu["client"]))
+        print("\n  every run's wall time, in order:")
+        for name, v in runs.items():
+            print("  %-30s %s" % (name, " ".join("%.3f" % x[0] for x in v)))
         w, s, m = best["WADO-RS of the study (curl)"], best["storescu -> storescp"], best["bridge C-MOVE"]
         legs = max(w[0], s[0])
         print("\n  bridge C-MOVE / slower leg                      %.2f   (target <= 1.15)" % (m[0] / legs))

@@ -626,13 +626,26 @@ typedef struct stream_ctx {
     int overrun;     /* too many of those: the answer was abandoned */
     dwb_error perr;  /* multipart error */
     int perr_set;
+    int trust_length;   /* parts are taken at their Content-Length (dwb_multipart_trust_length) */
+    int length_refuted; /* ... and one was wrong */
 } stream_ctx;
 
 static int sc_begin(void *ud, const dwb_multipart_part *p) {
     stream_ctx *s = ud;
     s->len = 0;
     s->too_big = 0;
-    (void)p; /* a part's Content-Location is the store's own view of its URL, not the upstream's: not used */
+    /* A part's Content-Location is the store's own view of its URL, not the upstream's: not used. Its length
+     * sizes the buffer, so that a part is copied once. */
+    if (p->content_length > 0 && (unsigned long long)p->content_length <= s->max &&
+        (size_t)p->content_length > s->cap) {
+        size_t cap = 0;
+        unsigned char *np = dwb_buf_get((size_t)p->content_length, &cap);
+        if (np) {
+            dwb_buf_put(s->part, s->cap);
+            s->part = np;
+            s->cap = cap;
+        }
+    }
     return 0;
 }
 
@@ -712,6 +725,7 @@ static int st_response(void *ud, long code, const char *ct) {
     }
     dwb_multipart_callbacks mcb = {sc_begin, sc_data, sc_end};
     if (dwb_multipart_new(s->boundary, &mcb, s, 16384, &s->mp, &e) != DWB_OK) return 1;
+    if (s->trust_length) dwb_multipart_trust_length(s->mp);
     s->started = 1;
     return 0;
 }
@@ -723,6 +737,7 @@ static int st_body(void *ud, const void *d, size_t n) {
         if (!s->stop && !s->overrun) {
             s->perr = e;
             s->perr_set = 1;
+            s->length_refuted = dwb_multipart_length_refuted(s->mp);
         }
         return 1;
     }
@@ -757,6 +772,7 @@ static dwb_status fetch(const dwb_upstream *up, const char *url, const char *ts,
         dwb_error fe = {0};
         if (dwb_multipart_finish(s->mp, &fe) != DWB_OK) {
             snprintf(why, whycap, "store response cut: %.300s", fe.message);
+            s->length_refuted = dwb_multipart_length_refuted(s->mp);
             st = DWB_E_PARSE;
         }
     } else if (s->stop) {
@@ -849,10 +865,22 @@ dwb_status dwb_retrieve_stream_series(const dwb_upstream *up, const dwb_rplan *p
             else
                 snprintf(url, sizeof url, "%s/studies/%s/series/%s/instances/%s", up->conf->base_url, se->study_uid,
                          se->series_uid, uids[u]);
-            s.started = s.bad_type = s.perr_set = 0;
-            s.too_big = s.overrun = 0;
-            s.useless = 0;
-            dwb_status st = fetch(up, url, plan->transfer_syntax, &s, err, why, sizeof why);
+            dwb_status st;
+            for (;;) {
+                s.started = s.bad_type = s.perr_set = 0;
+                s.too_big = s.overrun = 0;
+                s.useless = 0;
+                s.trust_length = dwb_upstream_part_lengths_trusted(up);
+                s.length_refuted = 0;
+                why[0] = '\0';
+                st = fetch(up, url, plan->transfer_syntax, &s, err, why, sizeof why);
+                if (!(st == DWB_E_PARSE && s.length_refuted)) break;
+                /* The store got a part's length wrong: scan for boundaries from now on and ask again at once
+                 * (what arrived whole is kept), so that this costs no attempt. */
+                if (dwb_upstream_note_wrong_part_length(up))
+                    DWB_WARN(&lc, "WADO-RS series %s: %s; part lengths of this store are not trusted from now on",
+                             se->series_uid, why);
+            }
             if (st == DWB_E_CANCELLED || s.stop) {
                 result = DWB_E_CANCELLED;
                 break;

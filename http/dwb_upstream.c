@@ -6,8 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* What the store has shown it does not do: QIDO filters it refused, part lengths it got wrong. */
 struct dwb_refused_filters {
     pthread_mutex_t mu;
+    int wrong_part_length;
     size_t n;
     struct {
         char resource[12];
@@ -87,4 +89,21 @@ int dwb_upstream_note_refused_filter(const dwb_upstream *up, const char *resourc
     }
     pthread_mutex_unlock(&r->mu);
     return added;
+}
+
+int dwb_upstream_part_lengths_trusted(const dwb_upstream *up) {
+    dwb_refused_filters *r = up->refused;
+    pthread_mutex_lock(&r->mu);
+    int wrong = r->wrong_part_length;
+    pthread_mutex_unlock(&r->mu);
+    return !wrong;
+}
+
+int dwb_upstream_note_wrong_part_length(const dwb_upstream *up) {
+    dwb_refused_filters *r = up->refused;
+    pthread_mutex_lock(&r->mu);
+    int first = !r->wrong_part_length;
+    r->wrong_part_length = 1;
+    pthread_mutex_unlock(&r->mu);
+    return first;
 }

@@ -39,6 +39,12 @@ int dwb_upstream_filter_refused(const dwb_upstream *up, const char *resource, ui
  * (a filter beyond DWB_UPSTREAM_MAX_REFUSED pays its 400 on each query). */
 int dwb_upstream_note_refused_filter(const dwb_upstream *up, const char *resource, uint32_t tag);
 
+/* Whether the Content-Length of a WADO-RS part is taken as its size (translate/dwb_multipart.h): yes until the
+ * store answered one part whose length was wrong, then never again for the life of the process. The note
+ * returns 1 the first time (the caller logs it once). Thread-safe. */
+int dwb_upstream_part_lengths_trusted(const dwb_upstream *up);
+int dwb_upstream_note_wrong_part_length(const dwb_upstream *up);
+
 /* base_url + path (path starts with '/'), into buf. DWB_E_LIMIT if it does not fit. */
 dwb_status dwb_upstream_url(const dwb_upstream *up, const char *path, char *buf, size_t buflen, dwb_error *err);
 

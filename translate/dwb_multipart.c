@@ -1,6 +1,7 @@
 /* Streaming multipart parser. The input is scanned with memmem for "\n--boundary"; body bytes before a possible
  * delimiter prefix are passed straight to the caller, so a part of any size needs only a boundary-sized tail
- * of memory. Bare LF line endings, preambles, epilogues, transport padding and a missing final CRLF are
+ * of memory. When the caller trusts part lengths, a part with a Content-Length is passed on unscanned and its
+ * delimiter must follow it exactly. Bare LF line endings, preambles, epilogues, transport padding and a missing final CRLF are
  * tolerated, as real servers produce all of them. */
 #define _GNU_SOURCE
 #include "dwb_multipart.h"
@@ -29,6 +30,10 @@ struct dwb_multipart {
     size_t parts;
     int failed;
     int body_start; /* no body byte consumed yet in the current part */
+    int trust_length;    /* dwb_multipart_trust_length was called */
+    long long body_left; /* counted part: body bytes still to come; -1 when the part is scanned for its end */
+    char body_last;      /* counted part: its last byte so far */
+    int length_refuted;  /* a counted part did not end at a boundary */
     dwb_status fail_st; /* why process() failed, kept even when the caller passes no dwb_error */
 };
 
@@ -109,6 +114,7 @@ dwb_status dwb_multipart_new(const char *boundary, const dwb_multipart_callbacks
     mp->max_header = max_header_bytes ? max_header_bytes : 16384;
     mp->st = S_PREAMBLE;
     mp->at_start = 1;
+    mp->body_left = -1;
     *out = mp;
     return DWB_OK;
 }
@@ -120,6 +126,8 @@ void dwb_multipart_free(dwb_multipart *mp) {
     free(mp);
 }
 
+void dwb_multipart_trust_length(dwb_multipart *mp) { mp->trust_length = 1; }
+int dwb_multipart_length_refuted(const dwb_multipart *mp) { return mp->length_refuted; }
 size_t dwb_multipart_parts(const dwb_multipart *mp) { return mp->parts; }
 size_t dwb_multipart_peak_held(const dwb_multipart *mp) { return mp->peak; }
 
@@ -167,7 +175,10 @@ static dwb_status begin_part(dwb_multipart *mp, const char *block, size_t n, dwb
     header_value(block, n, "Content-Length", clen, sizeof clen);
     ts[0] = '\0';
     if (ct[0] && param(ct, "transfer-syntax", ts, sizeof ts) < 0) ts[0] = '\0';
-    dwb_multipart_part p = {mp->parts, ct, loc, cid, ts, clen[0] ? atoll(clen) : -1};
+    long long len = -1;
+    if (clen[0] && strspn(clen, "0123456789") == strlen(clen) && strlen(clen) <= 15) len = atoll(clen);
+    dwb_multipart_part p = {mp->parts, ct, loc, cid, ts, len};
+    mp->body_left = mp->trust_length && len > 0 ? len : -1;
     if (mp->cb.on_part_begin && mp->cb.on_part_begin(mp->ud, &p))
         return dwb_error_set(err, DWB_E_CANCELLED, "stopped by the receiver at part %zu", mp->parts + 1);
     return DWB_OK;
@@ -222,7 +233,8 @@ static size_t process(dwb_multipart *mp, const char *buf, size_t n, int final, d
             else if (left >= 2 && b[0] == '\r' && b[1] == '\n') end = 0, skip = 2;
             else {
                 const char *crlf = memmem(b, left, "\r\n\r\n", 4);
-                const char *lflf = memmem(b, left, "\n\n", 2);
+                /* An earlier bare-LF end lies before the CRLF one: do not scan the body behind it. */
+                const char *lflf = memmem(b, crlf ? (size_t)(crlf - b) + 1 : left, "\n\n", 2);
                 const char *e = crlf;
                 size_t el = 4;
                 if (lflf && (!e || lflf < e)) e = lflf, el = 2;
@@ -250,6 +262,41 @@ static size_t process(dwb_multipart *mp, const char *buf, size_t n, int final, d
             continue;
         }
         case S_BODY: {
+            if (mp->body_left > 0) {
+                /* A counted part: its bytes go through unscanned. */
+                size_t want = (size_t)mp->body_left, take = left < want ? left : want;
+                if (take && mp->cb.on_part_data && mp->cb.on_part_data(mp->ud, b, take)) {
+                    mp->fail_st = dwb_error_set(err, DWB_E_CANCELLED, "stopped by the receiver at part %zu", mp->parts + 1);
+                    return (size_t)-1;
+                }
+                if (take) mp->body_last = b[take - 1];
+                pos += take;
+                mp->body_left -= (long long)take;
+                mp->body_start = 0;
+                if (mp->body_left > 0) return pos;
+                continue;
+            }
+            if (mp->body_left == 0) {
+                /* ... and the delimiter must follow them, after an optional CR. A part ending in CR before a
+                 * bare LF would lose that CR to a scan: the two readings differ, so the length is not taken. */
+                size_t cr = left >= 1 && b[0] == '\r';
+                if (left < cr + mp->plen) return pos;
+                if (memcmp(b + cr, mp->pattern, mp->plen) != 0 || (!cr && mp->body_last == '\r')) {
+                    mp->length_refuted = 1;
+                    mp->fail_st = dwb_error_set(err, DWB_E_PARSE, "part %zu does not end where its Content-Length says",
+                                                mp->parts + 1);
+                    return (size_t)-1;
+                }
+                mp->body_left = -1;
+                if (mp->cb.on_part_end && mp->cb.on_part_end(mp->ud)) {
+                    mp->fail_st = dwb_error_set(err, DWB_E_CANCELLED, "stopped by the receiver at part %zu", mp->parts + 1);
+                    return (size_t)-1;
+                }
+                mp->parts++;
+                pos += cr + mp->plen;
+                mp->st = S_AFTER_DELIM;
+                continue;
+            }
             /* An empty body: the delimiter starts right here, without its line break being part of the data. */
             if (mp->body_start && left < mp->plen - 1 && !final &&
                 memcmp(b, mp->pattern + 1, left) == 0)
@@ -361,6 +408,12 @@ dwb_status dwb_multipart_finish(dwb_multipart *mp, dwb_error *err) {
     if (mp->st == S_PREAMBLE) return dwb_error_set(err, DWB_E_PARSE, "no multipart boundary found in the body");
     if (mp->st == S_AFTER_DELIM && mp->hold_len >= 1 && mp->hold[0] == '-')
         return dwb_error_set(err, DWB_E_PARSE, "body ended inside the closing boundary");
+    if (mp->st == S_BODY && mp->body_left >= 0) {
+        /* A cut, or a length longer than the part: scanning the same body again tells which. */
+        mp->length_refuted = 1;
+        return dwb_error_set(err, DWB_E_PARSE, "body ended inside part %zu, before the end its Content-Length gives",
+                             mp->parts + 1);
+    }
     return dwb_error_set(err, DWB_E_PARSE, "body ended inside part %zu (no closing boundary)", mp->parts + 1);
 }
 

@@ -40,6 +40,14 @@ dwb_status dwb_multipart_feed(dwb_multipart *mp, const void *data, size_t len, d
 /* End of body: DWB_E_PARSE unless the close delimiter was seen. */
 dwb_status dwb_multipart_finish(dwb_multipart *mp, dwb_error *err);
 void dwb_multipart_free(dwb_multipart *mp);
+/* From now on, a part whose headers give a Content-Length L > 0 is taken as its next L bytes without scanning
+ * them for the boundary (the scan is most of the parser's cost on large parts). The delimiter must follow those
+ * bytes, after an optional CR; otherwise the feed fails with DWB_E_PARSE and dwb_multipart_length_refuted says
+ * so, after the part's bytes were already passed on. It says so too when finish finds the body ended inside a
+ * counted part: a cut, or a length beyond the part, which only a scan of the same body can tell apart. Without
+ * this call, parts end where the boundary is. */
+void dwb_multipart_trust_length(dwb_multipart *mp);
+int dwb_multipart_length_refuted(const dwb_multipart *mp);
 /* Parts completed so far; the most bytes ever held back between feeds (for tests of boundedness). */
 size_t dwb_multipart_parts(const dwb_multipart *mp);
 size_t dwb_multipart_peak_held(const dwb_multipart *mp);

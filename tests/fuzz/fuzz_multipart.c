@@ -1,5 +1,6 @@
 /* libFuzzer: the streaming multipart parser must give the same parts whatever the feed sizes. The first byte
- * picks the chunk size; the result is compared with a one-shot feed. */
+ * picks the chunk size and (bit 7) whether part lengths are trusted; the result is compared with a one-shot
+ * feed. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,11 +30,12 @@ static int on_end(void *ud) {
     return 0;
 }
 
-static dwb_status run(const uint8_t *d, size_t n, size_t chunk, acc *a) {
+static dwb_status run(const uint8_t *d, size_t n, size_t chunk, int trust, acc *a) {
     dwb_multipart_callbacks cb = {on_begin, on_data, on_end};
     dwb_multipart *mp = NULL;
     dwb_status st = dwb_multipart_new("bnd", &cb, a, 512, &mp, NULL);
     if (st != DWB_OK) return st;
+    if (trust) dwb_multipart_trust_length(mp);
     for (size_t i = 0; i < n && st == DWB_OK; i += chunk) st = dwb_multipart_feed(mp, d + i, n - i < chunk ? n - i : chunk, NULL);
     if (st == DWB_OK) st = dwb_multipart_finish(mp, NULL);
     dwb_multipart_free(mp);
@@ -42,10 +44,11 @@ static dwb_status run(const uint8_t *d, size_t n, size_t chunk, acc *a) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
-    size_t chunk = (size_t)data[0] % 17 + 1;
+    size_t chunk = (size_t)(data[0] & 0x7f) % 17 + 1;
+    int trust = data[0] >> 7;
     acc a = {0}, b = {0};
-    dwb_status s1 = run(data + 1, size - 1, size, &a);
-    dwb_status s2 = run(data + 1, size - 1, chunk, &b);
+    dwb_status s1 = run(data + 1, size - 1, size, trust, &a);
+    dwb_status s2 = run(data + 1, size - 1, chunk, trust, &b);
     if (s1 == DWB_OK && s2 == DWB_OK && (a.hash != b.hash || a.parts != b.parts || a.bytes != b.bytes)) abort();
     if ((s1 == DWB_OK) != (s2 == DWB_OK) && s1 != DWB_E_LIMIT && s2 != DWB_E_LIMIT) abort();
     return 0;

@@ -12,6 +12,7 @@ policy(n, method, path, uids) -> action, where n counts STOW requests from 1 (0 
   ("cut_answer", f)                 forward, then send the status line, the full Content-Length and only
                                     f(payload) bytes of the body (f: a fraction, or a function of the payload
                                     giving a byte count), and reset the connection
+  ("rewrite", f)                    forward, then answer f(payload) instead of the payload (headers kept)
 """
 import http.client
 import http.server
@@ -149,6 +150,8 @@ class FaultStore:
             action[1].wait(120)
         if isinstance(action, tuple) and action[0] == "delay":
             time.sleep(action[1])
+        if isinstance(action, tuple) and action[0] == "rewrite":
+            payload = action[1](payload)
         if isinstance(action, tuple) and action[0] == "cut_answer":
             f = action[1]
             keep = f(payload) if callable(f) else int(len(payload) * f)

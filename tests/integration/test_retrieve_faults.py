@@ -178,6 +178,37 @@ class RetrieveFaultTest(TestCase):
         self.assertEqual(len(html_once), 2)
         self.assertIn("unreadable store response", self.bridge.log())
 
+    def test_part_lengths_that_do_not_match_the_parts(self):
+        # Orthanc gives each part a Content-Length, which the bridge takes as the part's size instead of scanning
+        # it for the boundary. A store (or proxy) whose part lengths are 7 bytes too long is caught at the first
+        # part that does not end where its length says: that answer is asked again at once, scanned, without an
+        # attempt lost or an instance-level request, and the store's part lengths are not trusted again.
+        def longer(payload):
+            return re.sub(rb"\r\nContent-Length: (\d+)\r\n",
+                          lambda m: b"\r\nContent-Length: %d\r\n" % (int(m.group(1)) + 7), payload)
+
+        def policy(n, m, path, u):
+            return ("rewrite", longer) if m == "GET" and SERIES_RE.match(path.split("?")[0]) else None
+
+        self.setup_store(policy, patients=1, studies=2, series=3, instances=6, rows=32, cols=32)
+        for study in sorted({i["StudyInstanceUID"] for i in self.manifest["instances"]}):
+            p = self.move(study)
+            self.assertEqual(status_of(p), "0x0000", p.stdout[-2000:])
+            self.assertEqual(counts_of(p)[:2], (18, 0))
+        self.assertEqual(self.received(), sorted(self.src))
+        by_sop = {sop_of(f): f for f in self.pacs.files()}
+        for uid, path in self.src.items():
+            self.assertEqual(pixel_data(by_sop[uid]), pixel_data(path), uid)
+        log = self.bridge.log()
+        self.assertEqual(log.count("part lengths of this store are not trusted from now on"), 1, log[-3000:])
+        self.assertIn("does not end where its Content-Length says", log)
+        series_gets = [e.path.split("?")[0] for e in self.fs.log if e.method == "GET" and SERIES_RE.match(e.path.split("?")[0])]
+        self.assertEqual(len(set(series_gets)), 6)
+        # The first study's series could all be in flight when the first refutation came; the second's are not.
+        self.assertLessEqual(len(series_gets), 6 + 3, series_gets)
+        self.assertGreaterEqual(len(series_gets), 7)
+        self.assertFalse([e.path for e in self.fs.log if e.method == "GET" and INSTANCE_RE.match(e.path.split("?")[0])])
+
     def test_503_for_one_series_then_healthy(self):
         first = []
 

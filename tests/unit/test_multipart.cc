@@ -34,25 +34,29 @@ int on_data(void *ud, const void *d, size_t n) {
 }
 int on_end(void *) { return 0; }
 
-dwb_status run(const std::string &boundary, const std::string &body, size_t chunk, Collector *c, dwb_error *e) {
+dwb_status run(const std::string &boundary, const std::string &body, size_t chunk, Collector *c, dwb_error *e,
+               bool trust = false, int *refuted = nullptr) {
     dwb_multipart_callbacks cb = {on_begin, on_data, on_end};
     dwb_multipart *mp = nullptr;
     dwb_status st = dwb_multipart_new(boundary.c_str(), &cb, c, 4096, &mp, e);
     if (st != DWB_OK) return st;
+    if (trust) dwb_multipart_trust_length(mp);
     for (size_t i = 0; i < body.size() && st == DWB_OK; i += chunk)
         st = dwb_multipart_feed(mp, body.data() + i, std::min(chunk, body.size() - i), e);
     if (st == DWB_OK) st = dwb_multipart_finish(mp, e);
+    if (refuted) *refuted = dwb_multipart_length_refuted(mp);
     dwb_multipart_free(mp);
     return st;
 }
 
-void check_all_splits(const std::string &boundary, const std::string &body, const std::vector<std::string> &datas) {
+void check_all_splits(const std::string &boundary, const std::string &body, const std::vector<std::string> &datas,
+                      bool trust = false) {
     // one shot, byte by byte, and every two-piece split
     std::vector<size_t> chunks = {body.size() ? body.size() : 1, 1, 2, 3, 7};
     for (size_t ch : chunks) {
         Collector c;
         dwb_error e = {};
-        ASSERT_EQ(run(boundary, body, ch, &c, &e), DWB_OK) << "chunk " << ch << ": " << e.message;
+        ASSERT_EQ(run(boundary, body, ch, &c, &e, trust), DWB_OK) << "chunk " << ch << ": " << e.message;
         ASSERT_EQ(c.parts.size(), datas.size()) << "chunk " << ch;
         for (size_t i = 0; i < datas.size(); i++) EXPECT_EQ(c.parts[i].data, datas[i]) << "chunk " << ch << " part " << i;
     }
@@ -62,6 +66,7 @@ void check_all_splits(const std::string &boundary, const std::string &body, cons
         dwb_multipart_callbacks cb = {on_begin, on_data, on_end};
         dwb_multipart *mp = nullptr;
         ASSERT_EQ(dwb_multipart_new(boundary.c_str(), &cb, &c, 4096, &mp, &e), DWB_OK);
+        if (trust) dwb_multipart_trust_length(mp);
         ASSERT_EQ(dwb_multipart_feed(mp, body.data(), split, &e), DWB_OK) << split;
         ASSERT_EQ(dwb_multipart_feed(mp, body.data() + split, body.size() - split, &e), DWB_OK) << split << e.message;
         ASSERT_EQ(dwb_multipart_finish(mp, &e), DWB_OK) << "split " << split << ": " << e.message;
@@ -90,6 +95,56 @@ TEST(Multipart, PreambleEpilogueBareLfPaddingNoFinalCrlf) {
     check_all_splits("b", "--b\r\n\r\nno headers\r\n--b--\r\n", {"no headers"});
     check_all_splits("b", "--b\r\nContent-Type: x\r\n\r\n\r\n--b\r\nContent-Type: y\r\n\r\nz\r\n--b--", {"", "z"});
     check_all_splits("b", "--b\r\nContent-Type: x\r\n\r\n--b--", {""});
+}
+
+// Parts with a Content-Length, trusted: the same parts at every split, whether the delimiter follows after CRLF or
+// a bare LF, mixed with parts that have no length (scanned) or a zero one.
+TEST(Multipart, CountedPartsAtEverySplit) {
+    std::string b = "--BOUND\r\nContent-Type: application/dicom\r\nContent-Length: 15\r\n\r\nDICM\r\n--BOUNX\r\n"
+                    "\r\n--BOUND\r\nContent-Type: application/dicom\r\n\r\nscanned\r\n"
+                    "--BOUND\r\nContent-Length: 0\r\n\r\n\r\n"
+                    "--BOUND\r\ncontent-length:3\r\n\r\nabc\n--BOUND--\r\n";
+    std::vector<std::string> want = {"DICM\r\n--BOUNX\r\n", "scanned", "", "abc"};
+    check_all_splits("BOUND", b, want, true);
+    check_all_splits("BOUND", b, want, false);
+}
+
+// Trusted lengths are not scanned: a part whose bytes hold the delimiter is one part when its length says so.
+// This is what makes the counted path cheap, and shows it was taken.
+TEST(Multipart, CountedPartIsNotScanned) {
+    std::string b = "--b\r\nContent-Length: 13\r\n\r\nAA\r\n--b\r\n\r\nBB\r\n--b--\r\n";
+    Collector trusted, scanned;
+    dwb_error e = {};
+    ASSERT_EQ(run("b", b, 5, &trusted, &e, true), DWB_OK) << e.message;
+    ASSERT_EQ(trusted.parts.size(), 1u);
+    EXPECT_EQ(trusted.parts[0].data, "AA\r\n--b\r\n\r\nBB");
+    ASSERT_EQ(run("b", b, 5, &scanned, &e, false), DWB_OK) << e.message;
+    ASSERT_EQ(scanned.parts.size(), 2u);
+    EXPECT_EQ(scanned.parts[0].data, "AA");
+}
+
+// A length that is wrong either way fails the feed and says so; scanning the same body still gives the part.
+TEST(Multipart, WrongContentLengthIsRefuted) {
+    for (const char *len : {"5", "3", "40"}) {
+        std::string b = std::string("--b\r\nContent-Length: ") + len + "\r\n\r\nABCD\r\n--b--\r\n";
+        for (size_t chunk : {b.size(), (size_t)1, (size_t)4}) {
+            Collector c;
+            dwb_error e = {};
+            int refuted = 0;
+            dwb_status st = run("b", b, chunk, &c, &e, true, &refuted);
+            EXPECT_EQ(st, DWB_E_PARSE) << len << " chunk " << chunk;
+            // Longer than the body: the body ends inside the part, as it would when cut.
+            const char *msg = std::string(len) == "40" ? "body ended inside part 1, before the end its Content-Length"
+                                                       : "part 1 does not end where its Content-Length says";
+            EXPECT_NE(std::string(e.message).find(msg), std::string::npos) << e.message;
+            EXPECT_EQ(refuted, 1) << len << " chunk " << chunk;
+        }
+        Collector c;
+        dwb_error e = {};
+        ASSERT_EQ(run("b", b, 3, &c, &e, false), DWB_OK) << e.message;
+        ASSERT_EQ(c.parts.size(), 1u);
+        EXPECT_EQ(c.parts[0].data, "ABCD");
+    }
 }
 
 TEST(Multipart, FoldedHeaders) {
