@@ -23,6 +23,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -134,8 +135,19 @@ const Uint32 kDeferBytes = 4096;
 // ---- the process-wide retrieve budget: bytes of fetched instances waiting to be sent, all runs together ----
 
 std::mutex g_budget_mu;
-std::condition_variable g_budget_cv;
 size_t g_budget_held = 0;
+
+// A producer waiting for room, with the instance it holds. Waiters are woken one by one, oldest first, when their
+// instance fits (or their run's queue is empty): waking every fetch thread for each instance sent cost more CPU
+// than the wake-ups did work.
+struct Sender;
+struct BudgetWaiter {
+    const Sender *s = nullptr;
+    size_t bytes = 0, budget = 0;
+    bool go = false;
+    std::condition_variable cv;
+};
+std::vector<BudgetWaiter *> g_budget_waiters; // oldest first; under g_budget_mu
 
 // ---- destination association ----
 
@@ -765,13 +777,40 @@ OFCondition read_burst_file(const Sender &s, const std::string &path, Sender::It
 
 // ---- producers (fetch threads) ----
 
+// Under g_budget_mu: wakes the waiters that can go now, oldest first, counting what each will take.
+void wake_budget_waiters() {
+    size_t held = g_budget_held;
+    for (BudgetWaiter *w : g_budget_waiters) {
+        if (w->go) {
+            held += w->bytes;
+            continue;
+        }
+        if (w->s->q.stop.load() || w->s->q.bytes.load() == 0 || held + w->bytes <= w->budget) {
+            w->go = true;
+            w->cv.notify_one();
+            held += w->bytes;
+        }
+    }
+}
+
 void push(Sender &s, Sender::Item &&it) {
     {
         // Bounded in-flight data across every run of the process: a producer waits while the senders are behind.
         // A run whose queue is empty may always queue one instance, so that no run waits on another forever.
         std::unique_lock<std::mutex> lk(g_budget_mu);
-        while (!s.q.stop.load() && s.q.bytes.load() != 0 && g_budget_held + it.bytes > s.set.budget)
-            g_budget_cv.wait_for(lk, std::chrono::milliseconds(100));
+        auto blocked = [&] { return !s.q.stop.load() && s.q.bytes.load() != 0 && g_budget_held + it.bytes > s.set.budget; };
+        if (blocked()) {
+            BudgetWaiter w;
+            w.s = &s;
+            w.bytes = it.bytes;
+            w.budget = s.set.budget;
+            g_budget_waiters.push_back(&w);
+            while (blocked()) {
+                w.cv.wait_for(lk, std::chrono::milliseconds(100), [&] { return w.go; });
+                w.go = false;
+            }
+            g_budget_waiters.erase(std::find(g_budget_waiters.begin(), g_budget_waiters.end(), &w));
+        }
         if (s.q.stop.load()) return;
         g_budget_held += it.bytes;
         s.q.bytes += it.bytes;
@@ -785,7 +824,7 @@ void release_budget(Sender &s, size_t bytes) {
     std::lock_guard<std::mutex> lk(g_budget_mu);
     s.q.bytes -= bytes;
     g_budget_held -= bytes;
-    g_budget_cv.notify_all();
+    wake_budget_waiters();
 }
 
 // Parses each instance as it completes (on the fetch thread) and queues it: short, when it can go as received;
@@ -1057,7 +1096,10 @@ dwb_status run_pipeline(Sender &s, dwb_error *err) {
     }
     // Cancel or a dead requester: stop the producers (they notice within one callback or 100 ms).
     s.q.stop.store(true);
-    g_budget_cv.notify_all();
+    {
+        std::lock_guard<std::mutex> lk(g_budget_mu);
+        wake_budget_waiters();
+    }
     for (auto &t : producers) t.join();
     // What is still queued was never sent: give its share of the budget back.
     size_t left = 0;
