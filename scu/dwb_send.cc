@@ -286,14 +286,14 @@ std::string url_host(const char *url) {
 // PS3.3 C.12.1.1.9: what the bridge changed and where the instance came from, inside the data set itself (file
 // meta such as Source AE Title does not survive a C-STORE). The stamp is three top-level elements: an item of
 // Original Attributes Sequence (appended), Retrieve URL and Retrieve AE Title (replaced). This is the item, with
-// the previous values read from ds.
-DcmItem *stamp_item(DcmDataset *ds, const dwb_upstream_conf *up, const char *bridge_ae, const std::string &url) {
+// the previous values of Retrieve URL and Retrieve AE Title (nullptr: the instance had none).
+DcmItem *stamp_item(const char *prev_url, const char *prev_ae, const dwb_upstream_conf *up, const char *bridge_ae,
+                    const std::string &url) {
     DcmItem *item = new DcmItem();
     DcmItem *prev = new DcmItem();
-    OFString v;
-    if (ds->findAndGetOFStringArray(DCM_RetrieveURL, v).good()) prev->putAndInsertString(DCM_RetrieveURL, v.c_str());
+    if (prev_url) prev->putAndInsertString(DCM_RetrieveURL, prev_url);
     else prev->insertEmptyElement(DCM_RetrieveURL);
-    if (ds->findAndGetOFStringArray(DCM_RetrieveAETitle, v).good()) prev->putAndInsertString(DCM_RetrieveAETitle, v.c_str());
+    if (prev_ae) prev->putAndInsertString(DCM_RetrieveAETitle, prev_ae);
     else prev->insertEmptyElement(DCM_RetrieveAETitle);
     item->insertSequenceItem(DCM_ModifiedAttributesSequence, prev);
     item->putAndInsertString(DCM_AttributeModificationDateTime, now_dt().c_str());
@@ -315,7 +315,11 @@ void put_stamp(DcmItem *into, DcmItem *item, const dwb_upstream_conf *up, const 
 }
 
 void stamp(DcmDataset *ds, const dwb_upstream_conf *up, const char *bridge_ae, const std::string &url) {
-    put_stamp(ds, stamp_item(ds, up, bridge_ae, url), up, url);
+    OFString prev_url, prev_ae;
+    bool has_url = ds->findAndGetOFStringArray(DCM_RetrieveURL, prev_url).good();
+    bool has_ae = ds->findAndGetOFStringArray(DCM_RetrieveAETitle, prev_ae).good();
+    put_stamp(ds, stamp_item(has_url ? prev_url.c_str() : nullptr, has_ae ? prev_ae.c_str() : nullptr, up, bridge_ae, url),
+              up, url);
 }
 
 // The stamp's three elements in ascending tag order, for splicing into encoded bytes (translate/dwb_splice.h).
@@ -353,14 +357,17 @@ struct Sender {
 
     // The queue between fetch threads (producers) and the sending thread (consumer).
     struct Item {
-        std::unique_ptr<DcmFileFormat> ff; // null = an instance the store did not deliver
-        std::shared_ptr<Bytes> raw;        // the bytes ff was parsed from
-        // Set when the instance can go as received (store_as_received): then ff holds only the elements up to
-        // Retrieve URL, the data set starts at raw + ds_off, and the stamp's elements go at[0..2].
+        std::unique_ptr<DcmFileFormat> ff; // the instance parsed by DCMTK; null when spliceable or not delivered
+        std::shared_ptr<Bytes> raw;        // the bytes as the store sent them
+        // Set when the instance can go as received (store_as_received): then it was read by header walks (peek)
+        // instead of DCMTK, its data set starts at raw + ds_off in transfer syntax xfer, and the stamp's
+        // elements go at[0..2], with the previous Retrieve AE Title and URL kept in prev_ae and prev_url.
         bool spliceable = false;
         bool stamp = false;  // splice the stamp in (false: a burst file, stamped when it was written)
         size_t ds_off = 0;
         dwb_splice_slot at[3];
+        std::string xfer, prev_ae, prev_url;
+        bool has_prev_ae = false, has_prev_url = false;
         std::string sop, cls, why, location;
         const dwb_rseries *series = nullptr;
         size_t bytes = 0;
@@ -584,8 +591,7 @@ std::string retrieve_url(const dwb_upstream_conf *up, const Sender::Item &it) {
 bool dataset_spans(const Sender &s, const Sender::Item &it, std::vector<struct iovec> &spans,
                    std::vector<unsigned char> &enc) {
     const dwb_send_opts *o = s.set.o;
-    DcmDataset *ds = it.ff->getDataset();
-    DcmXfer have(ds->getOriginalXfer());
+    DcmXfer have(it.xfer.c_str());
     const unsigned char *p = static_cast<const unsigned char *>(it.raw->p) + it.ds_off;
     size_t n = it.raw->n - it.ds_off;
     if (!it.stamp) {
@@ -595,7 +601,10 @@ bool dataset_spans(const Sender &s, const Sender::Item &it, std::vector<struct i
     const dwb_upstream_conf *up = o->up->conf;
     std::string url = retrieve_url(up, it);
     DcmDataset stamp_set;
-    put_stamp(&stamp_set, stamp_item(ds, up, o->cfg->listen.ae_title, url), up, url);
+    put_stamp(&stamp_set,
+              stamp_item(it.has_prev_url ? it.prev_url.c_str() : nullptr, it.has_prev_ae ? it.prev_ae.c_str() : nullptr,
+                         up, o->cfg->listen.ae_title, url),
+              up, url);
     enc.resize(stamp_set.getLength(have.getXfer(), EET_ExplicitLength) + 64);
     DcmOutputBufferStream os(enc.data(), (offile_off_t)enc.size());
     stamp_set.transferInit();
@@ -620,12 +629,12 @@ bool dataset_spans(const Sender &s, const Sender::Item &it, std::vector<struct i
 
 // The instance as the store sent it, with the stamp's elements spliced into its bytes, straight onto the socket
 // (dimse/dwb_pdv.cc): no parse-and-re-encode of the data set, no copy of it. Only for instances planned so
-// (plan_splice) and when the destination takes the instance's own transfer syntax. False: not tried, nothing sent.
+// (peek) and when the destination takes the instance's own transfer syntax. False: not tried, nothing sent.
 bool store_as_received(Sender &s, Sender::Item &it, Sent &rc, std::string &why) {
     const dwb_send_opts *o = s.set.o;
     T_ASC_Association *a = s.state.dest.assoc;
     if (!it.spliceable || !a || dwb_encoded_send_fd(a) < 0) return false;
-    DcmXfer have(it.ff->getDataset()->getOriginalXfer());
+    DcmXfer have(it.xfer.c_str());
     T_ASC_PresentationContextID pid = find_context(a, it.cls.c_str(), have.getXferID(), nullptr);
     if (pid == 0) return false;
     std::vector<struct iovec> spans;
@@ -645,45 +654,80 @@ bool store_as_received(Sender &s, Sender::Item &it, Sent &rc, std::string &why) 
     return true;
 }
 
-// ---- parsing short, planning the splice ----
+// ---- reading an instance: header walks for sending as received, DCMTK otherwise ----
 
-// The elements the sender reads when an instance goes as received: SOP Class and Instance UID, and the previous
-// Retrieve AE Title and URL for the stamp. The short parse stops at the first tag after them.
-const DcmTagKey kShortParseEnd(0x0008, 0x1191);
-
-OFCondition parse(const std::shared_ptr<Bytes> &bytes, std::unique_ptr<DcmFileFormat> &ff, bool whole) {
+OFCondition parse(const std::shared_ptr<Bytes> &bytes, std::unique_ptr<DcmFileFormat> &ff) {
     ff.reset(new DcmFileFormat());
     BytesStream in(bytes);
     ff->transferInit();
-    OFCondition c = whole ? ff->read(in, EXS_Unknown, EGL_noChange, kDeferBytes)
-                          : ff->readUntilTag(in, EXS_Unknown, EGL_noChange, kDeferBytes, kShortParseEnd);
+    OFCondition c = ff->read(in, EXS_Unknown, EGL_noChange, kDeferBytes);
     ff->transferEnd();
     return c;
 }
 
-// Whether an instance can go as received, and where its stamp goes: a Little Endian, not deflated Part-10 file
-// whose data set walks whole (translate/dwb_splice.h: every element header to the last byte, so that a data set
-// cut inside a well-formed part is caught here, as the full parse would), without an Original Attributes Sequence
-// or a group length in the stamp's groups.
-bool plan_splice(const DcmFileFormat &ff, Sender::Item &it) {
-    DcmXfer x(const_cast<DcmFileFormat &>(ff).getDataset()->getOriginalXfer());
-    if (!x.isLittleEndian() || x.getStreamCompression() != ESC_none) return false;
-    const unsigned char *p = static_cast<const unsigned char *>(it.raw->p);
-    if (dwb_splice_dataset_offset(p, it.raw->n, &it.ds_off, nullptr) != DWB_OK) return false;
-    const uint32_t tags[4] = {kStampTags[0], kStampTags[1], kStampTags[2], DWB_TAG(0xFFFF, 0xFFFF)};
-    dwb_splice_slot at[4];
-    bool stamp = it.stamp;
-    if (dwb_splice_slots(p + it.ds_off, it.raw->n - it.ds_off, x.isExplicitVR(), stamp ? tags : tags + 3,
-                         stamp ? 4 : 1, at, nullptr) != DWB_OK)
-        return false;
-    if (!stamp) return true;
-    if (at[2].len) return false; // the bridge's item is appended to the sequence there: DCMTK does that
-    for (int k = 0; k < 3; k++) it.at[k] = at[k];
+// The value of a string element a walk found, without padding (trailing spaces and NULs, leading spaces); the
+// first value only when first (DCMTK's findAndGetOFString). False when the element is absent or has no value of
+// defined length.
+bool value_of(const unsigned char *d, size_t n, int explicit_vr, const dwb_splice_slot &slot, std::string &out,
+              bool first) {
+    size_t off = 0, len = 0;
+    if (dwb_splice_value(d, n, explicit_vr, &slot, &off, &len, nullptr) != DWB_OK) return false;
+    const char *v = reinterpret_cast<const char *>(d + off);
+    if (first) {
+        const void *bs = memchr(v, '\\', len);
+        if (bs) len = (size_t)(static_cast<const char *>(bs) - v);
+    }
+    while (len && (v[len - 1] == ' ' || v[len - 1] == '\0')) len--;
+    while (len && v[0] == ' ') v++, len--;
+    out.assign(v, len);
     return true;
 }
 
-// The whole data set of an instance parsed short for splicing: DCMTK's path needs every element.
-OFCondition parse_whole(Sender::Item &it) { return it.spliceable ? parse(it.raw, it.ff, true) : EC_Normal; }
+// Reads what sending as received needs with header walks (translate/dwb_splice.h) instead of DCMTK's parser: the
+// transfer syntax from the file meta; SOP Class and Instance UID and the previous Retrieve AE Title and URL from
+// the data set, which is walked to its last byte, so that a data set cut inside a well-formed part is caught here
+// as a full parse would catch it. With it.stamp, also where the stamp's elements go. False when the instance
+// cannot go as received: not a Little Endian, not deflated Part-10 file, a walk that fails, no SOP UIDs, or (when
+// stamping) a group length in the stamp's groups or an Original Attributes Sequence already there (the bridge's
+// item is appended to it: DCMTK does that). The caller then parses it whole.
+bool peek(Sender::Item &it) {
+    const unsigned char *p = static_cast<const unsigned char *>(it.raw->p);
+    size_t n = it.raw->n;
+    if (dwb_splice_dataset_offset(p, n, &it.ds_off, nullptr) != DWB_OK || it.ds_off < 132) return false;
+    const uint32_t ts_tag = DWB_TAG(0x0002, 0x0010);
+    dwb_splice_slot ts;
+    std::string xfer;
+    if (dwb_splice_find(p + 132, it.ds_off - 132, 1, &ts_tag, 1, &ts, nullptr) != DWB_OK ||
+        !value_of(p + 132, it.ds_off - 132, 1, ts, xfer, true))
+        return false;
+    DcmXfer x(xfer.c_str());
+    if (x.getXfer() == EXS_Unknown || !x.isLittleEndian() || x.getStreamCompression() != ESC_none) return false;
+    enum { GL8, CLS, SOP, AE, URL, GL400, OAS, END, N };
+    const uint32_t tags[N] = {DWB_TAG(0x0008, 0x0000), DWB_TAG(0x0008, 0x0016), DWB_TAG(0x0008, 0x0018),
+                              kStampTags[0], kStampTags[1], DWB_TAG(0x0400, 0x0000), kStampTags[2],
+                              DWB_TAG(0xFFFF, 0xFFFF)};
+    dwb_splice_slot at[N];
+    const unsigned char *d = p + it.ds_off;
+    size_t dn = n - it.ds_off;
+    int ex = x.isExplicitVR() ? 1 : 0;
+    if (dwb_splice_find(d, dn, ex, tags, N, at, nullptr) != DWB_OK) return false;
+    if (!value_of(d, dn, ex, at[CLS], it.cls, true) || !value_of(d, dn, ex, at[SOP], it.sop, true) || it.cls.empty() ||
+        it.sop.empty())
+        return false;
+    if (it.stamp) {
+        if (at[GL8].len || at[GL400].len || at[OAS].len) return false;
+        it.has_prev_ae = value_of(d, dn, ex, at[AE], it.prev_ae, false);
+        it.has_prev_url = value_of(d, dn, ex, at[URL], it.prev_url, false);
+        it.at[0] = at[AE];
+        it.at[1] = at[URL];
+        it.at[2] = at[OAS];
+    }
+    it.xfer = xfer;
+    return true;
+}
+
+// An instance read for splicing, parsed by DCMTK after all: its path needs every element.
+OFCondition parse_whole(Sender::Item &it) { return it.spliceable ? parse(it.raw, it.ff) : EC_Normal; }
 
 // One instance by C-STORE: as received when it can go so; otherwise parsed whole, stamped when stamp_it, and
 // re-encoded by DCMTK. unreadable starts the reason when DCMTK cannot parse it.
@@ -742,8 +786,8 @@ bool write_as_received(const Sender &s, const Sender::Item &it, const std::strin
     return write_file(path, spans, why);
 }
 
-// Reads a burst file back into a pool buffer: short-parsed and planned for sending as it is when the run splices,
-// parsed whole otherwise.
+// Reads a burst file back into a pool buffer: read by header walks for sending as it is when the run splices and
+// it can go so, parsed whole otherwise. Sets it.cls.
 OFCondition read_burst_file(const Sender &s, const std::string &path, Sender::Item &it) {
     int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
     struct stat st;
@@ -767,11 +811,12 @@ OFCondition read_burst_file(const Sender &s, const std::string &path, Sender::It
     close(fd);
     if (got != n) return makeOFCondition(OFM_dcmdata, 3, OF_error, "file shorter than its size");
     it.stamp = false; // stamped when it was written
-    OFCondition c = parse(it.raw, it.ff, !s.set.splice);
-    if (s.set.splice && c.good()) {
-        it.spliceable = plan_splice(*it.ff, it);
-        if (!it.spliceable) c = parse(it.raw, it.ff, true);
-    }
+    it.spliceable = s.set.splice && peek(it);
+    if (it.spliceable) return EC_Normal;
+    OFCondition c = parse(it.raw, it.ff);
+    OFString cls;
+    if (c.good()) it.ff->getDataset()->findAndGetOFString(DCM_SOPClassUID, cls);
+    it.cls = cls.c_str();
     return c;
 }
 
@@ -834,32 +879,31 @@ int p_instance_take(void *ud, const dwb_rseries *se, void *data, size_t len, siz
     Sender::Item it;
     it.raw = std::make_shared<Bytes>(data, len, cap);
     if (s.q.stop.load()) return 1;
-    std::unique_ptr<DcmFileFormat> ff;
-    OFCondition c = parse(it.raw, ff, !s.set.splice);
-    if (s.set.splice && c.good()) {
-        it.stamp = s.set.o->cfg->provenance.stamp != 0;
-        it.spliceable = plan_splice(*ff, it);
-        if (!it.spliceable) c = parse(it.raw, ff, true);
+    it.stamp = s.set.o->cfg->provenance.stamp != 0;
+    it.spliceable = s.set.splice && peek(it);
+    OFCondition c = EC_Normal;
+    if (!it.spliceable) {
+        c = parse(it.raw, it.ff);
+        OFString sop, cls;
+        if (c.good()) {
+            it.ff->getDataset()->findAndGetOFString(DCM_SOPInstanceUID, sop);
+            it.ff->getDataset()->findAndGetOFString(DCM_SOPClassUID, cls);
+        }
+        it.sop = sop.c_str();
+        it.cls = cls.c_str();
     }
-    OFString sop, cls;
-    if (c.good()) {
-        ff->getDataset()->findAndGetOFString(DCM_SOPInstanceUID, sop);
-        ff->getDataset()->findAndGetOFString(DCM_SOPClassUID, cls);
-    }
-    if (c.bad() || sop.empty() || cls.empty()) {
+    if (c.bad() || it.sop.empty() || it.cls.empty()) {
         // Not attributable to a planned instance: the planned ones that never arrive are counted as missing.
         DWB_WARN(s.log(), "store sent an unreadable instance in series %s (%s)", se->series_uid,
                  c.bad() ? c.text() : "no SOP Instance/Class UID");
         return 0;
     }
-    if (!dwb_retrieve_mark_seen(se, sop.c_str())) {
+    if (!dwb_retrieve_mark_seen(se, it.sop.c_str())) {
         // Not asked for: neither sent nor counted (a store that answers more than the plan holds).
-        DWB_DEBUG(s.log(), "store sent %s, which is not in the plan of series %s: skipped", sop.c_str(), se->series_uid);
+        DWB_DEBUG(s.log(), "store sent %s, which is not in the plan of series %s: skipped", it.sop.c_str(),
+                  se->series_uid);
         return 0;
     }
-    it.ff = std::move(ff);
-    it.sop = sop.c_str();
-    it.cls = cls.c_str();
     if (location) it.location = location; // a bucket object (IDC) names itself as the Retrieve URL
     it.series = se;
     it.bytes = len;
@@ -957,10 +1001,7 @@ void flush_burst(Sender &s, const dwb_rseries *se, Sender::Burst &b) {
                 std::string why;
                 Sent rc;
                 OFCondition c = read_burst_file(s, f.first, it);
-                OFString cls;
-                if (c.good()) it.ff->getDataset()->findAndGetOFString(DCM_SOPClassUID, cls);
-                it.cls = cls.c_str();
-                if (c.bad() || cls.empty()) {
+                if (c.bad() || it.cls.empty()) {
                     rc = Sent::Failed;
                     why = "cannot read back " + f.first + (c.bad() ? std::string(": ") + c.text() : "");
                 } else {
@@ -983,14 +1024,14 @@ void send_item(Sender &s, Sender::Item &it) {
     const dwb_send_opts *o = s.set.o;
     Sender::Burst *burst = s.burst ? &s.bursts[it.series] : nullptr;
     if (burst) burst->seen++;
-    if (!it.ff) {
+    if (!it.ff && !it.spliceable) {
         fail_instance(s, it.sop.c_str(), it.why);
         if (burst) burst->failed++;
     } else if (s.state.t->dest_dead) {
         fail_instance(s, it.sop.c_str(), s.state.dest_why);
         if (burst) burst->failed++;
     } else {
-        DcmDataset *ds = it.ff->getDataset();
+        DcmDataset *ds = nullptr;
         const dwb_upstream_conf *up = o->up->conf;
         if (burst) {
             std::string path = std::string(o->burst_dir) + "/" + std::to_string(s.bursts.size()) + "-" + it.sop + ".dcm";

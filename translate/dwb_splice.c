@@ -98,8 +98,8 @@ static int skip_items(const unsigned char *p, size_t n, size_t *at, int explicit
     }
 }
 
-dwb_status dwb_splice_slots(const unsigned char *ds, size_t n, int explicit_vr, const uint32_t *tags, size_t n_tags,
-                            dwb_splice_slot *out, dwb_error *err) {
+static dwb_status walk(const unsigned char *ds, size_t n, int explicit_vr, const uint32_t *tags, size_t n_tags,
+                       dwb_splice_slot *out, int refuse_group_length, dwb_error *err) {
     size_t at = 0, k = 0;
     while (k < n_tags && at < n) {
         header h;
@@ -108,7 +108,7 @@ dwb_status dwb_splice_slots(const unsigned char *ds, size_t n, int explicit_vr, 
             return dwb_error_set(err, DWB_E_PARSE, "data set element header at byte %zu does not parse", at);
         if ((h.tag >> 16) == 0xFFFE)
             return dwb_error_set(err, DWB_E_PARSE, "item or delimiter tag at the top level at byte %zu", at);
-        if ((h.tag & 0xFFFF) == 0)
+        if (refuse_group_length && (h.tag & 0xFFFF) == 0)
             for (size_t i = k; i < n_tags; i++)
                 if ((tags[i] >> 16) == (h.tag >> 16))
                     return dwb_error_set(err, DWB_E_UNSUPPORTED, "data set carries a group length for group %04X",
@@ -132,6 +132,29 @@ dwb_status dwb_splice_slots(const unsigned char *ds, size_t n, int explicit_vr, 
         out[k].off = n;
         out[k].len = 0;
     }
+    return DWB_OK;
+}
+
+dwb_status dwb_splice_slots(const unsigned char *ds, size_t n, int explicit_vr, const uint32_t *tags, size_t n_tags,
+                            dwb_splice_slot *out, dwb_error *err) {
+    return walk(ds, n, explicit_vr, tags, n_tags, out, 1, err);
+}
+
+dwb_status dwb_splice_find(const unsigned char *ds, size_t n, int explicit_vr, const uint32_t *tags, size_t n_tags,
+                           dwb_splice_slot *out, dwb_error *err) {
+    return walk(ds, n, explicit_vr, tags, n_tags, out, 0, err);
+}
+
+dwb_status dwb_splice_value(const unsigned char *ds, size_t n, int explicit_vr, const dwb_splice_slot *slot,
+                            size_t *voff, size_t *vlen, dwb_error *err) {
+    header h;
+    if (!slot->len || slot->off > n || slot->len > n - slot->off ||
+        read_header(ds, slot->off + slot->len, slot->off, explicit_vr, &h))
+        return dwb_error_set(err, DWB_E_PARSE, "no element at byte %zu", slot->off);
+    if (h.len == UNDEFINED || h.hdr + h.len != slot->len)
+        return dwb_error_set(err, DWB_E_PARSE, "element at byte %zu has no value of defined length", slot->off);
+    *voff = slot->off + h.hdr;
+    *vlen = h.len;
     return DWB_OK;
 }
 

@@ -26,6 +26,15 @@ typedef struct dwb_splice_slot {
 dwb_status dwb_splice_slots(const unsigned char *ds, size_t n, int explicit_vr, const uint32_t *tags, size_t n_tags,
                             dwb_splice_slot *out, dwb_error *err);
 
+/* The same walk for reading: no refusal of group lengths (nothing will be spliced by it). */
+dwb_status dwb_splice_find(const unsigned char *ds, size_t n, int explicit_vr, const uint32_t *tags, size_t n_tags,
+                           dwb_splice_slot *out, dwb_error *err);
+
+/* The value of the element a slot from either walk spans in ds[0, n): ds[*voff, *voff + *vlen). DWB_E_PARSE for
+ * an absent element (len 0) or one of undefined length (a sequence or encapsulated pixel data). */
+dwb_status dwb_splice_value(const unsigned char *ds, size_t n, int explicit_vr, const dwb_splice_slot *slot,
+                            size_t *voff, size_t *vlen, dwb_error *err);
+
 /* Offset of the data set in a DICOM Part-10 file p[0, n): after the preamble, "DICM" and the group 0002 file
  * meta elements (Explicit VR Little Endian). DWB_E_PARSE when p is not a Part-10 file. */
 dwb_status dwb_splice_dataset_offset(const unsigned char *p, size_t n, size_t *off, dwb_error *err);

@@ -141,6 +141,38 @@ TEST(Splice, GroupLengthOfAStampedGroupRefused) {
     EXPECT_EQ(slots(other, 1, s), DWB_OK);
 }
 
+// Reading values: group lengths are no reason to refuse, values come out of both syntaxes, and an absent or
+// undefined-length element has none.
+TEST(Splice, FindAndValues) {
+    const uint32_t want[5] = {DWB_TAG(0x0008, 0x0000), DWB_TAG(0x0008, 0x0016), DWB_TAG(0x0008, 0x0018),
+                              DWB_TAG(0x0008, 0x1190), DWB_TAG(0x0008, 0x1115)};
+    for (int explicit_vr : {1, 0}) {
+        auto el = [&](unsigned g, unsigned e, const std::string &vr, const Bytes &v, uint32_t len = 0) {
+            return explicit_vr ? ex(g, e, vr, v, len) : im(g, e, v, len);
+        };
+        Bytes gl = el(0x0008, 0x0000, "UL", le32(99));
+        Bytes cls = el(0x0008, 0x0016, "UI", Bytes("1.2.3\0", 6));
+        Bytes url = el(0x0008, 0x1190, "UR", "http://x/y ");
+        Bytes sq = el(0x0008, 0x1115, "SQ", item_undef(Bytes()) + seq_end(), kUndef);
+        Bytes ds = gl + cls + url + sq;
+        const unsigned char *p = reinterpret_cast<const unsigned char *>(ds.data());
+        dwb_splice_slot s[5];
+        ASSERT_EQ(dwb_splice_find(p, ds.size(), explicit_vr, want, 5, s, nullptr), DWB_OK);
+        size_t off = 0, len = 0;
+        ASSERT_EQ(dwb_splice_value(p, ds.size(), explicit_vr, &s[0], &off, &len, nullptr), DWB_OK);
+        EXPECT_EQ(ds.substr(off, len), le32(99));
+        ASSERT_EQ(dwb_splice_value(p, ds.size(), explicit_vr, &s[1], &off, &len, nullptr), DWB_OK);
+        EXPECT_EQ(ds.substr(off, len), Bytes("1.2.3\0", 6));
+        EXPECT_EQ(s[2].len, 0u);
+        EXPECT_EQ(dwb_splice_value(p, ds.size(), explicit_vr, &s[2], &off, &len, nullptr), DWB_E_PARSE);
+        ASSERT_EQ(dwb_splice_value(p, ds.size(), explicit_vr, &s[3], &off, &len, nullptr), DWB_OK);
+        EXPECT_EQ(ds.substr(off, len), "http://x/y ");
+        EXPECT_EQ(dwb_splice_value(p, ds.size(), explicit_vr, &s[4], &off, &len, nullptr), DWB_E_PARSE);
+        // The splicing walk refuses the same bytes: group 0008 has a length there.
+        EXPECT_EQ(dwb_splice_slots(p, ds.size(), explicit_vr, want + 1, 4, s, nullptr), DWB_E_UNSUPPORTED);
+    }
+}
+
 TEST(Splice, MalformedInputsAreErrorsNotReads) {
     dwb_splice_slot s[3];
     Bytes good = ex(0x0008, 0x0016, "UI", Bytes("1.2\0", 4));
