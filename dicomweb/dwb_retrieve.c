@@ -737,7 +737,6 @@ static int st_body(void *ud, const void *d, size_t n) {
         if (!s->stop && !s->overrun) {
             s->perr = e;
             s->perr_set = 1;
-            s->length_refuted = dwb_multipart_length_refuted(s->mp);
         }
         return 1;
     }
@@ -772,7 +771,6 @@ static dwb_status fetch(const dwb_upstream *up, const char *url, const char *ts,
         dwb_error fe = {0};
         if (dwb_multipart_finish(s->mp, &fe) != DWB_OK) {
             snprintf(why, whycap, "store response cut: %.300s", fe.message);
-            s->length_refuted = dwb_multipart_length_refuted(s->mp);
             st = DWB_E_PARSE;
         }
     } else if (s->stop) {
@@ -788,6 +786,7 @@ static dwb_status fetch(const dwb_upstream *up, const char *url, const char *ts,
         snprintf(why, whycap, "%.300s", e.message);
         if (st == DWB_E_CANCELLED) dwb_error_set(err, DWB_E_CANCELLED, "cancelled");
     }
+    s->length_refuted = s->mp && dwb_multipart_length_refuted(s->mp);
     dwb_multipart_free(s->mp);
     s->mp = NULL;
     return st;
@@ -871,7 +870,6 @@ dwb_status dwb_retrieve_stream_series(const dwb_upstream *up, const dwb_rplan *p
                 s.too_big = s.overrun = 0;
                 s.useless = 0;
                 s.trust_length = dwb_upstream_part_lengths_trusted(up);
-                s.length_refuted = 0;
                 why[0] = '\0';
                 st = fetch(up, url, plan->transfer_syntax, &s, err, why, sizeof why);
                 if (!(st == DWB_E_PARSE && s.length_refuted)) break;

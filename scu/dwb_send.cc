@@ -703,7 +703,7 @@ bool peek(Sender::Item &it) {
     DcmXfer x(xfer.c_str());
     if (x.getXfer() == EXS_Unknown || !x.isLittleEndian() || x.getStreamCompression() != ESC_none) return false;
     enum { GL8, CLS, SOP, AE, URL, GL400, OAS, END, N };
-    const uint32_t tags[N] = {DWB_TAG(0x0008, 0x0000), DWB_TAG(0x0008, 0x0016), DWB_TAG(0x0008, 0x0018),
+    const uint32_t tags[N] = {DWB_TAG(0x0008, 0x0000), DWB_TAG_SOP_CLASS, DWB_TAG_SOP_UID,
                               kStampTags[0], kStampTags[1], DWB_TAG(0x0400, 0x0000), kStampTags[2],
                               DWB_TAG(0xFFFF, 0xFFFF)};
     dwb_splice_slot at[N];
@@ -724,6 +724,22 @@ bool peek(Sender::Item &it) {
     }
     it.xfer = xfer;
     return true;
+}
+
+// Reads an instance that is in it.raw: by header walks when the run splices and it can go as received (peek),
+// otherwise parsed whole by DCMTK. Sets it.sop and it.cls (empty when the instance does not name them).
+OFCondition read_item(const Sender &s, Sender::Item &it) {
+    it.spliceable = s.set.splice && peek(it);
+    if (it.spliceable) return EC_Normal;
+    OFCondition c = parse(it.raw, it.ff);
+    OFString sop, cls;
+    if (c.good()) {
+        it.ff->getDataset()->findAndGetOFString(DCM_SOPInstanceUID, sop);
+        it.ff->getDataset()->findAndGetOFString(DCM_SOPClassUID, cls);
+    }
+    it.sop = sop.c_str();
+    it.cls = cls.c_str();
+    return c;
 }
 
 // An instance read for splicing, parsed by DCMTK after all: its path needs every element.
@@ -786,8 +802,7 @@ bool write_as_received(const Sender &s, const Sender::Item &it, const std::strin
     return write_file(path, spans, why);
 }
 
-// Reads a burst file back into a pool buffer: read by header walks for sending as it is when the run splices and
-// it can go so, parsed whole otherwise. Sets it.cls.
+// Reads a burst file back into a pool buffer (read_item).
 OFCondition read_burst_file(const Sender &s, const std::string &path, Sender::Item &it) {
     int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
     struct stat st;
@@ -811,13 +826,7 @@ OFCondition read_burst_file(const Sender &s, const std::string &path, Sender::It
     close(fd);
     if (got != n) return makeOFCondition(OFM_dcmdata, 3, OF_error, "file shorter than its size");
     it.stamp = false; // stamped when it was written
-    it.spliceable = s.set.splice && peek(it);
-    if (it.spliceable) return EC_Normal;
-    OFCondition c = parse(it.raw, it.ff);
-    OFString cls;
-    if (c.good()) it.ff->getDataset()->findAndGetOFString(DCM_SOPClassUID, cls);
-    it.cls = cls.c_str();
-    return c;
+    return read_item(s, it);
 }
 
 // ---- producers (fetch threads) ----
@@ -880,18 +889,7 @@ int p_instance_take(void *ud, const dwb_rseries *se, void *data, size_t len, siz
     it.raw = std::make_shared<Bytes>(data, len, cap);
     if (s.q.stop.load()) return 1;
     it.stamp = s.set.o->cfg->provenance.stamp != 0;
-    it.spliceable = s.set.splice && peek(it);
-    OFCondition c = EC_Normal;
-    if (!it.spliceable) {
-        c = parse(it.raw, it.ff);
-        OFString sop, cls;
-        if (c.good()) {
-            it.ff->getDataset()->findAndGetOFString(DCM_SOPInstanceUID, sop);
-            it.ff->getDataset()->findAndGetOFString(DCM_SOPClassUID, cls);
-        }
-        it.sop = sop.c_str();
-        it.cls = cls.c_str();
-    }
+    OFCondition c = read_item(s, it);
     if (c.bad() || it.sop.empty() || it.cls.empty()) {
         // Not attributable to a planned instance: the planned ones that never arrive are counted as missing.
         DWB_WARN(s.log(), "store sent an unreadable instance in series %s (%s)", se->series_uid,

@@ -184,6 +184,24 @@ static dwb_status begin_part(dwb_multipart *mp, const char *block, size_t n, dwb
     return DWB_OK;
 }
 
+/* The receiver asked to stop: what process() returns then. */
+static size_t stopped(dwb_multipart *mp, dwb_error *err) {
+    mp->fail_st = dwb_error_set(err, DWB_E_CANCELLED, "stopped by the receiver at part %zu", mp->parts + 1);
+    return (size_t)-1;
+}
+
+/* The current part is complete (its delimiter is being consumed): 0, or -1 when the receiver stops. */
+static int end_part(dwb_multipart *mp, dwb_error *err) {
+    if (mp->cb.on_part_end && mp->cb.on_part_end(mp->ud)) {
+        stopped(mp, err);
+        return -1;
+    }
+    mp->parts++;
+    mp->body_left = -1;
+    mp->st = S_AFTER_DELIM;
+    return 0;
+}
+
 /* Processes buf[0..n); returns the number of bytes consumed (the rest is held back), or (size_t)-1 on error. */
 static size_t process(dwb_multipart *mp, const char *buf, size_t n, int final, dwb_error *err) {
     size_t pos = 0;
@@ -265,10 +283,7 @@ static size_t process(dwb_multipart *mp, const char *buf, size_t n, int final, d
             if (mp->body_left > 0) {
                 /* A counted part: its bytes go through unscanned. */
                 size_t want = (size_t)mp->body_left, take = left < want ? left : want;
-                if (take && mp->cb.on_part_data && mp->cb.on_part_data(mp->ud, b, take)) {
-                    mp->fail_st = dwb_error_set(err, DWB_E_CANCELLED, "stopped by the receiver at part %zu", mp->parts + 1);
-                    return (size_t)-1;
-                }
+                if (take && mp->cb.on_part_data && mp->cb.on_part_data(mp->ud, b, take)) return stopped(mp, err);
                 if (take) mp->body_last = b[take - 1];
                 pos += take;
                 mp->body_left -= (long long)take;
@@ -287,14 +302,8 @@ static size_t process(dwb_multipart *mp, const char *buf, size_t n, int final, d
                                                 mp->parts + 1);
                     return (size_t)-1;
                 }
-                mp->body_left = -1;
-                if (mp->cb.on_part_end && mp->cb.on_part_end(mp->ud)) {
-                    mp->fail_st = dwb_error_set(err, DWB_E_CANCELLED, "stopped by the receiver at part %zu", mp->parts + 1);
-                    return (size_t)-1;
-                }
-                mp->parts++;
+                if (end_part(mp, err)) return (size_t)-1;
                 pos += cr + mp->plen;
-                mp->st = S_AFTER_DELIM;
                 continue;
             }
             /* An empty body: the delimiter starts right here, without its line break being part of the data. */
@@ -302,13 +311,8 @@ static size_t process(dwb_multipart *mp, const char *buf, size_t n, int final, d
                 memcmp(b, mp->pattern + 1, left) == 0)
                 return pos; /* could still become the delimiter of an empty part */
             if (mp->body_start && left >= mp->plen - 1 && memcmp(b, mp->pattern + 1, mp->plen - 1) == 0) {
-                if (mp->cb.on_part_end && mp->cb.on_part_end(mp->ud)) {
-                    mp->fail_st = dwb_error_set(err, DWB_E_CANCELLED, "stopped by the receiver at part %zu", mp->parts + 1);
-                    return (size_t)-1;
-                }
-                mp->parts++;
+                if (end_part(mp, err)) return (size_t)-1;
                 pos += mp->plen - 1;
-                mp->st = S_AFTER_DELIM;
                 continue;
             }
             const char *hit = memmem(b, left, mp->pattern, mp->plen);
@@ -320,19 +324,11 @@ static size_t process(dwb_multipart *mp, const char *buf, size_t n, int final, d
                 data_len = left > mp->plen ? left - mp->plen : 0;
                 if (final) data_len = left;
             }
-            if (data_len && mp->cb.on_part_data && mp->cb.on_part_data(mp->ud, b, data_len)) {
-                mp->fail_st = dwb_error_set(err, DWB_E_CANCELLED, "stopped by the receiver at part %zu", mp->parts + 1);
-                return (size_t)-1;
-            }
+            if (data_len && mp->cb.on_part_data && mp->cb.on_part_data(mp->ud, b, data_len)) return stopped(mp, err);
             if (data_len || hit) mp->body_start = 0;
             if (!hit) return pos + data_len;
-            if (mp->cb.on_part_end && mp->cb.on_part_end(mp->ud)) {
-                mp->fail_st = dwb_error_set(err, DWB_E_CANCELLED, "stopped by the receiver at part %zu", mp->parts + 1);
-                return (size_t)-1;
-            }
-            mp->parts++;
+            if (end_part(mp, err)) return (size_t)-1;
             pos += (size_t)(hit - b) + mp->plen;
-            mp->st = S_AFTER_DELIM;
             continue;
         }
         case S_EPILOGUE:
