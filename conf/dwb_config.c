@@ -626,7 +626,7 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
     static const char *const keys[] = {"listen", "upstreams", "destinations", "spool", "http", "log",
                                        "provenance", "retrieve", "gateway", NULL};
     static const char *const listen_keys[] = {"port", "ae_title", "max_associations", "max_pdu", "acse_timeout_s",
-                                              "max_pending", "dimse_timeout_s", "allow_calling_ae", "allow_hosts",
+                                              "max_pending", "dimse_timeout_s", "max_associations_per_host", "allow_calling_ae", "allow_hosts",
                                               "tls", NULL};
     if (!json_is_object(root)) return bad(L, "(top level)", "expected a JSON object");
     dwb_status st = check_keys(L, "", root, keys);
@@ -638,7 +638,8 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
     c->listen.max_pdu = 131072;
     c->listen.acse_timeout_s = 30;
     c->listen.max_pending = 64;
-    c->listen.dimse_timeout_s = 0;
+    c->listen.dimse_timeout_s = 300;
+    c->listen.max_associations_per_host = 0; /* set from max_associations below unless given */
     c->http.port = 8080;
     c->gateway.port = 0;
     c->provenance.stamp = 1;
@@ -663,6 +664,9 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
         if ((st = get_int(L, "listen", listen, "dimse_timeout_s", 0, 86400, &c->listen.dimse_timeout_s)) != DWB_OK)
             return st;
         if ((st = get_int(L, "listen", listen, "max_pending", 1, 4096, &c->listen.max_pending)) != DWB_OK) return st;
+        if ((st = get_int(L, "listen", listen, "max_associations_per_host", 1, 4096,
+                          &c->listen.max_associations_per_host)) != DWB_OK)
+            return st;
         if ((st = get_str_array(L, "listen", listen, "allow_calling_ae", STR_AE, &c->listen.allow_calling_ae,
                                 &c->listen.n_allow_calling_ae)) != DWB_OK)
             return st;
@@ -720,6 +724,10 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
                                c->destinations[i].ae_title, j);
         }
     }
+    /* One calling address may hold at most half the slots by default, so that a peer that opens associations
+     * and never releases them cannot lock out every other. */
+    if (c->listen.max_associations_per_host == 0)
+        c->listen.max_associations_per_host = c->listen.max_associations > 1 ? c->listen.max_associations / 2 : 1;
 
     json_t *spool = json_object_get(root, "spool");
     const char *dir = "/var/spool/dicomweb-bridge";

@@ -103,7 +103,8 @@ typedef struct dwb_config {
         int max_pdu;                        /* default 131072 */
         int acse_timeout_s;                 /* default 30 */
         int max_pending;                    /* default 64: connections still negotiating */
-        int dimse_timeout_s;                /* default 0 = none (idle associations wait for the peer) */
+        int dimse_timeout_s;                /* default 300; 0 = none (idle associations wait for the peer) */
+        int max_associations_per_host;      /* default half of max_associations (at least 1) */
         char **allow_calling_ae; size_t n_allow_calling_ae; /* empty = all */
         char **allow_hosts; size_t n_allow_hosts;           /* IPv4/IPv6 literals; empty = all */
         char *tls_certificate, *tls_key, *tls_ca;            /* listen.tls: DIMSE over TLS when set */

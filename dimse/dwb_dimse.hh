@@ -32,9 +32,10 @@ int dwb_encoded_send_fd(T_ASC_Association *a);
 /* A C-STORE-RQ whose data set is already encoded in the presentation context's transfer syntax, given as byte
  * spans in order: the spans go straight onto the socket, several PDUs per system call, without a copy. Then the
  * C-STORE-RSP is awaited as DIMSE_storeUser does (a C-CANCEL-RQ met meanwhile is noted in *cancel when given).
- * Plain TCP only (dwb_encoded_send_fd); *detail as DIMSE_storeUser's statusDetail. */
+ * Plain TCP only (dwb_encoded_send_fd); *detail as DIMSE_storeUser's statusDetail. The response is awaited
+ * at most timeout_s seconds (0: for ever). */
 OFCondition dwb_store_encoded(T_ASC_Association *a, T_ASC_PresentationContextID pid, const T_DIMSE_C_StoreRQ &req,
                               const struct iovec *spans, size_t n_spans, T_DIMSE_C_StoreRSP *rsp,
-                              DcmDataset **detail, T_DIMSE_DetectedCancelParameters *cancel);
+                              DcmDataset **detail, T_DIMSE_DetectedCancelParameters *cancel, int timeout_s);
 
 #endif

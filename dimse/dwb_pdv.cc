@@ -176,7 +176,7 @@ int dwb_encoded_send_fd(T_ASC_Association *a) {
 
 OFCondition dwb_store_encoded(T_ASC_Association *a, T_ASC_PresentationContextID pid, const T_DIMSE_C_StoreRQ &req,
                               const struct iovec *spans, size_t n_spans, T_DIMSE_C_StoreRSP *rsp,
-                              DcmDataset **detail, T_DIMSE_DetectedCancelParameters *cancel) {
+                              DcmDataset **detail, T_DIMSE_DetectedCancelParameters *cancel, int timeout_s) {
     int fd = dwb_encoded_send_fd(a);
     if (fd < 0) return makeOFCondition(OFM_dcmnet, 1, OF_error, "association is not on a plain TCP socket");
     std::vector<unsigned char> cmd;
@@ -201,7 +201,8 @@ OFCondition dwb_store_encoded(T_ASC_Association *a, T_ASC_PresentationContextID 
         T_ASC_PresentationContextID got_pid = pid;
         T_DIMSE_Message m;
         memset(&m, 0, sizeof m);
-        OFCondition rc = DIMSE_receiveCommand(a, DIMSE_BLOCKING, 0, &got_pid, &m, detail);
+        OFCondition rc = DIMSE_receiveCommand(a, timeout_s > 0 ? DIMSE_NONBLOCKING : DIMSE_BLOCKING, timeout_s,
+                                              &got_pid, &m, detail);
         if (rc.bad()) return rc;
         if (cancel && m.CommandField == DIMSE_C_CANCEL_RQ) {
             cancel->cancelEncountered = OFTrue;

@@ -12,6 +12,7 @@
 #include "dwb_dimse.hh"
 
 #include <atomic>
+#include <memory>
 #include <string>
 
 extern "C" {
@@ -38,6 +39,13 @@ struct dwb_assoc_ctx {
     struct dwb_commit_jobs *commit; /* storage commitment reports owed on this association */
 };
 
+/* How a handler waits for the rest of a peer's message (a data set after its command): at most
+ * listen.dimse_timeout_s, so that a peer stalling mid-message cannot hold a worker for ever. */
+inline T_DIMSE_BlockingMode dwb_peer_block(const dwb_assoc_ctx *ctx) {
+    return ctx->cfg && ctx->cfg->listen.dimse_timeout_s > 0 ? DIMSE_NONBLOCKING : DIMSE_BLOCKING;
+}
+inline int dwb_peer_timeout(const dwb_assoc_ctx *ctx) { return ctx->cfg ? ctx->cfg->listen.dimse_timeout_s : 0; }
+
 /* Handlers answer one request. A returned bad OFCondition is a network failure: the caller aborts. */
 OFCondition dwb_handle_echo(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid);
 OFCondition dwb_handle_move_get(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid);
@@ -47,6 +55,8 @@ OFCondition dwb_handle_find(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_Pres
  * dwb_commit_poll between requests, or on a new association once this one closed. */
 OFCondition dwb_handle_naction(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid);
 void dwb_commit_poll(dwb_assoc_ctx *ctx);
+/* An N-EVENT-REPORT-RSP received as the association's next command: the answer to a report dwb_commit_poll sent. */
+OFCondition dwb_commit_answered(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid);
 void dwb_commit_assoc_closed(dwb_assoc_ctx *ctx);
 /* At shutdown: cancels pending commitment work and waits a moment for it. */
 void dwb_commit_shutdown(void);
@@ -61,6 +71,15 @@ bool dwb_put_error_comment(DcmItem *detail, const char *comment);
 OFCondition dwb_send_failure(dwb_assoc_ctx *ctx, T_DIMSE_Message *req, T_ASC_PresentationContextID pid,
                              unsigned short status, const char *comment);
 bool dwb_request_has_dataset(const T_DIMSE_Message *msg);
+/* Bounds for a request's data set (dwb_receive_dataset): an identifier is a few KiB; an N-ACTION of 4 MiB holds
+ * about 35,000 references, which DCMTK parses in well under a second and about 60 MB. */
+enum : size_t { DWB_IDENTIFIER_MAX_BYTES = 1u << 20, DWB_NACTION_MAX_BYTES = 4u << 20 };
+/* Receives a request's data set as bytes (at most max_bytes kept, the rest read and dropped), refuses one nested
+ * deeper than DWB_NESTING_MAX (dwb_nesting.h), then parses it. A bad condition is a network failure (the
+ * caller aborts). Otherwise ds holds the data set, or is null with why filled (too large, too deep, does not
+ * parse) and the association is still in step for the failure response. */
+OFCondition dwb_receive_dataset(dwb_assoc_ctx *ctx, T_ASC_PresentationContextID pid, size_t max_bytes,
+                                std::unique_ptr<DcmDataset> &ds, std::string &why);
 /* Counts a final DIMSE response for /metrics. */
 void dwb_count_response(const char *service, unsigned short status);
 /* Answers a request whose service this build does not provide yet with a failure and an ErrorComment. */

@@ -30,6 +30,7 @@ namespace {
 
 const unsigned short kNoSuchObjectInstance = 0x0112;
 const unsigned short kProcessingFailure = 0x0110;
+const unsigned short kResourceLimitation = 0x0213;
 
 // One N-ACTION's life. The association thread and the job's thread meet here under mu.
 struct Job {
@@ -38,6 +39,7 @@ struct Job {
     bool ready = false;      // the result is known
     bool sent = false;       // the report was delivered (or given up)
     bool assoc_open = true;  // the requester's association is still there to carry it
+    DIC_US report_id = 0;    // Message ID of the report sent on the requesting association, awaiting its answer
     std::string transaction_uid;
     std::vector<dwb_commit_ref> refs;
     const dwb_config *cfg = nullptr;
@@ -47,6 +49,9 @@ struct Job {
     std::string calling, called, assoc_id, peer;
 };
 
+// Jobs at once across the bridge: each issues up to one QIDO per 40 references; more requests are refused with
+// Resource Limitation rather than queued without bound.
+const int kMaxLiveJobs = 8;
 std::atomic<int> g_live_jobs{0};
 std::atomic<bool> g_shutdown{false};
 
@@ -74,15 +79,16 @@ DcmDataset *event_info(const Job &j, unsigned short &event_type) {
     return ds;
 }
 
-// Sends the N-EVENT-REPORT on assoc and waits for its response.
-bool send_report(T_ASC_Association *assoc, T_ASC_PresentationContextID pid, const Job &j, std::string &why) {
+// Sends the N-EVENT-REPORT on assoc; *id is its Message ID.
+bool send_report_rq(T_ASC_Association *assoc, T_ASC_PresentationContextID pid, const Job &j, DIC_US *id,
+                    std::string &why) {
     unsigned short type = 1;
     std::unique_ptr<DcmDataset> info(event_info(j, type));
     T_DIMSE_Message req;
     memset(&req, 0, sizeof req);
     req.CommandField = DIMSE_N_EVENT_REPORT_RQ;
     T_DIMSE_N_EventReportRQ &r = req.msg.NEventReportRQ;
-    r.MessageID = assoc->nextMsgID++;
+    r.MessageID = *id = assoc->nextMsgID++;
     OFStandard::strlcpy(r.AffectedSOPClassUID, UID_StorageCommitmentPushModelSOPClass, sizeof r.AffectedSOPClassUID);
     OFStandard::strlcpy(r.AffectedSOPInstanceUID, UID_StorageCommitmentPushModelSOPInstance,
                         sizeof r.AffectedSOPInstanceUID);
@@ -93,19 +99,26 @@ bool send_report(T_ASC_Association *assoc, T_ASC_PresentationContextID pid, cons
         why = std::string("sending N-EVENT-REPORT: ") + c.text();
         return false;
     }
+    return true;
+}
+
+// Sends the N-EVENT-REPORT on an association of the bridge's own, which carries nothing else, and waits for its
+// response.
+bool send_report(T_ASC_Association *assoc, T_ASC_PresentationContextID pid, const Job &j, std::string &why) {
+    DIC_US id = 0;
+    if (!send_report_rq(assoc, pid, j, &id, why)) return false;
     T_DIMSE_Message rsp;
     T_ASC_PresentationContextID rpid = 0;
-    DcmDataset *sd = nullptr;
-    c = DIMSE_receiveCommand(assoc, DIMSE_NONBLOCKING, 30, &rpid, &rsp, &sd);
-    delete sd;
-    if (c.bad() || rsp.CommandField != DIMSE_N_EVENT_REPORT_RSP) {
+    OFCondition c = DIMSE_receiveCommand(assoc, DIMSE_NONBLOCKING, 30, &rpid, &rsp, nullptr);
+    if (c.good() && rsp.CommandField == DIMSE_N_EVENT_REPORT_RSP &&
+        rsp.msg.NEventReportRSP.DataSetType != DIMSE_DATASET_NULL) {
+        DIC_UL bytes = 0, pdvs = 0;
+        c = DIMSE_ignoreDataSet(assoc, DIMSE_NONBLOCKING, 30, &bytes, &pdvs);
+    }
+    if (c.bad() || rsp.CommandField != DIMSE_N_EVENT_REPORT_RSP ||
+        rsp.msg.NEventReportRSP.MessageIDBeingRespondedTo != id) {
         why = std::string("no N-EVENT-REPORT response: ") + (c.bad() ? c.text() : "another command came");
         return false;
-    }
-    if (rsp.msg.NEventReportRSP.DataSetType != DIMSE_DATASET_NULL) {
-        DcmDataset *extra = nullptr;
-        DIMSE_receiveDataSetInMemory(assoc, DIMSE_NONBLOCKING, 30, &rpid, &extra, nullptr, nullptr);
-        delete extra;
     }
     return true;
 }
@@ -190,17 +203,18 @@ struct dwb_commit_jobs {
 
 OFCondition dwb_handle_naction(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid) {
     const T_DIMSE_N_ActionRQ &rq = msg->msg.NActionRQ;
-    DcmDataset *raw = nullptr;
+    std::unique_ptr<DcmDataset> ds;
+    std::string why;
     if (rq.DataSetType != DIMSE_DATASET_NULL) {
-        T_ASC_PresentationContextID dpid = pid;
-        OFCondition c = DIMSE_receiveDataSetInMemory(ctx->assoc, DIMSE_BLOCKING, 0, &dpid, &raw, nullptr, nullptr);
+        OFCondition c = dwb_receive_dataset(ctx, pid, DWB_NACTION_MAX_BYTES, ds, why);
         if (c.bad()) return c;
     }
-    std::unique_ptr<DcmDataset> ds(raw);
     unsigned short status = STATUS_Success;
-    std::string why;
     auto job = std::make_shared<Job>();
-    if (strcmp(rq.RequestedSOPClassUID, UID_StorageCommitmentPushModelSOPClass) != 0) {
+    if (rq.DataSetType != DIMSE_DATASET_NULL && !ds) {
+        // Too large (DWB_NACTION_MAX_BYTES), too deep or unparsable: refused as a whole, never half-read.
+        status = why.find("exceeds") != std::string::npos ? kResourceLimitation : kProcessingFailure;
+    } else if (strcmp(rq.RequestedSOPClassUID, UID_StorageCommitmentPushModelSOPClass) != 0) {
         status = 0x0118; // No such SOP class
         why = "N-ACTION is offered for Storage Commitment Push Model only";
     } else if (rq.ActionTypeID != 1) {
@@ -209,6 +223,9 @@ OFCondition dwb_handle_naction(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_P
     } else if (!ctx->upstream) {
         status = kProcessingFailure;
         why = "storage commitment needs an upstream AE title";
+    } else if (g_live_jobs.load() >= kMaxLiveJobs) {
+        status = kResourceLimitation;
+        why = "too many storage commitment requests in progress; ask again later";
     } else {
         OFString tuid;
         if (!ds || ds->findAndGetOFString(DCM_TransactionUID, tuid).bad() || tuid.empty()) {
@@ -221,8 +238,11 @@ OFCondition dwb_handle_naction(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_P
             status = 0x0120;
             why = "Referenced SOP Sequence missing";
         }
-        for (unsigned long i = 0; status == STATUS_Success && i < seq->card(); i++) {
-            DcmItem *it = seq->getItem(i);
+        // Walked item by item: getItem(i) starts from the head each time, quadratic in the number of references.
+        DcmObject *obj = nullptr;
+        if (status == STATUS_Success) job->refs.reserve(seq->card());
+        while (status == STATUS_Success && (obj = seq->nextInContainer(obj)) != nullptr) {
+            DcmItem *it = static_cast<DcmItem *>(obj);
             OFString cls, uid;
             it->findAndGetOFString(DCM_ReferencedSOPClassUID, cls);
             it->findAndGetOFString(DCM_ReferencedSOPInstanceUID, uid);
@@ -250,7 +270,10 @@ OFCondition dwb_handle_naction(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_P
     r.opts = O_NACTION_AFFECTEDSOPCLASSUID | O_NACTION_AFFECTEDSOPINSTANCEUID | O_NACTION_ACTIONTYPEID;
     dwb_count_response("N-ACTION", status);
     if (status != STATUS_Success) DWB_WARN(&ctx->log, "storage commitment refused (0x%04x): %s", status, why.c_str());
-    OFCondition c = DIMSE_sendMessageUsingMemoryData(ctx->assoc, pid, &rsp, nullptr, nullptr, nullptr, nullptr);
+    DcmDataset detail;
+    bool with_detail = status != STATUS_Success && dwb_put_error_comment(&detail, why.c_str());
+    OFCondition c = DIMSE_sendMessageUsingMemoryData(ctx->assoc, pid, &rsp, with_detail ? &detail : nullptr, nullptr,
+                                                     nullptr, nullptr);
     if (c.bad() || status != STATUS_Success) return c;
 
     job->cfg = ctx->cfg;
@@ -293,19 +316,52 @@ void dwb_commit_poll(dwb_assoc_ctx *ctx) {
             i++;
             continue;
         }
+        if (j->report_id) { // sent, its answer not yet in: it comes as a command (dwb_commit_answered)
+            i++;
+            continue;
+        }
         T_ASC_PresentationContextID pid =
             ASC_findAcceptedPresentationContextID(ctx->assoc, UID_StorageCommitmentPushModelSOPClass);
-        std::string why;
-        bool ok = pid && send_report(ctx->assoc, pid, *j, why);
-        if (ok) log_result(*j, "sent on the requesting association");
-        else DWB_WARN(&ctx->log, "storage commitment %s: %s; trying a new association", j->transaction_uid.c_str(),
-                      why.c_str());
+        std::string why = "no Storage Commitment context on this association";
+        DIC_US id = 0;
+        if (pid && send_report_rq(ctx->assoc, pid, *j, &id, why)) {
+            j->report_id = id;
+            i++;
+            continue;
+        }
+        DWB_WARN(&ctx->log, "storage commitment %s: %s; trying a new association", j->transaction_uid.c_str(),
+                 why.c_str());
         std::lock_guard<std::mutex> lk(j->mu);
-        j->sent = ok;
-        if (!ok) j->assoc_open = false;
+        j->assoc_open = false;
         j->cv.notify_all();
         jobs.erase(jobs.begin() + (long)i);
     }
+}
+
+OFCondition dwb_commit_answered(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid) {
+    (void)pid;
+    const T_DIMSE_N_EventReportRSP &rsp = msg->msg.NEventReportRSP;
+    if (rsp.DataSetType != DIMSE_DATASET_NULL) {
+        DIC_UL bytes = 0, pdvs = 0;
+        OFCondition c = DIMSE_ignoreDataSet(ctx->assoc, dwb_peer_block(ctx), dwb_peer_timeout(ctx), &bytes, &pdvs);
+        if (c.bad()) return c;
+    }
+    if (ctx->commit) {
+        auto &jobs = ctx->commit->jobs;
+        for (size_t i = 0; i < jobs.size(); i++) {
+            std::shared_ptr<Job> j = jobs[i];
+            if (!j->report_id || j->report_id != rsp.MessageIDBeingRespondedTo) continue;
+            log_result(*j, "sent on the requesting association");
+            std::lock_guard<std::mutex> lk(j->mu);
+            j->sent = true;
+            j->cv.notify_all();
+            jobs.erase(jobs.begin() + (long)i);
+            return EC_Normal;
+        }
+    }
+    DWB_WARN(&ctx->log, "N-EVENT-REPORT-RSP for message %u, which the bridge did not send; ignored",
+             (unsigned)rsp.MessageIDBeingRespondedTo);
+    return EC_Normal;
 }
 
 void dwb_commit_assoc_closed(dwb_assoc_ctx *ctx) {
@@ -320,6 +376,11 @@ void dwb_commit_assoc_closed(dwb_assoc_ctx *ctx) {
 }
 
 void dwb_commit_shutdown(void) {
+    // Jobs use the configuration and the upstreams' HTTP clients, freed after this returns: wait for every one.
+    // They see g_shutdown at their next QIDO page or wait, and give up reports still owed.
     g_shutdown.store(true);
-    for (int i = 0; i < 100 && g_live_jobs.load() > 0; i++) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    for (int i = 1; g_live_jobs.load() > 0; i++) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        if (i % 100 == 0) DWB_INFO(nullptr, "shutting down: waiting for %d storage commitment job(s)", g_live_jobs.load());
+    }
 }

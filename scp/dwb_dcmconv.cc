@@ -57,10 +57,10 @@ dwb_status tag_error(dwb_error *err, dwb_status st, const DcmTagKey &t, const ch
 
 dwb_status dwb_item_to_attrs(DcmItem *item, dwb_attrs *out, int depth, dwb_error *err) {
     if (depth > kMaxDepth) return dwb_error_set(err, DWB_E_LIMIT, "sequences nested deeper than %d levels", kMaxDepth);
-    unsigned long n = item->card();
-    for (unsigned long i = 0; i < n; i++) {
-        DcmElement *el = item->getElement(i);
-        if (!el) continue;
+    // nextInContainer, not getElement(i)/getItem(k): those walk DCMTK's list from its head, quadratic in a peer's
+    // element and item count.
+    for (DcmObject *o = item->nextInContainer(nullptr); o; o = item->nextInContainer(o)) {
+        DcmElement *el = static_cast<DcmElement *>(o);
         const DcmTag &tag = el->getTag();
         if (tag.getGroup() == 0x0000 || tag.getGroup() == 0x0002) continue; // command / meta: not data
         DcmEVR evr = el->ident() == EVR_SQ ? EVR_SQ : el->getVR();
@@ -70,10 +70,10 @@ dwb_status dwb_item_to_attrs(DcmItem *item, dwb_attrs *out, int depth, dwb_error
         if (!at) return dwb_error_set(err, DWB_E_NOMEM, "out of memory");
         if (evr == EVR_SQ) {
             DcmSequenceOfItems *sq = static_cast<DcmSequenceOfItems *>(el);
-            for (unsigned long k = 0; k < sq->card(); k++) {
+            for (DcmObject *k = sq->nextInContainer(nullptr); k; k = sq->nextInContainer(k)) {
                 dwb_attrs *sub = dwb_attr_add_item(at);
                 if (!sub) return dwb_error_set(err, DWB_E_NOMEM, "out of memory");
-                dwb_status st = dwb_item_to_attrs(sq->getItem(k), sub, depth + 1, err);
+                dwb_status st = dwb_item_to_attrs(static_cast<DcmItem *>(k), sub, depth + 1, err);
                 if (st != DWB_OK) return st;
             }
             continue;
@@ -178,12 +178,12 @@ dwb_status dwb_attrs_to_item(const dwb_attrs *a, DcmItem *item, dwb_error *err) 
 
 static bool all_ascii(DcmItem *item, int depth) {
     if (depth > kMaxDepth) return false;
-    for (unsigned long i = 0; i < item->card(); i++) {
-        DcmElement *el = item->getElement(i);
+    for (DcmObject *o = item->nextInContainer(nullptr); o; o = item->nextInContainer(o)) {
+        DcmElement *el = static_cast<DcmElement *>(o);
         if (el->ident() == EVR_SQ) {
             DcmSequenceOfItems *sq = static_cast<DcmSequenceOfItems *>(el);
-            for (unsigned long k = 0; k < sq->card(); k++)
-                if (!all_ascii(sq->getItem(k), depth + 1)) return false;
+            for (DcmObject *k = sq->nextInContainer(nullptr); k; k = sq->nextInContainer(k))
+                if (!all_ascii(static_cast<DcmItem *>(k), depth + 1)) return false;
             continue;
         }
         if (!el->isAffectedBySpecificCharacterSet()) continue;

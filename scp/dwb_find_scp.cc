@@ -80,16 +80,19 @@ int is_cancelled(void *ud) {
 
 OFCondition dwb_handle_find(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid) {
     const T_DIMSE_C_FindRQ &rq = msg->msg.CFindRQ;
-    DcmDataset *raw = nullptr;
-    T_ASC_PresentationContextID dpid = pid;
-    OFCondition cond = DIMSE_receiveDataSetInMemory(ctx->assoc, DIMSE_BLOCKING, 0, &dpid, &raw, nullptr, nullptr);
-    std::unique_ptr<DcmDataset> ident(raw);
+    std::unique_ptr<DcmDataset> ident;
+    std::string why;
+    OFCondition cond = dwb_receive_dataset(ctx, pid, DWB_IDENTIFIER_MAX_BYTES, ident, why);
     if (cond.bad()) return cond;
 
     FindCall fc;
     fc.ctx = ctx;
     fc.pid = pid;
     fc.rq = &rq;
+    if (!ident) {
+        DWB_WARN(&ctx->log, "C-FIND: identifier refused: %s", why.c_str());
+        return send_rsp(&fc, STATUS_FIND_Error_DataSetDoesNotMatchSOPClass, nullptr, why.c_str());
+    }
     if (!ctx->upstream) return send_rsp(&fc, 0xC000, nullptr, "C-FIND needs an upstream AE title as called AE");
 
     dwb_qr_model model;

@@ -23,6 +23,7 @@
 #include <cstdio>
 #include <cstring>
 #include <list>
+#include <map>
 #include <mutex>
 #include <new>
 #include <string>
@@ -44,6 +45,7 @@ struct dwb_listener {
     std::mutex mu;
     std::condition_variable cv;
     int active = 0; // associations being served (listen.max_associations); guarded by mu
+    std::map<std::string, int> per_host; // the same per calling address (listen.max_associations_per_host)
     unsigned long next_id = 1;
     // Connections accepted but not yet through negotiation, oldest first, in two stages. Waiting: the peer has
     // sent nothing yet; the accepting thread owns fd and polls it, and no thread exists for it, so that silent
@@ -340,19 +342,27 @@ void dwb_reject(T_ASC_Association *assoc, T_ASC_RejectParametersResult result, T
     ASC_destroyAssociation(&assoc);
 }
 
-bool dwb_listener_enter(dwb_listener *l, int *active) {
+bool dwb_listener_enter(dwb_listener *l, const char *host, int *active, int *from_host) {
     std::lock_guard<std::mutex> lk(l->mu);
     *active = l->active;
-    if (l->active >= l->cfg->listen.max_associations) return false;
+    int &mine = l->per_host[host];
+    *from_host = mine;
+    if (l->active >= l->cfg->listen.max_associations || mine >= l->cfg->listen.max_associations_per_host) {
+        if (mine == 0) l->per_host.erase(host);
+        return false;
+    }
     l->active++;
+    mine++;
     dwb_metrics_add("dwb_associations_total", "result=\"accepted\"", 1);
     dwb_metrics_set("dwb_associations_active", nullptr, l->active);
     return true;
 }
 
-void dwb_listener_leave(dwb_listener *l) {
+void dwb_listener_leave(dwb_listener *l, const char *host) {
     std::lock_guard<std::mutex> lk(l->mu);
     l->active--;
+    auto it = l->per_host.find(host);
+    if (it != l->per_host.end() && --it->second <= 0) l->per_host.erase(it);
     dwb_metrics_set("dwb_associations_active", nullptr, l->active);
 }
 

@@ -37,10 +37,11 @@ dwb_status dwb_listener_new(const dwb_config *cfg, DcmTransportLayer *tls, dwb_l
 void dwb_listener_run(dwb_listener *l, const std::atomic<int> *stop, dwb_listener_serve_fn serve, void *ud);
 void dwb_listener_free(dwb_listener *l);
 
-/* listen.max_associations: counts an association as active, or returns false (nothing counted) when the limit
- * is reached; *active receives the count before. dwb_listener_leave() when it ends. */
-bool dwb_listener_enter(dwb_listener *l, int *active);
-void dwb_listener_leave(dwb_listener *l);
+/* listen.max_associations and listen.max_associations_per_host: counts an association from host as active, or
+ * returns false (nothing counted) when either limit is reached; *active and *from_host receive the counts before.
+ * dwb_listener_leave() with the same host when it ends. */
+bool dwb_listener_enter(dwb_listener *l, const char *host, int *active, int *from_host);
+void dwb_listener_leave(dwb_listener *l, const char *host);
 
 /* Sends an A-ASSOCIATE-RJ, counts it and destroys the association. */
 void dwb_reject(T_ASC_Association *assoc, T_ASC_RejectParametersResult result, T_ASC_RejectParametersSource source,

@@ -150,11 +150,14 @@ OFCondition dwb_handle_move_get(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_
     r.req = msg;
     r.is_move = msg->CommandField == DIMSE_C_MOVE_RQ;
     const char *name = r.is_move ? "C-MOVE" : "C-GET";
-    DcmDataset *raw = nullptr;
-    T_ASC_PresentationContextID dpid = pid;
-    OFCondition cond = DIMSE_receiveDataSetInMemory(ctx->assoc, DIMSE_BLOCKING, 0, &dpid, &raw, nullptr, nullptr);
-    std::unique_ptr<DcmDataset> ident(raw);
+    std::unique_ptr<DcmDataset> ident;
+    std::string why;
+    OFCondition cond = dwb_receive_dataset(ctx, pid, DWB_IDENTIFIER_MAX_BYTES, ident, why);
     if (cond.bad()) return cond;
+    if (!ident) {
+        DWB_WARN(&ctx->log, "%s: identifier refused: %s", name, why.c_str());
+        return send_rsp(r, STATUS_MOVE_Failed_IdentifierDoesNotMatchSOPClass, true, why.c_str());
+    }
     if (!ctx->upstream) return send_rsp(r, STATUS_MOVE_Failed_UnableToProcess, true, "needs an upstream AE title as called AE");
     const char *cls = sop_class(r);
     dwb_qr_model model = (!strcmp(cls, UID_MOVEPatientRootQueryRetrieveInformationModel) ||

@@ -112,10 +112,9 @@ bool dwb_request_has_dataset(const T_DIMSE_Message *msg) {
 OFCondition dwb_handle_unsupported(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid) {
     if (dwb_request_has_dataset(msg)) {
         // Read and drop the data set so that the association stays in step.
-        DcmDataset *ds = nullptr;
-        T_ASC_PresentationContextID dpid = pid;
-        OFCondition c = DIMSE_receiveDataSetInMemory(ctx->assoc, DIMSE_BLOCKING, 0, &dpid, &ds, nullptr, nullptr);
-        delete ds;
+        // Dropped unparsed: DCMTK's reader is only ever given data sets whose nesting was checked.
+        DIC_UL bytes = 0, pdvs = 0;
+        OFCondition c = DIMSE_ignoreDataSet(ctx->assoc, dwb_peer_block(ctx), dwb_peer_timeout(ctx), &bytes, &pdvs);
         if (c.bad()) return c;
     }
     const char *name = dwb_command_name(msg->CommandField);

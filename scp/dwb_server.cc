@@ -66,7 +66,9 @@ void accept_storage_contexts(T_ASC_Parameters *params) {
         const char *pick = nullptr, *big = nullptr;
         for (int t = 0; t < pc.transferSyntaxCount && !pick; t++) {
             DcmXfer xf(pc.proposedTransferSyntaxes[t]);
-            if (xf.getXfer() == EXS_Unknown) continue;
+            // Deflated data sets are not taken: their nesting cannot be checked before DCMTK inflates and parses
+            // them (dwb_nesting.h).
+            if (xf.getXfer() == EXS_Unknown || xf.getXfer() == EXS_DeflatedLittleEndianExplicit) continue;
             if (xf.getXfer() == EXS_BigEndianExplicit) {
                 if (!big) big = pc.proposedTransferSyntaxes[t];
                 continue;
@@ -137,6 +139,7 @@ void serve_association(dwb_server *srv, dwb_assoc_ctx *ctx) {
         case DIMSE_C_MOVE_RQ:
         case DIMSE_C_GET_RQ: cond = dwb_handle_move_get(ctx, &msg, pid); break;
         case DIMSE_N_ACTION_RQ: cond = dwb_handle_naction(ctx, &msg, pid); break;
+        case DIMSE_N_EVENT_REPORT_RSP: cond = dwb_commit_answered(ctx, &msg, pid); break;
         case DIMSE_C_CANCEL_RQ:
             // A cancel outside an operation refers to nothing: ignore, as PS3.7 allows.
             DWB_DEBUG(&ctx->log, "C-CANCEL outside an operation ignored");
@@ -210,16 +213,20 @@ void serve_admitted(void *ud, dwb_admitted *a) {
         dwb_reject(assoc, ASC_RESULT_REJECTEDPERMANENT, ASC_SOURCE_SERVICEUSER, ASC_REASON_SU_NOREASON);
         return;
     }
-    int active = 0;
-    if (!dwb_listener_enter(srv->listener, &active)) {
-        DWB_WARN(&ctx->log, "association rejected (transient): %d associations already active (listen.max_associations)",
-                 active);
+    int active = 0, from_host = 0;
+    if (!dwb_listener_enter(srv->listener, a->host, &active, &from_host)) {
+        if (active >= cfg->listen.max_associations)
+            DWB_WARN(&ctx->log, "association rejected (transient): %d associations already active (listen.max_associations)",
+                     active);
+        else
+            DWB_WARN(&ctx->log, "association rejected (transient): %d associations already active from %s "
+                     "(listen.max_associations_per_host)", from_host, a->host);
         dwb_reject(assoc, ASC_RESULT_REJECTEDTRANSIENT, ASC_SOURCE_SERVICEPROVIDER_PRESENTATION_RELATED,
                    ASC_REASON_SP_PRES_LOCALLIMITEXCEEDED);
         return;
     }
     serve_association(srv, ctx.get());
-    dwb_listener_leave(srv->listener);
+    dwb_listener_leave(srv->listener, a->host);
 }
 
 } // namespace

@@ -16,11 +16,17 @@
 #include <sys/stat.h>
 #include <cstring>
 #include <fstream>
+#include <sys/mman.h>
 #include <thread>
 #include <unistd.h>
 #include <string>
 
 #include "dwb_assoc.hh"
+
+extern "C" {
+#include "dwb_nesting.h"
+#include "dwb_tags.h"
+}
 
 namespace {
 
@@ -68,7 +74,7 @@ class FdOutputStream : public DcmOutputStream {
 // Reads and drops a data set the bridge will not keep, so that the association stays in step.
 OFCondition drop_dataset(dwb_assoc_ctx *ctx) {
     DIC_UL bytes = 0, pdvs = 0;
-    return DIMSE_ignoreDataSet(ctx->assoc, DIMSE_BLOCKING, 0, &bytes, &pdvs);
+    return DIMSE_ignoreDataSet(ctx->assoc, dwb_peer_block(ctx), dwb_peer_timeout(ctx), &bytes, &pdvs);
 }
 
 // Receives the data set of a C-STORE straight into path as a Part-10 file, so that no data set is ever held in
@@ -110,7 +116,7 @@ OFCondition receive_durably(dwb_assoc_ctx *ctx, const T_DIMSE_C_StoreRQ &rq, con
         // Even when the meta header failed, the data set is read to the end so that the association stays in step.
         T_ASC_PresentationContextID dpid = pid;
         if (meta_c.good()) {
-            net = DIMSE_receiveDataSetInFile(ctx->assoc, DIMSE_BLOCKING, 0, &dpid, &out, nullptr, nullptr);
+            net = DIMSE_receiveDataSetInFile(ctx->assoc, dwb_peer_block(ctx), dwb_peer_timeout(ctx), &dpid, &out, nullptr, nullptr);
         } else {
             net = drop_dataset(ctx);
         }
@@ -135,6 +141,28 @@ OFCondition receive_durably(dwb_assoc_ctx *ctx, const T_DIMSE_C_StoreRQ &rq, con
 // on disk (DCMTK loads them on demand), so that checking a large instance costs no memory. False with why when the
 // file does not parse.
 bool read_uids(const char *path, OFString &cls, OFString &sop, std::string &why) {
+    // DCMTK's reader recurses once per sequence level: the file's nesting is checked from its bytes first,
+    // mapped, not read into memory (a spooled instance may be gigabytes).
+    int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+    struct stat sb;
+    if (fd < 0 || ::fstat(fd, &sb) != 0) {
+        why = std::string("cannot reopen the spool file: ") + strerror(errno);
+        if (fd >= 0) ::close(fd);
+        return false;
+    }
+    void *map = sb.st_size > 0 ? ::mmap(nullptr, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
+    ::close(fd);
+    if (map == MAP_FAILED) {
+        why = std::string("cannot map the spool file: ") + strerror(errno);
+        return false;
+    }
+    dwb_error err = {};
+    dwb_status st = dwb_nesting_check_file(static_cast<const unsigned char *>(map), (size_t)sb.st_size, DWB_NESTING_MAX, &err);
+    ::munmap(map, (size_t)sb.st_size);
+    if (st != DWB_OK) {
+        why = err.message;
+        return false;
+    }
     DcmFileFormat ff;
     OFCondition c = ff.loadFile(path, EXS_Unknown, EGL_noChange, 4096, ERM_autoDetect);
     if (c.bad()) {
@@ -179,6 +207,14 @@ OFCondition dwb_handle_store(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_Pre
         if ((cond = drop_dataset(ctx)).bad()) return cond;
         DWB_WARN(&ctx->log, "C-STORE %s refused: the spool of this upstream is not available", rq.AffectedSOPInstanceUID);
         return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources, "spool not available");
+    }
+    if (!dwb_uid_valid(rq.AffectedSOPInstanceUID)) {
+        // Refused for what it is (no spool file can be named after it), not Out of Resources, which invites the
+        // SCU to send it again for ever.
+        if ((cond = drop_dataset(ctx)).bad()) return cond;
+        DWB_WARN(&ctx->log, "C-STORE refused: Affected SOP Instance UID is not a valid UID");
+        return respond(ctx, msg, pid, STATUS_STORE_Error_DataSetDoesNotMatchSOPClass,
+                       "Affected SOP Instance UID is not a valid UID");
     }
     T_ASC_PresentationContext pc;
     if (ASC_findAcceptedPresentationContext(ctx->assoc->params, pid, &pc).bad()) {

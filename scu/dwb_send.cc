@@ -42,6 +42,7 @@
 
 extern "C" {
 #include "dwb_bufpool.h"
+#include "dwb_nesting.h"
 #include "dwb_splice.h"
 #include "dwb_tags.h"
 #include "dwb_send.h"
@@ -78,6 +79,19 @@ enum class Sent {
 };
 
 // ---- parsing an instance without copying its large values ----
+
+// DCMTK's reader recurses once per sequence level: an instance from a store or bucket nested deeper than
+// DWB_NESTING_MAX is refused from its bytes before DCMTK reads it.
+// How long a C-STORE-RSP is awaited, from a destination or from a C-GET requester: listen.dimse_timeout_s (a
+// requester that never answers a sub-operation would hold the worker for ever).
+int rsp_timeout_s(const dwb_send_opts *o) { return o && o->cfg ? o->cfg->listen.dimse_timeout_s : 0; }
+
+OFCondition nesting_ok(const void *p, size_t n) {
+    dwb_error err = {};
+    if (dwb_nesting_check_file(static_cast<const unsigned char *>(p), n, DWB_NESTING_MAX, &err) == DWB_E_LIMIT)
+        return makeOFCondition(OFM_dcmdata, 900, OF_error, err.message);
+    return EC_Normal;
+}
 
 // The bytes of one instance as the store sent them, shared by the parsed data set and the deferred values that
 // still point into them; freed when the last of those goes.
@@ -474,9 +488,12 @@ Sent store_transcoded(Sender &s, DcmDataset *ds, const char *cls, const char *so
     in.setBuffer(data, (offile_off_t)len);
     in.setEos();
     DcmFileFormat ff;
-    ff.transferInit();
-    OFCondition c = ff.read(in, EXS_Unknown, EGL_noChange, 0xFFFFFFFFu);
-    ff.transferEnd();
+    OFCondition c = nesting_ok(data, len);
+    if (c.good()) {
+        ff.transferInit();
+        c = ff.read(in, EXS_Unknown, EGL_noChange, 0xFFFFFFFFu);
+        ff.transferEnd();
+    }
     free(data);
     DcmDataset *nds = ff.getDataset();
     if (c.bad() || DcmXfer(nds->getOriginalXfer()).isEncapsulated()) {
@@ -573,7 +590,9 @@ Sent store_one(Sender &s, DcmDataset *ds, const char *cls, const char *sop, std:
     T_DIMSE_DetectedCancelParameters cancel;
     memset(&cancel, 0, sizeof cancel);
     bool on_requester = o->requester && a == o->requester->assoc;
-    OFCondition c = DIMSE_storeUser(a, pid, &req, nullptr, ds, nullptr, nullptr, DIMSE_BLOCKING, 0, &rsp, &detail,
+    int tmo = rsp_timeout_s(o);
+    OFCondition c = DIMSE_storeUser(a, pid, &req, nullptr, ds, nullptr, nullptr,
+                                    tmo > 0 ? DIMSE_NONBLOCKING : DIMSE_BLOCKING, tmo, &rsp, &detail,
                                     on_requester ? &cancel : nullptr);
     delete detail;
     return store_outcome(s, c, rsp, on_requester ? &cancel : nullptr, why);
@@ -647,7 +666,7 @@ bool store_as_received(Sender &s, Sender::Item &it, Sent &rc, std::string &why) 
     memset(&cancel, 0, sizeof cancel);
     bool on_requester = o->requester && a == o->requester->assoc;
     OFCondition c = dwb_store_encoded(a, pid, req, spans.data(), spans.size(), &rsp, &detail,
-                                      on_requester ? &cancel : nullptr);
+                                      on_requester ? &cancel : nullptr, rsp_timeout_s(o));
     delete detail;
     rc = store_outcome(s, c, rsp, on_requester ? &cancel : nullptr, why);
     if (rc == Sent::Ok || rc == Sent::Warning) s.state.t->as_received++;
@@ -657,6 +676,8 @@ bool store_as_received(Sender &s, Sender::Item &it, Sent &rc, std::string &why) 
 // ---- reading an instance: header walks for sending as received, DCMTK otherwise ----
 
 OFCondition parse(const std::shared_ptr<Bytes> &bytes, std::unique_ptr<DcmFileFormat> &ff) {
+    OFCondition deep = nesting_ok(bytes->p, bytes->n);
+    if (deep.bad()) return deep;
     ff.reset(new DcmFileFormat());
     BytesStream in(bytes);
     ff->transferInit();

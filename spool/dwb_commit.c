@@ -75,6 +75,12 @@ dwb_status dwb_commit_resolve(dwb_http_client *http, const char *base_url, dwb_s
         }
         for (size_t off = 0; off < k; off += UIDS_PER_QUERY) {
             size_t m = k - off < UIDS_PER_QUERY ? k - off : UIDS_PER_QUERY;
+            /* Asked before every query, not once per round: a round of 20,000 references is 500 queries, and
+             * shutdown waits for this job (it uses the upstream's client). */
+            if (cancelled && cancelled(ud)) {
+                free(idx);
+                return dwb_error_set(err, DWB_E_CANCELLED, "storage commitment cancelled");
+            }
             dwb_error qe = {0};
             if (ask_store(http, base_url, refs, idx + off, m, &qe) != 0) {
                 waiting += m; /* the store did not answer: ask again in the next round */

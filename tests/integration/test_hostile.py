@@ -1,0 +1,188 @@
+"""Hostile DIMSE peers against the real bridge in front of Orthanc (issue 25): data sets nested thousands deep in
+every request that carries one, an N-ACTION of 400,000 references, an invalid SOP Instance UID, idle sockets,
+a command whose data set never comes, one address taking every slot. Each time the bridge answers with a clear
+status, stays up, keeps serving other peers and keeps nothing it refused. The requester is dimse_raw.py, which
+sends exactly the bytes built here."""
+import os
+import struct
+import time
+
+import harness
+from harness import Bridge, Orthanc, TestCase, run, vm_kib, wait_for
+import dimse_raw as dr
+from dimse_raw import el_explicit, padded
+
+CONTEXTS = [(1, dr.VERIFICATION, [dr.EXPLICIT_LE]), (3, dr.FIND_STUDY, [dr.EXPLICIT_LE]),
+            (5, dr.MOVE_STUDY, [dr.EXPLICIT_LE]), (7, dr.SECONDARY_CAPTURE, [dr.EXPLICIT_LE]),
+            (9, dr.COMMITMENT, [dr.EXPLICIT_LE])]
+
+
+def sc_instance(sop, study="1.2.826.0.1.3680043.9.7433.25.1", series="1.2.826.0.1.3680043.9.7433.25.2", extra=b""):
+    """A small Secondary Capture data set (Explicit VR Little Endian), extra inserted after Patient ID (its
+    elements must sort between (0010,0020) and (0020,000D))."""
+    return (el_explicit(0x0008, 0x0016, "UI", padded(dr.SECONDARY_CAPTURE, b"\0"))
+            + el_explicit(0x0008, 0x0018, "UI", padded(sop, b"\0")) + el_explicit(0x0008, 0x0060, "CS", b"OT")
+            + el_explicit(0x0010, 0x0010, "PN", padded("HOSTILE^PEER")) + el_explicit(0x0010, 0x0020, "LO", b"HOSTILE1")
+            + extra + el_explicit(0x0020, 0x000D, "UI", padded(study, b"\0"))
+            + el_explicit(0x0020, 0x000E, "UI", padded(series, b"\0")) + el_explicit(0x0020, 0x0013, "IS", b"1 "))
+
+
+def deep_sequence(depth):
+    """Content Sequence (0040,A730) nested depth levels: group 0040, so it goes last in the data sets here."""
+    return dr.nested_explicit(depth, el_explicit(0x0008, 0x0100, "SH", b"T1"))
+
+
+def study_identifier(extra=b""):
+    return (el_explicit(0x0008, 0x0052, "CS", padded("STUDY")) + el_explicit(0x0010, 0x0010, "PN", b"")
+            + el_explicit(0x0020, 0x000D, "UI", b"") + extra)
+
+
+def closed_by_bridge(a):
+    """Waits for the bridge to abort the association or close the socket; True then. The socket is closed here:
+    after an A-ABORT, DCMTK waits (up to listen.acse_timeout_s) for the peer to close its end."""
+    try:
+        while True:
+            try:
+                t, _ = a.read_pdu()
+            except (ConnectionError, OSError):
+                return True
+            if t == 0x07:
+                return True
+    finally:
+        a.close()
+
+
+class HostileTest(TestCase):
+    def bridge(self, orthanc=None, listen=None, **extra):
+        self.spool = os.path.join(self.workdir, "spool")
+        base = orthanc.dicomweb_url if orthanc else "http://127.0.0.1:%d/dicom-web" % harness.free_port()
+        cfg = {"upstreams": [{"ae_title": "CLOUD", "base_url": base}], "spool": {"dir": self.spool},
+               "destinations": [{"ae_title": "NOWHERE", "host": "127.0.0.1", "port": harness.free_port()}]}
+        if listen:
+            cfg["listen"] = listen
+        cfg.update(extra)
+        return self.start(Bridge(self.workdir, cfg))
+
+    def spooled(self):
+        out = []
+        for root, _, files in os.walk(self.spool):
+            out += [os.path.join(root, f) for f in files if f.endswith(".dcm") or f.endswith(".tmp")]
+        return out
+
+    def test_deep_data_sets_in_every_request_are_refused_and_the_bridge_serves_on(self):
+        orthanc = self.start(Orthanc(self.workdir))
+        b = self.bridge(orthanc)
+        a = dr.Association(b.port, "CLOUD", contexts=CONTEXTS)
+        self.assertEqual(sorted(a.accepted), [1, 3, 5, 7, 9])
+
+        # C-FIND identifier 10,000 levels deep (the review's crash): Identifier does not match SOP Class.
+        r = a.find(3, study_identifier(deep_sequence(10000)))
+        self.assertEqual(dr.status(r), 0xA900, r)
+        self.assertIn("deeper than 64", dr.comment(r))
+        self.assertEqual(a.echo(1), 0x0000)  # the same association, still in step
+
+        # C-MOVE identifier 10,000 deep.
+        r = a.move(5, study_identifier(deep_sequence(10000)), "NOWHERE")
+        self.assertEqual(dr.status(r), 0xA900, r)
+        self.assertIn("deeper than 64", dr.comment(r))
+
+        # C-STORE of 6,000 levels (216 KB, the review's release-build crash): Cannot Understand, nothing kept.
+        sop = "1.2.826.0.1.3680043.9.7433.25.3"
+        r = a.store(7, dr.SECONDARY_CAPTURE, sop, sc_instance(sop) + deep_sequence(6000))
+        self.assertEqual(dr.status(r) & 0xF000, 0xC000, r)
+        self.assertIn("deeper than 64", dr.comment(r))
+
+        # N-ACTION 10,000 deep: Processing Failure, no job started.
+        tx = el_explicit(0x0008, 0x1195, "UI", padded("1.2.826.0.1.3680043.9.7433.25.4", b"\0"))
+        r = a.n_action(9, tx + deep_sequence(10000))
+        self.assertEqual(dr.status(r), 0x0110, r)
+        self.assertIn("deeper than 64", dr.comment(r))
+        self.assertEqual(a.echo(1), 0x0000)
+        a.release()
+
+        # A data set nested 30 deep is a real one: stored and delivered.
+        a = dr.Association(b.port, "CLOUD", contexts=CONTEXTS)
+        sop2 = "1.2.826.0.1.3680043.9.7433.25.5"
+        r = a.store(7, dr.SECONDARY_CAPTURE, sop2, sc_instance(sop2) + deep_sequence(30))
+        self.assertEqual(dr.status(r), 0x0000, r)
+        a.release()
+        self.assertTrue(wait_for(lambda: sop2 in orthanc.instance_uids(), timeout=30), "the 30-deep instance never arrived")
+        self.assertNotIn(sop, orthanc.instance_uids())
+        self.assertEqual(self.spooled(), [], "a refused data set was left in the spool")
+        self.assertIsNone(b.proc.poll(), "the bridge exited")
+        self.assertIn("nests sequences deeper than 64", b.log())
+
+    def test_invalid_sop_instance_uid_is_refused_for_what_it_is(self):
+        b = self.bridge()
+        a = dr.Association(b.port, "CLOUD", contexts=CONTEXTS)
+        bad = "1.2.3/4"
+        r = a.store(7, dr.SECONDARY_CAPTURE, bad, sc_instance(bad))
+        # 0xA900 (Data Set does not match SOP Class, an error the SCU must not retry), not 0xA700 Out of Resources.
+        self.assertEqual(dr.status(r), 0xA900, r)
+        self.assertIn("not a valid UID", dr.comment(r))
+        self.assertEqual(a.echo(1), 0x0000)
+        a.release()
+        self.assertEqual(self.spooled(), [])
+
+    def test_n_action_of_400000_references_is_refused_at_once_in_bounded_memory(self):
+        b = self.bridge()
+        ref = b"".join(dr.item(el_explicit(0x0008, 0x1150, "UI", padded(dr.SECONDARY_CAPTURE, b"\0"))
+                               + el_explicit(0x0008, 0x1155, "UI", padded("1.2.826.0.1.3680043.9.7433.26.%d" % i, b"\0")))
+                       for i in range(400000))
+        ds = (el_explicit(0x0008, 0x1195, "UI", padded("1.2.826.0.1.3680043.9.7433.26", b"\0"))
+              + el_explicit(0x0008, 0x1199, "SQ", ref))
+        self.assertGreater(len(ds), 30 << 20)
+        a = dr.Association(b.port, "CLOUD", contexts=CONTEXTS)
+        t0 = time.monotonic()
+        r = a.n_action(9, ds)
+        took = time.monotonic() - t0
+        self.assertEqual(dr.status(r), 0x0213, r)  # Resource Limitation
+        self.assertIn("exceeds", dr.comment(r))
+        self.assertEqual(a.echo(1), 0x0000)
+        # A request at the limit's scale (20,000 references) is taken: the job starts and the association goes on.
+        ref = b"".join(dr.item(el_explicit(0x0008, 0x1150, "UI", padded(dr.SECONDARY_CAPTURE, b"\0"))
+                               + el_explicit(0x0008, 0x1155, "UI", padded("1.2.826.0.1.3680043.9.7433.27.%d" % i, b"\0")))
+                       for i in range(20000))
+        r = a.n_action(9, el_explicit(0x0008, 0x1195, "UI", padded("1.2.826.0.1.3680043.9.7433.27", b"\0"))
+                       + el_explicit(0x0008, 0x1199, "SQ", ref))
+        self.assertEqual(dr.status(r), 0x0000, r)
+        a.close()
+        print("400k-reference N-ACTION answered in %.2f s; bridge peak RSS %d MiB" % (took, vm_kib(b.proc.pid, "VmHWM") // 1024))
+        self.assertTrue(wait_for(lambda: "storage commitment 1.2.826.0.1.3680043.9.7433.27 requested for 20000" in b.log(),
+                                 timeout=30))
+        self.assertIn("storage commitment refused (0x0213)", b.log())
+
+    def test_idle_and_stalled_peers_lose_their_slot_and_one_address_cannot_take_them_all(self):
+        b = self.bridge(listen={"max_associations": 4, "dimse_timeout_s": 2})
+        # Two associations from 127.0.0.1 fill that address's half of the slots; a third from it is rejected
+        # (transient), while a peer at another address still gets in.
+        first = [dr.Association(b.port, "CLOUD", contexts=CONTEXTS) for _ in range(2)]
+        with self.assertRaises(dr.Rejected) as cm:
+            dr.Association(b.port, "CLOUD", contexts=CONTEXTS)
+        self.assertIn("result 2", str(cm.exception))  # rejected-transient
+        other = dr.Association(b.port, "CLOUD", contexts=CONTEXTS, source="127.0.0.2")
+        self.assertEqual(other.echo(1), 0x0000)
+        # A C-STORE whose data set never comes: the association is aborted after dimse_timeout_s.
+        first[1].store(7, dr.SECONDARY_CAPTURE, "1.2.826.0.1.3680043.9.7433.28", b"", send_dataset=False)
+        t0 = time.monotonic()
+        for a in first + [other]:
+            self.assertTrue(closed_by_bridge(a))
+        self.assertLess(time.monotonic() - t0, 30)
+        # Every slot is free again (once the workers have left: retried for a moment).
+        def associate():
+            try:
+                return dr.Association(b.port, "CLOUD", contexts=CONTEXTS)
+            except dr.Rejected:
+                return None
+        again = [wait_for(associate, timeout=10) for _ in range(2)]
+        for a in again:
+            self.assertEqual(a.echo(1), 0x0000)
+            a.release()
+        log = b.log()
+        self.assertIn("listen.max_associations_per_host", log)
+        self.assertIn("no request for 2 s", log)
+        self.assertEqual(self.spooled(), [])
+
+
+if __name__ == "__main__":
+    harness.main()
