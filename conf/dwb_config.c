@@ -7,6 +7,7 @@
 #include "dwb_tags.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stdarg.h>
@@ -571,7 +572,27 @@ static dwb_status load_destination(loader *L, const char *path, json_t *obj, dwb
     return DWB_OK;
 }
 
-typedef enum str_kind { STR_AE = 0, STR_IP, STR_ORIGIN } str_kind;
+/* A value as a Host header carries it: a DNS name or IPv4 literal, or an [IPv6] literal, then an optional :port. */
+static int host_valid(const char *s) {
+    size_t n = strlen(s), h;
+    if (s[0] == '[') {
+        h = strcspn(s, "]");
+        if (h == n || h < 3) return 0;
+        for (size_t i = 1; i < h; i++)
+            if (!isxdigit((unsigned char)s[i]) && s[i] != ':' && s[i] != '.') return 0;
+        h++;
+    } else {
+        h = strcspn(s, ":");
+        if (h == 0 || h > 253) return 0;
+        for (size_t i = 0; i < h; i++)
+            if (!isalnum((unsigned char)s[i]) && s[i] != '-' && s[i] != '.') return 0;
+    }
+    if (s[h] == '\0') return 1;
+    size_t digits = strspn(s + h + 1, "0123456789");
+    return s[h] == ':' && digits >= 1 && digits <= 5 && s[h + 1 + digits] == '\0';
+}
+
+typedef enum str_kind { STR_AE = 0, STR_IP, STR_ORIGIN, STR_HOST } str_kind;
 
 static dwb_status get_str_array(loader *L, const char *path, json_t *obj, const char *key, str_kind kind,
                                 char ***out, size_t *n_out) {
@@ -594,6 +615,10 @@ static dwb_status get_str_array(loader *L, const char *path, json_t *obj, const 
             /* Browsers send Origin as scheme://host[:port], no path and no trailing slash; compared exactly. */
             if ((strncmp(s, "http://", 7) != 0 && strncmp(s, "https://", 8) != 0) || strchr(strstr(s, "//") + 2, '/'))
                 return bad(L, pi, "expected an origin such as \"https://kaapana.example\", got \"%s\"", s);
+        } else if (kind == STR_HOST) {
+            if (!host_valid(s))
+                return bad(L, pi, "expected a host name with an optional port such as \"viewer.example:8443\", "
+                           "got \"%s\"", s);
         } else if (kind == STR_IP) {
             unsigned char buf[16];
             if (inet_pton(AF_INET, s, buf) != 1 && inet_pton(AF_INET6, s, buf) != 1)
@@ -605,6 +630,15 @@ static dwb_status get_str_array(loader *L, const char *path, json_t *obj, const 
         *n_out = i + 1;
     }
     return DWB_OK;
+}
+
+/* 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104: only this host can connect. */
+static int is_loopback(const char *ip) {
+    unsigned char a[16];
+    if (inet_pton(AF_INET, ip, a) == 1) return a[0] == 127;
+    if (inet_pton(AF_INET6, ip, a) != 1) return 0;
+    static const unsigned char one[16] = {[15] = 1}, mapped[12] = {[10] = 0xff, [11] = 0xff};
+    return memcmp(a, one, 16) == 0 || (memcmp(a, mapped, 12) == 0 && a[12] == 127);
 }
 
 /* "<path>.bind": the address a server listens on, an IPv4 or IPv6 literal (obj may be NULL: the default). */
@@ -777,7 +811,7 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
     json_t *gw = json_object_get(root, "gateway");
     if (gw) {
         static const char *const gw_keys[] = {"port", "bind", "cors_origins", "token", "token_file", "token_env",
-                                              "allow_stow", NULL};
+                                              "allow_stow", "public_hosts", "trusted_proxies", NULL};
         if (!json_is_object(gw)) return bad(L, "gateway", "expected an object");
         if ((st = check_keys(L, "gateway", gw, gw_keys)) != DWB_OK) return st;
         if ((st = get_int(L, "gateway", gw, "port", 0, 65535, &c->gateway.port)) != DWB_OK) return st;
@@ -786,8 +820,18 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
             return st;
         if ((st = get_secret(L, "gateway", gw, "token", &c->gateway.token)) != DWB_OK) return st;
         if ((st = get_bool(L, "gateway", gw, "allow_stow", &c->gateway.allow_stow)) != DWB_OK) return st;
+        if ((st = get_str_array(L, "gateway", gw, "public_hosts", STR_HOST, &c->gateway.public_hosts,
+                                &c->gateway.n_public_hosts)) != DWB_OK)
+            return st;
+        if ((st = get_str_array(L, "gateway", gw, "trusted_proxies", STR_IP, &c->gateway.trusted_proxies,
+                                &c->gateway.n_trusted_proxies)) != DWB_OK)
+            return st;
     }
     if ((st = get_bind(L, "gateway", gw, "127.0.0.1", &c->gateway.bind)) != DWB_OK) return st;
+    /* STOW-RS writes into the store with the bridge's credentials: never for whoever reaches an open port. */
+    if (c->gateway.port && c->gateway.allow_stow && !c->gateway.token.value && !is_loopback(c->gateway.bind))
+        return bad(L, "gateway.allow_stow", "needs gateway.token_file (or token_env) when gateway.bind is %s, not a "
+                   "loopback address: anyone who reaches the port could write into the store", c->gateway.bind);
 
     json_t *log = json_object_get(root, "log");
     if (log) {
@@ -926,6 +970,10 @@ void dwb_config_free(dwb_config *c) {
     free(c->gateway.bind);
     for (size_t i = 0; i < c->gateway.n_cors_origins; i++) free(c->gateway.cors_origins[i]);
     free(c->gateway.cors_origins);
+    for (size_t i = 0; i < c->gateway.n_public_hosts; i++) free(c->gateway.public_hosts[i]);
+    free(c->gateway.public_hosts);
+    for (size_t i = 0; i < c->gateway.n_trusted_proxies; i++) free(c->gateway.trusted_proxies[i]);
+    free(c->gateway.trusted_proxies);
     secret_free(&c->gateway.token);
     free(c->path);
     free(c);

@@ -137,6 +137,8 @@ typedef struct dwb_config {
         char **cors_origins; size_t n_cors_origins; /* exact Origin values allowed; empty = no CORS */
         dwb_secret token;                           /* optional bearer token clients must present */
         int allow_stow;                             /* STOW-RS accepted into the spool; default 0 = 405 */
+        char **public_hosts; size_t n_public_hosts; /* host[:port] names the gateway may put in store URLs */
+        char **trusted_proxies; size_t n_trusted_proxies; /* IPv4/IPv6 literals sending X-Forwarded-*; loopback too */
     } gateway;
     struct {
         dwb_log_level level;   /* default info */
