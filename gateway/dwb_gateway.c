@@ -8,14 +8,18 @@
 
 #include <stdarg.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
 
+#include "dwb_gwpath.h"
 #include "dwb_http.h"
 #include "dwb_httpd.h"
 #include "dwb_log.h"
@@ -337,31 +341,6 @@ static int same_secret(const char *a, const char *b) {
     return d == 0;
 }
 
-/* The path below the upstream's root must name a DICOMweb resource and must not climb out of it. */
-static int valid_resource(const char *rest, size_t n) {
-    if (!(n >= 7 && strncmp(rest, "studies", 7) == 0 && (n == 7 || rest[7] == '/')) &&
-        !(n >= 6 && strncmp(rest, "series", 6) == 0 && (n == 6 || rest[6] == '/')) &&
-        !(n >= 9 && strncmp(rest, "instances", 9) == 0 && (n == 9 || rest[9] == '/')))
-        return 0;
-    size_t seg = 0;
-    for (size_t i = 0; i <= n; i++) {
-        if (i == n || rest[i] == '/') {
-            size_t len = i - seg;
-            const char *s = rest + seg;
-            if (len == 0 && i != n) return 0; /* "//" */
-            if ((len == 1 && s[0] == '.') || (len == 2 && s[0] == '.' && s[1] == '.')) return 0;
-            seg = i + 1;
-            continue;
-        }
-        unsigned char c = (unsigned char)rest[i];
-        if (c <= 0x20 || c >= 0x7f || c == '\\' || c == '#') return 0;
-        if (c == '%' && i + 2 < n + 1 && (rest[i + 1] == '2' && (rest[i + 2] == 'e' || rest[i + 2] == 'E' ||
-                                                                  rest[i + 2] == 'f' || rest[i + 2] == 'F')))
-            return 0; /* encoded dots and slashes would be decoded by some stores */
-    }
-    return 1;
-}
-
 static char *dup_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static char *dup_printf(const char *fmt, ...) {
     va_list ap;
@@ -370,6 +349,120 @@ static char *dup_printf(const char *fmt, ...) {
     if (vasprintf(&s, fmt, ap) < 0) s = NULL;
     va_end(ap);
     return s;
+}
+
+/* The connection's peer or local address as 16 bytes (IPv4 as ::ffff:a.b.c.d) and, for local ones, the port. */
+static int conn_addr(struct MHD_Connection *con, int local, unsigned char ip[16], unsigned *port) {
+    struct sockaddr_storage ss;
+    const struct sockaddr *sa = NULL;
+    if (local) {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(con, MHD_CONNECTION_INFO_CONNECTION_FD);
+        socklen_t len = sizeof ss;
+        if (!ci || getsockname(ci->connect_fd, (struct sockaddr *)&ss, &len) != 0) return 0;
+        sa = (const struct sockaddr *)&ss;
+    } else {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(con, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        if (!ci || !ci->client_addr) return 0;
+        sa = ci->client_addr;
+    }
+    memset(ip, 0, 16);
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        ip[10] = ip[11] = 0xff;
+        memcpy(ip + 12, &in->sin_addr, 4);
+        if (port) *port = ntohs(in->sin_port);
+        return 1;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        memcpy(ip, &in6->sin6_addr, 16);
+        if (port) *port = ntohs(in6->sin6_port);
+        return 1;
+    }
+    return 0;
+}
+
+static int is_v4_mapped(const unsigned char ip[16]) {
+    static const unsigned char prefix[12] = {[10] = 0xff, [11] = 0xff};
+    return memcmp(ip, prefix, 12) == 0;
+}
+
+/* X-Forwarded-Host and -Proto count only from a proxy: loopback, or an address in gateway.trusted_proxies. */
+static int from_trusted_proxy(dwb_gateway *gw, struct MHD_Connection *con) {
+    unsigned char ip[16];
+    if (!conn_addr(con, 0, ip, NULL)) return 0;
+    static const unsigned char v6_loopback[16] = {[15] = 1};
+    if ((is_v4_mapped(ip) && ip[12] == 127) || memcmp(ip, v6_loopback, 16) == 0) return 1;
+    for (size_t i = 0; i < gw->cfg->gateway.n_trusted_proxies; i++) {
+        const char *t = gw->cfg->gateway.trusted_proxies[i];
+        unsigned char want[16] = {[10] = 0xff, [11] = 0xff};
+        if ((inet_pton(AF_INET, t, want + 12) == 1 || inet_pton(AF_INET6, t, want) == 1) && !memcmp(ip, want, 16))
+            return 1;
+    }
+    return 0;
+}
+
+/* "ip:port" (or "[ip6]:port") of the address the client connected to: the gateway's own, never the client's say. */
+static void local_host(struct MHD_Connection *con, int cfg_port, char *out, size_t cap) {
+    unsigned char ip[16];
+    unsigned port = 0;
+    char a[INET6_ADDRSTRLEN];
+    if (!conn_addr(con, 1, ip, &port)) {
+        snprintf(out, cap, "127.0.0.1:%d", cfg_port);
+    } else if (is_v4_mapped(ip)) {
+        inet_ntop(AF_INET, ip + 12, a, sizeof a);
+        snprintf(out, cap, "%s:%u", a, port);
+    } else {
+        inet_ntop(AF_INET6, ip, a, sizeof a);
+        snprintf(out, cap, "[%s]:%u", a, port);
+    }
+}
+
+/* A Host value the gateway may write into store URLs: one of gateway.public_hosts, the address the client
+ * connected to, or a loopback name with the gateway's port. Anything else could be a DNS-rebinding name or a
+ * forged header, and viewers would follow (and send their token to) whatever it names. */
+static int host_allowed(dwb_gateway *gw, const char *host, const char *local) {
+    if (!host || !*host || strlen(host) > 260) return 0;
+    for (size_t i = 0; i < gw->cfg->gateway.n_public_hosts; i++)
+        if (!strcasecmp(host, gw->cfg->gateway.public_hosts[i])) return 1;
+    if (!strcasecmp(host, local)) return 1;
+    static const char *const loopback[] = {"localhost", "127.0.0.1", "[::1]", NULL};
+    for (const char *const *l = loopback; *l; l++) {
+        char want[64];
+        snprintf(want, sizeof want, "%s:%d", *l, gw->cfg->gateway.port);
+        if (!strcasecmp(host, want)) return 1;
+    }
+    return 0;
+}
+
+/* scheme://host of the gateway as this request should see it in Retrieve URLs. */
+static char *public_root(dwb_gateway *gw, struct MHD_Connection *con) {
+    char local[INET6_ADDRSTRLEN + 16];
+    local_host(con, gw->cfg->gateway.port, local, sizeof local);
+    int proxied = from_trusted_proxy(gw, con);
+    const char *fwd = proxied ? MHD_lookup_connection_value(con, MHD_HEADER_KIND, "X-Forwarded-Host") : NULL;
+    const char *host = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Host");
+    const char *chosen = host_allowed(gw, fwd, local)    ? fwd
+                         : host_allowed(gw, host, local) ? host
+                         : gw->cfg->gateway.n_public_hosts ? gw->cfg->gateway.public_hosts[0]
+                                                         : local;
+    const char *proto = proxied ? MHD_lookup_connection_value(con, MHD_HEADER_KIND, "X-Forwarded-Proto") : NULL;
+    return dup_printf("%s://%s", proto && !strcmp(proto, "https") ? "https" : "http", chosen);
+}
+
+/* One log line per refused path: the reason and the peer, never the path (its UIDs and query identify patients). */
+static enum MHD_Result refuse_path(dwb_gateway *gw, struct MHD_Connection *con, const char *ae, const char *method,
+                                   dwb_gwpath_verdict v) {
+    unsigned char ip[16];
+    char peer[INET6_ADDRSTRLEN] = "?";
+    if (conn_addr(con, 0, ip, NULL)) {
+        if (is_v4_mapped(ip)) inet_ntop(AF_INET, ip + 12, peer, sizeof peer);
+        else inet_ntop(AF_INET6, ip, peer, sizeof peer);
+    }
+    DWB_WARN(NULL, "gateway: refused %.8s for upstream %s from %s: %s", method, ae, peer, dwb_gwpath_reason(v));
+    char body[160];
+    snprintf(body, sizeof body, "refused: %s (the gateway forwards DICOMweb resources only)\n", dwb_gwpath_reason(v));
+    return plain(gw, con, ae, MHD_HTTP_BAD_REQUEST, body);
 }
 
 static enum MHD_Result relay(dwb_gateway *gw, struct MHD_Connection *con, gw_req *q, const char *method) {
@@ -504,8 +597,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
     rest++;
     size_t path_len = strcspn(rest, "?");
     const char *query = rest[path_len] == '?' ? rest + path_len + 1 : NULL;
-    if (!valid_resource(rest, path_len))
-        return plain(gw, con, gu->up->conf->ae_title, MHD_HTTP_NOT_FOUND, "not a DICOMweb resource\n");
+    /* The path is forwarded as the client encoded it, so only what cannot be decoded into another path passes. */
+    dwb_gwpath_verdict v = dwb_gwpath_check(rest, path_len);
+    if (v == DWB_GWPATH_OK && query) v = dwb_gwpath_check_query(query, strlen(query));
+    if (v != DWB_GWPATH_OK) return refuse_path(gw, con, gu->up->conf->ae_title, method, v);
     if (is_stow) {
         /* STOW-RS goes through the spool like C-STORE: POST .../studies or .../studies/{uid}. */
         if (!(path_len == 7 && !strncmp(rest, "studies", 7)) &&
@@ -519,8 +614,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
         q->stow_ae = gu->up->conf->ae_title;
         return MHD_YES; /* the body follows */
     }
-    if (query && (strchr(query, '#') || strpbrk(query, " \t\r\n")))
-        return plain(gw, con, gu->up->conf->ae_title, MHD_HTTP_BAD_REQUEST, "malformed query string\n");
 
     q->gu = gu;
     const char *base = gu->up->conf->base_url;
@@ -538,15 +631,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
         if (!q->fallback_url) return MHD_NO;
     }
     if (markup) {
-        const char *host = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "X-Forwarded-Host");
-        if (!host) host = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Host");
-        const char *proto = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "X-Forwarded-Proto");
-        if (host && !strpbrk(host, "/\\\"<> ")) {
-            q->rewrite_from = strdup(base);
-            q->rewrite_to = dup_printf("%s://%s" PREFIX "%s", proto && !strcmp(proto, "https") ? "https" : "http", host,
-                                       gu->up->conf->ae_title);
-            if (!q->rewrite_from || !q->rewrite_to) return MHD_NO;
-        }
+        char *root = public_root(gw, con);
+        q->rewrite_from = strdup(base);
+        q->rewrite_to = root ? dup_printf("%s" PREFIX "%s", root, gu->up->conf->ae_title) : NULL;
+        free(root);
+        if (!q->rewrite_from || !q->rewrite_to) return MHD_NO;
     }
     for (const char *const *h = k_forward; *h; h++) {
         const char *v = MHD_lookup_connection_value(con, MHD_HEADER_KIND, *h);

@@ -1,0 +1,215 @@
+"""The gateway in front of Orthanc, attacked the way issue 25 found it open: paths that climb out of the DICOMweb
+root once the store decodes them (`..%5c..%5csystem` reached Orthanc's REST API with the bridge's access), `;`,
+`%00` and other bytes outside the allow-list of segments (UIDs, resource keywords, frame lists, bulk data tag
+paths) answer 400 and never reach the store, while every legitimate QIDO-RS/WADO-RS route still works; a forged
+`Host` or `X-Forwarded-Host` never reaches the Retrieve URLs (only the bind address, loopback names and
+`gateway.public_hosts` do, X-Forwarded-* only from a trusted proxy); `allow_stow` on a non-loopback bind without
+a token is refused at check-config and at start."""
+import http.client
+import json
+import os
+import socket
+
+import harness
+from harness import Bridge, Orthanc, TestCase, run
+
+AE = "ORTHANC"
+ROOT = "/dicom-web/" + AE
+MULTIPART_DICOM = {"Accept": "multipart/related; type=\"application/dicom\""}
+MULTIPART_OCTET = {"Accept": "multipart/related; type=\"application/octet-stream\""}
+
+
+def request(port, method, target, headers=None):
+    """One request on its own connection, the target sent byte for byte as given (http.client would refuse
+    control characters in it); (status, headers as a lower-cased dict, body)."""
+    hdrs = dict(headers or {})
+    if not any(k.lower() == "host" for k in hdrs):
+        hdrs["Host"] = "127.0.0.1:%d" % port
+    head = "%s %s HTTP/1.1\r\n" % (method, target) + "".join("%s: %s\r\n" % kv for kv in hdrs.items())
+    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+    try:
+        sock.sendall((head + "Connection: close\r\n\r\n").encode("latin-1"))
+        r = http.client.HTTPResponse(sock, method=method)
+        r.begin()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        sock.close()
+
+
+def looks_like_orthanc_rest(body):
+    """Orthanc's own REST API (not DICOMweb): /system's JSON, or a bare list of Orthanc resource ids."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return b"ApiVersion" in body or b"DicomAet" in body
+    if isinstance(doc, dict):
+        return "ApiVersion" in doc or "DicomAet" in doc or "Name" in doc and "Version" in doc
+    return isinstance(doc, list) and bool(doc) and all(isinstance(x, str) for x in doc)
+
+
+class GatewayHostileTest(TestCase):
+    def setUp(self):
+        super().setUp()
+        self.orthanc = self.start(Orthanc(self.workdir))
+        cohort, self.man = harness.gencohort(self.workdir, patients=1, studies=1, series=1, instances=2, rows=16,
+                                             cols=16)
+        self.orthanc.upload([os.path.join(cohort, i["file"]) for i in self.man["instances"]])
+
+    def bridge(self, gateway=None):
+        gw = {"port": harness.free_port(), "bind": "127.0.0.1"}
+        gw.update(gateway or {})
+        b = self.start(Bridge(self.workdir, {"upstreams": [{"ae_title": AE, "base_url": self.orthanc.dicomweb_url}],
+                                             "gateway": gw, "spool": {"dir": os.path.join(self.workdir, "spool")},
+                                             "log": {"level": "debug"}}))
+        harness.wait_port(gw["port"], b.proc, log=b.log_path)
+        b.gw_port = gw["port"]
+        return b
+
+    def test_paths_outside_the_allow_list_are_refused_and_never_reach_the_store(self):
+        bridge = self.bridge()
+        inst = self.man["instances"][0]
+        st, se, sop = inst["StudyInstanceUID"], inst["SeriesInstanceUID"], inst["SOPInstanceUID"]
+        # What the attack reached before: Orthanc's REST API with the bridge's access.
+        direct = http.client.HTTPConnection("127.0.0.1", self.orthanc.http_port, timeout=30)
+        self.addCleanup(direct.close)
+        direct.request("GET", "/dicom-web/studies/..%5c..%5csystem")
+        r = direct.getresponse()
+        reached = r.read()
+        print("Orthanc itself, asked for /dicom-web/studies/..%%5c..%%5csystem: %d %s" % (r.status, reached[:80]))
+
+        hostile = [
+            "/studies/..%5c..%5csystem", "/studies/..%5C..%5Csystem", "/patients/..%5c..%5csystem",
+            "/instances/..%5c..%5cpatients", "/series/..%5c..%5cinstances", "/studies/%2e%2e/%2e%2e/system",
+            "/studies/..%2f..%2fsystem", "/studies/..", "/studies/../../system", "/studies/./x", "/studies//x",
+            "/studies/", "/studies;jsessionid=1", "/studies/%s;x=1" % st, "/studies/%s%%00" % st,
+            "/studies/%s%%00/metadata" % st, "/studies/%s\\..\\..\\system" % st, "/studies/%2531.2",
+            "/studies/%31.2.3", "/studies/1.2.3/secret", "/studies/1.2.3/series/1.2/patients",
+            "/studies/%s/series/%s/instances/%s/frames/0" % (st, se, sop),
+            "/studies/%s/series/%s/instances/%s/frames/1,,2" % (st, se, sop),
+            "/studies/%s/series/%s/instances/%s/frames/a" % (st, se, sop),
+            "/studies/%s/series/%s/frames/1" % (st, se), "/studies/1." + "2" * 70, "/system", "/",
+            "/tools/find", "/studies/%s/metadata/x" % st, "/studies/%s/bulkdata/..%%5csystem" % st,
+        ]
+        for path in hostile:
+            code, h, body = request(bridge.gw_port, "GET", ROOT + path)
+            self.assertEqual(code, 400, "GET %s%s: expected 400, saw %d %s" % (ROOT, path, code, body[:200]))
+            self.assertFalse(looks_like_orthanc_rest(body), "Orthanc's REST API leaked for %s: %s" % (path, body[:200]))
+            self.assertLess(len(body), 300, "a short refusal for %s" % path)
+        log = bridge.log()
+        self.assertIn("refused", log)
+        self.assertNotIn(st, log.replace(self.orthanc.dicomweb_url, ""), "no UID (PHI-adjacent) in refusal lines")
+
+        # A %-encoded thing in the query string cannot change the path the store sees.
+        for q in ("?x=..%5c..%5csystem", "?%2F..%2F..%2Fsystem", "?includefield=..%2f..%2fsystem"):
+            code, _, body = request(bridge.gw_port, "GET", ROOT + "/studies" + q, {"Accept": "application/dicom+json"})
+            self.assertFalse(looks_like_orthanc_rest(body), "query %s reached Orthanc's REST API: %s" % (q, body[:200]))
+        for q in ("?x=\x01", "?x=1#frag", "?x=\x7f"):
+            code, _, body = request(bridge.gw_port, "GET", ROOT + "/studies" + q)
+            self.assertEqual(code, 400, "query %r: %d %s" % (q, code, body[:200]))
+
+        # Every legitimate route still works.
+        json_accept = {"Accept": "application/dicom+json"}
+        ok = [
+            ("/studies", json_accept), ("/studies?PatientID=%s&limit=10" % inst["PatientID"], json_accept),
+            ("/series?StudyInstanceUID=%s" % st, json_accept), ("/instances?SeriesInstanceUID=%s" % se, json_accept),
+            ("/studies/%s/series" % st, json_accept), ("/studies/%s/instances" % st, json_accept),
+            ("/studies/%s/series/%s/instances" % (st, se), json_accept),
+            ("/studies/%s/metadata" % st, json_accept), ("/studies/%s/series/%s/metadata" % (st, se), json_accept),
+            ("/studies/%s/series/%s/instances/%s/metadata" % (st, se, sop), json_accept),
+            ("/studies/%s" % st, MULTIPART_DICOM), ("/studies/%s/series/%s" % (st, se), MULTIPART_DICOM),
+            ("/studies/%s/series/%s/instances/%s" % (st, se, sop), MULTIPART_DICOM),
+            ("/studies/%s/series/%s/instances/%s/frames/1" % (st, se, sop), MULTIPART_OCTET),
+            ("/studies/%s/series/%s/instances/%s/rendered" % (st, se, sop), {"Accept": "image/jpeg"}),
+            ("/studies/%s/series/%s/instances/%s/thumbnail" % (st, se, sop), {"Accept": "image/jpeg"}),
+        ]
+        for path, hdrs in ok:
+            code, _, body = request(bridge.gw_port, "GET", ROOT + path, hdrs)
+            self.assertEqual(code, 200, "GET %s%s: expected 200, saw %d %s" % (ROOT, path, code, body[:200]))
+        meta = json.loads(request(bridge.gw_port, "GET", ROOT + "/studies/%s/series/%s/metadata" % (st, se),
+                                  json_accept)[2])
+        bulk = [a["BulkDataURI"] for m in meta for a in m.values() if isinstance(a, dict) and "BulkDataURI" in a]
+        self.assertTrue(bulk, "Orthanc gives pixel data as BulkDataURI")
+        for uri in bulk[:3]:
+            path = uri[len("http://127.0.0.1:%d" % bridge.gw_port):]
+            code, _, body = request(bridge.gw_port, "GET", path, MULTIPART_OCTET)
+            self.assertEqual(code, 200, "the rewritten BulkDataURI %s: %d %s" % (uri, code, body[:200]))
+
+    def test_forged_host_is_not_reflected_into_retrieve_urls(self):
+        accept = {"Accept": "application/dicom+json"}
+
+        def retrieve_urls(bridge, headers):
+            code, _, body = request(bridge.gw_port, "GET", ROOT + "/studies?includefield=00081190",
+                                    dict(accept, **headers))
+            self.assertEqual(code, 200, body[:200])
+            urls = [harness.value(s, "00081190") for s in json.loads(body)]
+            self.assertTrue(urls, "one study, with its RetrieveURL")
+            return urls, body
+
+        def check(bridge, cases):
+            for headers, want in cases:
+                urls, body = retrieve_urls(bridge, headers)
+                self.assertNotIn(b"evil.example", body, "forged host reflected with %s" % headers)
+                self.assertTrue(all(u.startswith(want + ROOT + "/studies/") for u in urls),
+                                "with %s expected %s%s/studies/..., saw %s" % (headers, want, ROOT, urls))
+
+        # No public_hosts: the address the client connected to, or a loopback name with the gateway's port.
+        bridge = self.bridge()
+        gw = "127.0.0.1:%d" % bridge.gw_port
+        check(bridge, [
+            ({}, "http://" + gw),
+            ({"Host": "localhost:%d" % bridge.gw_port}, "http://localhost:%d" % bridge.gw_port),
+            ({"Host": "evil.example"}, "http://" + gw),
+            ({"Host": "evil.example:%d" % bridge.gw_port}, "http://" + gw),
+            ({"Host": "localhost:1"}, "http://" + gw),
+            ({"Host": gw, "X-Forwarded-Host": "evil.example"}, "http://" + gw),
+            ({"Host": "evil.example", "X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "https"},
+             "https://" + gw),
+        ])
+        bridge.stop()
+
+        # With public_hosts: those names are reflected, and are the default for anything else.
+        bridge = self.bridge({"public_hosts": ["viewer.example:8443", "pacs.example"]})
+        gw = "127.0.0.1:%d" % bridge.gw_port
+        check(bridge, [
+            ({}, "http://" + gw),
+            ({"Host": "evil.example"}, "http://viewer.example:8443"),
+            ({"Host": "PACS.example"}, "http://PACS.example"),
+            ({"Host": "pacs.example:1234"}, "http://viewer.example:8443"),
+            # The test client is on loopback: a trusted proxy, whose X-Forwarded-Host counts when it is allowed.
+            ({"Host": gw, "X-Forwarded-Host": "pacs.example", "X-Forwarded-Proto": "https"}, "https://pacs.example"),
+            ({"Host": gw, "X-Forwarded-Host": "evil.example"}, "http://" + gw),
+        ])
+
+    def test_allow_stow_on_an_open_bind_needs_a_token(self):
+        up = [{"ae_title": AE, "base_url": self.orthanc.dicomweb_url}]
+
+        def check(gateway):
+            path = os.path.join(self.workdir, "c.json")
+            with open(path, "w") as f:
+                json.dump({"upstreams": up, "gateway": dict({"port": harness.free_port()}, **gateway),
+                           "spool": {"dir": os.path.join(self.workdir, "spool")}}, f)
+            return run([harness.BINARY, "check-config", "--config", path])
+
+        for bind in ("0.0.0.0", "::", "10.1.2.3"):
+            p = check({"bind": bind, "allow_stow": True})
+            self.assertNotEqual(p.returncode, 0, "allow_stow on %s without a token was accepted: %s" % (bind, p.stdout))
+            self.assertIn("gateway.allow_stow", p.stdout)
+            self.assertIn("token", p.stdout)
+        for gateway in ({"bind": "0.0.0.0", "allow_stow": True, "token": "t0ken"}, {"bind": "127.0.0.1", "allow_stow": True},
+                        {"bind": "::1", "allow_stow": True}, {"bind": "0.0.0.0"}):
+            p = check(gateway)
+            self.assertEqual(p.returncode, 0, "%s: %s" % (gateway, p.stdout))
+
+        # serve refuses it too, before listening.
+        cfg = os.path.join(self.workdir, "serve.json")
+        with open(cfg, "w") as f:
+            json.dump({"upstreams": up, "listen": {"port": harness.free_port()}, "http": {"port": harness.free_port()},
+                       "gateway": {"port": harness.free_port(), "bind": "0.0.0.0", "allow_stow": True},
+                       "spool": {"dir": os.path.join(self.workdir, "spool"), "min_free_mb": 16}}, f)
+        p = run([harness.BINARY, "serve", "--config", cfg], timeout=30)
+        self.assertNotEqual(p.returncode, 0, "serve started with allow_stow on 0.0.0.0 and no token")
+        self.assertIn("gateway.allow_stow", p.stdout)
+
+
+if __name__ == "__main__":
+    harness.main()
