@@ -35,6 +35,8 @@ static const struct {
     {"dwb_spool_failed", "instances the store refused for good (in failed/), by upstream"},
     {"dwb_spool_retrying", "instances refused for now, waiting for their own retry time, by upstream"},
     {"dwb_spool_oldest_age_seconds", "age of the oldest instance still to deliver, by upstream"},
+    {"dwb_upstream_available", "1 if the store answered the last readiness probe (a one-result QIDO-RS), by upstream"},
+    {"dwb_upstream_stow_available", "1 if the uploader sends to the store, 0 while STOW-RS waits out an outage, by upstream"},
 };
 
 static series *find_or_add(const char *name, const char *labels, int gauge) {

@@ -143,3 +143,14 @@ void dwb_stow_post_cleanup(dwb_stow_post *p) {
     free(p->content_type);
     p->body = p->content_type = NULL;
 }
+
+dwb_stow_verdict dwb_stow_post_judge(const dwb_stow_post *p, long *code_out, dwb_stow_result *res, char *why,
+                                     size_t cap) {
+    long code = (p->status == DWB_E_CONNECT || p->status == DWB_E_TIMEOUT || p->status == DWB_E_CANCELLED ||
+                 p->status == DWB_E_NOMEM) ? 0 : p->code;
+    if (code_out) *code_out = code;
+    dwb_stow_verdict v = dwb_stow_judge(code, p->content_type, p->body, p->body_len, res, why, cap);
+    if (v == DWB_STOW_V_UNAVAILABLE && code == 0 && p->err.message[0] && why && cap)
+        snprintf(why, cap, "%s", p->err.message);
+    return v;
+}

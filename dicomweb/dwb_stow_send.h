@@ -7,6 +7,7 @@
 
 #include "dwb_http.h"
 #include "dwb_status.h"
+#include "dwb_stow.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -30,6 +31,11 @@ typedef struct dwb_stow_post {
 void dwb_stow_post_files(dwb_http_client *http, const char *url, const char *const *paths, const long long *sizes,
                          size_t n, int flags, int (*is_cancelled)(void *), void *ud, dwb_stow_post *out);
 void dwb_stow_post_cleanup(dwb_stow_post *p);
+
+/* dwb_stow_judge applied to an exchange, for every caller (uploader, C-MOVE/import STOW destinations): a transfer
+ * that failed on the way (reset, timeout, cut, cancelled, out of memory) has no answer whatever status line came
+ * first, and its why is the transport's error. *code (may be NULL) gets the status judged, 0 for no answer. */
+dwb_stow_verdict dwb_stow_post_judge(const dwb_stow_post *p, long *code, dwb_stow_result *res, char *why, size_t cap);
 
 #ifdef __cplusplus
 }

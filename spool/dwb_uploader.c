@@ -2,9 +2,12 @@
  * as a multipart/related body assembled on the fly from the spool files (never held in memory), and act on the
  * one verdict dwb_stow_judge gives. The upstream is in one of two states:
  *   AVAILABLE   every worker sends;
- *   UNAVAILABLE nothing was decided by the last answer (no answer, 429/503, a proxy's page): files stay
- *               queued, and a single probe request goes after the backoff (or Retry-After); its success makes
- *               the upstream AVAILABLE again. The state changes in one place, set_state(). */
+ *   UNAVAILABLE nothing was decided by the last answer (no answer, any 5xx, 408, 429, a proxy's page): files
+ *               stay queued and no instance is charged an attempt; a single probe request goes after the
+ *               backoff (1 s doubling, capped by retry_max_wait_s) or Retry-After; its success makes the
+ *               upstream AVAILABLE again. The state changes in one place, set_state(), which logs each change
+ *               once and keeps dwb_upstream_stow_available. Only a client error (4xx) for a batch splits it, and
+ *               only a client error for one instance alone, or a failure reason naming it, counts against it. */
 #define _GNU_SOURCE /* pthread_tryjoin_np */
 #include "dwb_uploader.h"
 
@@ -21,6 +24,7 @@
 
 #include "dwb_http.h"
 #include "dwb_log.h"
+#include "dwb_metrics.h"
 #include "dwb_stow.h"
 #include "dwb_stow_send.h"
 
@@ -65,40 +69,66 @@ static long long backoff_ms(int failures, long long cap_ms) {
     return base / 2 + (long long)(jitter() * (double)(base / 2));
 }
 
-/* The only place the upstream's state changes. retry_after_ms: the store's Retry-After, -1 if none. */
-static void set_state(dwb_uploader *u, up_state to, const char *why, long retry_after_ms) {
+static void set_metric(dwb_uploader *u, int available) {
+    char labels[64];
+    snprintf(labels, sizeof labels, "upstream=\"%s\"", u->up->conf->ae_title);
+    dwb_metrics_set("dwb_upstream_stow_available", labels, available);
+}
+
+/* The only place the upstream's state changes. retry_after_ms: the store's Retry-After, -1 if none. probe: the
+ * answer is to the one request let through while UNAVAILABLE; only such answers (and the first bad one) move the
+ * backoff on, so that the answers to requests already in flight when the outage began do not stretch it.
+ * Returns 1 when the state changed. */
+static int set_state(dwb_uploader *u, up_state to, const char *why, long retry_after_ms, int probe) {
     dwb_log_ctx lc = {NULL, u->up->conf->ae_title, NULL, NULL};
     long long cap = (long long)u->up->conf->retry_max_wait_s * 1000;
     long long now = dwb_spool_now_ms();
     pthread_mutex_lock(&u->mu);
     if (to == UP_UNAVAILABLE) {
+        int changed = u->state != UP_UNAVAILABLE;
+        if (!changed && !probe) {
+            /* Sent before the outage was known: its answer says nothing new, except a longer Retry-After. */
+            if (retry_after_ms >= 0) {
+                long long wait = retry_after_ms < cap ? retry_after_ms : cap;
+                if (now + wait > u->blocked_until_ms) u->blocked_until_ms = now + wait;
+            }
+            pthread_mutex_unlock(&u->mu);
+            DWB_DEBUG(&lc, "STOW-RS: answer to a request sent before the outage was known: %s", why);
+            return 0;
+        }
         u->failures++;
         long long wait = retry_after_ms >= 0 ? retry_after_ms + (long long)(jitter() * 250) : backoff_ms(u->failures, cap);
         if (wait > cap) wait = cap;
         u->blocked_until_ms = now + wait;
-        if (u->state != UP_UNAVAILABLE) {
+        if (changed) {
             u->state = UP_UNAVAILABLE;
             u->state_since_ms = now;
             pthread_mutex_unlock(&u->mu);
-            DWB_WARN(&lc, "STOW-RS: store unavailable (%s); %zu instance(s) kept queued, retrying in %.1f s%s", why,
-                     dwb_spool_count(u->spool), (double)wait / 1000.0,
-                     retry_after_ms >= 0 ? " as Retry-After asks" : "");
-            return;
+            set_metric(u, 0);
+            DWB_WARN(&lc, "STOW-RS: store unavailable: %s, retry in %.1f s%s; %zu instance(s) kept queued, no "
+                     "attempt counted against them", why, (double)wait / 1000.0,
+                     retry_after_ms >= 0 ? " as Retry-After asks" : " (backoff doubling up to retry_max_wait_s)",
+                     dwb_spool_count(u->spool));
+            return 1;
         }
         pthread_mutex_unlock(&u->mu);
-        DWB_DEBUG(&lc, "STOW-RS: still unavailable (%s); next try in %.1f s", why, (double)wait / 1000.0);
-        return;
+        DWB_DEBUG(&lc, "STOW-RS: store still unavailable: %s, retry in %.1f s", why, (double)wait / 1000.0);
+        return 0;
     }
     int was = u->state;
     long long since = u->state_since_ms;
+    int tries = u->failures;
     u->state = UP_AVAILABLE;
     u->failures = 0;
     u->blocked_until_ms = 0;
     if (was != UP_AVAILABLE) u->state_since_ms = now;
     pthread_cond_broadcast(&u->cv);
     pthread_mutex_unlock(&u->mu);
-    if (was != UP_AVAILABLE)
-        DWB_INFO(&lc, "STOW-RS: store available again after %.0f s", (double)(now - since) / 1000.0);
+    if (was == UP_AVAILABLE) return 0;
+    set_metric(u, 1);
+    DWB_INFO(&lc, "STOW-RS: store available again after %.0f s (%d unanswered tr%s)", (double)(now - since) / 1000.0,
+             tries, tries == 1 ? "y" : "ies");
+    return 1;
 }
 
 static void progress(dwb_uploader *u) {
@@ -144,9 +174,10 @@ static void retry_later(dwb_uploader *u, dwb_spool_item *it, const char *why) {
 
 typedef enum sent { SENT_DECIDED = 0, SENT_UNAVAILABLE, SENT_STOPPED } sent;
 
-/* Sends items[0..n) as one request and settles every one of them, splitting a batch refused as a whole.
- * Returns SENT_UNAVAILABLE (every item not yet settled released) when the store decided nothing. */
-static sent send_batch(dwb_uploader *u, dwb_spool_item **items, size_t n) {
+/* Sends items[0..n) as one request and settles every one of them, splitting a batch refused as a whole by a
+ * client error. Returns SENT_UNAVAILABLE (every item not yet settled released, none charged an attempt) when the
+ * store decided nothing. probe: this is the one request let through while the store is unavailable. */
+static sent send_batch(dwb_uploader *u, dwb_spool_item **items, size_t n, int probe) {
     const dwb_upstream *up = u->up;
     dwb_log_ctx lc = {NULL, up->conf->ae_title, NULL, NULL};
     /* A file that cannot be opened would abort the whole request: it is isolated first. */
@@ -183,7 +214,7 @@ static sent send_batch(dwb_uploader *u, dwb_spool_item **items, size_t n) {
         free(paths);
         free(sizes);
         dwb_spool_release(u->spool, items, n);
-        set_state(u, UP_UNAVAILABLE, "out of memory", -1);
+        set_state(u, UP_UNAVAILABLE, "out of memory", -1, probe);
         return SENT_UNAVAILABLE;
     }
     dwb_stow_post post;
@@ -198,24 +229,20 @@ static sent send_batch(dwb_uploader *u, dwb_spool_item **items, size_t n) {
         dwb_spool_release(u->spool, items, n);
         return SENT_STOPPED;
     }
-    /* A transfer that failed on the way (reset, timeout, cut) has no answer, whatever status line came first. */
-    long code = (post.status == DWB_E_CONNECT || post.status == DWB_E_TIMEOUT || post.status == DWB_E_CANCELLED ||
-                 post.status == DWB_E_NOMEM) ? 0 : post.code;
+    long code = 0;
     dwb_stow_result res;
     char why[400];
-    dwb_stow_verdict v = dwb_stow_judge(code, post.content_type, post.body, post.body_len, &res, why, sizeof why);
-    if (v == DWB_STOW_V_UNAVAILABLE && code == 0 && post.err.message[0])
-        snprintf(why, sizeof why, "%.390s", post.err.message);
+    dwb_stow_verdict v = dwb_stow_post_judge(&post, &code, &res, why, sizeof why);
     sent out = SENT_DECIDED;
     if (v == DWB_STOW_V_UNAVAILABLE) {
         dwb_spool_release(u->spool, items, n);
-        if (code == 401 || code == 403 || code == 404 || code == 405 || code == 407)
-            DWB_ERROR(&lc, "STOW-RS refused by the store (HTTP %ld): check base_url and credentials; %zu instance(s) kept",
-                      code, n);
-        set_state(u, UP_UNAVAILABLE, why, post.retry_after_ms);
+        if (set_state(u, UP_UNAVAILABLE, why, post.retry_after_ms, probe) &&
+            (code == 401 || code == 403 || code == 404 || code == 405 || code == 407))
+            DWB_ERROR(&lc, "STOW-RS refused by the store (HTTP %ld): check base_url and credentials; instances kept",
+                      code);
         out = SENT_UNAVAILABLE;
     } else if (v == DWB_STOW_V_ANSWERED) {
-        set_state(u, UP_AVAILABLE, NULL, -1);
+        set_state(u, UP_AVAILABLE, NULL, -1, probe);
         for (size_t i = 0; i < n; i++) {
             unsigned reason = 0;
             dwb_stow_fate f = dwb_stow_instance_fate(code, &res, items[i]->sop_uid, &reason);
@@ -235,15 +262,15 @@ static sent send_batch(dwb_uploader *u, dwb_spool_item **items, size_t n) {
             }
         }
     } else if (n > 1) {
-        /* Refused as a whole: halves, until the culprit is alone; the others go on. */
-        set_state(u, UP_AVAILABLE, NULL, -1);
+        /* Refused as a whole by a client error: halves, until the culprit is alone; the others go on. */
+        set_state(u, UP_AVAILABLE, NULL, -1, probe);
         DWB_INFO(&lc, "STOW-RS of %zu instances refused as a whole (%s): trying halves to isolate the cause", n, why);
         size_t h = n / 2;
-        out = send_batch(u, items, h);
-        if (out == SENT_DECIDED) out = send_batch(u, items + h, n - h);
+        out = send_batch(u, items, h, 0);
+        if (out == SENT_DECIDED) out = send_batch(u, items + h, n - h, 0);
         else dwb_spool_release(u->spool, items + h, n - h);
     } else {
-        set_state(u, UP_AVAILABLE, NULL, -1);
+        set_state(u, UP_AVAILABLE, NULL, -1, probe);
         char q[200] = "";
         if (post.body) {
             snprintf(q, sizeof q, "%.190s", post.body);
@@ -335,7 +362,7 @@ static void *worker(void *arg) {
             pthread_mutex_unlock(&u->mu);
             continue;
         }
-        sent r = send_batch(u, items, n);
+        sent r = send_batch(u, items, n, probe);
         pthread_mutex_lock(&u->mu);
         if (probe) u->probing = 0;
         pthread_cond_broadcast(&u->cv);
@@ -354,6 +381,7 @@ dwb_status dwb_uploader_start(const dwb_upstream *up, dwb_spool *spool, dwb_uplo
     u->up = up;
     u->spool = spool;
     u->state_since_ms = dwb_spool_now_ms();
+    set_metric(u, 1); /* until an answer says otherwise */
     pthread_mutex_init(&u->mu, NULL);
     pthread_cond_init(&u->cv, NULL);
     int n = up->conf->stow_parallel;

@@ -158,10 +158,12 @@ dwb_stow_verdict dwb_stow_judge(long code, const char *ct, const char *body, siz
         snprintf(why, cap, "no answer from the store");
         return DWB_STOW_V_UNAVAILABLE;
     }
-    if (code == 408 || code == 429 || code == 502 || code == 503 || code == 504) {
-        /* Timeout, quota, overloaded or unreachable behind a gateway: the store said nothing about the
-         * instances, and the same request will succeed once it recovers. */
-        snprintf(why, cap, "HTTP %ld (store unavailable)", code);
+    if (code >= 500 || code == 408 || code == 429) {
+        /* Any server error, a timeout or a quota: the store is failing or overloaded, and said nothing about the
+         * instances. A 500 for a whole batch is how a store in an outage answers, not proof that one instance is
+         * bad: splitting the batch and charging each instance an attempt moved a whole backlog to failed/ during
+         * a 25 s storm of 500s (issue 25). The same request will succeed once the store recovers. */
+        snprintf(why, cap, "HTTP %ld", code);
         return DWB_STOW_V_UNAVAILABLE;
     }
     if (code == 401 || code == 403 || code == 404 || code == 405 || code == 407) {
@@ -195,10 +197,15 @@ dwb_stow_verdict dwb_stow_judge(long code, const char *ct, const char *body, siz
         }
         return DWB_STOW_V_ANSWERED;
     }
-    /* 400, 413, 415, 422, 500 and the rest: the request as a whole was refused, possibly because of one of
-     * its instances; halves are tried until the culprit is alone. */
-    snprintf(why, cap, "HTTP %ld", code);
-    return DWB_STOW_V_SPLIT;
+    if (code >= 400 && code < 500) {
+        /* 400, 413, 415, 422 and the other client errors: a definite refusal of the request as a whole, possibly
+         * because of one of its instances; halves are tried until the culprit is alone. */
+        snprintf(why, cap, "HTTP %ld", code);
+        return DWB_STOW_V_SPLIT;
+    }
+    /* 1xx, an unfollowed 3xx, or a status outside HTTP's classes: not a STOW-RS answer, nothing decided. */
+    snprintf(why, cap, "HTTP %ld, not a STOW-RS answer", code);
+    return DWB_STOW_V_UNAVAILABLE;
 }
 
 dwb_stow_fate dwb_stow_instance_fate(long code, const dwb_stow_result *res, const char *uid, unsigned *reason) {
@@ -216,6 +223,6 @@ dwb_stow_fate dwb_stow_instance_fate(long code, const dwb_stow_result *res, cons
 
 dwb_stow_fate dwb_stow_single_fate(long code) {
     /* A client error for one instance alone is about its bytes: sending them again gets the same answer.
-     * A server error may be a store-side fault that passes: retried, within the instance's attempts. */
+     * (Server errors are never SPLIT, so they never reach here; anything else is retried, counted.) */
     return (code >= 400 && code < 500) ? DWB_STOW_F_REFUSED : DWB_STOW_F_RETRY;
 }

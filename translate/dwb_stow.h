@@ -44,9 +44,11 @@ int dwb_stow_reason_already_stored(unsigned reason);
 
 /* What one STOW-RS exchange says about the whole request. */
 typedef enum dwb_stow_verdict {
-    DWB_STOW_V_UNAVAILABLE = 0, /* nothing was decided: keep every instance queued, back off the upstream */
+    DWB_STOW_V_UNAVAILABLE = 0, /* nothing was decided (no answer, any 5xx, 408, 429, credentials, a proxy's
+                                 * page): keep every instance queued, charge none an attempt, back off */
     DWB_STOW_V_ANSWERED,        /* a DICOM STOW answer: each instance's fate follows from it */
-    DWB_STOW_V_SPLIT            /* the request was refused as a whole: one instance may be the cause */
+    DWB_STOW_V_SPLIT            /* refused as a whole by a client error (400, 409 unexplained, 413, 415, 422):
+                                 * one instance may be the cause */
 } dwb_stow_verdict;
 
 /* What happens to one instance. */

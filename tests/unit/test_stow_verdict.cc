@@ -39,6 +39,13 @@ TEST(StowVerdict, ExchangeTable) {
         {502, nullptr, nullptr, DWB_STOW_V_UNAVAILABLE, "502"},
         {503, "text/plain", "busy", DWB_STOW_V_UNAVAILABLE, "503"},
         {504, nullptr, "", DWB_STOW_V_UNAVAILABLE, "504"},
+        // Issue 25: any 5xx is the store failing, not an instance: a 500 storm must never park the backlog.
+        {500, "text/plain", "boom", DWB_STOW_V_UNAVAILABLE, "HTTP 500"},
+        {501, nullptr, "", DWB_STOW_V_UNAVAILABLE, "HTTP 501"},
+        {507, "application/dicom+json", kAnswer, DWB_STOW_V_UNAVAILABLE, "HTTP 507"},
+        {599, nullptr, "", DWB_STOW_V_UNAVAILABLE, "HTTP 599"},
+        // A redirect the client did not follow, or a status no store should give: nothing decided.
+        {302, "text/html", "<a href=x>moved</a>", DWB_STOW_V_UNAVAILABLE, "HTTP 302"},
         {401, nullptr, "", DWB_STOW_V_UNAVAILABLE, "credentials"},
         {403, nullptr, "", DWB_STOW_V_UNAVAILABLE, "credentials"},
         {404, nullptr, "", DWB_STOW_V_UNAVAILABLE, "base_url"},
@@ -55,11 +62,11 @@ TEST(StowVerdict, ExchangeTable) {
         {202, "application/dicom+json", kAnswer, DWB_STOW_V_ANSWERED, ""},
         {409, "application/dicom+json", kAnswer, DWB_STOW_V_ANSWERED, ""},
         {200, "application/dicom+json", "", DWB_STOW_V_ANSWERED, ""},
-        // Refused as a whole: split to find the culprit.
+        // A definite refusal of the request as a whole (a client error): split to find the culprit.
         {400, "text/plain", "bad request", DWB_STOW_V_SPLIT, "400"},
         {413, nullptr, "", DWB_STOW_V_SPLIT, "413"},
+        {415, nullptr, "", DWB_STOW_V_SPLIT, "415"},
         {422, "application/json", "{}", DWB_STOW_V_SPLIT, "422"},
-        {500, "text/plain", "boom", DWB_STOW_V_SPLIT, "500"},
         {409, "application/dicom+json", "", DWB_STOW_V_SPLIT, "409"},
     };
     for (const JudgeRow &r : rows) {
@@ -113,8 +120,19 @@ TEST(StowVerdict, InstanceFateTable) {
 TEST(StowVerdict, SingleInstanceRefusedAsWhole) {
     EXPECT_EQ(dwb_stow_single_fate(400), DWB_STOW_F_REFUSED);
     EXPECT_EQ(dwb_stow_single_fate(413), DWB_STOW_F_REFUSED);
-    EXPECT_EQ(dwb_stow_single_fate(500), DWB_STOW_F_RETRY);
-    EXPECT_EQ(dwb_stow_single_fate(501), DWB_STOW_F_RETRY);
+    EXPECT_EQ(dwb_stow_single_fate(422), DWB_STOW_F_REFUSED);
+}
+
+// Whatever the store's 5xx, alone or in a batch, no instance is split out or charged an attempt for it: only a
+// client error or a per-instance failure reason does that.
+TEST(StowVerdict, ServerErrorsNeverChargeAnInstance) {
+    for (long code = 500; code <= 599; code++) {
+        dwb_stow_result res;
+        char why[200];
+        dwb_stow_verdict v = dwb_stow_judge(code, "text/plain", "x", 1, &res, why, sizeof why);
+        EXPECT_EQ(v, DWB_STOW_V_UNAVAILABLE) << "HTTP " << code << ": expected unavailable, saw " << v;
+        dwb_stow_result_free(&res);
+    }
 }
 
 } // namespace
