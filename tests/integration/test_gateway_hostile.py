@@ -195,10 +195,19 @@ class GatewayHostileTest(TestCase):
             self.assertNotEqual(p.returncode, 0, "allow_stow on %s without a token was accepted: %s" % (bind, p.stdout))
             self.assertIn("gateway.allow_stow", p.stdout)
             self.assertIn("token", p.stdout)
-        for gateway in ({"bind": "0.0.0.0", "allow_stow": True, "token": "t0ken"}, {"bind": "127.0.0.1", "allow_stow": True},
-                        {"bind": "::1", "allow_stow": True}, {"bind": "0.0.0.0"}):
+        for gateway in ({"bind": "0.0.0.0", "allow_stow": True, "token": "t0ken"},
+                        {"bind": "127.0.0.1", "allow_stow": True}, {"bind": "::1", "allow_stow": True},
+                        {"bind": "0.0.0.0"}, {"public_hosts": ["viewer.example:8443", "[::1]:80", "10.0.0.1"],
+                                              "trusted_proxies": ["10.0.0.2", "fd00::1"]}):
             p = check(gateway)
             self.assertEqual(p.returncode, 0, "%s: %s" % (gateway, p.stdout))
+        for gateway, want in (({"public_hosts": ["https://viewer.example"]}, "gateway.public_hosts[0]"),
+                              ({"public_hosts": ["viewer.example/x"]}, "gateway.public_hosts[0]"),
+                              ({"public_hosts": ["ok.example", "viewer.example:99999x"]}, "gateway.public_hosts[1]"),
+                              ({"trusted_proxies": ["proxy.example"]}, "gateway.trusted_proxies[0]")):
+            p = check(gateway)
+            self.assertNotEqual(p.returncode, 0, "%s was accepted" % gateway)
+            self.assertIn(want, p.stdout)
 
         # serve refuses it too, before listening.
         cfg = os.path.join(self.workdir, "serve.json")
