@@ -767,11 +767,13 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
     const char *dir = "/var/spool/dicomweb-bridge";
     c->spool.min_free_mb = 512;
     if (spool) {
-        static const char *const spool_keys[] = {"dir", "min_free_mb", NULL};
+        static const char *const spool_keys[] = {"dir", "min_free_mb", "max_instance_mb", NULL};
         if (!json_is_object(spool)) return bad(L, "spool", "expected an object");
         if ((st = check_keys(L, "spool", spool, spool_keys)) != DWB_OK) return st;
         if ((st = get_str(L, "spool", spool, "dir", 0, &dir)) != DWB_OK) return st;
         if ((st = get_int(L, "spool", spool, "min_free_mb", 0, 1 << 30, &c->spool.min_free_mb)) != DWB_OK) return st;
+        if ((st = get_int(L, "spool", spool, "max_instance_mb", 0, 1 << 30, &c->spool.max_instance_mb)) != DWB_OK)
+            return st;
     }
     if (!(c->spool.dir = resolve_path(L, dir))) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
 

@@ -117,6 +117,7 @@ typedef struct dwb_config {
     struct {
         char *dir;       /* default "/var/spool/dicomweb-bridge" */
         int min_free_mb; /* below this much free space C-STORE answers Out of Resources; default 512 */
+        int max_instance_mb; /* a larger instance is refused with Out of Resources; default 0 = no cap */
     } spool;
     struct {
         int parallel_series;  /* series fetched at once per C-MOVE/C-GET; default 4 */

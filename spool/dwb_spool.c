@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -370,6 +371,144 @@ dwb_status dwb_spool_commit(dwb_spool *s, const char *tmp, dwb_error *err) {
 }
 
 void dwb_spool_discard(const char *tmp) { unlink(tmp); }
+
+struct dwb_spool_writer {
+    dwb_spool *s;
+    dwb_spool_limits lim;
+    int fd;                 /* -1 once closed */
+    char path[1300];
+    long long written;
+    long long next_check;   /* written at which the free space is checked again */
+    dwb_status failed;      /* the first failure; DWB_OK until then */
+    char why[sizeof(((dwb_error *)0)->message)];
+};
+
+static long long fd_free_mb(int fd) {
+    struct statvfs v;
+    if (fstatvfs(fd, &v) != 0) return -1;
+    return (long long)((unsigned long long)v.f_bavail * v.f_frsize / (1024ull * 1024ull));
+}
+
+/* Records the first failure and gives the space back at once. */
+static dwb_status writer_fail(dwb_spool_writer *w, dwb_status st, dwb_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static dwb_status writer_fail(dwb_spool_writer *w, dwb_status st, dwb_error *err, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(w->why, sizeof w->why, fmt, ap);
+    va_end(ap);
+    w->failed = st;
+    if (w->fd >= 0) close(w->fd);
+    w->fd = -1;
+    unlink(w->path);
+    return dwb_error_set(err, st, "%s", w->why);
+}
+
+/* Free space against min_free_mb; DWB_OK when there is enough or it cannot be known. */
+static dwb_status writer_check_free(dwb_spool_writer *w, dwb_error *err) {
+    if (w->lim.min_free_mb <= 0) return DWB_OK;
+    long long free_mb = fd_free_mb(w->fd);
+    w->next_check = w->written + DWB_SPOOL_FREE_CHECK_BYTES;
+    if (free_mb >= 0 && free_mb < w->lim.min_free_mb)
+        return writer_fail(w, DWB_E_LIMIT, err, "spool %s: %lld MiB free after %lld bytes of this instance, below "
+                           "spool.min_free_mb %d", w->s->dir, free_mb, w->written, w->lim.min_free_mb);
+    return DWB_OK;
+}
+
+dwb_status dwb_spool_writer_open(dwb_spool *s, const char *sop_uid, const dwb_spool_limits *limits,
+                                 dwb_spool_writer **out, dwb_error *err) {
+    *out = NULL;
+    dwb_spool_writer *w = calloc(1, sizeof *w);
+    if (!w) return dwb_error_set(err, DWB_E_NOMEM, "out of memory");
+    w->s = s;
+    if (limits) w->lim = *limits;
+    w->fd = -1;
+    dwb_status st = dwb_spool_tmp_path(s, sop_uid, w->path, sizeof w->path, err);
+    if (st != DWB_OK) {
+        free(w);
+        return st;
+    }
+    w->fd = open(w->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (w->fd < 0) {
+        int e = errno;
+        free(w);
+        return dwb_error_set(err, e == ENOSPC ? DWB_E_LIMIT : DWB_E_IO, "cannot create the spool file: %s",
+                             strerror(e));
+    }
+    if ((st = writer_check_free(w, err)) != DWB_OK) {
+        free(w);
+        return st;
+    }
+    *out = w;
+    return DWB_OK;
+}
+
+dwb_status dwb_spool_writer_write(dwb_spool_writer *w, const void *buf, size_t len, dwb_error *err) {
+    if (w->failed != DWB_OK) return dwb_error_set(err, w->failed, "%s", w->why);
+    if (w->lim.max_instance_bytes > 0 && w->written + (long long)len > w->lim.max_instance_bytes)
+        return writer_fail(w, DWB_E_LIMIT, err, "instance larger than spool.max_instance_mb (%lld MiB)",
+                           w->lim.max_instance_bytes >> 20);
+    const char *p = buf;
+    while (len > 0) {
+        if (w->lim.min_free_mb > 0 && w->written >= w->next_check) {
+            dwb_status st = writer_check_free(w, err);
+            if (st != DWB_OK) return st;
+        }
+        size_t chunk = len;
+        if (w->lim.min_free_mb > 0 && (long long)chunk > w->next_check - w->written)
+            chunk = (size_t)(w->next_check - w->written);
+        ssize_t n = write(w->fd, p, chunk);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            int e = n < 0 ? errno : ENOSPC;
+            return writer_fail(w, e == ENOSPC || e == EDQUOT ? DWB_E_LIMIT : DWB_E_IO, err, "spool write failed: %s",
+                               strerror(e));
+        }
+        p += n;
+        len -= (size_t)n;
+        w->written += n;
+    }
+    return DWB_OK;
+}
+
+long long dwb_spool_writer_written(const dwb_spool_writer *w) { return w->written; }
+
+dwb_status dwb_spool_writer_status(const dwb_spool_writer *w, dwb_error *err) {
+    if (w->failed == DWB_OK) return DWB_OK;
+    return dwb_error_set(err, w->failed, "%s", w->why);
+}
+
+dwb_status dwb_spool_writer_commit(dwb_spool_writer *w, dwb_error *err) {
+    dwb_status st = w->failed;
+    if (st != DWB_OK) {
+        dwb_error_set(err, st, "%s", w->why);
+        free(w);
+        return st;
+    }
+    struct stat sb;
+    int e = 0;
+    if (fsync(w->fd) != 0) e = errno;
+    if (close(w->fd) != 0 && !e) e = errno;
+    w->fd = -1;
+    if (!e && stat(w->path, &sb) != 0) e = errno;
+    if (!e && sb.st_size != w->written) e = EIO; /* a short file must never be answered with success */
+    if (e) {
+        st = dwb_error_set(err, e == ENOSPC || e == EDQUOT ? DWB_E_LIMIT : DWB_E_IO, "spool write failed: %s",
+                           strerror(e));
+    } else {
+        st = dwb_spool_commit(w->s, w->path, err);
+    }
+    if (st != DWB_OK) unlink(w->path);
+    free(w);
+    return st;
+}
+
+void dwb_spool_writer_discard(dwb_spool_writer *w) {
+    if (!w) return;
+    if (w->fd >= 0) close(w->fd);
+    if (w->failed == DWB_OK) unlink(w->path);
+    free(w);
+}
 
 /* ---- the uploader's side ---- */
 size_t dwb_spool_take(dwb_spool *s, long long now_ms, size_t max_n, long long max_bytes, dwb_spool_item **out,

@@ -31,6 +31,42 @@ void dwb_spool_discard(const char *tmp_path);
 /* Free space on the spool's file system in MiB, -1 if unknown. */
 long long dwb_spool_free_mb(const dwb_spool *s);
 
+/* ---- writing one instance with its limits ---- */
+
+/* How much space one instance may take. */
+typedef struct dwb_spool_limits {
+    int min_free_mb;              /* spool.min_free_mb: refused before the free space falls below it; 0 = no check */
+    long long max_instance_bytes; /* spool.max_instance_mb in bytes: refused past it; 0 = no cap */
+} dwb_spool_limits;
+
+/* Checked free space once per this many bytes written (and before the first byte). */
+#define DWB_SPOOL_FREE_CHECK_BYTES (8LL << 20)
+
+/* A new instance on its way to the spool: writes through the writer's own descriptor, each one checked; the free
+ * space is checked before the first byte and every DWB_SPOOL_FREE_CHECK_BYTES, the size against the cap at each
+ * write, so that one instance of any size cannot fill the disk. */
+typedef struct dwb_spool_writer dwb_spool_writer;
+
+/* Creates the temporary file of sop_uid. On failure *out is NULL and nothing is left on disk: DWB_E_LIMIT when
+ * the free space is already below min_free_mb, DWB_E_IO when the file cannot be created. limits may be NULL (no
+ * limits). The writer is the caller's, released by dwb_spool_writer_commit or dwb_spool_writer_discard. */
+dwb_status dwb_spool_writer_open(dwb_spool *s, const char *sop_uid, const dwb_spool_limits *limits,
+                                 dwb_spool_writer **out, dwb_error *err);
+/* Appends len bytes. The first failure removes the partial file at once (the space comes back while the caller
+ * still reads the rest of the data set to keep the association in step) and is returned again, with the same
+ * message, by every later call, which writes nothing: DWB_E_LIMIT for max_instance_bytes exceeded or free space
+ * below min_free_mb (answer Out of Resources, 0xA700), DWB_E_IO for a failed write (ENOSPC included). */
+dwb_status dwb_spool_writer_write(dwb_spool_writer *w, const void *buf, size_t len, dwb_error *err);
+/* Bytes written so far. */
+long long dwb_spool_writer_written(const dwb_spool_writer *w);
+/* The first failure so far (DWB_OK if none), its message in err. */
+dwb_status dwb_spool_writer_status(const dwb_spool_writer *w, dwb_error *err);
+/* Makes the instance durable and queued (fsync, close, size check, dwb_spool_commit), or returns the first
+ * failure. Frees w in every case; on failure nothing is left on disk. */
+dwb_status dwb_spool_writer_commit(dwb_spool_writer *w, dwb_error *err);
+/* Abandons the instance: closes and removes its file, frees w. NULL is a no-op. */
+void dwb_spool_writer_discard(dwb_spool_writer *w);
+
 /* One indexed instance. Owned by the spool; the caller reads the fields of an item it took until it settles
  * or releases it. */
 typedef struct dwb_spool_item {

@@ -37,6 +37,8 @@ TEST(Config, MinimalGetsDefaults) {
     EXPECT_EQ(c->upstreams[0].auth.type, DWB_AUTH_NONE);
     EXPECT_EQ(c->upstreams[0].metadata_format, DWB_META_JSON);
     EXPECT_STREQ(c->spool.dir, "/var/spool/dicomweb-bridge");
+    EXPECT_EQ(c->spool.min_free_mb, 512);
+    EXPECT_EQ(c->spool.max_instance_mb, 0) << "no size cap unless asked";
     EXPECT_EQ(c->http.port, 8080);
     EXPECT_EQ(c->log.level, DWB_LOG_INFO);
     dwb_config_free(c);
@@ -135,6 +137,7 @@ TEST(Config, BadConfigsNameTheKey) {
         {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h"}], "log": {"format": "xml"}})", "log.format: expected text or json"},
         {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h"}], "http": {"port": -1}})", "http.port: expected an integer 0-65535"},
         {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h"}], "spool": {"dir": ""}})", "spool.dir: expected a non-empty string"},
+        {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h"}], "spool": {"max_instance_mb": -1}})", "spool.max_instance_mb: expected an integer"},
         {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h"}], "upstreams": []})", "line 1"},
         {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h", "store_mode": "later"}]})", "upstreams[0].store_mode: expected \"async\" or \"sync\""},
         {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h", "stow_batch_instances": 0}]})", "upstreams[0].stow_batch_instances: expected an integer 1-10000"},
@@ -163,6 +166,16 @@ TEST(Config, BadConfigsNameTheKey) {
         EXPECT_EQ(std::string(e.message).rfind(b.prefix, 0), 0u)
             << "config: " << b.json << "\n expected message starting with: " << b.prefix << "\n got: " << e.message;
     }
+}
+
+TEST(Config, SpoolMaxInstanceMb) {
+    dwb_config *c = nullptr;
+    dwb_error e = {};
+    ASSERT_EQ(dwb_config_load_string(with_up(R"("spool": {"max_instance_mb": 2048, "min_free_mb": 100})").c_str(),
+                                     nullptr, &c, &e), DWB_OK) << e.message;
+    EXPECT_EQ(c->spool.max_instance_mb, 2048);
+    EXPECT_EQ(c->spool.min_free_mb, 100);
+    dwb_config_free(c);
 }
 
 TEST(Config, LocalMatchKeysAsKeywordsOrTags) {
