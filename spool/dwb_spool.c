@@ -473,6 +473,8 @@ dwb_status dwb_spool_writer_write(dwb_spool_writer *w, const void *buf, size_t l
 
 long long dwb_spool_writer_written(const dwb_spool_writer *w) { return w->written; }
 
+const char *dwb_spool_writer_path(const dwb_spool_writer *w) { return w->path; }
+
 dwb_status dwb_spool_writer_status(const dwb_spool_writer *w, dwb_error *err) {
     if (w->failed == DWB_OK) return DWB_OK;
     return dwb_error_set(err, w->failed, "%s", w->why);

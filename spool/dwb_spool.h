@@ -59,6 +59,9 @@ dwb_status dwb_spool_writer_open(dwb_spool *s, const char *sop_uid, const dwb_sp
 dwb_status dwb_spool_writer_write(dwb_spool_writer *w, const void *buf, size_t len, dwb_error *err);
 /* Bytes written so far. */
 long long dwb_spool_writer_written(const dwb_spool_writer *w);
+/* The temporary file's path, to read the instance back before the commit (the SCP checks its UIDs); owned by w,
+ * valid until the commit or discard. The file is gone once a write has failed. */
+const char *dwb_spool_writer_path(const dwb_spool_writer *w);
 /* The first failure so far (DWB_OK if none), its message in err. */
 dwb_status dwb_spool_writer_status(const dwb_spool_writer *w, dwb_error *err);
 /* Makes the instance durable and queued (fsync, close, size check, dwb_spool_commit), or returns the first

@@ -56,6 +56,9 @@ TEST(SpoolWriter, WritesCommitsAndQueues) {
     ASSERT_EQ(dwb_spool_writer_write(w, a.data(), a.size(), &err), DWB_OK) << err.message;
     ASSERT_EQ(dwb_spool_writer_write(w, b.data(), b.size(), &err), DWB_OK) << err.message;
     EXPECT_EQ(dwb_spool_writer_written(w), 3000);
+    struct stat tmp;
+    ASSERT_EQ(stat(dwb_spool_writer_path(w), &tmp), 0) << "readable before the commit: " << dwb_spool_writer_path(w);
+    EXPECT_EQ(tmp.st_size, 3000);
     EXPECT_EQ(dwb_spool_writer_status(w, &err), DWB_OK);
     ASSERT_EQ(dwb_spool_writer_commit(w, &err), DWB_OK) << err.message;
     EXPECT_EQ(dwb_spool_count(sd.spool), 1u);
