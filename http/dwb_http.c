@@ -727,6 +727,8 @@ dwb_status dwb_http_perform(dwb_http_client *c, const dwb_http_request *req, dwb
     if (result != DWB_OK && err->status == DWB_OK) err->status = result;
     if (result == DWB_E_CANCELLED)
         DWB_INFO(&lc, "%s", err->message);
+    else if (result != DWB_OK && req->no_retry)
+        DWB_DEBUG(&lc, "%s", err->message); /* the caller decides, and logs its state changes, not each attempt */
     else if (result != DWB_OK)
         DWB_WARN(&lc, "%s", err->message);
     {

@@ -157,6 +157,8 @@ class FaultTest(TestCase):
         self.assertTrue(all(g <= 4.3 for g in gaps), "retry_max_wait_s caps the backoff: %s" % gaps)
         log = bridge.log()
         self.assertEqual(log.count("store unavailable: HTTP 500"), 1, "logged once per state change, not per attempt")
+        warned = [l for l in log.splitlines() if " warn " in l and "HTTP 500" in l]
+        self.assertEqual(len(warned), 1, "one warning for the whole outage, not one per POST: %s" % warned)
         self.assertIn("available again", log)
         self.assertNotIn("attempt 1 of", log, "no instance's attempt was counted")
         code, text = metrics(bridge.http_port)
