@@ -14,7 +14,9 @@
 #define ITEM_END 0xFFFEE00Du
 #define SEQ_END 0xFFFEE0DDu
 
-typedef enum { W_OK, W_DEEP, W_BAD } wres;
+/* W_TRUNC: a value claims more bytes than the whole input has left; every reader stops there, and DCMTK would
+ * first allocate what the length claims (gigabytes for a 12-byte identifier). */
+typedef enum { W_OK, W_DEEP, W_BAD, W_TRUNC } wres;
 
 typedef struct {
     const unsigned char *p;
@@ -22,6 +24,8 @@ typedef struct {
     unsigned max;         /* deepest level allowed */
     size_t deep_at;       /* where the walk went too deep */
     size_t top_start;     /* the top-level element being walked */
+    size_t total;         /* bytes of input */
+    size_t trunc_at;      /* where a value longer than the input starts */
 } walker;
 
 static uint32_t rd16(const walker *w, size_t at) {
@@ -33,12 +37,24 @@ static uint32_t rd32(const walker *w, size_t at) {
 }
 static uint32_t rdtag(const walker *w, size_t at) { return rd16(w, at) << 16 | rd16(w, at + 2); }
 
-/* PS3.5 Table 7.1-1: the VRs whose explicit header has two reserved bytes and a 32-bit length. */
-static int long_vr(const unsigned char *vr) {
-    static const char *const k[] = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"};
-    for (size_t i = 0; i < sizeof k / sizeof k[0]; i++)
+static int in(const unsigned char *vr, const char *const *k, size_t n) {
+    for (size_t i = 0; i < n; i++)
         if (vr[0] == (unsigned char)k[i][0] && vr[1] == (unsigned char)k[i][1]) return 1;
     return 0;
+}
+
+/* Whether an explicit header has two reserved bytes and a 32-bit length, as DCMTK reads it (the walk must find
+ * the lengths DCMTK finds): the long VRs of PS3.5 Table 7.1-1; any other two capital letters (DCMTK takes them
+ * for a future VR, which PS3.5 says will be long); DCMTK's own names "ox", "px" and "lt". Everything else has a
+ * 16-bit length. */
+static int long_vr(const unsigned char *vr) {
+    static const char *const lng[] = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV",
+                                      "ox", "px", "lt"};
+    static const char *const shrt[] = {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD", "IS", "LO", "LT",
+                                       "PN", "SH", "SL", "SS", "ST", "TM", "UI", "UL", "US"};
+    if (in(vr, lng, sizeof lng / sizeof lng[0])) return 1;
+    if (vr[0] < 'A' || vr[0] > 'Z' || vr[1] < 'A' || vr[1] > 'Z') return 0;
+    return !in(vr, shrt, sizeof shrt / sizeof shrt[0]);
 }
 static int vr_is(const unsigned char *vr, const char *s) { return vr[0] == (unsigned char)s[0] && vr[1] == (unsigned char)s[1]; }
 
@@ -60,6 +76,17 @@ static int too_many_items(walker *w, size_t from, size_t to, unsigned depth) {
 
 static wres items(walker *w, size_t *at, size_t end, int explicit_vr, int undefined, int fragments, unsigned depth);
 
+/* For an 8-byte header at p[at] that does not belong where it is: W_TRUNC when its length runs past the input's
+ * end (a reader that takes it as an element allocates that length), W_BAD otherwise. */
+static wres overrun(walker *w, size_t at, size_t end) {
+    uint32_t len = rd32(w, at + 4);
+    if (end == w->total && len != UNDEFINED && len > end - at - 8) {
+        w->trunc_at = at;
+        return W_TRUNC;
+    }
+    return W_BAD;
+}
+
 /* Elements from *at: up to end when !undefined, else up to and including the item delimiter. Elements sit at
  * level depth (0 for the top level). */
 static wres elements(walker *w, size_t *at, size_t end, int explicit_vr, int undefined, unsigned depth) {
@@ -68,19 +95,21 @@ static wres elements(walker *w, size_t *at, size_t end, int explicit_vr, int und
         if (!undefined && *at == end) return W_OK;
         if (end - *at < 8) return W_BAD;
         uint32_t tag = rdtag(w, *at);
-        if (tag >> 16 == 0xFFFE) {
+        /* Only the item and delimitation tags have no VR; DCMTK reads any other (FFFE,xxxx) as an element. */
+        if (tag == ITEM || tag == ITEM_END || tag == SEQ_END) {
             if (undefined && tag == ITEM_END) {
                 *at += 8;
                 return W_OK;
             }
-            return W_BAD;
+            return overrun(w, *at, end);
         }
         const unsigned char *vr = NULL;
         uint32_t len;
         size_t hdr;
         if (explicit_vr) {
             vr = w->p + *at + 4;
-            if (vr[0] < 'A' || vr[0] > 'Z' || vr[1] < 'A' || vr[1] > 'Z') return W_BAD;
+            /* Unknown VRs are read with DCMTK's header lengths (found by fuzz_dimse_dataset: a length read that
+             * way was allocated), so the walk goes on where DCMTK goes on. */
             if (long_vr(vr)) {
                 if (end - *at < 12) return W_BAD;
                 len = rd32(w, *at + 8);
@@ -96,24 +125,34 @@ static wres elements(walker *w, size_t *at, size_t end, int explicit_vr, int und
         *at += hdr;
         if (len == UNDEFINED) {
             /* A sequence, an undefined-length UN (Implicit VR inside, PS3.5 6.2.2) or encapsulated pixel data
-             * (fragments: items whose content is not a data set). */
-            int frag = 0, inner = explicit_vr;
+             * (fragments: items whose content is not a data set). DCMTK reads any other undefined-length element
+             * as a sequence too (its dictionary's VR wins): in this syntax, or else in Implicit VR. */
+            int frag = 0, inner = explicit_vr, other = 0;
             if (explicit_vr) {
                 if (vr_is(vr, "UN")) inner = 0;
                 else if (vr_is(vr, "OB") || vr_is(vr, "OW")) frag = 1;
-                else if (!vr_is(vr, "SQ")) return W_BAD;
+                else if (!vr_is(vr, "SQ")) other = 1;
             }
+            size_t start = *at;
             wres r = items(w, at, end, inner, 1, frag, depth + 1);
+            if (r == W_BAD && other) {
+                *at = start;
+                r = items(w, at, end, 0, 1, 0, depth + 1);
+            }
             if (r != W_OK) return r;
             continue;
         }
-        if (len > end - *at) return W_BAD;
+        if (len > end - *at) {
+            w->trunc_at = *at - hdr;
+            return end == w->total ? W_TRUNC : W_BAD;
+        }
         size_t vend = *at + len;
         int sq = explicit_vr && vr_is(vr, "SQ");
         if (sq || (len >= 8 && rdtag(w, *at) == ITEM)) {
             size_t start = *at;
             wres r = items(w, at, vend, explicit_vr && !vr_is(vr, "UN"), 0, 0, depth + 1);
-            if (r == W_DEEP) return r;
+            if (r == W_TRUNC && !sq) r = W_BAD; /* a guess at a sequence that was not one */
+            if (r == W_DEEP || r == W_TRUNC) return r;
             if (r == W_BAD && too_many_items(w, start, vend, depth)) return W_DEEP;
         }
         *at = vend;
@@ -133,19 +172,22 @@ static wres items(walker *w, size_t *at, size_t end, int explicit_vr, int undefi
         uint32_t tag = rdtag(w, *at), len = rd32(w, *at + 4);
         *at += 8;
         if (undefined && tag == SEQ_END) return W_OK;
-        if (tag != ITEM) return W_BAD;
+        if (tag != ITEM) return overrun(w, *at - 8, end);
         if (len == UNDEFINED) {
             if (fragments) return W_BAD;
             wres r = elements(w, at, end, explicit_vr, 1, depth);
             if (r != W_OK) return r;
             continue;
         }
-        if (len > end - *at) return W_BAD;
+        if (len > end - *at) {
+            w->trunc_at = *at - 8;
+            return end == w->total ? W_TRUNC : W_BAD;
+        }
         size_t iend = *at + len;
         if (!fragments) {
             size_t start = *at;
             wres r = elements(w, at, iend, explicit_vr, 0, depth);
-            if (r == W_DEEP) return r;
+            if (r == W_DEEP || r == W_TRUNC) return r;
             if (r == W_BAD && too_many_items(w, start, iend, depth)) return W_DEEP;
         }
         *at = iend;
@@ -154,11 +196,14 @@ static wres items(walker *w, size_t *at, size_t end, int explicit_vr, int undefi
 
 dwb_status dwb_nesting_check(const unsigned char *ds, size_t n, int explicit_vr, int big_endian, unsigned max_depth,
                              dwb_error *err) {
-    walker w = {ds, big_endian != 0, max_depth, 0, 0};
+    walker w = {ds, big_endian != 0, max_depth, 0, 0, n, 0};
     size_t at = 0;
     wres r = elements(&w, &at, n, explicit_vr != 0, 0, 0);
     /* A reader more lenient than this walk could go on from the element where the walk lost its way. */
     if (r == W_BAD && too_many_items(&w, w.top_start, n, 0)) r = W_DEEP;
+    if (r == W_TRUNC)
+        return dwb_error_set(err, DWB_E_PARSE, "the element at byte %zu claims more bytes than the data set has",
+                             w.trunc_at);
     if (r == W_DEEP)
         return dwb_error_set(err, DWB_E_LIMIT,
                              "data set nests sequences deeper than %u levels (at byte %zu); refused before parsing",

@@ -18,8 +18,9 @@ extern "C" {
 /* Checks that no sequence in ds[0, n) (explicit or implicit VR, little or big endian) nests deeper than max_depth
  * levels. DWB_E_LIMIT with a message when it does, or when a part of the data set that does not walk per PS3.5
  * holds enough item tags that a more lenient reader could nest that deep. DWB_OK otherwise, also for a data set
- * that is malformed in a harmless way: its reader reports that. Headers only, no allocation; bytes are read
- * once per enclosing level at most. */
+ * that is malformed in a harmless way: its reader reports that. DWB_E_PARSE when a value claims more bytes than
+ * ds has left (DCMTK would allocate what it claims before finding the end). Headers only, no allocation; bytes
+ * are read once per enclosing level at most. */
 dwb_status dwb_nesting_check(const unsigned char *ds, size_t n, int explicit_vr, int big_endian, unsigned max_depth,
                              dwb_error *err);
 

@@ -102,23 +102,35 @@ TEST_F(Nesting, DefinedLengthValuesThatHoldItemsAreEntered) {
     Bytes inner = im(0x0008, 0x0100, "T1");
     for (int i = 0; i < 100; i++) inner = im(0x0009, 0x1010, item(inner));
     EXPECT_EQ(check(inner, 0), DWB_E_LIMIT);
-    // A defined-length UN whose value is items, in explicit VR.
-    Bytes un = ex(0x0008, 0x0100, "SH", "T1");
-    for (int i = 0; i < 100; i++) un = ex(0x0009, 0x1010, "UN", item(un));
+    // A defined-length UN whose value is items (Implicit VR inside, PS3.5 6.2.2), in explicit VR.
+    Bytes un = ex(0x0009, 0x1010, "UN", item(inner));
     EXPECT_EQ(check(un, 1), DWB_E_LIMIT);
+    // An item tag where an element belongs, claiming more than the input has (found by fuzz_dimse_dataset).
+    EXPECT_EQ(check(tag(0xFFFE, 0xFFFE) + u32(0xFF000008u) + "ab", 0), DWB_E_PARSE);
 }
 
 TEST_F(Nesting, AStretchThatDoesNotWalkIsBoundedByItsItemTags) {
-    // Deep nesting behind an element whose VR is not one: the walk stops there, the item tags behind it count.
+    // Deep nesting behind an item delimiter where an element belongs: the walk stops there, the item tags
+    // behind it count.
+    Bytes stray = tag(0xFFFE, 0xE00D) + u32(0);
     Bytes deep = nested_explicit(100, true);
-    Bytes bad = ex(0x0008, 0x0060, "CS", "SR") + tag(0x0008, 0x0070) + "x!" + u16(2) + "AB" + deep;
+    Bytes bad = ex(0x0008, 0x0060, "CS", "SR") + stray + deep;
     EXPECT_EQ(check(bad, 1), DWB_E_LIMIT);
     // The same defect with a few items behind it is harmless: left to the reader to report.
-    Bytes shallow = ex(0x0008, 0x0060, "CS", "SR") + tag(0x0008, 0x0070) + "x!" + u16(2) + "AB" + nested_explicit(3, true);
+    Bytes shallow = ex(0x0008, 0x0060, "CS", "SR") + stray + nested_explicit(3, true);
     EXPECT_EQ(check(shallow, 1), DWB_OK);
     // Inside a defined-length item: the bound applies from that item's level.
-    Bytes in_item = ex(0x0040, 0xA730, "SQ", item(tag(0x0008, 0x0070) + "x!" + u16(2) + "AB" + nested_explicit(80, false)));
+    Bytes in_item = ex(0x0040, 0xA730, "SQ", item(stray + nested_explicit(80, false)));
     EXPECT_EQ(check(in_item, 1), DWB_E_LIMIT);
+    // VRs that are not ones are read with DCMTK's lengths: capital letters as a future VR (reserved bytes, a
+    // 32-bit length), anything else with a 16-bit length.
+    Bytes unknown_vr = tag(0x3059, 0x602B) + "YY" + u16(0) + u32(0xF5305960u);
+    EXPECT_EQ(check(unknown_vr, 1), DWB_E_PARSE);
+    Bytes unknown_ok = tag(0x0009, 0x0010) + "YY" + u16(0) + u32(2) + "AB" + ex(0x0010, 0x0020, "LO", "ID");
+    EXPECT_EQ(check(unknown_ok, 1), DWB_OK);
+    Bytes short_ok = tag(0x0009, 0x0010) + "x!" + u16(2) + "AB" + ex(0x0010, 0x0020, "LO", "ID");
+    EXPECT_EQ(check(short_ok, 1), DWB_OK);
+    EXPECT_EQ(check(tag(0x0009, 0x0010) + "x!" + u16(0xFFF0) + "AB", 1), DWB_E_PARSE);
 }
 
 TEST_F(Nesting, EncapsulatedPixelDataFragmentsAreNotEntered) {
@@ -132,8 +144,24 @@ TEST_F(Nesting, TruncatedOrGarbageInputNeverReadsPastTheEnd) {
     Bytes b = nested_explicit(20, true);
     for (size_t cut = 0; cut < b.size(); cut++) {
         Bytes part = b.substr(0, cut);
-        EXPECT_EQ(check(part, 1), DWB_OK) << cut; // 20 levels: never too deep, however cut
+        dwb_status st = check(part, 1);
+        // 20 levels: never too deep, however cut; a value cut short is a parse error, other cuts are left to the
+        // reader.
+        EXPECT_TRUE(st == DWB_OK || st == DWB_E_PARSE) << cut;
     }
+    EXPECT_EQ(check(b.substr(0, b.size() - 20), 1), DWB_OK); // cut between elements
+}
+
+TEST_F(Nesting, AValueLongerThanTheInputIsRefusedBeforeAReaderAllocatesIt) {
+    // 12 bytes that claim a 4 GB value (found by fuzz_dimse_dataset: DCMTK allocated the claimed length).
+    Bytes b = tag(0x0010, 0x0010) + "OB" + u16(0) + u32(0xF2F2F2F0u);
+    dwb_error err = {};
+    EXPECT_EQ(check(b, 1, &err), DWB_E_PARSE);
+    EXPECT_NE(std::string(err.message).find("claims more bytes"), std::string::npos) << err.message;
+    EXPECT_EQ(check(im(0x0010, 0x0010, "", 0x7FFFFFF0u), 0), DWB_E_PARSE);
+    // Inside a defined-length item the same overrun is that item's business, not the input's end.
+    Bytes inner = item(ex(0x0008, 0x0100, "SH", "", 200));
+    EXPECT_EQ(check(ex(0x0040, 0xA730, "SQ", inner) + ex(0x0010, 0x0020, "LO", "ID"), 1), DWB_OK);
 }
 
 TEST_F(Nesting, TransferSyntaxAndPart10) {
