@@ -1,6 +1,7 @@
 /* libFuzzer: the streaming multipart parser must give the same parts whatever the feed sizes. The first byte
- * picks the chunk size and (bit 7) whether part lengths are trusted; the result is compared with a one-shot
- * feed. */
+ * picks the chunk size (bit 6: around the parser's 8192-byte join step, so that a held tail is joined in several
+ * steps with the step the bridge ships; otherwise 1-17 bytes) and (bit 7) whether part lengths are trusted; the
+ * result is compared with a one-shot feed. scripts/fuzz lets inputs grow to 64 KiB for it. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,7 +45,7 @@ static dwb_status run(const uint8_t *d, size_t n, size_t chunk, int trust, acc *
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
-    size_t chunk = (size_t)(data[0] & 0x7f) % 17 + 1;
+    size_t chunk = (data[0] & 0x40) ? 8180 + (size_t)(data[0] & 0x3f) % 30 : (size_t)(data[0] & 0x3f) % 17 + 1;
     int trust = data[0] >> 7;
     acc a = {0}, b = {0};
     dwb_status s1 = run(data + 1, size - 1, size, trust, &a);
