@@ -61,11 +61,14 @@ class ChartTest(TestCase):
             v["google_key_secret"] = secret
             v["gateway_cors_origin"] = "https://kaapana.example" if secret else ""
             v["global"]["http_proxy"] = "http://squid:3128"
-            docs = {}
+            v["gateway_public_host"] = "kaapana.example" if secret else ""
+            docs, services = {}, {}
             for name in sorted(os.listdir(os.path.join(CHART, "templates"))):
                 with open(os.path.join(CHART, "templates", name)) as f:
                     for d in yaml.safe_load_all(render(f.read(), v)):
                         docs[d["kind"]] = d
+                        if d["kind"] == "Service":
+                            services[d["metadata"]["name"]] = d
                         self.assertEqual(d["metadata"]["namespace"], "services", name)
             spec = docs["Deployment"]["spec"]
             self.assertEqual(spec.get("strategy", {}).get("type"), "Recreate",
@@ -84,9 +87,33 @@ class ChartTest(TestCase):
                 self.assertEqual(c[probe]["httpGet"]["port"], "http", probe + " must ask the health port")
             env = {e["name"]: e["value"] for e in c["env"]}
             self.assertEqual(env["https_proxy"], "http://squid:3128")
-            self.assertEqual(docs["Service"]["spec"]["type"], "NodePort")
-            ports = {p["name"]: p for p in docs["Service"]["spec"]["ports"]}
+            # Issue 25: only DIMSE on a node port; the gateway (the store with the bridge's credentials) and the ops
+            # port stay inside the cluster, reachable by the ingress controller and Prometheus only.
+            self.assertEqual(sorted(services), ["dicomweb-bridge", "dicomweb-bridge-dimse"])
+            for svc in services.values():
+                node_ports = [p["name"] for p in svc["spec"]["ports"] if "nodePort" in p]
+                if svc["spec"].get("type") == "NodePort":
+                    self.assertEqual([p["name"] for p in svc["spec"]["ports"]], ["dimse"], "only DIMSE on a node port")
+                    self.assertEqual(svc["spec"].get("externalTrafficPolicy"), "Local", "peers' own addresses")
+                else:
+                    self.assertIn(svc["spec"].get("type", "ClusterIP"), ("ClusterIP",))
+                    self.assertEqual(node_ports, [])
+            ports = {p["name"]: p for p in services["dicomweb-bridge"]["spec"]["ports"]}
             self.assertEqual(ports["gateway"]["port"], values["gateway_port"], "the gateway port in the Service")
+            np = docs["NetworkPolicy"]["spec"]
+            self.assertEqual(np["podSelector"]["matchLabels"], {"app.kubernetes.io/name": "dicomweb-bridge"})
+            open_rules = [r for r in np["ingress"] if "from" not in r]
+            self.assertEqual([[p["port"] for p in r["ports"]] for r in open_rules], [["dimse"]],
+                             "only DIMSE is open to every source")
+            guarded = [r for r in np["ingress"] if "from" in r]
+            self.assertEqual(sorted(p["port"] for r in guarded for p in r["ports"]), ["gateway", "http"])
+            peers = sorted(f["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for r in guarded for f in r["from"])
+            self.assertEqual(peers, ["prometheus-server", "traefik"])
+            # A middleware that no Kaapana chart defines makes Traefik drop the route; Kaapana's auth-check comes
+            # from the websecure entrypoint.
+            annotations = docs["Ingress"]["metadata"].get("annotations", {})
+            self.assertNotIn("traefik.ingress.kubernetes.io/router.middlewares", annotations)
+            self.assertEqual(annotations["traefik.ingress.kubernetes.io/router.entrypoints"], "websecure")
             self.assertIn({"name": "gateway", "containerPort": values["gateway_port"]}, c["ports"])
             ing = docs["Ingress"]["spec"]["rules"][0]["http"]["paths"][0]
             self.assertEqual(ing["path"], "/dicom-web/IDC")
@@ -94,6 +121,7 @@ class ChartTest(TestCase):
             cfg = json.loads(docs["ConfigMap"]["data"]["config.json"])
             self.assertEqual(cfg["gateway"]["port"], values["gateway_port"])
             self.assertEqual(cfg["gateway"].get("cors_origins", []), ["https://kaapana.example"] if secret else [])
+            self.assertEqual(cfg["gateway"].get("public_hosts", []), ["kaapana.example"] if secret else [])
             self.assertEqual(int(container_ports["http"]), cfg["http"]["port"],
                              "the probes' port is where the bridge serves them")
             dest = cfg["destinations"][0]
