@@ -101,6 +101,7 @@ static int skip_items(const unsigned char *p, size_t n, size_t *at, int explicit
 static dwb_status walk(const unsigned char *ds, size_t n, int explicit_vr, const uint32_t *tags, size_t n_tags,
                        dwb_splice_slot *out, int refuse_group_length, dwb_error *err) {
     size_t at = 0, k = 0;
+    uint32_t prev = 0;
     while (k < n_tags && at < n) {
         header h;
         size_t start = at;
@@ -108,6 +109,12 @@ static dwb_status walk(const unsigned char *ds, size_t n, int explicit_vr, const
             return dwb_error_set(err, DWB_E_PARSE, "data set element header at byte %zu does not parse", at);
         if ((h.tag >> 16) == 0xFFFE)
             return dwb_error_set(err, DWB_E_PARSE, "item or delimiter tag at the top level at byte %zu", at);
+        /* PS3.5 7.1: ascending order, each tag once. A slot found or placed in a data set out of order would be
+         * a second copy of the element (the destination got two Retrieve URLs). */
+        if (at > 0 && h.tag <= prev)
+            return dwb_error_set(err, DWB_E_PARSE, "(%04X,%04X) at byte %zu is out of order or repeated",
+                                 (unsigned)(h.tag >> 16), (unsigned)(h.tag & 0xFFFF), at);
+        prev = h.tag;
         if (refuse_group_length && (h.tag & 0xFFFF) == 0)
             for (size_t i = k; i < n_tags; i++)
                 if ((tags[i] >> 16) == (h.tag >> 16))

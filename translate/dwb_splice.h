@@ -22,7 +22,7 @@ typedef struct dwb_splice_slot {
 /* For n_tags tags in ascending order (DWB_TAG values), fills out[i] with each one's place among the top-level
  * elements of ds[0, n). DWB_E_UNSUPPORTED when splicing would be wrong: a group length element in the group of
  * a tag asked for (its value would no longer hold). DWB_E_PARSE when the headers do not walk: truncated, a VR
- * that is not one, nesting beyond 64 levels. */
+ * that is not one, nesting beyond 64 levels, top-level tags out of ascending order or repeated. */
 dwb_status dwb_splice_slots(const unsigned char *ds, size_t n, int explicit_vr, const uint32_t *tags, size_t n_tags,
                             dwb_splice_slot *out, dwb_error *err);
 

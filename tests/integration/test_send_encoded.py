@@ -26,6 +26,7 @@ went as received."""
 import os
 import re
 import signal
+import struct
 import subprocess
 import time
 
@@ -70,6 +71,40 @@ def normalized(path):
             continue
         body = SEQ_TEXT.sub(r"(\1 #=\3)", body)
         out.append(" " * depth + body.split(" #")[0].rstrip())
+    return out
+
+
+def top_elements(data, at):
+    """(tag, start, end) of the top-level elements of an Explicit VR Little Endian data set from data[at:]."""
+    def skip_items(at):
+        while True:
+            g, e, n = struct.unpack_from("<HHI", data, at)
+            at += 8
+            if (g, e) == (0xFFFE, 0xE0DD):
+                return at
+            if n != 0xFFFFFFFF:
+                at += n
+                continue
+            while True:  # an undefined-length item: its elements up to the item delimiter
+                if struct.unpack_from("<HH", data, at) == (0xFFFE, 0xE00D):
+                    at += 8
+                    break
+                at = skip_element(at)[1]
+
+    def skip_element(at):
+        g, e, vr = struct.unpack_from("<HH2s", data, at)
+        if vr in (b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"):
+            n, hdr = struct.unpack_from("<I", data, at + 8)[0], 12
+        else:
+            n, hdr = struct.unpack_from("<H", data, at + 6)[0], 8
+        if n == 0xFFFFFFFF:
+            return (g << 16 | e), skip_items(at + hdr)
+        return (g << 16 | e), at + hdr + n
+    out = []
+    while at < len(data):
+        tag, end = skip_element(at)
+        out.append((tag, at, end))
+        at = end
     return out
 
 
@@ -184,6 +219,48 @@ class SendAsReceived(TestCase):
         o = dump(got["oas"])
         self.assertIn("(Sequence with explicit length #=2)", o.split("(0400,0561)")[1].splitlines()[0])
         self.assertLess(o.index("EARLIER SOURCE"), o.index(source))
+
+    def test_tags_out_of_order_are_re_encoded_not_spliced(self):
+        """Issue 25: an instance with (0008,1190) after (0010,0020) reached the destination with two (0008,1190)
+        elements: the splice placed the stamp's Retrieve URL where it belongs and kept the misplaced one."""
+        cohort, man = harness.gencohort(self.workdir, patients=1, studies=1, series=1, instances=1, rows=16, cols=16)
+        src = os.path.join(cohort, man["instances"][0]["file"])
+        self.study = man["instances"][0]["StudyInstanceUID"]
+        with open(src, "rb") as f:
+            data = f.read()
+        self.assertEqual(struct.unpack_from("<HH2s", data, 132), (0x0002, 0x0000, b"UL"))
+        meta_end = 144 + struct.unpack_from("<I", data, 140)[0]  # after the file meta's group length
+        els = [e for e in top_elements(data, meta_end) if e[0] != 0x00081190]
+        url = b"http://old.example/x"
+        late = struct.pack("<HH2sHI", 0x0008, 0x1190, b"UR", 0, len(url)) + url
+        body = b""
+        for tag, start, end in els:
+            body += data[start:end]
+            if tag == 0x00100020:
+                body += late
+        self.assertIn(0x00100020, [e[0] for e in els])
+        bad = os.path.join(self.workdir, "out_of_order.dcm")
+        with open(bad, "wb") as f:
+            f.write(data[:meta_end] + body)
+        orthanc = self.start(Orthanc(self.workdir))
+        orthanc.upload([bad])
+        pacs = self.start(StoreSCP(self.workdir, aet="PACS", extra_args=["+xa", "+B"]))
+        self.bridge = self.start(Bridge(self.workdir, {
+            "upstreams": [{"ae_title": "ORTHANC", "base_url": orthanc.dicomweb_url}],
+            "destinations": [{"ae_title": "PACS", "host": "127.0.0.1", "port": pacs.port}],
+            "spool": {"dir": os.path.join(self.workdir, "spool")}}))
+        self.move("PACS")
+        files = pacs.files()
+        self.assertEqual(len(files), 1)
+        with open(files[0], "rb") as f:
+            got = f.read()
+        # One Retrieve URL, the bridge's, and the old one kept in the stamp; nothing DCMTK complains about.
+        self.assertEqual(got.count(b"\x08\x00\x90\x11UR"), 2, "the top-level URL and the one in the stamp's item")
+        d = dump(files[0])
+        self.assertEqual(len(re.findall(r"^\(0008,1190\)", d, re.M)), 1, d)
+        self.assertIn("(0008,1190) UR [http://old.example/x]", d)
+        self.assertEqual(complaints(files[0]), [])
+        self.assertEqual(sent_as_received(self.bridge.log()), [0])
 
     def test_data_set_cut_inside_a_whole_part_is_asked_again_not_sent(self):
         cohort, man = harness.gencohort(self.workdir, patients=1, studies=1, series=1, instances=3, rows=64, cols=64)

@@ -64,6 +64,28 @@ TEST(Splice, ExplicitPresentAndAbsent) {
     EXPECT_EQ(s[2].len, 0u);
 }
 
+TEST(Splice, TagsOutOfOrderOrRepeatedAreRefused) {
+    // Issue 25: (0008,1190) after (0010,0020): its slot would have been "absent, before Patient's Name" and the
+    // destination got two Retrieve URLs.
+    Bytes a = ex(0x0008, 0x0016, "UI", Bytes("1.2\0", 4));
+    Bytes pid = ex(0x0010, 0x0020, "LO", "ID");
+    Bytes url = ex(0x0008, 0x1190, "UR", "http://old/x ");
+    dwb_splice_slot s[3];
+    dwb_error e = {};
+    EXPECT_EQ(slots(a + pid + url, 1, s, &e), DWB_E_PARSE);
+    EXPECT_NE(std::string(e.message).find("out of order"), std::string::npos) << e.message;
+    EXPECT_EQ(slots(a + url + url + pid, 1, s), DWB_E_PARSE); // repeated
+    // The reading walk refuses them as well, also past the last tag the splice needs.
+    const uint32_t all[2] = {DWB_TAG(0x0008, 0x0016), DWB_TAG(0xFFFF, 0xFFFF)};
+    dwb_splice_slot f[2];
+    Bytes late = a + url + pid + ex(0x0010, 0x0010, "PN", "X^Y ");
+    EXPECT_EQ(dwb_splice_find(reinterpret_cast<const unsigned char *>(late.data()), late.size(), 1, all, 2, f, nullptr),
+              DWB_E_PARSE);
+    Bytes good = a + url + pid;
+    EXPECT_EQ(dwb_splice_find(reinterpret_cast<const unsigned char *>(good.data()), good.size(), 1, all, 2, f, nullptr),
+              DWB_OK);
+}
+
 TEST(Splice, AbsentAtTheEnd) {
     Bytes ds = ex(0x0008, 0x0016, "UI", Bytes("1.2\0", 4));
     dwb_splice_slot s[3];
@@ -145,7 +167,7 @@ TEST(Splice, GroupLengthOfAStampedGroupRefused) {
 // undefined-length element has none.
 TEST(Splice, FindAndValues) {
     const uint32_t want[5] = {DWB_TAG(0x0008, 0x0000), DWB_TAG(0x0008, 0x0016), DWB_TAG(0x0008, 0x0018),
-                              DWB_TAG(0x0008, 0x1190), DWB_TAG(0x0008, 0x1115)};
+                              DWB_TAG(0x0008, 0x1115), DWB_TAG(0x0008, 0x1190)}; // ascending, as the API asks
     for (int explicit_vr : {1, 0}) {
         auto el = [&](unsigned g, unsigned e, const std::string &vr, const Bytes &v, uint32_t len = 0) {
             return explicit_vr ? ex(g, e, vr, v, len) : im(g, e, v, len);
@@ -154,7 +176,7 @@ TEST(Splice, FindAndValues) {
         Bytes cls = el(0x0008, 0x0016, "UI", Bytes("1.2.3\0", 6));
         Bytes url = el(0x0008, 0x1190, "UR", "http://x/y ");
         Bytes sq = el(0x0008, 0x1115, "SQ", item_undef(Bytes()) + seq_end(), kUndef);
-        Bytes ds = gl + cls + url + sq;
+        Bytes ds = gl + cls + sq + url; // (0008,1115) before (0008,1190): tag order
         const unsigned char *p = reinterpret_cast<const unsigned char *>(ds.data());
         dwb_splice_slot s[5];
         ASSERT_EQ(dwb_splice_find(p, ds.size(), explicit_vr, want, 5, s, nullptr), DWB_OK);
@@ -165,9 +187,9 @@ TEST(Splice, FindAndValues) {
         EXPECT_EQ(ds.substr(off, len), Bytes("1.2.3\0", 6));
         EXPECT_EQ(s[2].len, 0u);
         EXPECT_EQ(dwb_splice_value(p, ds.size(), explicit_vr, &s[2], &off, &len, nullptr), DWB_E_PARSE);
-        ASSERT_EQ(dwb_splice_value(p, ds.size(), explicit_vr, &s[3], &off, &len, nullptr), DWB_OK);
+        ASSERT_EQ(dwb_splice_value(p, ds.size(), explicit_vr, &s[4], &off, &len, nullptr), DWB_OK);
         EXPECT_EQ(ds.substr(off, len), "http://x/y ");
-        EXPECT_EQ(dwb_splice_value(p, ds.size(), explicit_vr, &s[4], &off, &len, nullptr), DWB_E_PARSE);
+        EXPECT_EQ(dwb_splice_value(p, ds.size(), explicit_vr, &s[3], &off, &len, nullptr), DWB_E_PARSE);
         // The splicing walk refuses the same bytes: group 0008 has a length there.
         EXPECT_EQ(dwb_splice_slots(p, ds.size(), explicit_vr, want + 1, 4, s, nullptr), DWB_E_UNSUPPORTED);
     }
