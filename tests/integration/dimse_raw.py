@@ -10,6 +10,7 @@ EXPLICIT_LE = "1.2.840.10008.1.2.1"
 VERIFICATION = "1.2.840.10008.1.1"
 FIND_STUDY = "1.2.840.10008.5.1.4.1.2.2.1"
 MOVE_STUDY = "1.2.840.10008.5.1.4.1.2.2.2"
+GET_STUDY = "1.2.840.10008.5.1.4.1.2.2.3"
 COMMITMENT = "1.2.840.10008.1.20.1"
 COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
@@ -65,8 +66,9 @@ def _item(t, body):
     return struct.pack(">BBH", t, 0, len(body)) + body
 
 
-def associate_rq(called, calling, contexts, max_pdu=16384):
-    """contexts: [(id, abstract syntax, [transfer syntaxes])]."""
+def associate_rq(called, calling, contexts, max_pdu=16384, scp_roles=()):
+    """contexts: [(id, abstract syntax, [transfer syntaxes])]; scp_roles: abstract syntaxes for which the requester
+    proposes the SCP role too (SCP/SCU Role Selection, PS3.7 D.3.3.4: C-GET's storage sub-operations)."""
     body = struct.pack(">HH", 1, 0) + called.ljust(16).encode() + calling.ljust(16).encode() + b"\0" * 32
     body += _item(0x10, b"1.2.840.10008.3.1.1.1")
     for pcid, abstract, syntaxes in contexts:
@@ -75,6 +77,8 @@ def associate_rq(called, calling, contexts, max_pdu=16384):
             pc += _item(0x40, ts.encode())
         body += _item(0x20, pc)
     user = _item(0x51, struct.pack(">I", max_pdu)) + _item(0x52, b"1.2.826.0.1.3680043.9.7433.1")
+    for uid in scp_roles:
+        user += _item(0x54, struct.pack(">H", len(uid)) + uid.encode() + b"\x01\x01")
     body += _item(0x50, user)
     return struct.pack(">BBI", 0x01, 0, len(body)) + body
 
@@ -84,14 +88,15 @@ class Rejected(Exception):
 
 
 class Association:
-    def __init__(self, port, called, calling="HOSTILE", contexts=None, host="127.0.0.1", source=None, timeout=60):
+    def __init__(self, port, called, calling="HOSTILE", contexts=None, host="127.0.0.1", source=None, timeout=60,
+                 scp_roles=()):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         if source:
             self.sock.bind((source, 0))
         self.sock.connect((host, port))
         self.contexts = contexts or [(1, VERIFICATION, [IMPLICIT_LE])]
-        self.sock.sendall(associate_rq(called, calling, self.contexts))
+        self.sock.sendall(associate_rq(called, calling, self.contexts, scp_roles=scp_roles))
         t, body = self.read_pdu()
         if t == 0x03:
             raise Rejected("rejected: result %d source %d reason %d" % (body[1], body[2], body[3]))
@@ -191,6 +196,11 @@ class Association:
             r = self.response()
             if status(r) != 0xFF00:
                 return r
+
+    def get(self, pcid, identifier):
+        """Sends a C-GET-RQ; the caller reads what comes (C-STORE-RQs, then the C-GET-RSPs)."""
+        self.command(pcid, [(0x0002, _uid(GET_STUDY)), (0x0100, struct.pack("<H", 0x0010)), (0x0110, self.next_id()),
+                            (0x0700, struct.pack("<H", 0))], identifier)
 
     def store(self, pcid, sop_class, sop_uid, dataset, send_dataset=True):
         self.command(pcid, [(0x0002, _uid(sop_class)), (0x0100, struct.pack("<H", 0x0001)), (0x0110, self.next_id()),

@@ -152,6 +152,54 @@ class HostileTest(TestCase):
                                  timeout=30))
         self.assertIn("storage commitment refused (0x0213)", b.log())
 
+    def test_a_request_sent_before_the_commitment_report_is_answered_is_served_not_dropped(self):
+        """The bridge sends the N-EVENT-REPORT between requests; the requester may send a new request before it
+        answers the report. That request was taken for the answer and dropped (no response ever came)."""
+        orthanc = self.start(Orthanc(self.workdir))
+        b = self.bridge(orthanc)
+        a = dr.Association(b.port, "CLOUD", contexts=CONTEXTS)
+        tuid = "1.2.826.0.1.3680043.9.7433.29"
+        ref = dr.item(el_explicit(0x0008, 0x1150, "UI", padded(dr.SECONDARY_CAPTURE, b"\0"))
+                      + el_explicit(0x0008, 0x1155, "UI", padded("1.2.826.0.1.3680043.9.7433.29.1", b"\0")))
+        r = a.n_action(9, el_explicit(0x0008, 0x1195, "UI", padded(tuid, b"\0")) + el_explicit(0x0008, 0x1199, "SQ", ref))
+        self.assertEqual(dr.status(r), 0x0000, r)
+        report = a.response()  # the instance is not in the store: a report with a failure comes
+        self.assertEqual(struct.unpack("<H", report[0x0100])[0], 0x0100, report)  # N-EVENT-REPORT-RQ
+        # Before answering it: a C-ECHO. It must be answered.
+        self.assertEqual(a.echo(1), 0x0000)
+        a.command(9, [(0x0002, padded(dr.COMMITMENT, b"\0")), (0x0100, struct.pack("<H", 0x8100)),
+                      (0x0120, report[0x0110]), (0x0900, struct.pack("<H", 0)),
+                      (0x1000, padded(dr.COMMITMENT_INSTANCE, b"\0")), (0x1002, report[0x1002])])
+        self.assertEqual(a.echo(1), 0x0000)
+        a.release()
+        log = b.log()
+        self.assertIn("storage commitment %s: 0 of 1 committed, report sent on the requesting association" % tuid, log)
+        self.assertNotIn("trying a new association", log)
+
+    def test_a_c_get_requester_that_never_answers_a_sub_operation_loses_its_worker(self):
+        orthanc = self.start(Orthanc(self.workdir))
+        cohort, man = harness.gencohort(self.workdir, patients=1, studies=1, series=1, instances=2, rows=16, cols=16)
+        orthanc.upload([os.path.join(cohort, i["file"]) for i in man["instances"]])
+        study = man["instances"][0]["StudyInstanceUID"]
+        b = self.bridge(orthanc, listen={"dimse_timeout_s": 2})
+        sop_class = man["instances"][0]["SOPClassUID"]
+        a = dr.Association(b.port, "CLOUD", contexts=[(1, dr.GET_STUDY, [dr.EXPLICIT_LE]),
+                                                      (3, sop_class, [dr.EXPLICIT_LE])], scp_roles=[sop_class])
+        self.assertEqual(sorted(a.accepted), [1, 3])
+        a.get(1, el_explicit(0x0008, 0x0052, "CS", padded("STUDY")) + el_explicit(0x0020, 0x000D, "UI", padded(study, b"\0")))
+        rq = a.response()
+        while struct.unpack("<H", rq[0x0100])[0] == 0x8010 and dr.status(rq) == 0xFF00:  # C-GET pending
+            rq = a.response()
+        self.assertEqual(struct.unpack("<H", rq[0x0100])[0], 0x0001, rq)  # the first C-STORE-RQ: never answered
+        t0 = time.monotonic()
+        self.assertTrue(closed_by_bridge(a))
+        waited = time.monotonic() - t0
+        self.assertLess(waited, 20, "the worker waited %.1f s for a C-STORE response" % waited)
+        # The bridge serves on.
+        other = dr.Association(b.port, "CLOUD", contexts=CONTEXTS)
+        self.assertEqual(other.echo(1), 0x0000)
+        other.release()
+
     def test_idle_and_stalled_peers_lose_their_slot_and_one_address_cannot_take_them_all(self):
         b = self.bridge(listen={"max_associations": 4, "dimse_timeout_s": 2})
         # Two associations from 127.0.0.1 fill that address's half of the slots; a third from it is rejected
