@@ -1,6 +1,7 @@
 // DCMTK adapter for C-STORE on an upstream's AE title: each instance is received straight into a file in that
 // upstream's spool, never into memory, and made durable there (temporary name, checked writes, fsync, rename,
-// fsync of the directory) before the SCU hears success; the uploader thread then sends it by STOW-RS. A full or unwritable spool answers Out of Resources, never success.
+// fsync of the directory: the spool's writer) before the SCU hears success; the uploader thread then sends it by
+// STOW-RS. A full or unwritable spool, or an instance over spool.max_instance_mb, answers Out of Resources.
 #include "dcmtk/config/osconfig.h"
 #include "dcmtk/dcmdata/dcdeftag.h"
 #include "dcmtk/dcmdata/dcfilefo.h"
@@ -30,45 +31,30 @@ extern "C" {
 
 namespace {
 
-// DCMTK's file stream ignores the result of fclose(), so a data set cut short by a full disk could be answered
-// with success. This consumer writes through our own descriptor and remembers the first failed write; it
-// still takes every byte so that DCMTK finishes its encoding loop, and the caller checks failed() after.
-class FdConsumer : public DcmConsumer {
+// The data set's bytes go through the spool's writer (spool/dwb_spool.h), which checks every write, the free
+// space every few MiB and spool.max_instance_mb, and removes the partial file at the first failure. This consumer
+// takes every byte even then, so that DCMTK finishes reading the data set off the network (the association stays
+// in step); the caller asks the writer's status after.
+class WriterConsumer : public DcmConsumer {
   public:
-    explicit FdConsumer(int fd) : fd_(fd) {}
+    explicit WriterConsumer(dwb_spool_writer *w) : w_(w) {}
     OFBool good() const override { return OFTrue; }
     OFCondition status() const override { return EC_Normal; }
     OFBool isFlushed() const override { return OFTrue; }
     offile_off_t avail() const override { return 1 << 30; }
     offile_off_t write(const void *buf, offile_off_t len) override {
-        const char *p = static_cast<const char *>(buf);
-        offile_off_t left = len;
-        while (left > 0 && !errno_) {
-            ssize_t w = ::write(fd_, p, static_cast<size_t>(left));
-            if (w < 0 && errno == EINTR) continue;
-            if (w <= 0) {
-                errno_ = w < 0 ? errno : ENOSPC;
-                break;
-            }
-            p += w;
-            left -= w;
-            written_ += w;
-        }
+        (void)dwb_spool_writer_write(w_, buf, static_cast<size_t>(len), nullptr);
         return len;
     }
     void flush() override {}
-    int failed() const { return errno_; }
-    long long written() const { return written_; }
 
   private:
-    int fd_;
-    int errno_ = 0;
-    long long written_ = 0;
+    dwb_spool_writer *w_;
 };
 
-class FdOutputStream : public DcmOutputStream {
+class WriterOutputStream : public DcmOutputStream {
   public:
-    explicit FdOutputStream(FdConsumer *c) : DcmOutputStream(c) {}
+    explicit WriterOutputStream(WriterConsumer *c) : DcmOutputStream(c) {}
 };
 
 // Reads and drops a data set the bridge will not keep, so that the association stays in step.
@@ -77,25 +63,22 @@ OFCondition drop_dataset(dwb_assoc_ctx *ctx) {
     return DIMSE_ignoreDataSet(ctx->assoc, dwb_peer_block(ctx), dwb_peer_timeout(ctx), &bytes, &pdvs);
 }
 
-// Receives the data set of a C-STORE straight into path as a Part-10 file, so that no data set is ever held in
-// memory: the file meta information first (from the command, the negotiated transfer syntax and the calling AE
-// title), then the data set's bytes as they arrive, in that transfer syntax. Every write is checked, then fsync,
-// close, and the size on disk compared with what was written. A bad returned condition is a network failure (the
-// caller aborts the association); a failed write leaves the association in step (the rest of the data set is
-// read and dropped) and returns false in *ok with why. The file is removed unless *ok.
+// Receives the data set of a C-STORE straight into the spool writer's file as a Part-10 file, so that no data
+// set is ever held in memory: the file meta information first (from the command, the negotiated transfer syntax
+// and the calling AE title), then the data set's bytes as they arrive, in that transfer syntax. A bad returned
+// condition is a network failure (the caller aborts the association); a failed or refused write (the writer's
+// limits) leaves the association in step and returns false in *ok with why, *limit when it was a limit
+// (spool.max_instance_mb, spool.min_free_mb) rather than an I/O error. The caller commits or discards w.
 OFCondition receive_durably(dwb_assoc_ctx *ctx, const T_DIMSE_C_StoreRQ &rq, const char *xfer_uid,
-                            T_ASC_PresentationContextID pid, const char *path, bool *ok, std::string &why) {
+                            T_ASC_PresentationContextID pid, dwb_spool_writer *w, bool *ok, bool *limit,
+                            std::string &why) {
     *ok = false;
-    int fd = ::open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-    if (fd < 0) {
-        why = std::string("cannot create the spool file: ") + strerror(errno);
-        return drop_dataset(ctx);
-    }
-    FdConsumer consumer(fd);
+    *limit = false;
+    WriterConsumer consumer(w);
     OFCondition net;
     OFCondition meta_c;
     {
-        FdOutputStream out(&consumer);
+        WriterOutputStream out(&consumer);
         DcmMetaInfo meta;
         const Uint8 version[2] = {0, 1};
         meta.putAndInsertUint8Array(DCM_FileMetaInformationVersion, version, 2);
@@ -116,21 +99,21 @@ OFCondition receive_durably(dwb_assoc_ctx *ctx, const T_DIMSE_C_StoreRQ &rq, con
         // Even when the meta header failed, the data set is read to the end so that the association stays in step.
         T_ASC_PresentationContextID dpid = pid;
         if (meta_c.good()) {
-            net = DIMSE_receiveDataSetInFile(ctx->assoc, dwb_peer_block(ctx), dwb_peer_timeout(ctx), &dpid, &out, nullptr, nullptr);
+            net = DIMSE_receiveDataSetInFile(ctx->assoc, dwb_peer_block(ctx), dwb_peer_timeout(ctx), &dpid, &out,
+                                             nullptr, nullptr);
         } else {
             net = drop_dataset(ctx);
         }
     }
-    int err = consumer.failed();
-    if (meta_c.bad() && !err) why = std::string("cannot encode the file meta information: ") + meta_c.text();
-    bool good = net.good() && meta_c.good();
-    if (!err && good && ::fsync(fd) != 0) err = errno;
-    if (::close(fd) != 0 && !err && good) err = errno;
-    struct stat sb;
-    if (!err && good && (::stat(path, &sb) != 0 || sb.st_size != consumer.written())) err = EIO;
-    if (err) why = std::string("spool write failed: ") + strerror(err);
-    if (err || !good) {
-        ::unlink(path);
+    if (net.bad()) return net;
+    dwb_error e = {};
+    if (dwb_spool_writer_status(w, &e) != DWB_OK) {
+        why = e.message;
+        *limit = e.status == DWB_E_LIMIT;
+        return net;
+    }
+    if (meta_c.bad()) {
+        why = std::string("cannot encode the file meta information: ") + meta_c.text();
         return net;
     }
     *ok = true;
@@ -229,26 +212,37 @@ OFCondition dwb_handle_store(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_Pre
                   rq.AffectedSOPInstanceUID, free_mb, dwb_spool_dir(ctx->spool), min_free);
         return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources, "spool below min_free_mb");
     }
-    char tmp[1400];
     dwb_error err = {};
-    if (dwb_spool_tmp_path(ctx->spool, rq.AffectedSOPInstanceUID, tmp, sizeof tmp, &err) != DWB_OK) {
+    dwb_spool_limits lim = {min_free, (long long)ctx->cfg->spool.max_instance_mb << 20};
+    dwb_spool_writer *w = nullptr;
+    if (dwb_spool_writer_open(ctx->spool, rq.AffectedSOPInstanceUID, &lim, &w, &err) != DWB_OK) {
         if ((cond = drop_dataset(ctx)).bad()) return cond;
+        DWB_ERROR(&ctx->log, "C-STORE %s refused: %s", rq.AffectedSOPInstanceUID, err.message);
         return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources, err.message);
     }
-    bool written = false;
+    bool written = false, limit = false;
     std::string werr;
-    cond = receive_durably(ctx, rq, pc.acceptedTransferSyntax, pid, tmp, &written, werr);
-    if (cond.bad()) return cond; // the stream is out of step: the caller aborts the association
+    cond = receive_durably(ctx, rq, pc.acceptedTransferSyntax, pid, w, &written, &limit, werr);
+    if (cond.bad()) { // the stream is out of step: the caller aborts the association
+        dwb_spool_writer_discard(w);
+        return cond;
+    }
     if (!written) {
-        DWB_ERROR(&ctx->log, "C-STORE %s: %s (%s); answered Out of Resources", rq.AffectedSOPInstanceUID,
-                  werr.c_str(), tmp);
+        dwb_spool_writer_discard(w);
+        if (limit) // spool.max_instance_mb or spool.min_free_mb while writing: the partial file is already gone
+            DWB_WARN(&ctx->log, "C-STORE %s refused: %s; answered Out of Resources", rq.AffectedSOPInstanceUID,
+                     werr.c_str());
+        else
+            DWB_ERROR(&ctx->log, "C-STORE %s: %s; answered Out of Resources", rq.AffectedSOPInstanceUID,
+                      werr.c_str());
         return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources, werr.c_str());
     }
+    std::string tmp = dwb_spool_writer_path(w);
 
     OFString sop, cls;
     std::string why;
-    if (!read_uids(tmp, cls, sop, why)) {
-        dwb_spool_discard(tmp);
+    if (!read_uids(tmp.c_str(), cls, sop, why)) {
+        dwb_spool_writer_discard(w);
         DWB_WARN(&ctx->log, "C-STORE %s refused: %s", rq.AffectedSOPInstanceUID, why.c_str());
         return respond(ctx, msg, pid, STATUS_STORE_Error_CannotUnderstand, why.c_str());
     }
@@ -257,12 +251,11 @@ OFCondition dwb_handle_store(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_Pre
     else if (strcmp(sop.c_str(), rq.AffectedSOPInstanceUID) != 0) why = "SOP Instance UID differs from the command";
     else if (strcmp(cls.c_str(), rq.AffectedSOPClassUID) != 0) why = "SOP Class UID differs from the command";
     if (!why.empty()) {
-        dwb_spool_discard(tmp);
+        dwb_spool_writer_discard(w);
         DWB_WARN(&ctx->log, "C-STORE %s refused: %s", rq.AffectedSOPInstanceUID, why.c_str());
         return respond(ctx, msg, pid, STATUS_STORE_Error_DataSetDoesNotMatchSOPClass, why.c_str());
     }
-    if (dwb_spool_commit(ctx->spool, tmp, &err) != DWB_OK) {
-        dwb_spool_discard(tmp);
+    if (dwb_spool_writer_commit(w, &err) != DWB_OK) {
         DWB_ERROR(&ctx->log, "C-STORE %s: %s", sop.c_str(), err.message);
         return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources,
                        err.status == DWB_E_LIMIT ? "spool full" : "spool not writable");

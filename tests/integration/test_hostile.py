@@ -152,6 +152,47 @@ class HostileTest(TestCase):
                                  timeout=30))
         self.assertIn("storage commitment refused (0x0213)", b.log())
 
+    def test_huge_uploads_cannot_fill_the_spool(self):
+        """spool.min_free_mb is checked while an instance is written, not only before; spool.max_instance_mb caps
+        one instance. Either refusal is Out of Resources, removes the partial file at once, and the next instance
+        is taken. The spool is a 48 MiB tmpfs with min_free_mb 16."""
+        mnt = os.path.join(self.workdir, "small-disk")
+        os.makedirs(mnt)
+        p = run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", mnt])
+        if p.returncode != 0:
+            self.fail("cannot mount a tmpfs for the spool (the test runs as root in CI): " + p.stdout)
+        self.addCleanup(lambda: run(["umount", "-l", mnt]))
+        orthanc = self.start(Orthanc(self.workdir))
+        self.spool = os.path.join(mnt, "spool")
+        b = self.start(Bridge(self.workdir, {"upstreams": [{"ae_title": "CLOUD", "base_url": orthanc.dicomweb_url}],
+                                             "spool": {"dir": self.spool, "min_free_mb": 16, "max_instance_mb": 24}}))
+        a = dr.Association(b.port, "CLOUD", contexts=CONTEXTS)
+        pixels = lambda mb: el_explicit(0x7FE0, 0x0010, "OB", b"\x5a" * (mb << 20))
+        # 40 MiB: over max_instance_mb 24, refused once 24 MiB are written.
+        big = "1.2.826.0.1.3680043.9.7433.30.1"
+        r = a.store(7, dr.SECONDARY_CAPTURE, big, sc_instance(big) + pixels(40))
+        self.assertEqual(dr.status(r), 0xA700, r)
+        self.assertIn("max_instance_mb", dr.comment(r) + b.log())
+        # 20 MiB twice, with the store stopped so that the spool keeps them: the first fits (48 - 20 = 28 MiB
+        # free, above 16), the second would leave 8: refused while being written, though the disk had 28 MiB free
+        # when it started.
+        orthanc.stop()
+        ok = "1.2.826.0.1.3680043.9.7433.30.2"
+        r = a.store(7, dr.SECONDARY_CAPTURE, ok, sc_instance(ok) + pixels(20))
+        self.assertEqual(dr.status(r), 0x0000, r)
+        second = "1.2.826.0.1.3680043.9.7433.30.3"
+        r = a.store(7, dr.SECONDARY_CAPTURE, second, sc_instance(second) + pixels(20))
+        self.assertEqual(dr.status(r), 0xA700, r)
+        self.assertIn("min_free_mb", dr.comment(r) + b.log())
+        # Nothing half-written left; the small one still taken.
+        names = [os.path.basename(f) for f in self.spooled()]
+        self.assertFalse([n for n in names if n.endswith(".tmp")], names)
+        small = "1.2.826.0.1.3680043.9.7433.30.4"
+        r = a.store(7, dr.SECONDARY_CAPTURE, small, sc_instance(small))
+        self.assertEqual(dr.status(r), 0x0000, r)
+        a.release()
+        self.assertIsNone(b.proc.poll())
+
     def test_a_request_sent_before_the_commitment_report_is_answered_is_served_not_dropped(self):
         """The bridge sends the N-EVENT-REPORT between requests; the requester may send a new request before it
         answers the report. That request was taken for the answer and dropped (no response ever came)."""
