@@ -419,7 +419,9 @@ static int match_depth(const dwb_attrs *id, const dwb_attrs *cand, const dwb_mat
     for (size_t i = 0; i < dwb_attrs_count(id); i++) {
         const dwb_attr *k = dwb_attrs_at(id, i);
         if (ignored(o, k->tag)) continue;
-        if (!key_matches(k, dwb_attrs_find(cand, k->tag), o, depth)) return 0;
+        const dwb_attr *c = dwb_attrs_find(cand, k->tag);
+        if (!c && depth == 0 && o->store_filtered && o->store_filtered(o->store_filtered_ud, k->tag)) continue;
+        if (!key_matches(k, c, o, depth)) return 0;
     }
     return 1;
 }

@@ -19,6 +19,13 @@ typedef struct dwb_match_opts {
     int pn_case_insensitive;
     const uint32_t *ignore; /* keys that are not matched (return-only, other levels, command data) */
     size_t n_ignore;
+    /* 1 if the store applied tag as a filter to the answer being matched (dwb_qido_plan_match_opts asks the plan,
+     * so a filter dropped after a refusal stops counting at once). A candidate the store returned without such a
+     * key is kept: PS3.4 C.2.2.2 matches on the attributes the SCP has, and the store matched it (or cannot
+     * return it), so its value is unknown, not unmatched. A key the store did not filter on must be present to
+     * match. NULL = no key counts. Top-level keys only. */
+    int (*store_filtered)(const void *ud, uint32_t tag);
+    const void *store_filtered_ud;
 } dwb_match_opts;
 
 void dwb_match_opts_init(dwb_match_opts *o);

@@ -433,9 +433,19 @@ dwb_status dwb_qido_plan_url(const dwb_qido_plan *p, const char *base_url, long 
     return DWB_OK;
 }
 
+/* A filter still sent: the store's answer is already filtered on it (see dwb_match_opts.store_filtered). */
+static int plan_sends_filter(const void *ud, uint32_t tag) {
+    const dwb_qido_plan *p = ud;
+    for (size_t i = 0; i < p->n_params; i++)
+        if (p->params[i].filter == tag && !p->params[i].dropped) return 1;
+    return 0;
+}
+
 void dwb_qido_plan_match_opts(const dwb_qido_plan *p, dwb_match_opts *o) {
     o->ignore = p->ignore;
     o->n_ignore = p->n_ignore;
+    o->store_filtered = plan_sends_filter;
+    o->store_filtered_ud = p;
 }
 
 size_t dwb_qido_plan_filters(const dwb_qido_plan *p, dwb_qido_filter *out, size_t cap) {

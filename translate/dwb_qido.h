@@ -32,8 +32,9 @@ const char *dwb_qido_plan_query(const dwb_qido_plan *p);
 /* Full URL: base + path + "?" + query [+ "&limit=L&offset=O"] (each omitted when < 0). malloc'd. */
 dwb_status dwb_qido_plan_url(const dwb_qido_plan *p, const char *base_url, long offset, long limit, char **out,
                              dwb_error *err);
-/* Keys the local matcher must skip: return-only and derived keys, keys of levels the query does not filter on.
- * The pointers stay valid while the plan lives. */
+/* Keys the local matcher must skip: return-only and derived keys, keys of levels the query does not filter on;
+ * and the filters the plan still sends (a candidate the store returned without one is kept, see
+ * dwb_match_opts.store_filtered). The pointers stay valid while the plan lives. */
 void dwb_qido_plan_match_opts(const dwb_qido_plan *p, dwb_match_opts *o);
 
 /* ---- filters a store refuses ----

@@ -5,6 +5,7 @@
 
 extern "C" {
 #include "dwb_match.h"
+#include "dwb_qido.h"
 }
 
 namespace {
@@ -139,6 +140,60 @@ TEST(Match, DataSets) {
     dwb_attrs_free(out);
     dwb_attrs_free(id);
     dwb_attrs_free(cand);
+}
+
+// A key the store filtered on and did not return: its value is unknown, not unmatched (PS3.4 C.2.2.2 matches on
+// the attributes the SCP has), so the candidate stays. A key the store did not filter on (a value the bridge does
+// not send, or a filter dropped after the store refused it) is judged by the bridge alone and must be present.
+TEST(Match, FilteredKeyTheStoreDoesNotReturn) {
+    const uint32_t kAcc = DWB_TAG(0x0008, 0x0050), kStudyId = DWB_TAG(0x0020, 0x0010);
+    dwb_attrs *id = ds({{DWB_TAG(0x0008, 0x0052), {"CS", "STUDY"}},
+                        {kAcc, {"SH", "ACC1"}},       // sent as a filter
+                        {kName, {"PN", "DOE^JANE"}},  // sent as a filter
+                        {kStudyId, {"SH", nullptr}}}); // return key
+    dwb_qido_plan *p = nullptr;
+    ASSERT_EQ(dwb_qido_plan_new(id, DWB_QR_STUDY_ROOT, &p, nullptr), DWB_OK);
+    dwb_match_opts o;
+    dwb_match_opts_init(&o);
+    dwb_qido_plan_match_opts(p, &o);
+
+    // The store answers without AccessionNumber (it does not keep it, or its includefield failed).
+    dwb_attrs *no_acc = ds({{kUid, {"UI", "1.2.3"}}, {kName, {"PN", "DOE^JANE"}}});
+    EXPECT_EQ(dwb_match(id, no_acc, &o), 1) << "AccessionNumber was a filter the store applied: absent = unknown";
+    // What the store does return is still matched: a wrong name or accession goes.
+    dwb_attrs *wrong_name = ds({{kUid, {"UI", "1.2.3"}}, {kName, {"PN", "ROE^JANE"}}});
+    EXPECT_EQ(dwb_match(id, wrong_name, &o), 0) << "a returned value that does not match drops the candidate";
+    dwb_attrs *wrong_acc = ds({{kUid, {"UI", "1.2.3"}}, {kName, {"PN", "DOE^JANE"}}, {kAcc, {"SH", "ACC2"}}});
+    EXPECT_EQ(dwb_match(id, wrong_acc, &o), 0);
+    dwb_attrs *empty_acc = ds({{kUid, {"UI", "1.2.3"}}, {kName, {"PN", "DOE^JANE"}}, {kAcc, {"SH", ""}}});
+    EXPECT_EQ(dwb_match(id, empty_acc, &o), 0) << "returned empty is a value, and not ACC1";
+
+    // The store refused AccessionNumber: the bridge asks without it and alone judges it, so a candidate without
+    // it cannot be shown to match.
+    int dropped = 0;
+    ASSERT_EQ(dwb_qido_plan_drop_filter(p, kAcc, &dropped, nullptr), DWB_OK);
+    ASSERT_EQ(dropped, 1);
+    EXPECT_EQ(dwb_match(id, no_acc, &o), 0) << "a dropped filter is matched locally: absent = no match";
+    dwb_qido_plan_free(p);
+    dwb_attrs_free(id);
+
+    // A value the bridge never sends (it would need percent-escaping): matched locally only, absent = no match.
+    id = ds({{DWB_TAG(0x0008, 0x0052), {"CS", "STUDY"}}, {kDesc, {"LO", "CT HEAD"}}});
+    ASSERT_EQ(dwb_qido_plan_new(id, DWB_QR_STUDY_ROOT, &p, nullptr), DWB_OK);
+    dwb_match_opts_init(&o);
+    dwb_qido_plan_match_opts(p, &o);
+    EXPECT_EQ(dwb_match(id, no_acc, &o), 0) << "StudyDescription was not sent: the store did not filter on it";
+    dwb_qido_plan_free(p);
+    dwb_attrs_free(id);
+
+    // Without a plan (no store filtered anything) an absent key does not match, as before.
+    id = ds({{kAcc, {"SH", "ACC1"}}});
+    EXPECT_EQ(dwb_match(id, no_acc, nullptr), 0);
+    dwb_attrs_free(id);
+    dwb_attrs_free(no_acc);
+    dwb_attrs_free(wrong_name);
+    dwb_attrs_free(wrong_acc);
+    dwb_attrs_free(empty_acc);
 }
 
 } // namespace
