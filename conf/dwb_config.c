@@ -197,7 +197,8 @@ static dwb_status get_secret(loader *L, const char *path, json_t *obj, const cha
 static dwb_status load_auth(loader *L, const char *path, json_t *obj, dwb_auth_conf *a) {
     static const char *const keys[] = {"type", "token", "token_file", "token_env", "username",
                                        "password", "password_file", "password_env", "key_file", "key_env",
-                                       "scope", "metadata_url", "command", "token_lifetime_s", NULL};
+                                       "scope", "metadata_url", "command", "token_lifetime_s",
+                                       "token_command_timeout_s", NULL};
     if (!json_is_object(obj)) return bad(L, path, "expected an object");
     dwb_status st = check_keys(L, path, obj, keys);
     if (st != DWB_OK) return st;
@@ -233,6 +234,11 @@ static dwb_status load_auth(loader *L, const char *path, json_t *obj, dwb_auth_c
     if ((st = get_str(L, path, obj, "command", 0, &cmd)) != DWB_OK) return st;
     a->token_lifetime_s = 300;
     if ((st = get_int(L, path, obj, "token_lifetime_s", 1, 86400, &a->token_lifetime_s)) != DWB_OK) return st;
+    a->token_command_timeout_s = 30;
+    if ((st = get_int(L, path, obj, "token_command_timeout_s", 1, 3600, &a->token_command_timeout_s)) != DWB_OK)
+        return st;
+    if (json_object_get(obj, "token_command_timeout_s") && a->type != DWB_AUTH_TOKEN_COMMAND)
+        return bad(L, path, "token_command_timeout_s is only used with type token_command");
     if ((kf || ke || scope) && a->type != DWB_AUTH_GOOGLE_SERVICE_ACCOUNT)
         return bad(L, path, "key_file/key_env/scope are only used with type google_service_account");
     if (murl && a->type != DWB_AUTH_GOOGLE_METADATA)

@@ -43,6 +43,7 @@ typedef struct dwb_auth_conf {
     char *metadata_url;  /* google_metadata: token URL of the metadata server */
     char *command;       /* token_command: run with /bin/sh -c; first line of stdout is the token */
     int token_lifetime_s; /* token_command: how long a token is reused; default 300 */
+    int token_command_timeout_s; /* token_command: killed (with what it started) after this; default 30 */
 } dwb_auth_conf;
 
 typedef enum dwb_metadata_format { DWB_META_JSON = 0, DWB_META_XML } dwb_metadata_format;
