@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <ctype.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -68,6 +69,50 @@ static int paging_key(const char *k, size_t n)
         if (strlen(keys[i]) == n && strncmp(k, keys[i], n) == 0)
             return 1;
     return 0;
+}
+
+void dwb_log_text(const char *text, size_t n, char *out, size_t cap)
+{
+    if (!cap)
+        return;
+    size_t o = 0;
+    int phi = dwb_log_phi();
+    for (size_t i = 0; text && i < n && text[i] && o + 1 < cap;) {
+        unsigned char c = (unsigned char)text[i];
+        if (!phi && c == '=') {
+            out[o++] = '=';
+            size_t j = i + 1;
+            while (j < n && text[j] && !strchr("&\"' \t\r\n<>()[]{},;", text[j]))
+                j++;
+            if (j > i + 1)
+                for (const char *m = "***"; *m && o + 1 < cap; m++)
+                    out[o++] = *m;
+            i = j;
+            continue;
+        }
+        if (!phi && !isspace(c)) { /* a word: kept unless it holds '^' */
+            size_t j = i;
+            int caret = 0;
+            while (j < n && text[j] && !isspace((unsigned char)text[j]) && text[j] != '=') {
+                caret |= text[j] == '^';
+                j++;
+            }
+            if (caret) {
+                for (const char *m = "***"; *m && o + 1 < cap; m++)
+                    out[o++] = *m;
+                i = j;
+                continue;
+            }
+            for (; i < j && o + 1 < cap; i++) {
+                unsigned char k = (unsigned char)text[i];
+                out[o++] = (k < 0x20 || k == 0x7f) ? ' ' : (char)k;
+            }
+            continue;
+        }
+        out[o++] = (c < 0x20 || c == 0x7f) ? ' ' : (char)c;
+        i++;
+    }
+    out[o] = '\0';
 }
 
 void dwb_log_url(const char *url, char *out, size_t cap)

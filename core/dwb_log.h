@@ -44,6 +44,10 @@ int dwb_log_phi(void);
 /* The one way to put a URL in a log line or error message: user:password@ always removed; query values
  * replaced by "***" unless log.phi (PatientName=***&limit=***). Truncated to cap. */
 void dwb_log_url(const char *url, char *out, size_t cap);
+/* A peer's free text (a store's error body, which may echo the query) for a log line or a failed/ reason: at most
+ * n bytes of it, control characters as spaces, cut to cap. Unless log.phi, every value after '=' (up to '&',
+ * white space, a quote or a bracket) and every word holding '^' (a person name) become "***". */
+void dwb_log_text(const char *text, size_t n, char *out, size_t cap);
 /* An identifier value for a log line: the value itself with log.phi, "***" otherwise (NULL/empty as ""). */
 const char *dwb_log_value(const char *value);
 

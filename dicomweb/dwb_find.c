@@ -128,8 +128,10 @@ static void set_failure_from_http(find_run *r, dwb_status st, const dwb_error *e
         return;
     }
     const char *why = strstr(e->message, ": HTTP ");
-    char said[128];
-    dwb_http_error_text(error_body, said, sizeof said);
+    char text[128], said[128];
+    dwb_http_error_text(error_body, text, sizeof text);
+    /* The ErrorComment is logged too: the store's words, which may echo the query, redacted as a log line. */
+    dwb_log_text(text, sizeof text, said, sizeof said);
     if (st == DWB_E_HTTP && e->http_code && said[0])
         snprintf(r->comment, sizeof r->comment, "store HTTP %ld: %s", e->http_code, said);
     else if (st == DWB_E_HTTP && why) snprintf(r->comment, sizeof r->comment, "store%s", why + 1);
@@ -627,6 +629,9 @@ static int widen_after_refusal(find_run *r) {
     int attributable = verdict == DWB_QIDO_DROP_NAMED || n == 1;
     char said[160];
     dwb_http_error_text(body, said, sizeof said);
+    /* For the log lines below: the store's words may echo the query's values. */
+    char said_log[sizeof said];
+    dwb_log_text(said, sizeof said, said_log, sizeof said_log);
     const char *res = dwb_qido_plan_resource(r->plan);
     char list[256] = "";
     for (size_t i = 0; i < n; i++) {
@@ -640,7 +645,7 @@ static int widen_after_refusal(find_run *r) {
         filter_name(drop[i], name, sizeof name);
         if (attributable && dwb_upstream_note_refused_filter(r->up, res, drop[i]))
             DWB_WARN(r->log, "store refuses %s as a QIDO-RS filter on /%s (HTTP %ld: %s); the bridge matches it "
-                     "locally from now on", name, res, r->refusal.code, said);
+                     "locally from now on", name, res, r->refusal.code, said_log);
         size_t len = strlen(list);
         snprintf(list + len, sizeof list - len, "%s%s", len ? ", " : "", name);
     }
@@ -649,7 +654,7 @@ static int widen_after_refusal(find_run *r) {
         DWB_DEBUG(r->log, "asking again without %s", list);
     else
         DWB_INFO(r->log, "store refused a QIDO-RS query (HTTP %ld: %s) without naming a filter; asking again "
-                 "without %s and matching them locally", r->refusal.code, said, list);
+                 "without %s and matching them locally", r->refusal.code, said_log, list);
     return 1;
 }
 

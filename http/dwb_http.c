@@ -480,14 +480,9 @@ static CURLcode run_transfer(CURLM *m, CURL *h, const dwb_http_request *req, xfe
     return rc;
 }
 
-static void quote_body(const char *body, char *out, size_t cap) {
-    size_t j = 0;
-    for (size_t i = 0; body && body[i] && j + 1 < cap && i < 300; i++) {
-        unsigned char c = (unsigned char)body[i];
-        out[j++] = (c < 0x20 || c == 0x7f) ? ' ' : (char)c;
-    }
-    out[j] = '\0';
-}
+/* A store's error body in an error message (which is logged): it may echo the query, so it is redacted as a
+ * log line is (dwb_log_text). */
+static void quote_body(const char *body, char *out, size_t cap) { dwb_log_text(body, 300, out, cap); }
 
 dwb_status dwb_http_perform(dwb_http_client *c, const dwb_http_request *req, dwb_http_response *resp,
                             dwb_error *err) {

@@ -272,11 +272,8 @@ static sent send_batch(dwb_uploader *u, dwb_spool_item **items, size_t n, int pr
     } else {
         set_state(u, UP_AVAILABLE, NULL, -1, probe);
         char q[200] = "";
-        if (post.body) {
-            snprintf(q, sizeof q, "%.190s", post.body);
-            for (char *c = q; *c; c++)
-                if (*c == '\n' || *c == '\r') *c = ' ';
-        }
+        /* Logged and written to failed/<name>.reason.txt: redacted as a log line (the body may echo patient data). */
+        if (post.body) dwb_log_text(post.body, 190, q, sizeof q);
         char msg[400];
         snprintf(msg, sizeof msg, "store refused SOP Instance %s: HTTP %ld%s%s", items[0]->sop_uid, code,
                  q[0] ? " " : "", q);

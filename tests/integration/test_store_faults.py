@@ -205,7 +205,10 @@ class FaultTest(TestCase):
         # alone, refused once more, and it alone goes to failed/. (A 5xx would be an outage: test_500_storm_...)
         files, expected = self.cohort(patients=2, studies=1, series=2, instances=50)
         poison = expected[77]
-        fs = self.fault_store(lambda n, m, p, u: ("answer", 422, [("Content-Type", "text/plain")], b"cannot store that")
+        # The refusal echoes patient data, as stores' error bodies do: with log.phi off it reaches neither the log nor
+        # failed/*.reason.txt.
+        fs = self.fault_store(lambda n, m, p, u: ("answer", 422, [("Content-Type", "text/plain")],
+                                                  b"cannot store that: PatientName=SECRET^NAME for Doe^Jane")
                               if m == "POST" and u and poison in u else None)
         bridge = self.bridge(fs.url, max_attempts=3, retry_max_wait_s=2)
         t0 = time.time()
@@ -220,6 +223,10 @@ class FaultTest(TestCase):
         with open(self.failed()[0] + ".reason.txt") as f:
             reason = f.read()
         self.assertIn("HTTP 422", reason)
+        self.assertIn("cannot store that: PatientName=*** for ***", reason)
+        for text in (reason, bridge.log()):
+            self.assertNotIn("SECRET", text)
+            self.assertNotIn("Doe^Jane", text)
         self.assertEqual(self.queued(), [])
         self.assertLess(took, 60, "isolated in bounded time")
         alone = [e for e in fs.stows() if e.uids == [poison]]

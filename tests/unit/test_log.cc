@@ -51,3 +51,27 @@ TEST(LogUrl, TruncatesWithinTheBuffer) {
 }
 
 } // namespace
+
+TEST(LogText, RedactsValuesAndNamesUnlessPhi) {
+    // A store's 400 that echoes the query (as stores do), with a person name in the words.
+    const char *body = "{\"error\": \"bad query PatientName=DOE^JOHN&PatientID=12345&limit=100\", \"who\": \"SMITH^ANNA\"}\n";
+    char out[256];
+    dwb_log_set_phi(0);
+    dwb_log_text(body, strlen(body), out, sizeof out);
+    EXPECT_EQ(std::string(out), "{\"error\": \"bad query PatientName=***&PatientID=***&limit=***\", \"who\": *** "); // the whole word with '^'
+
+    // Google's refusal names an attribute, not a value: kept whole.
+    const char *google = "invalid QIDO-RS query: unknown/unsupported QIDO attribute: StudyID";
+    dwb_log_text(google, strlen(google), out, sizeof out);
+    EXPECT_EQ(std::string(out), google);
+    dwb_log_set_phi(1);
+    dwb_log_text(body, strlen(body), out, sizeof out);
+    EXPECT_NE(std::string(out).find("DOE^JOHN"), std::string::npos);
+    EXPECT_NE(std::string(out).find("PatientID=12345"), std::string::npos);
+    dwb_log_set_phi(0);
+    // Bounded by n and cap.
+    dwb_log_text(body, 10, out, sizeof out);
+    EXPECT_EQ(std::string(out), "{\"error\": ");
+    dwb_log_text(body, strlen(body), out, 5);
+    EXPECT_EQ(strlen(out), 4u);
+}
