@@ -309,6 +309,30 @@ def stop_servers(servers, workdir, keep=False):
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def close_shared(servers, workdir):
+    """For servers a test class shares (setUpClass): stops them in reverse order and checks every one the suite
+    built (bridges) as TestCase.tearDown does: a sanitizer report or an exit status the tests did not cause fails
+    the class (tearDownClass raises), with the logs' tails printed and the work directory kept; otherwise the
+    work directory is removed."""
+    for s in reversed(servers):
+        try:
+            s.close()
+        except Exception as e:  # keep stopping the others
+            print("stopping %s failed: %s" % (s.name, e), file=sys.stderr)
+    problems = []
+    for s in servers:
+        if getattr(s, "checked", False):
+            problems += s.problems()
+    problems += ["sanitizer report from `%s`:\n%s" % (c, r) for c, r in _run_problems]
+    del _run_problems[:]
+    if problems:
+        print("\n--- work directory kept: %s" % workdir, file=sys.stderr)
+        for s in servers:
+            print("--- %s log (tail):\n%s" % (s.name, tail(s.log_path, 80)), file=sys.stderr)
+        raise AssertionError("processes shared by this class misbehaved:\n" + "\n".join(problems))
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
 def wait_for(pred, timeout=30, step=0.1):
     """Polls pred until it returns something true or the time is up; returns its last value."""
     end = time.time() + timeout

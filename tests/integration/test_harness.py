@@ -60,6 +60,20 @@ class HarnessTest(unittest.TestCase):
         g.stop(signal.SIGKILL)
         self.assertEqual(g.problems(), [])
 
+    def test_shared_servers_are_checked_when_the_class_closes_them(self):
+        # test_find.py and test_move.py share one bridge per class: its report fails the class, logs kept.
+        bad_dir = os.path.join(self.workdir, "shared-bad")
+        os.makedirs(bad_dir, exist_ok=True)
+        f = Fake(bad_dir, "echo 'SUMMARY: UndefinedBehaviorSanitizer: undefined-behavior x.c:1'; exit 0")
+        with self.assertRaises(AssertionError) as cm:
+            harness.close_shared([f], bad_dir)
+        self.assertIn("UndefinedBehaviorSanitizer", str(cm.exception))
+        self.assertTrue(os.path.isdir(bad_dir), "the work directory is kept for a failure")
+        good_dir = os.path.join(self.workdir, "shared-good")
+        os.makedirs(good_dir, exist_ok=True)
+        harness.close_shared([Fake(good_dir, "echo fine; exit 0")], good_dir)
+        self.assertFalse(os.path.exists(good_dir))
+
     def test_clean_run_has_no_problem(self):
         f = Fake(self.workdir, "echo all well; exit 0")
         f.stop()

@@ -154,13 +154,10 @@ class MoveTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        cls.bridge.close()
-        cls.pacs.close()
-        cls.proxy.close()
         cls.holding.released.set()
         cls.holding.close()
-        cls.orthanc.close()
-        shutil.rmtree(cls.workdir, ignore_errors=True)
+        cls.proxy.close()
+        harness.close_shared([cls.orthanc, cls.pacs, cls.bridge], cls.workdir)
 
     def setUp(self):
         for f in self.pacs.files():
@@ -298,6 +295,7 @@ class MoveTest(unittest.TestCase):
                 self.assertIn("does not accept SOP class", b2.log())
             finally:
                 b2.close()
+                self.assertEqual(b2.problems(), [], "the second bridge misbehaved")
         finally:
             ct_only.close()
 
