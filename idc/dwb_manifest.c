@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "dwb_csv.h"
 
@@ -49,7 +50,8 @@ static dwb_status push(dwb_manifest *m, const dwb_manifest_entry *e, const char 
 
 /* ---- s5cmd ---- */
 
-static void endpoint_of_comment(const char *l, size_t n, dwb_manifest *m) {
+/* The value of --endpoint-url in l: *v and *vlen, 0 if the option is absent. */
+static int endpoint_option(const char *l, size_t n, const char **v, size_t *vlen) {
     const char *k = "--endpoint-url";
     const char *end = l + n;
     for (const char *p = l; p + strlen(k) <= end; p++) {
@@ -58,13 +60,58 @@ static void endpoint_of_comment(const char *l, size_t n, dwb_manifest *m) {
         while (p < end && (*p == ' ' || *p == '=' || *p == '\t')) p++;
         const char *q = p;
         while (q < end && *q != ' ' && *q != '\t' && *q != '\r') q++;
-        size_t len = (size_t)(q - p);
-        if (len > 8 && len < sizeof m->endpoint && (!memcmp(p, "http://", 7) || !memcmp(p, "https://", 8))) {
-            memcpy(m->endpoint, p, len);
-            m->endpoint[len] = '\0';
-        }
-        return;
+        *v = p;
+        *vlen = (size_t)(q - p);
+        return 1;
     }
+    return 0;
+}
+
+static int http_url(const char *p, size_t len, size_t cap) {
+    return len > 8 && len < cap && (!memcmp(p, "http://", 7) || !memcmp(p, "https://", 8));
+}
+
+static void endpoint_of_comment(const char *l, size_t n, size_t lineno, dwb_manifest *m) {
+    const char *v;
+    size_t len;
+    if (endpoint_option(l, n, &v, &len) && http_url(v, len, sizeof m->endpoint)) {
+        memcpy(m->endpoint, v, len);
+        m->endpoint[len] = '\0';
+        m->endpoint_line = lineno;
+    }
+}
+
+/* `s5cmd [options] cp ...`: the options may name an endpoint, which must be the manifest's only one; *cp is
+ * where the `cp` command starts. */
+static dwb_status s5cmd_command(const char *p, const char *end, size_t lineno, const char *name, dwb_manifest *m,
+                                const char **cp, dwb_error *err) {
+    const char *v;
+    size_t len;
+    if (endpoint_option(p, (size_t)(end - p), &v, &len)) {
+        if (!http_url(v, len, sizeof m->endpoint))
+            return dwb_error_set(err, DWB_E_INVALID, "%s:%zu: --endpoint-url '%.*s' is not an http(s) URL", name,
+                                 lineno, (int)(len > 200 ? 200 : len), v);
+        if (!m->endpoint[0]) {
+            memcpy(m->endpoint, v, len);
+            m->endpoint[len] = '\0';
+            m->endpoint_line = lineno;
+        } else if (strlen(m->endpoint) != len || memcmp(m->endpoint, v, len) != 0) {
+            return dwb_error_set(err, DWB_E_INVALID, "%s:%zu: --endpoint-url %.*s, but line %zu named %s: a "
+                                 "manifest has one endpoint", name, lineno, (int)(len > 200 ? 200 : len), v,
+                                 m->endpoint_line, m->endpoint);
+        }
+    }
+    for (const char *t = p + 5; t + 2 < end; t++)
+        if ((t[-1] == ' ' || t[-1] == '\t') && t[0] == 'c' && t[1] == 'p' && (t[2] == ' ' || t[2] == '\t')) {
+            *cp = t;
+            return DWB_OK;
+        }
+    return dwb_error_set(err, DWB_E_INVALID, "%s:%zu: expected 'cp s3://<bucket>/<crdc_series_uuid>/* .'", name,
+                         lineno);
+}
+
+static int is_s5cmd_command(const char *p, size_t n) {
+    return n > 6 && !strncmp(p, "s5cmd", 5) && (p[5] == ' ' || p[5] == '\t');
 }
 
 static dwb_status s5cmd_line(const char *l, size_t n, size_t lineno, const char *name, dwb_manifest *m, dwb_error *err) {
@@ -73,8 +120,12 @@ static dwb_status s5cmd_line(const char *l, size_t n, size_t lineno, const char 
     while (end > p && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r')) end--;
     if (p == end) return DWB_OK;
     if (*p == '#') {
-        if (!m->endpoint[0]) endpoint_of_comment(p, (size_t)(end - p), m);
+        if (!m->endpoint[0]) endpoint_of_comment(p, (size_t)(end - p), lineno, m);
         return DWB_OK;
+    }
+    if (is_s5cmd_command(p, (size_t)(end - p))) {
+        dwb_status st = s5cmd_command(p, end, lineno, name, m, &p, err);
+        if (st != DWB_OK) return st;
     }
     if (end - p < 3 || strncmp(p, "cp", 2) != 0 || (p[2] != ' ' && p[2] != '\t'))
         return dwb_error_set(err, DWB_E_INVALID, "%s:%zu: expected 'cp s3://<bucket>/<crdc_series_uuid>/* .'", name,
@@ -102,7 +153,10 @@ static dwb_status s5cmd_line(const char *l, size_t n, size_t lineno, const char 
         return dwb_error_set(err, DWB_E_INVALID, "%s:%zu: no <crdc_series_uuid> folder after the bucket", name, lineno);
     memcpy(e.bucket, b, (size_t)(p - b));
     memcpy(e.crdc, u, (size_t)(ue - u));
-    if (gs && !m->endpoint[0]) snprintf(m->endpoint, sizeof m->endpoint, "https://storage.googleapis.com");
+    if (gs && !m->endpoint[0]) {
+        snprintf(m->endpoint, sizeof m->endpoint, "https://storage.googleapis.com");
+        m->endpoint_line = lineno;
+    }
     return push(m, &e, name, err);
 }
 
@@ -197,7 +251,7 @@ static int looks_s5cmd(const char *t, size_t len) {
             if (*l == '#') {
                 if (has(l, n, "s5cmd")) return 1;
             } else {
-                return n > 3 && !strncmp(l, "cp", 2) && (l[2] == ' ' || l[2] == '\t');
+                return (n > 3 && !strncmp(l, "cp", 2) && (l[2] == ' ' || l[2] == '\t')) || is_s5cmd_command(l, n);
             }
         }
         i = next;
@@ -263,4 +317,27 @@ dwb_status dwb_manifest_load(const char *path, dwb_manifest *out, dwb_error *err
     if (st == DWB_OK) st = dwb_manifest_parse(buf ? buf : "", len, path, out, err);
     free(buf);
     return st;
+}
+
+const char *const dwb_idc_public_endpoints[] = {"https://s3.amazonaws.com", "https://storage.googleapis.com", NULL};
+
+/* Equal as endpoints: case aside (scheme and host), trailing slashes aside. */
+static int same_endpoint(const char *a, const char *b) {
+    size_t na = strlen(a), nb = strlen(b);
+    while (na > 0 && a[na - 1] == '/') na--;
+    while (nb > 0 && b[nb - 1] == '/') nb--;
+    return na == nb && strncasecmp(a, b, na) == 0;
+}
+
+dwb_status dwb_manifest_check_endpoint(const dwb_manifest *m, const char *name, const char *configured,
+                                       dwb_error *err) {
+    if (!name) name = "manifest";
+    if (!m->endpoint[0]) return DWB_OK;
+    if (configured && same_endpoint(m->endpoint, configured)) return DWB_OK;
+    for (const char *const *e = dwb_idc_public_endpoints; *e; e++)
+        if (same_endpoint(m->endpoint, *e)) return DWB_OK;
+    return dwb_error_set(err, DWB_E_INVALID, "%s:%zu: --endpoint-url %s is neither the upstream's bucket_endpoint "
+                         "(%s) nor a public IDC endpoint (%s, %s): refused, the bridge fetches only from endpoints "
+                         "its configuration names", name, m->endpoint_line, m->endpoint,
+                         configured ? configured : "none", dwb_idc_public_endpoints[0], dwb_idc_public_endpoints[1]);
 }

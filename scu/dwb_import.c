@@ -361,13 +361,16 @@ int dwb_import_main(int argc, char **argv) {
             fprintf(stderr, "import: %s\n", err.message);
             goto out;
         }
-        /* The configuration's bucket_endpoint wins; the manifest's comment fills in when the config has none. */
-        dwb_upstream_conf *wc = &cfg->upstreams[uc - cfg->upstreams];
-        if (man.endpoint[0] && wc->bucket_endpoint && strcmp(man.endpoint, wc->bucket_endpoint) != 0)
-            fprintf(stderr, "import: %s names the endpoint %s; using bucket_endpoint %s of the configuration\n",
-                    manifest, man.endpoint, wc->bucket_endpoint);
-        else if (man.endpoint[0] && !wc->bucket_endpoint && !(wc->bucket_endpoint = strdup(man.endpoint)))
+        /* Only the configuration says where instances come from: a manifest is input, and an endpoint it names
+         * would point the bridge at any host. One that is neither bucket_endpoint nor IDC's is refused before any
+         * request; an IDC one that differs from bucket_endpoint (the same buckets elsewhere) is only noted. */
+        if (dwb_manifest_check_endpoint(&man, manifest, uc->bucket_endpoint, &err) != DWB_OK) {
+            fprintf(stderr, "import: %s\n", err.message);
             goto out;
+        }
+        if (man.endpoint[0] && uc->bucket_endpoint && strcmp(man.endpoint, uc->bucket_endpoint) != 0)
+            fprintf(stderr, "import: %s names the endpoint %s; using bucket_endpoint %s of the configuration\n",
+                    manifest, man.endpoint, uc->bucket_endpoint);
     }
     if (dwb_http_global_init(&err) != DWB_OK || dwb_upstream_new(uc, &up, &err) != DWB_OK) {
         fprintf(stderr, "import: %s\n", err.message);

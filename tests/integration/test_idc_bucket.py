@@ -359,12 +359,15 @@ class IdcBucketTest(TestCase):
         self.assertIn("echo status 0x0000", p.stdout)
         t_done = time.monotonic()
         parallel = cfg["retrieve"]["parallel_objects"]
-        time.sleep(1.0)  # five objects' time: the requests on their way are answered, and nothing new may come
+        # The bridge stopped (SIGTERM, drained): every request it would ever make about this C-GET has been made,
+        # so the checks below are evidence, not a pause's guess.
+        log = bridge.log()
+        self.assertEqual(bridge.stop(), 0)
         after = bucket.gets(since=t_cancel)
         self.assertLessEqual(len(after), parallel, "object requests after the C-CANCEL: %s" % after)
         self.assertEqual(bucket.gets(since=t_done), [], "object requests once the C-GET was answered")
         self.assertLess(len(bucket.gets()), PER_SERIES // 2, "the bridge went on fetching the series")
-        self.assertIn("cancel", bridge.log().lower())
+        self.assertIn("C-GET: C-CANCEL received", log)
 
     def test_bad_index_and_manifest_give_one_line_errors(self):
         bucket = self.make_bucket()
@@ -383,6 +386,33 @@ class IdcBucketTest(TestCase):
         p = run([harness.BINARY, "import", "--config", path, "--upstream", "IDC", "--dry-run", "--manifest", junk])
         self.assertEqual(p.returncode, 2, p.stdout)
         self.assertIn("junk.s5cmd:2: no <crdc_series_uuid> folder after the bucket", p.stdout)
+
+    def test_manifest_endpoint_not_in_the_configuration_is_refused(self):
+        """A manifest naming an endpoint the configuration does not (issue 25, SSRF): the import is refused with
+        the manifest's line before any request, though that endpoint serves the very objects; none reaches it."""
+        other = BucketStore(self.bucket_root, page_size=PAGE)  # would answer, were the bridge to ask it
+        self.addCleanup(other.close)
+        bucket = self.make_bucket()
+        _, path = self.config(bucket, self.write_index(), 104)
+        forms = {
+            "comment.s5cmd": "# s5cmd --no-sign-request --endpoint-url %s run comment.s5cmd\n" % other.url
+                             + "".join("cp s3://%s/%s/* .\n" % (BUCKET, self.crdc[s]) for s in self.indexed),
+            "command.s5cmd": "".join("s5cmd --no-sign-request --endpoint-url %s cp s3://%s/%s/* .\n"
+                                     % (other.url, BUCKET, self.crdc[s]) for s in self.indexed),
+        }
+        for name, text in forms.items():
+            manifest = os.path.join(self.workdir, name)
+            with open(manifest, "w") as f:
+                f.write(text)
+            for dry in (["--dry-run"], []):
+                p = run([harness.BINARY, "import", "--config", path, "--upstream", "IDC", "--destination", "PACS",
+                         "--manifest", manifest, "--state", os.path.join(self.workdir, "ssrf.state")] + dry,
+                        timeout=120)
+                self.assertEqual(p.returncode, 2, "%s %s: %s" % (name, dry, p.stdout))
+                self.assertIn("%s:1: --endpoint-url %s is neither the upstream's bucket_endpoint (%s)"
+                              % (name, other.url, bucket.url), p.stdout)
+        self.assertEqual(other.requests(), [], "requests reached the manifest's endpoint")
+        self.assertEqual(bucket.requests(), [], "a refused manifest fetches nothing")
 
 
 if __name__ == "__main__":

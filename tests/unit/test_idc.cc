@@ -219,6 +219,65 @@ TEST(Manifest, ShortEndpointAtTheEndOfTheTextIsIgnored) {
     dwb_manifest_free(&m);
 }
 
+// A manifest is input: the endpoint it names is fetched from only if the configuration names it too, or it is
+// one of IDC's own; any other is refused with the manifest's line, before a request (issue 25, SSRF).
+TEST(Manifest, EndpointOnlyIfTheConfigurationNamesIt) {
+    const char *conf = "http://127.0.0.1:9000";
+    struct Row {
+        const char *what, *text, *configured;
+        dwb_status parse, check;
+        const char *says; // in the parse or check error
+    } rows[] = {
+        {"attacker in the comment", "# hello\n# s5cmd --no-sign-request --endpoint-url https://attacker.example run m\n"
+         "cp s3://idc-open-data/u-1/* .\n", conf, DWB_OK, DWB_E_INVALID, "m.s5cmd:2: --endpoint-url https://attacker.example"},
+        {"attacker on a command line", "s5cmd --no-sign-request --endpoint-url https://attacker.example cp "
+         "s3://idc-open-data/u-1/* .\n", conf, DWB_OK, DWB_E_INVALID, "m.s5cmd:1: --endpoint-url https://attacker.example"},
+        {"attacker, no endpoint configured", "# s5cmd --endpoint-url http://169.254.169.254/latest run m\n"
+         "cp s3://b/u-1/* .\n", nullptr, DWB_OK, DWB_E_INVALID, "m.s5cmd:1: --endpoint-url http://169.254.169.254/latest"},
+        {"look-alike of AWS", "# s5cmd --endpoint-url https://s3.amazonaws.com.attacker.example run m\n"
+         "cp s3://b/u-1/* .\n", conf, DWB_OK, DWB_E_INVALID, "s3.amazonaws.com.attacker.example"},
+        {"userinfo trick", "# s5cmd --endpoint-url https://s3.amazonaws.com@attacker.example run m\n"
+         "cp s3://b/u-1/* .\n", conf, DWB_OK, DWB_E_INVALID, "@attacker.example"},
+        {"the configured one", "# s5cmd --endpoint-url http://127.0.0.1:9000/ run m\ncp s3://b/u-1/* .\n", conf, DWB_OK,
+         DWB_OK, nullptr},
+        {"IDC's AWS endpoint", "# s5cmd --endpoint-url https://s3.amazonaws.com run m\ncp s3://b/u-1/* .\n", conf,
+         DWB_OK, DWB_OK, nullptr},
+        {"IDC's GCS endpoint on command lines", "s5cmd --endpoint-url https://storage.googleapis.com cp s3://b/u-1/* .\n"
+         "s5cmd --endpoint-url https://storage.googleapis.com cp s3://b/u-2/* .\n", nullptr, DWB_OK, DWB_OK, nullptr},
+        {"gs:// means GCS", "cp gs://b/u-1/* .\n", conf, DWB_OK, DWB_OK, nullptr},
+        {"no endpoint", "cp s3://b/u-1/* .\n", nullptr, DWB_OK, DWB_OK, nullptr},
+        {"a second endpoint", "# s5cmd --endpoint-url https://s3.amazonaws.com run m\n"
+         "s5cmd --endpoint-url https://attacker.example cp s3://b/u-1/* .\n", conf, DWB_E_INVALID, DWB_OK,
+         "m.s5cmd:2: --endpoint-url https://attacker.example, but line 1 named https://s3.amazonaws.com"},
+        {"not a URL", "s5cmd --endpoint-url file:///etc/passwd cp s3://b/u-1/* .\n", conf, DWB_E_INVALID, DWB_OK,
+         "m.s5cmd:1: --endpoint-url 'file:///etc/passwd' is not an http(s) URL"},
+        {"s5cmd without cp", "s5cmd --endpoint-url https://s3.amazonaws.com ls s3://b/\n", conf, DWB_E_INVALID, DWB_OK,
+         "m.s5cmd:1: expected 'cp"},
+    };
+    for (const Row &r : rows) {
+        std::string t = r.text;
+        dwb_manifest m;
+        dwb_error e{};
+        dwb_status st = dwb_manifest_parse(t.data(), t.size(), "m.s5cmd", &m, &e);
+        EXPECT_EQ(st, r.parse) << r.what << ": " << e.message;
+        if (st != DWB_OK) {
+            if (r.says) {
+                EXPECT_NE(std::string(e.message).find(r.says), std::string::npos) << r.what << ": " << e.message;
+            }
+            continue;
+        }
+        EXPECT_EQ(m.kind, DWB_MANIFEST_S5CMD) << r.what;
+        EXPECT_GE(m.n, 1u) << r.what;
+        e = dwb_error{};
+        st = dwb_manifest_check_endpoint(&m, "m.s5cmd", r.configured, &e);
+        EXPECT_EQ(st, r.check) << r.what << ": " << e.message;
+        if (r.says) {
+            EXPECT_NE(std::string(e.message).find(r.says), std::string::npos) << r.what << ": " << e.message;
+        }
+        dwb_manifest_free(&m);
+    }
+}
+
 TEST(Manifest, CsvAndTsvByColumnName) {
     std::string c = "SeriesInstanceUID,collection_id,StudyInstanceUID,crdc_series_uuid\n1.2.3.4,x,1.2.3,u-1\n";
     dwb_manifest m;
