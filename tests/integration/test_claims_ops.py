@@ -165,12 +165,13 @@ class OpsClaims(TestCase):
 
     # The accepting thread only accepts (issue 14): a silent client no longer stops the others.
     def test_a_silent_client_does_not_block_the_listener(self):
-        bridge = self.timeout_bridge(acse=6)
+        bridge = self.timeout_bridge(acse=30)
         silent = socket.create_connection(("127.0.0.1", bridge.port))
         self.addCleanup(silent.close)
         t0 = time.time()
         self.assertEqual(echoscu(bridge.port, "ORTHANC").returncode, 0)
-        self.assertLess(time.time() - t0, 3, "C-ECHO waited for the silent client's acse_timeout_s")
+        # Far below the silent client's 30 s: the echo did not wait for it (however loaded the machine).
+        self.assertLess(time.time() - t0, 15, "C-ECHO waited for the silent client's acse_timeout_s")
 
 
 class ImportClaims(TestCase):

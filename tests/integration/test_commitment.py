@@ -10,7 +10,7 @@ import time
 
 import harness
 from faultstore import FaultStore
-from harness import Bridge, Orthanc, TestCase, run
+from harness import Bridge, Orthanc, TestCase, run, wait_for
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 NEVER_SENT = "1.2.826.0.1.3680043.2.1143.424242"
@@ -63,7 +63,10 @@ class CommitmentTest(TestCase):
         p = run(["storescu", "-aec", "CLOUD", "127.0.0.1", str(bridge.port)] + self.files)
         self.assertEqual(p.returncode, 0, p.stdout)
         c = self.tool(bridge.port, self.uids + [NEVER_SENT])
-        time.sleep(3)
+        # Evidence by events, not a pause: the commitment job has asked the down store (QIDO-RS) at least twice,
+        # and still no report has come.
+        asked = lambda: [e for e in fs.log if e.method == "GET" and "/instances" in e.path]
+        self.assertTrue(wait_for(lambda: len(asked()) >= 2, timeout=60), "the job never asked the store")
         self.assertIsNone(c.poll(), "no report while the store is down")
         t_up = time.time()
         down[0] = False

@@ -90,6 +90,25 @@ class HarnessTest(unittest.TestCase):
         self.assertEqual(p.returncode, 1, p.stdout)
         self.assertIn("no test ran", p.stdout)
 
+    def test_a_skipped_test_fails_the_module_unless_allowed(self):
+        mod = os.path.join(self.workdir, "test_skipping.py")
+        with open(mod, "w") as fh:
+            fh.write("import unittest\nimport harness\n\n\nclass T(unittest.TestCase):\n"
+                     "    def test_a(self):\n        pass\n\n"
+                     "    def test_b(self):\n        raise unittest.SkipTest('squid is not installed')\n\n\n"
+                     "if __name__ == '__main__':\n    harness.main()\n")
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.path.dirname(os.path.abspath(harness.__file__))
+        env.pop("DWB_ALLOW_SKIP", None)
+        p = subprocess.run([sys.executable, mod], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           env=env, timeout=60)
+        self.assertEqual(p.returncode, 1, p.stdout)
+        self.assertIn("test_b skipped: squid is not installed", p.stdout)
+        env["DWB_ALLOW_SKIP"] = "1"
+        p = subprocess.run([sys.executable, mod], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           env=env, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stdout)
+
     def test_report_fails_the_test_that_started_the_process(self):
         mod = os.path.join(self.workdir, "test_reported.py")
         with open(mod, "w") as fh:
