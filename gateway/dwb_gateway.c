@@ -63,7 +63,7 @@ typedef enum fetch_state {
 typedef struct gw_req {
     dwb_gateway *gw;
     atomic_int refs; /* the MHD request, and the streamed response while it lives */
-    char *uri;       /* raw request target */
+    char *uri;       /* raw request target; in log lines only through dwb_log_url (its query is patient data) */
     /* Set by the connection thread before the fetch starts; read-only afterwards. */
     gw_upstream *gu;
     char *url, *fallback_url; /* fallback: /rendered when the store has no /thumbnail */
@@ -525,7 +525,10 @@ static enum MHD_Result relay(dwb_gateway *gw, struct MHD_Connection *con, gw_req
     char labels[96];
     snprintf(labels, sizeof labels, "upstream=\"%s\",code=\"%ld\"", ae, code);
     dwb_metrics_add("dwb_gateway_requests_total", labels, 1);
-    DWB_DEBUG(NULL, "gateway: %s %s -> %ld%s", method, q->uri, code, q->rewriting ? " (store URLs rewritten)" : "");
+    char logtarget[512];
+    dwb_log_url(q->uri, logtarget, sizeof logtarget);
+    DWB_DEBUG(NULL, "gateway: %s %s -> %ld%s", method, logtarget, code,
+              q->rewriting ? " (store URLs rewritten)" : "");
     return ret;
 }
 
@@ -683,9 +686,11 @@ static void on_completed(void *cls, struct MHD_Connection *con, void **req_cls, 
             snprintf(labels, sizeof labels, "upstream=\"%s\"", q->gu->up->conf->ae_title);
             dwb_metrics_add("dwb_gateway_sent_bytes_total", labels, (double)sent);
         }
+        char logtarget[512];
+        dwb_log_url(q->uri, logtarget, sizeof logtarget);
         if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
             DWB_DEBUG(NULL, "gateway: %s ended early (viewer closed the connection or the store cut the transfer)",
-                      q->uri);
+                      logtarget);
     }
     req_unref(q);
 }

@@ -18,7 +18,20 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
     vsnprintf(line, sizeof line, fmt, ap);
     size_t n = strlen(line);
     while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = '\0';
-    DWB_DEBUG(NULL, "%s server: %s", (const char *)cls, line);
+    /* MHD quotes the request target (`/dicom-web/AE/studies?PatientName=DOE*') in some messages: its query
+     * values are patient data, written as *** unless log.phi. */
+    char safe[768];
+    const char *open = strchr(line, '`');
+    const char *close = open ? strchr(open + 1, '\'') : NULL;
+    if (close) {
+        char target[512], redacted[512];
+        snprintf(target, sizeof target, "%.*s", (int)(close - open - 1), open + 1);
+        dwb_log_url(target, redacted, sizeof redacted);
+        snprintf(safe, sizeof safe, "%.*s%s%s", (int)(open - line + 1), line, redacted, close);
+    } else {
+        snprintf(safe, sizeof safe, "%s", line);
+    }
+    DWB_DEBUG(NULL, "%s server: %s", (const char *)cls, safe);
 }
 
 dwb_status dwb_httpd_start(const char *what, const char *bind_addr, int port, const dwb_httpd_handlers *h,
