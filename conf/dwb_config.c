@@ -682,6 +682,10 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
     c->listen.max_associations_per_host = 0; /* set from max_associations below unless given */
     c->http.port = 8080;
     c->gateway.port = 0;
+    /* A browser opens at most 6 connections to one host, so 8 never refuses a viewer, and no one address can
+     * hold every slot towards a store (16 by default). A viewer that reads nothing for a minute is gone. */
+    c->gateway.max_connections_per_ip = 8;
+    c->gateway.idle_timeout_s = 60;
     c->provenance.stamp = 1;
     c->retrieve.parallel_series = 4;
     c->retrieve.max_in_flight_mb = 16;
@@ -819,7 +823,8 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
     json_t *gw = json_object_get(root, "gateway");
     if (gw) {
         static const char *const gw_keys[] = {"port", "bind", "cors_origins", "token", "token_file", "token_env",
-                                              "allow_stow", "public_hosts", "trusted_proxies", NULL};
+                                              "allow_stow", "public_hosts", "trusted_proxies",
+                                              "max_connections_per_ip", "idle_timeout_s", NULL};
         if (!json_is_object(gw)) return bad(L, "gateway", "expected an object");
         if ((st = check_keys(L, "gateway", gw, gw_keys)) != DWB_OK) return st;
         if ((st = get_int(L, "gateway", gw, "port", 0, 65535, &c->gateway.port)) != DWB_OK) return st;
@@ -833,6 +838,11 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
             return st;
         if ((st = get_str_array(L, "gateway", gw, "trusted_proxies", STR_IP, &c->gateway.trusted_proxies,
                                 &c->gateway.n_trusted_proxies)) != DWB_OK)
+            return st;
+        if ((st = get_int(L, "gateway", gw, "max_connections_per_ip", 0, 1000, &c->gateway.max_connections_per_ip)) !=
+            DWB_OK)
+            return st;
+        if ((st = get_int(L, "gateway", gw, "idle_timeout_s", 1, 3600, &c->gateway.idle_timeout_s)) != DWB_OK)
             return st;
     }
     if ((st = get_bind(L, "gateway", gw, "127.0.0.1", &c->gateway.bind)) != DWB_OK) return st;

@@ -141,6 +141,8 @@ typedef struct dwb_config {
         int allow_stow;                             /* STOW-RS accepted into the spool; default 0 = 405 */
         char **public_hosts; size_t n_public_hosts; /* host[:port] names the gateway may put in store URLs */
         char **trusted_proxies; size_t n_trusted_proxies; /* IPv4/IPv6 literals sending X-Forwarded-*; loopback too */
+        int max_connections_per_ip; /* connections one client address may hold; trusted_proxies exempt; 0 = any. 8 */
+        int idle_timeout_s;         /* a connection that sends nothing, or reads nothing of an answer, is closed; 60 */
     } gateway;
     struct {
         dwb_log_level level;   /* default info */

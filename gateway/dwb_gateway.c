@@ -49,7 +49,7 @@ struct dwb_gateway {
     const dwb_config *cfg;
     gw_upstream *ups;
     size_t n_ups;
-    struct MHD_Daemon *daemon;
+    dwb_httpd *server;
     atomic_int stopping;
 };
 
@@ -64,6 +64,8 @@ typedef struct gw_req {
     dwb_gateway *gw;
     atomic_int refs; /* the MHD request, and the streamed response while it lives */
     char *uri;       /* raw request target; in log lines only through dwb_log_url (its query is patient data) */
+    char peer[48];   /* the viewer's address, for log lines */
+    struct MHD_Connection *con;
     /* Set by the connection thread before the fetch starts; read-only afterwards. */
     gw_upstream *gu;
     char *url, *fallback_url; /* fallback: /rendered when the store has no /thumbnail */
@@ -132,11 +134,31 @@ static int fetch_cancelled(void *ud) {
     return gone || atomic_load(&q->gw->stopping);
 }
 
-/* Copies into the ring, waiting while it is full. Non-zero when the viewer went away. */
+static long long mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Copies into the ring, waiting while it is full. Non-zero when the viewer went away, or took nothing for
+ * gateway.idle_timeout_s: a viewer that stops reading must not hold one of the store's slots (and its
+ * connection thread) for longer than that, whatever MHD does with its socket. */
 static int push(gw_req *q, const char *d, size_t n) {
+    long long limit_ms = (long long)q->gw->cfg->gateway.idle_timeout_s * 1000;
     pthread_mutex_lock(&q->mu);
     while (n > 0) {
-        while (q->len == RING_SIZE && !q->client_gone && !atomic_load(&q->gw->stopping)) timed_wait(q, 200);
+        long long full_since = mono_ms();
+        int stalled = 0;
+        while (q->len == RING_SIZE && !q->client_gone && !atomic_load(&q->gw->stopping)) {
+            if (limit_ms > 0 && mono_ms() - full_since >= limit_ms) {
+                stalled = q->client_gone = 1; /* read_body ends the answer as cut */
+                break;
+            }
+            timed_wait(q, 200);
+        }
+        if (stalled)
+            DWB_DEBUG(NULL, "gateway: the viewer at %s stopped reading (nothing taken for %d s): transfer cancelled",
+                     q->peer, q->gw->cfg->gateway.idle_timeout_s);
         if (q->client_gone || atomic_load(&q->gw->stopping)) {
             pthread_mutex_unlock(&q->mu);
             return 1;
@@ -275,7 +297,15 @@ static ssize_t read_body(void *cls, uint64_t pos, char *buf, size_t max) {
     (void)pos;
     gw_req *q = cls;
     pthread_mutex_lock(&q->mu);
+    int waited = q->len == 0 && q->state != FETCH_DONE;
     while (q->len == 0 && q->state != FETCH_DONE) timed_wait(q, 500);
+    if (waited) {
+        /* Time spent waiting for the store is not the viewer's idleness: MHD counts gateway.idle_timeout_s from
+         * the last byte it moved, and restarts the count when a connection's timeout goes from 0 to a value.
+         * A stalled store is the upstream's low_speed_time_s to judge. */
+        MHD_set_connection_option(q->con, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
+        MHD_set_connection_option(q->con, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)q->gw->cfg->gateway.idle_timeout_s);
+    }
     if (q->len == 0) {
         dwb_status st = q->result;
         pthread_mutex_unlock(&q->mu);
@@ -387,12 +417,10 @@ static int is_v4_mapped(const unsigned char ip[16]) {
     return memcmp(ip, prefix, 12) == 0;
 }
 
-/* X-Forwarded-Host and -Proto count only from a proxy: loopback, or an address in gateway.trusted_proxies. */
-static int from_trusted_proxy(dwb_gateway *gw, struct MHD_Connection *con) {
-    unsigned char ip[16];
-    if (!conn_addr(con, 0, ip, NULL)) return 0;
-    static const unsigned char v6_loopback[16] = {[15] = 1};
-    if ((is_v4_mapped(ip) && ip[12] == 127) || memcmp(ip, v6_loopback, 16) == 0) return 1;
+/* An address in gateway.trusted_proxies: a reverse proxy, which speaks for many viewers, so it is also exempt
+ * from gateway.max_connections_per_ip. */
+static int listed_proxy(void *cls, const unsigned char ip[16]) {
+    dwb_gateway *gw = cls;
     for (size_t i = 0; i < gw->cfg->gateway.n_trusted_proxies; i++) {
         const char *t = gw->cfg->gateway.trusted_proxies[i];
         unsigned char want[16] = {[10] = 0xff, [11] = 0xff};
@@ -400,6 +428,15 @@ static int from_trusted_proxy(dwb_gateway *gw, struct MHD_Connection *con) {
             return 1;
     }
     return 0;
+}
+
+/* X-Forwarded-Host and -Proto count only from a proxy: loopback, or an address in gateway.trusted_proxies. */
+static int from_trusted_proxy(dwb_gateway *gw, struct MHD_Connection *con) {
+    unsigned char ip[16];
+    if (!conn_addr(con, 0, ip, NULL)) return 0;
+    static const unsigned char v6_loopback[16] = {[15] = 1};
+    if ((is_v4_mapped(ip) && ip[12] == 127) || memcmp(ip, v6_loopback, 16) == 0) return 1;
+    return listed_proxy(gw, ip);
 }
 
 /* "ip:port" (or "[ip6]:port") of the address the client connected to: the gateway's own, never the client's say. */
@@ -652,10 +689,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
 }
 
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *con) {
-    (void)con;
     gw_req *q = calloc(1, sizeof *q);
     if (!q) return NULL;
     q->gw = cls;
+    q->con = con;
+    unsigned char ip[16];
+    snprintf(q->peer, sizeof q->peer, "?");
+    if (conn_addr(con, 0, ip, NULL)) {
+        if (is_v4_mapped(ip)) inet_ntop(AF_INET, ip + 12, q->peer, sizeof q->peer);
+        else inet_ntop(AF_INET6, ip, q->peer, sizeof q->peer);
+    }
     atomic_init(&q->refs, 1);
     q->uri = strdup(uri);
     q->ring = malloc(RING_SIZE);
@@ -688,7 +731,10 @@ static void on_completed(void *cls, struct MHD_Connection *con, void **req_cls, 
         }
         char logtarget[512];
         dwb_log_url(q->uri, logtarget, sizeof logtarget);
-        if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
+        if (toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED)
+            DWB_INFO(NULL, "gateway: the viewer at %s stopped reading (nothing sent for %d s): connection closed",
+                     q->peer, q->gw->cfg->gateway.idle_timeout_s);
+        else if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
             DWB_DEBUG(NULL, "gateway: %s ended early (viewer closed the connection or the store cut the transfer)",
                       logtarget);
     }
@@ -721,8 +767,14 @@ dwb_status dwb_gateway_start(const dwb_config *cfg, dwb_upstream *const *upstrea
             return st;
         }
     }
-    dwb_httpd_handlers h = {on_request, on_uri, on_completed, gw, 120};
-    dwb_status st = dwb_httpd_start("gateway", cfg->gateway.bind, cfg->gateway.port, &h, &gw->daemon, err);
+    dwb_httpd_handlers h = {.access = on_request,
+                            .uri_log = on_uri,
+                            .completed = on_completed,
+                            .cls = gw,
+                            .connection_timeout_s = (unsigned)cfg->gateway.idle_timeout_s,
+                            .per_ip_limit = (unsigned)cfg->gateway.max_connections_per_ip,
+                            .unlimited_peer = listed_proxy};
+    dwb_status st = dwb_httpd_start("gateway", cfg->gateway.bind, cfg->gateway.port, &h, &gw->server, err);
     if (st != DWB_OK) {
         dwb_gateway_stop(gw);
         return st;
@@ -734,7 +786,7 @@ dwb_status dwb_gateway_start(const dwb_config *cfg, dwb_upstream *const *upstrea
 void dwb_gateway_stop(dwb_gateway *gw) {
     if (!gw) return;
     atomic_store(&gw->stopping, 1);
-    if (gw->daemon) MHD_stop_daemon(gw->daemon);
+    dwb_httpd_stop(gw->server);
     for (size_t i = 0; i < gw->n_ups; i++) dwb_http_client_free(gw->ups[i].http);
     free(gw->ups);
     free(gw);

@@ -14,13 +14,25 @@ typedef struct dwb_httpd_handlers {
     void *(*uri_log)(void *cls, const char *uri, struct MHD_Connection *con);
     MHD_RequestCompletedCallback completed;
     void *cls;
-    unsigned int connection_timeout_s; /* idle keep-alive connections are closed after this; 0 = 60 */
+    /* A connection on which nothing moves for this long is closed: an idle keep-alive, a request that never
+     * ends, and an answer the client does not read (MHD waits to send); 0 = 60. */
+    unsigned int connection_timeout_s;
+    /* Connections one client address may hold at once; more are closed at accept. 0 = no limit. */
+    unsigned int per_ip_limit;
+    /* Addresses exempt from per_ip_limit (a reverse proxy in front of many clients); may be NULL. ip is the
+     * peer's IPv6 address, IPv4 as ::ffff:a.b.c.d. */
+    int (*unlimited_peer)(void *cls, const unsigned char ip[16]);
 } dwb_httpd_handlers;
 
+typedef struct dwb_httpd dwb_httpd;
+
 /* Listens on bind:port (an IPv4 or IPv6 literal) and serves. what names the config section for messages
- * ("http", "gateway"). On success *out is the running daemon; stop it with MHD_stop_daemon. */
+ * ("http", "gateway"); h is copied. On success *out is the running server; stop it with dwb_httpd_stop. */
 dwb_status dwb_httpd_start(const char *what, const char *bind, int port, const dwb_httpd_handlers *h,
-                           struct MHD_Daemon **out, dwb_error *err);
+                           dwb_httpd **out, dwb_error *err);
+
+/* Stops the daemon (waits for its connection threads) and frees the server; NULL is a no-op. */
+void dwb_httpd_stop(dwb_httpd *s);
 
 /* Queues a small in-memory answer (copied) with a Content-Type; returns MHD's verdict. */
 enum MHD_Result dwb_httpd_reply(struct MHD_Connection *con, unsigned int code, const char *ctype, const char *body,

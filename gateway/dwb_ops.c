@@ -27,7 +27,7 @@ typedef enum ready_state {
 struct dwb_ops {
     dwb_ops_opts opts;
     char *bind;
-    struct MHD_Daemon *daemon;
+    dwb_httpd *server;
     pthread_t prober;
     int prober_started;
     pthread_mutex_t mu; /* guards everything below */
@@ -133,8 +133,10 @@ dwb_status dwb_ops_start(const dwb_ops_opts *opts, dwb_ops **out, dwb_error *err
         return dwb_error_set(err, DWB_E_INTERNAL, "cannot start the readiness probe thread");
     }
     o->prober_started = 1;
-    dwb_httpd_handlers h = {on_request, NULL, NULL, o, 10};
-    dwb_status st = dwb_httpd_start("http", o->bind, opts->port, &h, &o->daemon, err);
+    /* Probes and scrapes are short: 10 s without a byte moving closes a connection, and one address (a kubelet,
+     * a Prometheus) never needs more than a few at once. */
+    dwb_httpd_handlers h = {.access = on_request, .cls = o, .connection_timeout_s = 10, .per_ip_limit = 16};
+    dwb_status st = dwb_httpd_start("http", o->bind, opts->port, &h, &o->server, err);
     if (st != DWB_OK) {
         dwb_ops_stop(o);
         return st;
@@ -145,7 +147,7 @@ dwb_status dwb_ops_start(const dwb_ops_opts *opts, dwb_ops **out, dwb_error *err
 
 void dwb_ops_stop(dwb_ops *o) {
     if (!o) return;
-    if (o->daemon) MHD_stop_daemon(o->daemon);
+    dwb_httpd_stop(o->server);
     pthread_mutex_lock(&o->mu);
     o->stopping = 1;
     pthread_cond_broadcast(&o->cv);

@@ -4,11 +4,17 @@ root once the store decodes them (`..%5c..%5csystem` reached Orthanc's REST API 
 paths) answer 400 and never reach the store, while every legitimate QIDO-RS/WADO-RS route still works; a forged
 `Host` or `X-Forwarded-Host` never reaches the Retrieve URLs (only the bind address, loopback names and
 `gateway.public_hosts` do, X-Forwarded-* only from a trusted proxy); `allow_stow` on a non-loopback bind without
-a token is refused at check-config and at start."""
+a token is refused at check-config and at start. Viewers that never read (or read a byte a minute) cannot hold
+every slot towards the store: one address holds at most `gateway.max_connections_per_ip` connections, and a
+transfer whose viewer reads nothing for `gateway.idle_timeout_s` is cut and its slot freed."""
 import http.client
 import json
 import os
+import http.server
 import socket
+import threading
+import time
+import urllib.request
 
 import harness
 from harness import Bridge, Orthanc, TestCase, run
@@ -218,6 +224,162 @@ class GatewayHostileTest(TestCase):
         p = run([harness.BINARY, "serve", "--config", cfg], timeout=30)
         self.assertNotEqual(p.returncode, 0, "serve started with allow_stow on 0.0.0.0 and no token")
         self.assertIn("gateway.allow_stow", p.stdout)
+
+
+class SlowReaderTest(TestCase):
+    """Clients that ask for a whole study and never read it, against a store reached through few slots
+    (upstream max_concurrent_requests 4), so that as many non-readers as slots are cheap to open."""
+    SLOTS = 4
+
+    def setUp(self):
+        super().setUp()
+        self.orthanc = self.start(Orthanc(self.workdir))
+        # 48 instances of 512x512x16 bits: a 25 MB study, more than the socket buffers and the gateway's ring hold.
+        cohort, self.man = harness.gencohort(self.workdir, patients=1, studies=1, series=1, instances=48, rows=512,
+                                             cols=512)
+        self.orthanc.upload([os.path.join(cohort, i["file"]) for i in self.man["instances"]])
+        self.study = self.man["instances"][0]["StudyInstanceUID"]
+        self.size = sum(os.path.getsize(os.path.join(cohort, i["file"])) for i in self.man["instances"])
+        self.hogs = []
+        self.addCleanup(self.close_hogs)
+
+    def close_hogs(self):
+        for s in self.hogs:
+            s.close()
+
+    def bridge(self, gateway):
+        gw = {"port": harness.free_port(), "bind": "0.0.0.0"}
+        gw.update(gateway)
+        b = self.start(Bridge(self.workdir, {
+            "upstreams": [{"ae_title": AE, "base_url": self.orthanc.dicomweb_url,
+                           "max_concurrent_requests": self.SLOTS}],
+            "gateway": gw, "spool": {"dir": os.path.join(self.workdir, "spool")}, "log": {"level": "debug"}}))
+        harness.wait_port(gw["port"], b.proc, log=b.log_path)
+        b.gw_port = gw["port"]
+        return b
+
+    def hog(self, port, source):
+        """A client from source that asks for the whole study and never reads a byte of the answer (a receive
+        buffer of 4 KiB, so the kernel takes little on its behalf). True when the gateway accepted it."""
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.hogs.append(s)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.bind((source, 0))
+        s.settimeout(10)
+        s.connect(("127.0.0.1", port))
+        try:
+            s.sendall(("GET %s/studies/%s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAccept: multipart/related; "
+                       "type=\"application/dicom\"\r\n\r\n" % (ROOT, self.study, port)).encode())
+        except OSError:
+            return False
+        # A connection the gateway refused is closed at once: a peek sees the end (or a reset) within a moment.
+        s.settimeout(1.0)
+        try:
+            return s.recv(1, socket.MSG_PEEK) != b""
+        except socket.timeout:
+            return True
+        except OSError:
+            return False
+
+    def viewer(self, port, source, timeout):
+        """A viewer from source: the whole study, read as fast as it comes. (status, bytes, seconds)."""
+        t0 = time.monotonic()
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind((source, 0))
+        s.settimeout(timeout)
+        try:
+            s.connect(("127.0.0.1", port))
+            s.sendall(("GET %s/studies/%s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAccept: multipart/related; "
+                       "type=\"application/dicom\"\r\nConnection: close\r\n\r\n" % (ROOT, self.study, port))
+                      .encode())
+            r = http.client.HTTPResponse(s, method="GET")
+            r.begin()
+            body = r.read()
+            return r.status, len(body), time.monotonic() - t0
+        except OSError as e:
+            return "%s: %s" % (type(e).__name__, e), 0, time.monotonic() - t0
+        finally:
+            s.close()
+
+    def assert_served(self, got, bound, who):
+        status, n, secs = got
+        print("%s: %s, %.1f MB in %.1f s" % (who, status, n / 1e6, secs))
+        self.assertEqual(status, 200, "%s: expected the study (200) within %d s, saw %s after %.1f s"
+                         % (who, bound, status, secs))
+        self.assertGreaterEqual(n, self.size, "%s: expected the whole study (%d bytes of instances), saw %d bytes"
+                                % (who, self.size, n))
+        self.assertLess(secs, bound, "%s: the answer took %.1f s" % (who, secs))
+
+    def healthy(self, bridge):
+        self.assertIsNone(bridge.proc.poll(), "the bridge exited")
+        with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % bridge.http_port, timeout=10) as r:
+            self.assertEqual(r.status, 200)
+
+    def test_one_address_cannot_hold_every_slot(self):
+        bridge = self.bridge({"max_connections_per_ip": 2, "idle_timeout_s": 60})
+        accepted = [self.hog(bridge.gw_port, "127.0.0.1") for _ in range(self.SLOTS)]
+        print("non-reading clients from 127.0.0.1 accepted: %d of %d" % (sum(accepted), len(accepted)))
+        self.assertEqual(sum(accepted), 2, "expected 2 of %d connections from one address accepted" % self.SLOTS)
+        time.sleep(2)  # the accepted ones have filled their buffers and hold their slots
+        # Another address gets its answer at once, long before the idle timeout could free a slot.
+        self.assert_served(self.viewer(bridge.gw_port, "127.0.0.2", 60), 30, "a viewer from 127.0.0.2")
+        self.healthy(bridge)
+
+    def test_a_viewer_that_stops_reading_loses_its_slot(self):
+        bridge = self.bridge({"idle_timeout_s": 5})
+        # Every slot held by clients from as many addresses, which the per-address limit does not stop.
+        for i in range(self.SLOTS):
+            self.assertTrue(self.hog(bridge.gw_port, "127.0.0.%d" % (10 + i)), "non-reader %d accepted" % i)
+        time.sleep(2)
+        # The viewer waits at most until the non-readers have been still for idle_timeout_s (then 5 s to spare).
+        t0 = time.monotonic()
+        self.assert_served(self.viewer(bridge.gw_port, "127.0.0.2", 60), 15, "a viewer from 127.0.0.2")
+        # And from the non-readers' own address, now that they have been cut.
+        self.assert_served(self.viewer(bridge.gw_port, "127.0.0.10", 60), 15, "a viewer from 127.0.0.10")
+        print("both viewers served %.1f s after the non-readers stalled" % (time.monotonic() - t0 + 2))
+        self.assertIn("stopped reading", bridge.log(), "expected a log line naming the cut transfer")
+        self.healthy(bridge)
+
+
+class PausingStoreTest(TestCase):
+    """gateway.idle_timeout_s is the viewer's idleness, not the store's: an answer whose store pauses for longer
+    (the upstream's low_speed_time_s judges stores) reaches the viewer whole."""
+
+    def test_a_store_that_pauses_mid_answer_is_not_cut(self):
+        class Store(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                body = b'[{"00100020": {"vr": "LO", "Value": ["A"]}}]'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/dicom+json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[:10])
+                self.wfile.flush()
+                time.sleep(5)
+                self.wfile.write(body[10:])
+
+            def log_message(self, *a):
+                pass
+
+        store = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Store)
+        threading.Thread(target=store.serve_forever, daemon=True).start()
+        self.addCleanup(store.server_close)
+        self.addCleanup(store.shutdown)
+        gw_port = harness.free_port()
+        bridge = self.start(Bridge(self.workdir, {
+            "upstreams": [{"ae_title": AE, "base_url": "http://127.0.0.1:%d" % store.server_address[1]}],
+            "gateway": {"port": gw_port, "idle_timeout_s": 2}, "spool": {"dir": os.path.join(self.workdir, "spool")},
+            "log": {"level": "debug"}}))
+        harness.wait_port(gw_port, bridge.proc, log=bridge.log_path)
+        t0 = time.monotonic()
+        code, _, body = request(gw_port, "GET", ROOT + "/studies", {"Accept": "application/dicom+json"})
+        print("a store pausing 5 s mid-answer, gateway.idle_timeout_s 2: %d, %d bytes in %.1f s"
+              % (code, len(body), time.monotonic() - t0))
+        self.assertEqual(code, 200)
+        self.assertEqual(json.loads(body)[0]["00100020"]["Value"], ["A"], "the whole answer: %r" % body)
+        self.assertNotIn("stopped reading", bridge.log())
 
 
 if __name__ == "__main__":
