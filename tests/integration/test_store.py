@@ -4,6 +4,7 @@ arrives; a refused instance lands in failed/ with its reason; a data set that do
 command is refused and the association goes on; an unusable spool answers Out of Resources."""
 import glob
 import os
+import select
 import re
 import shutil
 import signal
@@ -122,6 +123,57 @@ class StoreTest(TestCase):
         wait_for(lambda: not glob.glob(os.path.join(spool, "ORTHANC", "*.dcm")))
         self.assertEqual(glob.glob(os.path.join(spool, "ORTHANC", "*.dcm")), [])
         self.assertIn("queued from before", bridge2.log())
+
+    def test_instance_is_on_disk_before_the_scu_hears_success(self):
+        """The claim 'fsync before success', seen from outside (issue 27): strace follows every thread of the
+        bridge while one C-STORE is answered; the spool file's fsync, its rename into the queue and the fsync of
+        the spool directory all come before the response is written to the association's socket. The store is
+        down, so that the uploader does not take the file away meanwhile."""
+        files, _ = self.cohort(patients=1, studies=1, series=1, instances=1)
+        spool = os.path.join(self.workdir, "spool")
+        bridge = self.start(Bridge(self.workdir, {
+            "upstreams": [{"ae_title": "ORTHANC", "base_url": "http://127.0.0.1:%d/dicom-web" % harness.free_port()}],
+            "spool": {"dir": spool}}))
+        trace = os.path.join(self.workdir, "strace.txt")
+        st = subprocess.Popen(["strace", "-f", "-tt", "-yy", "-s", "0", "-o", trace, "-p", str(bridge.proc.pid),
+                               "-e", "trace=fsync,fdatasync,rename,renameat,renameat2,write,writev,sendmsg,sendto"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            # Tracing starts once strace says it attached ("Process N attached with M threads").
+            said, end = b"", time.time() + 30
+            while b"attached" not in said and time.time() < end:
+                if select.select([st.stderr], [], [], 1)[0]:
+                    chunk = os.read(st.stderr.fileno(), 4096)
+                    if not chunk:
+                        break
+                    said += chunk
+            self.assertIn(b"attached", said, "strace did not attach")
+            p = self.storescu(bridge.port, files)
+            self.assertEqual(p.returncode, 0, p.stdout)
+        finally:
+            st.send_signal(signal.SIGINT)  # detaches: the bridge runs on, and exits untraced
+            st.wait(20)
+            st.stderr.close()
+        with open(trace) as f:
+            lines = f.read().splitlines()
+        def first(pred, after=-1):
+            for i, l in enumerate(lines):
+                if i > after and pred(l):
+                    return i
+            return None
+        f_file = first(lambda l: re.search(r"fs?(data)?sync\(\d+<[^>]*\.dcm\.tmp>", l) is not None)
+        self.assertIsNotNone(f_file, "no fsync of the spool file:\n" + "\n".join(lines[-40:]))
+        f_ren = first(lambda l: "rename" in l and ".dcm.tmp" in l, f_file)
+        self.assertIsNotNone(f_ren, "no rename into the queue after the fsync")
+        f_dir = first(lambda l: re.search(r"fs?(data)?sync\(\d+<%s/ORTHANC>" % re.escape(spool), l) is not None, f_ren)
+        self.assertIsNotNone(f_dir, "no fsync of the spool directory after the rename")
+        # The C-STORE-RSP: the first write to the association's socket (the bridge's listen port) after the file
+        # fsync. It must come after the directory's fsync.
+        rsp = first(lambda l: re.search(r"(write|writev|sendmsg|sendto)\(\d+<TCP:\[127\.0\.0\.1:%d->" % bridge.port, l)
+                    is not None, f_file)
+        self.assertIsNotNone(rsp, "no answer on the association after the fsync")
+        self.assertGreater(rsp, f_dir, "the SCU heard success before the spool directory was synced:\n%s\n%s"
+                           % (lines[rsp], lines[f_dir]))
 
     def test_refused_instance_goes_to_failed_with_reason(self):
         files, man = self.cohort(patients=1, studies=1, series=1, instances=4)
