@@ -82,14 +82,47 @@ class EndlessSeriesStore:
 
 
 def pixel_data(path):
-    """The value of (7FE0,0010) in an uncompressed explicit VR little endian Part-10 file."""
+    """The value of (7FE0,0010) in an uncompressed explicit VR little endian Part-10 file; an AssertionError for
+    a file without one (encapsulated pixel data has an undefined length: not a native value to compare)."""
     with open(path, "rb") as f:
         data = f.read()
     i = data.rfind(b"\xe0\x7f\x10\x00OW\x00\x00")
     if i < 0:
         i = data.rfind(b"\xe0\x7f\x10\x00OB\x00\x00")
+    if i < 0:
+        raise AssertionError("%s: no explicit VR (7FE0,0010)" % path)
     n = struct.unpack("<I", data[i + 8:i + 12])[0]
+    if n == 0xFFFFFFFF or i + 12 + n > len(data):
+        raise AssertionError("%s: (7FE0,0010) is not native pixel data (length 0x%08x)" % (path, n))
     return data[i + 12:i + 12 + n]
+
+
+class GdcmTranscoder:
+    """The fault store's transcoder (FaultStore(transcoded=...)), working the way a store does: asked for an
+    instance in Explicit VR Little Endian, it takes the file the store holds (Orthanc's stored JPEG 2000 copy,
+    fetched by Orthanc's REST API) and decodes it with `gdcmconv --raw`. It never sees the uncompressed source,
+    so pixel data equal to the source's can only come from a real JPEG 2000 decode."""
+
+    def __init__(self, orthanc, uids, workdir):
+        self.orthanc, self.uids, self.workdir = orthanc, set(uids), workdir
+        self.served = []  # (uid, transfer syntax of the stored file) of every transcoding
+
+    def __contains__(self, uid):
+        return uid in self.uids
+
+    def __getitem__(self, uid):
+        import urllib.request
+        req = urllib.request.Request(self.orthanc.url + "/tools/lookup", data=uid.encode(), method="POST")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            oid = [x["ID"] for x in json.loads(r.read()) if x["Type"] == "Instance"][0]
+        stored = os.path.join(self.workdir, "stored-%s.dcm" % uid)
+        with urllib.request.urlopen(self.orthanc.url + "/instances/%s/file" % oid, timeout=30) as r, \
+                open(stored, "wb") as f:
+            f.write(r.read())
+        out = os.path.join(self.workdir, "raw-%s.dcm" % uid)
+        run(["gdcmconv", "--raw", stored, out], check=True)
+        self.served.append((uid, xfer_of(stored)))
+        return out
 
 
 def sop_of(path):
@@ -382,22 +415,28 @@ class RetrieveFaultTest(TestCase):
 
     # Orthanc with Debian's GDCM plugin (orthanc-gdcm 1.5) would be the natural transcoding store, but it dies
     # with SIGSEGV after a few transcoding requests (reproduced sequentially on Debian 12); the fault store
-    # therefore transcodes the way the Google Healthcare API does, from the uncompressed originals.
+    # therefore transcodes as the Google Healthcare API does, decoding the JPEG 2000 file it holds (gdcmconv).
     def test_jpeg2000_transcoded_by_the_store_for_an_uncompressed_destination(self):
         d, man, j2k = self.jpeg2000_cohort()
         plain = {i["SOPInstanceUID"]: os.path.join(d, i["file"]) for i in man["instances"]}
-        self.setup_store(None, files=j2k, transcoded=plain, patients=1, studies=1, series=1, instances=4,
+        transcoder = GdcmTranscoder(None, plain, self.workdir)
+        self.setup_store(None, files=j2k, transcoded=transcoder, patients=1, studies=1, series=1, instances=4,
                          rows=64, cols=64)
+        transcoder.orthanc = self.orthanc
         p = self.move(man["instances"][0]["StudyInstanceUID"])
         self.assertEqual(status_of(p), "0x0000", p.stdout[-2000:])
         self.assertEqual(counts_of(p)[:2], (4, 0))
+        # Every instance was decoded by the store from its JPEG 2000 copy: nothing came from the source files.
+        self.assertEqual(sorted(transcoder.served), sorted((u, "JPEG2000LosslessOnly") for u in plain))
         got = {sop_of(f): f for f in self.pacs.files()}
         self.assertEqual(sorted(got), sorted(plain))
         for uid, src in plain.items():
             self.assertEqual(xfer_of(got[uid]), "LittleEndianExplicit", got[uid])
+            # Lossless JPEG 2000: the decoded pixels are the source's, byte for byte.
             self.assertEqual(pixel_data(got[uid]), pixel_data(src), "pixel data of %s differs from the source" % uid)
         asked = [e for e in self.fs.log if e.method == "GET" and INSTANCE_RE.match(e.path.split("?")[0])]
         self.assertEqual(len(asked), 4, "one transcoding request per instance")
+        self.assertEqual([e.code for e in asked], [200] * 4)
         self.assertIn("sending the store's Explicit VR Little Endian copy", self.bridge.log())
 
     def test_store_that_cannot_transcode_fails_the_instance_naming_the_syntax(self):
