@@ -18,13 +18,24 @@ import time
 import urllib.parse
 
 import harness
-from harness import Bridge, Orthanc, StoreSCP, TestCase, findscu, run
+from harness import Bridge, Orthanc, StoreSCP, TestCase, comment_of, counts_of, findscu, run, status_of
 
 PREFIX = "/v1/projects/proj-1/locations/europe-west4/datasets/ds-1/dicomStores/store-1/dicomWeb"
 
 
 def b64url_decode(s):
     return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+
+
+def pixels(path):
+    """Pixel data (7FE0,0010) of a Part-10 file, as dcmdump writes it out (+W: raw value files)."""
+    d = os.path.dirname(path) + "/px-" + os.path.basename(path)
+    os.makedirs(d, exist_ok=True)
+    run(["dcmdump", "-q", "+W", d, path], check=True)
+    raw = [f for f in os.listdir(d) if f.endswith(".raw")]
+    assert len(raw) == 1, (path, raw)
+    with open(os.path.join(d, raw[0]), "rb") as f:
+        return f.read()
 
 
 class Server:
@@ -228,18 +239,32 @@ class GoogleTest(TestCase):
         return findscu(bridge.port, "GOOGLE", ["QueryRetrieveLevel=STUDY", "StudyInstanceUID", "PatientName"],
                        extra=["-d"], workdir=self.workdir)
 
+    def stored_studies(self):
+        return sorted({i["StudyInstanceUID"] for i in self.man["instances"][:2]})
+
+    def assertFoundEveryStudy(self, p, res):
+        """The C-FIND answered exactly the studies the store holds, and ended in Success."""
+        self.assertEqual(sorted(harness.value(r, "0020000D") for r in res), self.stored_studies(), p.stdout[-1500:])
+        self.assertEqual(status_of(p), "0x0000", p.stdout[-1500:])
+
     def test_find_move_store_with_one_token_exchange(self):
         pacs = self.start(StoreSCP(self.workdir, aet="PACS"))
         bridge = self.bridge({"type": "google_service_account", "key_file": self.key_file},
                              dests=[{"ae_title": "PACS", "host": "127.0.0.1", "port": pacs.port}])
         for _ in range(3):  # three associations
-            p, res = self.find(bridge)
-            self.assertEqual(len(res), len({i["StudyInstanceUID"] for i in self.man["instances"][:2]}), p.stdout[-1500:])
+            self.assertFoundEveryStudy(*self.find(bridge))
         study = self.man["instances"][0]["StudyInstanceUID"]
-        p = run(["movescu", "-S", "-aec", "GOOGLE", "-aem", "PACS", "-k", "QueryRetrieveLevel=STUDY",
+        p = run(["movescu", "-d", "-S", "-aec", "GOOGLE", "-aem", "PACS", "-k", "QueryRetrieveLevel=STUDY",
                  "-k", "StudyInstanceUID=" + study, "127.0.0.1", str(bridge.port)])
-        self.assertEqual(p.returncode, 0, p.stdout)
-        self.assertEqual(len(pacs.files()), len([i for i in self.man["instances"][:2] if i["StudyInstanceUID"] == study]))
+        want = [i for i in self.man["instances"][:2] if i["StudyInstanceUID"] == study]
+        self.assertEqual(status_of(p), "0x0000", p.stdout[-1500:])
+        self.assertEqual(counts_of(p)[:2], (len(want), 0), p.stdout[-1500:])
+        # What PACS received is the study's instances, with the store's pixel data.
+        got = {harness.value(harness.dcm2json(f), "00080018"): f for f in pacs.files()}
+        self.assertEqual(sorted(got), sorted(i["SOPInstanceUID"] for i in want))
+        for i in want:
+            self.assertEqual(pixels(got[i["SOPInstanceUID"]]), pixels(os.path.join(self.cohort, i["file"])),
+                             "pixel data of %s" % i["SOPInstanceUID"])
         third = os.path.join(self.cohort, self.man["instances"][2]["file"])
         p = run(["storescu", "-aec", "GOOGLE", "127.0.0.1", str(bridge.port), third])
         self.assertEqual(p.returncode, 0, p.stdout)
@@ -276,9 +301,9 @@ class GoogleTest(TestCase):
         self.gateway.revoke_all = True
         p, res = self.find(bridge)
         self.assertEqual(res, [])
-        self.assertIn("0xc000", p.stdout)
-        self.assertIn("credentials", p.stdout)
-        self.assertIn("upstream GOOGLE refused the credentials", bridge.log())
+        self.assertEqual(status_of(p), "0xc000", p.stdout[-1500:])
+        self.assertEqual(comment_of(p), "store refused the bridge's credentials", p.stdout[-1500:])
+        self.assertRegex(bridge.log(), r"GET \S+/studies\S*: upstream GOOGLE refused the credentials \(HTTP 401\)")
         self.assertEqual(self.tokens.exchanges, 2, "one refresh after the first 401, then give up")
 
     def test_429_with_retry_after_is_waited_out(self):
@@ -286,23 +311,24 @@ class GoogleTest(TestCase):
         self.gateway.throttle = 2
         t0 = time.time()
         p, res = self.find(bridge)
-        self.assertTrue(res, p.stdout[-1500:])
+        self.assertFoundEveryStudy(p, res)
         self.assertGreaterEqual(time.time() - t0, 1.8, "Retry-After: 1 twice")
         self.assertEqual(len(re.findall(r"HTTP 429", bridge.log())), 2)
 
     def test_metadata_server_and_token_command(self):
         bridge = self.bridge({"type": "google_metadata", "metadata_url": self.tokens.url + "/computeMetadata/v1/token"})
-        self.assertTrue(self.find(bridge)[1])
+        self.assertFoundEveryStudy(*self.find(bridge))
         self.assertEqual(self.tokens.exchanges, 1)
         bridge.stop()
         self.gateway.static_tokens.add("tok-from-command")
         bridge2 = self.bridge({"type": "token_command", "command": "echo tok-from-command", "token_lifetime_s": 60})
-        self.assertTrue(self.find(bridge2)[1])
+        self.assertFoundEveryStudy(*self.find(bridge2))
         bridge2.stop()
         bridge3 = self.bridge({"type": "token_command", "command": "exit 3"})
         p, res = self.find(bridge3)
         self.assertEqual(res, [])
-        self.assertIn("token command exited with status 3", bridge3.log())
+        self.assertEqual(status_of(p), "0xc000", p.stdout[-1500:])
+        self.assertIn("upstream GOOGLE: the token command exited with status 3", bridge3.log())
 
     def test_check_config_refuses_broken_key_files(self):
         cases = {"notjson.json": ("{not json", "not a JSON key file"),
