@@ -1,9 +1,21 @@
 """DIMSE over TLS: echoscu and findscu with DCMTK's +tls options against listen.tls, with certificates generated
 here; plain TCP is refused; client certificates can be required; C-MOVE to a TLS destination (storescp +tls)."""
 import os
+import re
 
 import harness
-from harness import Bridge, Orthanc, StoreSCP, TestCase, run
+from harness import Bridge, Orthanc, StoreSCP, TestCase, counts_of, run, status_of
+
+
+def pixels(path):
+    """Pixel data (7FE0,0010) of a Part-10 file, as dcmdump writes it out (+W: raw value files)."""
+    d = os.path.dirname(path) + "/px-" + os.path.basename(path)
+    os.makedirs(d, exist_ok=True)
+    run(["dcmdump", "-q", "+W", d, path], check=True)
+    raw = [f for f in os.listdir(d) if f.endswith(".raw")]
+    assert len(raw) == 1, (path, raw)
+    with open(os.path.join(d, raw[0]), "rb") as f:
+        return f.read()
 
 
 def make_pki(d):
@@ -51,13 +63,27 @@ class TlsTest(TestCase):
                          sorted({(i["StudyInstanceUID"], i["PatientID"]) for i in man["instances"]}),
                          "C-FIND over TLS answers every study of the store:\n" + p.stdout[-1500:])
         self.assertEqual({harness.value(r, "00080054") for r in res}, {"ORTHANC"})
-        self.assertNotEqual(run(["echoscu", "-aec", "ORTHANC", "127.0.0.1", str(bridge.port)]).returncode, 0,
-                            "plain TCP must not work against a TLS listener")
-        self.assertNotEqual(run(["echoscu", "-aec", "ORTHANC"] + self.tls_args("rogue") +
-                                ["127.0.0.1", str(bridge.port)]).returncode, 0,
-                            "a client certificate from an untrusted CA is refused")
-        self.assertEqual(run(["echoscu", "-aec", "ORTHANC"] + self.tls_args() +
-                             ["127.0.0.1", str(bridge.port)]).returncode, 0, "still serving")
+        # Refused peers try a C-STORE of an instance the store does not hold: nothing of it may be spooled or
+        # reach the store.
+        extra_dir, extra_man = harness.gencohort(self.workdir, name="extra", seed=7, patients=1, studies=1, series=1,
+                                                 instances=1)
+        extra = os.path.join(extra_dir, extra_man["instances"][0]["file"])
+        extra_uid = extra_man["instances"][0]["SOPInstanceUID"]
+        for who, args, reason in [("plain TCP", [], "TLS error: wrong version number"),
+                                  ("an untrusted CA's client certificate", self.tls_args("rogue"),
+                                   "TLS error: certificate verify failed")]:
+            n_log = len(bridge.log())
+            p = run(["storescu", "-aec", "ORTHANC"] + args + ["127.0.0.1", str(bridge.port), extra])
+            self.assertIn("F: Association Request Failed", p.stdout, who)
+            self.assertNotIn("Store Response", p.stdout, who)
+            self.assertEqual(re.findall(r"warn receiving an association request failed: (.*) assoc=",
+                                        bridge.log()[n_log:]), [reason], who)
+        spooled = [f for _, _, fs in os.walk(os.path.join(self.workdir, "spool")) for f in fs
+                   if f != "delivered.ledger"]
+        self.assertEqual(spooled, [], "nothing of a refused peer is spooled")
+        self.assertNotIn(extra_uid, orthanc.instance_uids())
+        p = run(["echoscu", "-v", "-aec", "ORTHANC"] + self.tls_args() + ["127.0.0.1", str(bridge.port)])
+        self.assertIn("Received Echo Response (Success)", p.stdout, "still serving")
 
     def test_move_to_a_tls_destination(self):
         cohort, man = harness.gencohort(self.workdir, patients=1, studies=1, series=1, instances=2)
@@ -71,10 +97,16 @@ class TlsTest(TestCase):
                               "tls": {"ca": self.pki + "/ca.crt", "certificate": self.pki + "/client.crt",
                                       "key": self.pki + "/client.key"}}],
             "spool": {"dir": os.path.join(self.workdir, "spool")}}))
-        p = run(["movescu", "-S", "-aec", "ORTHANC", "-aem", "PACS", "-k", "QueryRetrieveLevel=STUDY",
+        p = run(["movescu", "-d", "-S", "-aec", "ORTHANC", "-aem", "PACS", "-k", "QueryRetrieveLevel=STUDY",
                  "-k", "StudyInstanceUID=" + man["instances"][0]["StudyInstanceUID"], "127.0.0.1", str(bridge.port)])
-        self.assertEqual(p.returncode, 0, p.stdout)
-        self.assertEqual(len(pacs.files()), 2, bridge.log()[-2000:])
+        self.assertEqual(status_of(p), "0x0000", p.stdout[-1500:])
+        self.assertEqual(counts_of(p)[:2], (2, 0), p.stdout[-1500:])
+        # What storescp received over TLS is the study's two instances, with the source's pixel data.
+        got = {harness.value(harness.dcm2json(f), "00080018"): f for f in pacs.files()}
+        self.assertEqual(sorted(got), sorted(i["SOPInstanceUID"] for i in man["instances"]), bridge.log()[-2000:])
+        for i in man["instances"]:
+            self.assertEqual(pixels(got[i["SOPInstanceUID"]]), pixels(os.path.join(cohort, i["file"])),
+                             "pixel data of %s" % i["SOPInstanceUID"])
 
 
 if __name__ == "__main__":
