@@ -628,7 +628,28 @@ typedef struct stream_ctx {
     int perr_set;
     int trust_length;   /* parts are taken at their Content-Length (dwb_multipart_trust_length) */
     int length_refuted; /* ... and one was wrong */
+    size_t reserved;    /* bytes of part's buffer granted by cb->reserve (== cap while the buffer is ours) */
 } stream_ctx;
+
+/* Before part's buffer grows to cap: the caller's budget (cb->reserve) grants the difference, or stops the run. */
+static int sc_hold(stream_ctx *s, size_t cap) {
+    if (!s->cb->reserve || cap <= s->reserved) return 0;
+    if (s->cb->reserve(s->cb->ud, cap - s->reserved)) {
+        s->stop = 1;
+        return 1;
+    }
+    s->reserved = cap;
+    return 0;
+}
+
+/* The series is done with its buffer: what was reserved for it goes back to the caller's budget. */
+static void sc_release(stream_ctx *s) {
+    if (s->reserved && s->cb->unreserve) s->cb->unreserve(s->cb->ud, s->reserved);
+    s->reserved = 0;
+    dwb_buf_put(s->part, s->cap);
+    s->part = NULL;
+    s->cap = 0;
+}
 
 static int sc_begin(void *ud, const dwb_multipart_part *p) {
     stream_ctx *s = ud;
@@ -641,6 +662,10 @@ static int sc_begin(void *ud, const dwb_multipart_part *p) {
         size_t cap = 0;
         unsigned char *np = dwb_buf_get((size_t)p->content_length, &cap);
         if (np) {
+            if (sc_hold(s, cap)) {
+                dwb_buf_put(np, cap);
+                return 1;
+            }
             dwb_buf_put(s->part, s->cap);
             s->part = np;
             s->cap = cap;
@@ -666,6 +691,10 @@ static int sc_data(void *ud, const void *d, size_t n) {
         if (!np) {
             s->too_big = 1;
             return 0;
+        }
+        if (sc_hold(s, cap)) {
+            dwb_buf_put(np, cap);
+            return 1;
         }
         if (s->len) memcpy(np, s->part, s->len);
         dwb_buf_put(s->part, s->cap);
@@ -699,6 +728,7 @@ static int sc_end(void *ud) {
         s->last_len = len;
         s->part = NULL;
         s->len = s->cap = 0;
+        s->reserved = 0; /* handed over with the buffer */
         if (!data) return 0;
         if (s->cb->on_instance_take(s->cb->ud, s->series, data, len, cap, NULL)) {
             s->stop = 1;
@@ -913,7 +943,7 @@ dwb_status dwb_retrieve_stream_series(const dwb_upstream *up, const dwb_rplan *p
         }
     }
     free(whys);
-    dwb_buf_put(s.part, s.cap);
+    sc_release(&s);
     return result;
 }
 
@@ -966,7 +996,7 @@ dwb_status dwb_retrieve_fetch_instance(const dwb_upstream *up, const char *study
              sop_uid);
     dwb_error e = {0};
     dwb_status st = fetch(up, url, ts, &s, &e, why, sizeof why);
-    dwb_buf_put(s.part, s.cap);
+    sc_release(&s);
     if (st == DWB_OK && o.got) {
         *data = o.data;
         *len = o.len;

@@ -70,6 +70,13 @@ typedef struct dwb_retrieve_callbacks {
      * that keeps the bytes needs no copy. */
     int (*on_instance_take)(void *ud, const dwb_rseries *series, void *data, size_t len, size_t cap,
                             const char *location);
+    /* Optional, with on_instance_take: the WADO-RS engine asks before it holds bytes more of an instance it is
+     * assembling (a part's buffer grows), so that the caller can bound the memory of every fetch thread together;
+     * the callee may wait. Non-zero: stop everything. An instance handed over by on_instance_take carries its
+     * whole buffer (cap) reserved, now the callee's to give back; bytes reserved for parts that were never handed
+     * over are given back with unreserve when the series ends. */
+    int (*reserve)(void *ud, size_t bytes);
+    void (*unreserve)(void *ud, size_t bytes);
 } dwb_retrieve_callbacks;
 
 /* Streams every series of the plan. Returns DWB_E_CANCELLED if the caller stopped. Store failures are reported

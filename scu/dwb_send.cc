@@ -146,7 +146,8 @@ DcmInputStreamFactory *BytesStream::newFactory() const {
 
 const Uint32 kDeferBytes = 4096;
 
-// ---- the process-wide retrieve budget: bytes of fetched instances waiting to be sent, all runs together ----
+// ---- the process-wide retrieve budget: bytes of fetched instances waiting to be sent or being assembled by the
+// fetch threads, all runs together ----
 
 std::mutex g_budget_mu;
 size_t g_budget_held = 0;
@@ -385,12 +386,18 @@ struct Sender {
         std::string sop, cls, why, location;
         const dwb_rseries *series = nullptr;
         size_t bytes = 0;
+        bool reserved = false; // bytes were counted in the budget while the fetch thread assembled it (p_reserve)
     };
     struct {
         std::mutex mu;
         std::condition_variable cv_items;
         std::deque<Item> items;
-        std::atomic<size_t> bytes{0}; // this run's share of g_budget_held
+        std::atomic<size_t> bytes{0}; // this run's share of g_budget_held: queued instances
+        size_t assembling = 0;        // ... and instances being assembled (p_reserve); under g_budget_mu
+        // The one fetch thread of the run that may assemble beyond the budget (an instance larger than what is
+        // left, while nothing of the run is queued), so that no run waits for ever; under g_budget_mu.
+        bool exempt_set = false;
+        std::thread::id exempt;
         int producers_left = 0;
         std::atomic<bool> stop{false};
     } q;
@@ -869,7 +876,13 @@ void wake_budget_waiters() {
 }
 
 void push(Sender &s, Sender::Item &&it) {
-    {
+    if (it.reserved) {
+        // Counted while it was assembled: it moves from the fetch thread's share to the queue's, without waiting.
+        std::lock_guard<std::mutex> lk(g_budget_mu);
+        s.q.assembling -= it.bytes;
+        s.q.bytes += it.bytes;
+        if (s.q.exempt_set && s.q.exempt == std::this_thread::get_id()) s.q.exempt_set = false;
+    } else {
         // Bounded in-flight data across every run of the process: a producer waits while the senders are behind.
         // A run whose queue is empty may always queue one instance, so that no run waits on another forever.
         std::unique_lock<std::mutex> lk(g_budget_mu);
@@ -902,12 +915,69 @@ void release_budget(Sender &s, size_t bytes) {
     wake_budget_waiters();
 }
 
+// The WADO-RS engine's ask before a part's buffer grows (dwb_retrieve_callbacks.reserve): instances being
+// assembled count in the budget too, so that fetch threads cannot each hold an instance of any size outside it.
+// Waits while the budget is full, except the run's one exempt thread: while nothing of the run is queued, one of
+// its fetch threads may assemble beyond the budget (an instance larger than the budget must still go), as a run
+// whose queue is empty may always queue one instance in push().
+int p_reserve(void *ud, size_t bytes) {
+    Sender &s = *static_cast<Sender *>(ud);
+    const std::thread::id me = std::this_thread::get_id();
+    std::unique_lock<std::mutex> lk(g_budget_mu);
+    auto may = [&] {
+        if (s.q.stop.load() || (s.q.exempt_set && s.q.exempt == me)) return true;
+        if (g_budget_held + bytes <= s.set.budget) return true;
+        if (s.q.bytes.load() == 0 && !s.q.exempt_set) {
+            s.q.exempt_set = true;
+            s.q.exempt = me;
+            return true;
+        }
+        return false;
+    };
+    if (!may()) {
+        BudgetWaiter w;
+        w.s = &s;
+        w.bytes = bytes;
+        w.budget = s.set.budget;
+        g_budget_waiters.push_back(&w);
+        while (!may()) {
+            w.cv.wait_for(lk, std::chrono::milliseconds(100), [&] { return w.go; });
+            w.go = false;
+        }
+        g_budget_waiters.erase(std::find(g_budget_waiters.begin(), g_budget_waiters.end(), &w));
+    }
+    if (s.q.stop.load()) return 1;
+    g_budget_held += bytes;
+    s.q.assembling += bytes;
+    return 0;
+}
+
+// Bytes reserved for parts that were never handed over (the series ended), or for an instance handed over and
+// then not queued.
+void p_unreserve(void *ud, size_t bytes) {
+    Sender &s = *static_cast<Sender *>(ud);
+    std::lock_guard<std::mutex> lk(g_budget_mu);
+    g_budget_held -= bytes;
+    s.q.assembling -= bytes;
+    if (s.q.exempt_set && s.q.exempt == std::this_thread::get_id()) s.q.exempt_set = false;
+    wake_budget_waiters();
+}
+
 // Parses each instance as it completes (on the fetch thread) and queues it: short, when it can go as received;
 // whole otherwise. Takes data (core/dwb_bufpool.h).
-int p_instance_take(void *ud, const dwb_rseries *se, void *data, size_t len, size_t cap, const char *location) {
-    Sender &s = *static_cast<Sender *>(ud);
+// An instance for the queue; reserved: its buffer (cap) is already counted in the budget (the WADO-RS engine's
+// p_reserve), given back here when the instance is not queued.
+int take_instance(Sender &s, const dwb_rseries *se, void *data, size_t len, size_t cap, const char *location,
+                  bool reserved) {
     Sender::Item it;
     it.raw = std::make_shared<Bytes>(data, len, cap);
+    struct Unqueued { // gives the reservation back unless the instance went into the queue
+        Sender &s;
+        size_t bytes;
+        ~Unqueued() {
+            if (bytes) p_unreserve(&s, bytes);
+        }
+    } unqueued{s, reserved ? cap : 0};
     if (s.q.stop.load()) return 1;
     it.stamp = s.set.o->cfg->provenance.stamp != 0;
     OFCondition c = read_item(s, it);
@@ -925,9 +995,16 @@ int p_instance_take(void *ud, const dwb_rseries *se, void *data, size_t len, siz
     }
     if (location) it.location = location; // a bucket object (IDC) names itself as the Retrieve URL
     it.series = se;
-    it.bytes = len;
+    it.bytes = reserved ? cap : len;
+    it.reserved = reserved;
+    unqueued.bytes = 0;
     push(s, std::move(it));
     return s.q.stop.load() ? 1 : 0;
+}
+
+// The WADO-RS engine's instances: their buffers were reserved as they were assembled.
+int p_instance_take(void *ud, const dwb_rseries *se, void *data, size_t len, size_t cap, const char *location) {
+    return take_instance(*static_cast<Sender *>(ud), se, data, len, cap, location, true);
 }
 
 // The same for sources that keep their buffer (IDC buckets): one copy.
@@ -939,7 +1016,7 @@ int p_instance(void *ud, const dwb_rseries *se, const void *data, size_t len, co
         return 0;
     }
     memcpy(copy, data, len);
-    return p_instance_take(ud, se, copy, len, cap, location);
+    return take_instance(*static_cast<Sender *>(ud), se, copy, len, cap, location, false);
 }
 
 void p_missing(void *ud, const dwb_rseries *se, const char *sop, const char *reason) {
@@ -1111,7 +1188,7 @@ dwb_status run_pipeline(Sender &s, dwb_error *err) {
     if (n_threads > plan->n_series) n_threads = plan->n_series;
     if (n_threads == 0) n_threads = 1;
     std::atomic<size_t> next{0};
-    dwb_retrieve_callbacks cb = {p_instance, p_missing, p_cancelled, &s, p_instance_take};
+    dwb_retrieve_callbacks cb = {p_instance, p_missing, p_cancelled, &s, p_instance_take, p_reserve, p_unreserve};
     s.q.producers_left = (int)n_threads;
     std::vector<std::thread> producers;
     for (size_t t = 0; t < n_threads; t++) {

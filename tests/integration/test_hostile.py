@@ -193,6 +193,52 @@ class HostileTest(TestCase):
         a.release()
         self.assertIsNone(b.proc.poll())
 
+    def test_fetch_threads_assemble_instances_within_the_retrieve_budget(self):
+        """retrieve.max_in_flight_mb counted only queued instances: each of parallel_series fetch threads assembled
+        a whole instance outside it. Six series of one 40 MiB instance each, six fetch threads, a 16 MiB budget:
+        one instance at a time may go beyond the budget, so the bridge's peak memory grows by about one instance's
+        buffer (64 MiB, with the copy when it grows) and the budget; with six assembled at once it grew by more than
+        twice that (30cc567: 173 MiB for four of 48 MiB)."""
+        orthanc = self.start(Orthanc(self.workdir))
+        study = "1.2.826.0.1.3680043.9.7433.31"
+        files = []
+        for k in range(6):
+            sop = "%s.%d.1" % (study, k)
+            ds = sc_instance(sop, study=study, series="%s.%d" % (study, k)) + el_explicit(
+                0x7FE0, 0x0010, "OB", bytes([k + 1]) * (40 << 20))
+            meta = (el_explicit(0x0002, 0x0001, "OB", b"\0\1")
+                    + el_explicit(0x0002, 0x0002, "UI", padded(dr.SECONDARY_CAPTURE, b"\0"))
+                    + el_explicit(0x0002, 0x0003, "UI", padded(sop, b"\0"))
+                    + el_explicit(0x0002, 0x0010, "UI", padded(dr.EXPLICIT_LE, b"\0")))
+            path = os.path.join(self.workdir, "big%d.dcm" % k)
+            with open(path, "wb") as f:
+                f.write(b"\0" * 128 + b"DICM" + el_explicit(0x0002, 0x0000, "UL", struct.pack("<I", len(meta))) + meta + ds)
+            files.append(path)
+        orthanc.upload(files)
+        for path in files:
+            os.unlink(path)
+        pacs = self.start(harness.StoreSCP(self.workdir, aet="PACS"))
+        b = self.start(Bridge(self.workdir, {
+            "upstreams": [{"ae_title": "CLOUD", "base_url": orthanc.dicomweb_url}],
+            "destinations": [{"ae_title": "PACS", "host": "127.0.0.1", "port": pacs.port}],
+            "retrieve": {"parallel_series": 6, "max_in_flight_mb": 16},
+            "spool": {"dir": os.path.join(self.workdir, "spool")}},
+            # ASan keeps freed memory in quarantine (256 MiB): resident memory would show what was freed as well.
+            env={"ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=0"}))
+        before = vm_kib(b.proc.pid, "VmHWM")
+        p = run(["movescu", "-d", "-S", "-aec", "CLOUD", "-aem", "PACS", "-k", "QueryRetrieveLevel=STUDY",
+                 "-k", "StudyInstanceUID=" + study, "127.0.0.1", str(b.port)], timeout=300)
+        self.assertEqual(harness.status_of(p), "0x0000", p.stdout[-2000:])
+        self.assertEqual(harness.counts_of(p)[:2], (6, 0))
+        got = sorted(os.path.getsize(f) for f in pacs.files())
+        self.assertEqual(len(got), 6)
+        self.assertTrue(all(g > 40 << 20 for g in got), got)
+        grew = (vm_kib(b.proc.pid, "VmHWM") - before) // 1024
+        print("peak resident memory grew by %d MiB during the C-MOVE of 6 x 40 MiB (budget 16 MiB)" % grew)
+        # One instance's buffer beyond the budget, its copy while it grows, the budget: about 112 MiB. Six
+        # assembled at once: 240 MiB of instances alone.
+        self.assertLess(grew, 200, "fetch threads held instances outside retrieve.max_in_flight_mb")
+
     def test_a_request_sent_before_the_commitment_report_is_answered_is_served_not_dropped(self):
         """The bridge sends the N-EVENT-REPORT between requests; the requester may send a new request before it
         answers the report. That request was taken for the answer and dropped (no response ever came)."""
