@@ -1,8 +1,9 @@
 """Hostile DIMSE peers against the real bridge in front of Orthanc (issue 25): data sets nested thousands deep in
 every request that carries one, an N-ACTION of 400,000 references, an invalid SOP Instance UID, idle sockets,
-a command whose data set never comes, one address taking every slot. Each time the bridge answers with a clear
-status, stays up, keeps serving other peers and keeps nothing it refused. The requester is dimse_raw.py, which
-sends exactly the bytes built here."""
+a command whose data set never comes, one address taking every slot, a C-GET requester that never answers, a
+request sent before a commitment report is answered, uploads that would fill the spool, instances larger than
+the retrieve budget. Each time the bridge answers with a clear status, stays up, keeps serving other peers and
+keeps nothing it refused. The requester is dimse_raw.py, which sends exactly the bytes built here."""
 import os
 import struct
 import time
