@@ -10,8 +10,9 @@ policy(n, method, path, uids) -> action, where n counts STOW requests from 1 (0 
   ("fail", {uid: reason})           forward, then rewrite the answer: these instances failed with that reason
   ("delay", seconds)                forward, answer after that delay (a far store)
   ("cut_answer", f)                 forward, then send the status line, the full Content-Length and only
-                                    f(payload) bytes of the body (f: a fraction, or a function of the payload
-                                    giving a byte count), and reset the connection
+                                    f(payload) bytes of the body (f: a fraction, 0 for the headers alone, or a
+                                    function of the payload giving a byte count), and reset the connection: for a
+                                    STOW-RS POST the store has stored the instances and the client never learns it
   ("rewrite", f)                    forward, then answer f(payload) instead of the payload (headers kept)
 """
 import http.client
@@ -43,6 +44,18 @@ class Exchange:
         self.code = None       # what the client was answered (None: connection cut)
         self.answer = b""
         self.t_end = None
+        self.upstream = None   # what the store behind answered (None: not forwarded)
+        self.stored = []       # SOP Instance UIDs the store behind named as stored (ReferencedSOPSequence)
+
+
+def stored_uids(payload):
+    """SOP Instance UIDs a DICOM JSON STOW-RS answer lists in its ReferencedSOPSequence (0008,1199)."""
+    try:
+        doc = json.loads(payload)
+    except ValueError:
+        return []
+    items = doc.get("00081199", {}).get("Value", []) if isinstance(doc, dict) else []
+    return [u for i in items for u in i.get("00081155", {}).get("Value", [])[:1]]
 
 
 class FaultStore:
@@ -95,6 +108,15 @@ class FaultStore:
         with self.lock:
             return [e for e in self.log if e.method == "POST"]
 
+    def accepted(self):
+        """{SOP Instance UID: [every STOW exchange in which the store behind stored it]}: the store keeps one copy
+        of an instance, so this log is where a second delivery of the same instance shows."""
+        out = {}
+        for e in self.stows():
+            for u in e.stored:
+                out.setdefault(u, []).append(e)
+        return out
+
     # ---- serving ----
     def _serve(self, h):
         length = int(h.headers.get("Content-Length") or 0)
@@ -144,6 +166,9 @@ class FaultStore:
             self._reply(h, ex, code, headers, payload)
             return
         code, headers, payload = self._forward(h, body)
+        ex.upstream = code
+        if is_stow and (200 <= code < 300 or code == 409):
+            ex.stored = stored_uids(payload)
         if isinstance(action, tuple) and action[0] == "fail" and code in (200, 202, 409):
             code, payload = 409, self._rewrite_failed(payload, action[1])
         if isinstance(action, tuple) and action[0] == "hold":
