@@ -343,12 +343,14 @@ class FaultTest(TestCase):
             self.assertIsNone(e.code, "answer %d was cut" % e.n)
             self.assertEqual((e.upstream, sorted(e.stored)), (200, sorted(e.uids)),
                              "the store stored every instance of request %d before its answer was cut" % e.n)
-        cut_uids = sorted(u for e in cut for u in e.uids)
+        cut_uids = sorted(set(u for e in cut for u in e.uids))
         self.assertTrue(cut_uids)
         accepted = fs.accepted()
-        self.assertEqual({u: len(accepted.get(u, [])) for u in expected},
-                         {u: 2 if u in cut_uids else 1 for u in expected},
-                         "stored once, and once more only where the answer was cut")
+        # An instance whose answer was cut twice (the second cut request may be the first one's re-send, with
+        # several uploads in parallel) is stored once per cut and once more.
+        cuts = {u: sum(u in e.uids for e in cut) for u in expected}
+        self.assertEqual({u: len(accepted.get(u, [])) for u in expected}, {u: 1 + cuts[u] for u in expected},
+                         "stored once, and once more only for each cut answer")
         heard = {u: [e.n for e in accepted.get(u, []) if e.code is not None] for u in expected}
         self.assertEqual({u: len(ns) for u, ns in heard.items()}, {u: 1 for u in expected},
                          "exactly one whole answer per instance: %s" % heard)
@@ -439,7 +441,7 @@ class FaultTest(TestCase):
         # `slack` of the answer). Those are the only copies beyond the C-STOREs the bridge took.
         wait_for(lambda: not self.queued() and all(e.t_end for e in fs.stows()), timeout=60, step=0.5)
         left = self.queued()
-        slack = 1.0
+        slack = 1.5
         unheard = lambda e: e.code is None or any(e.t - 0.01 <= k <= e.t_end + slack for k in kills)
         accepted = fs.accepted()
         extra, excused, beyond = 0, 0, {}
