@@ -90,12 +90,15 @@ class FaultTest(TestCase):
         stows = sorted(fs.stows(), key=lambda e: e.t)
         refused = [e for e in stows if e.code == 429]
         self.assertGreaterEqual(len(refused), 2, "the quota was met more than once")
-        # Requests already in flight when the first refusal came back are the parallel workers' first batches;
-        # after it, one probe per Retry-After period.
+        # Requests already on their way when the first refusal came back are the other workers' first batches (at
+        # most stow_parallel - 1 = 3; on a loaded machine one may reach the store a little after that answer);
+        # after them, one probe per Retry-After period.
         first_answer = min(e.t_end for e in refused)
-        later = [e.t for e in stows if e.t > first_answer + 0.05]
         first_ok = min(e.t for e in stows if e.code == 200)
-        later = [t for t in later if t <= first_ok]
+        later = [e.t for e in stows if first_answer + 0.05 < e.t <= first_ok]
+        started_before = len([e for e in stows if e.t <= first_answer + 0.05])
+        early = [t for t in later if t < first_answer + 1.0][:max(0, 4 - started_before)]
+        later = [t for t in later if t not in early]
         gaps = [b - a for a, b in zip([first_answer] + later, later)]
         self.assertTrue(gaps, "requests followed the refusal")
         for g in gaps:
