@@ -396,6 +396,17 @@ def findscu(port, aec, keys, model="S", aet="FINDSCU", extra=None, workdir=None,
     return p, results
 
 
+def pixels(path):
+    """Pixel data (7FE0,0010) of a Part-10 file, as dcmdump writes it out (+W: raw value files)."""
+    d = os.path.dirname(path) + "/px-" + os.path.basename(path)
+    os.makedirs(d, exist_ok=True)
+    run(["dcmdump", "-q", "+W", d, path], check=True)
+    raw = [f for f in os.listdir(d) if f.endswith(".raw")]
+    assert len(raw) == 1, (path, raw)
+    with open(os.path.join(d, raw[0]), "rb") as f:
+        return f.read()
+
+
 def value(ds, tag):
     """First value of a tag in a DICOM JSON dict (PN as its Alphabetic group), or None."""
     a = ds.get(tag)

@@ -18,24 +18,13 @@ import time
 import urllib.parse
 
 import harness
-from harness import Bridge, Orthanc, StoreSCP, TestCase, comment_of, counts_of, findscu, run, status_of
+from harness import Bridge, Orthanc, StoreSCP, TestCase, comment_of, counts_of, findscu, pixels, run, status_of
 
 PREFIX = "/v1/projects/proj-1/locations/europe-west4/datasets/ds-1/dicomStores/store-1/dicomWeb"
 
 
 def b64url_decode(s):
     return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
-
-
-def pixels(path):
-    """Pixel data (7FE0,0010) of a Part-10 file, as dcmdump writes it out (+W: raw value files)."""
-    d = os.path.dirname(path) + "/px-" + os.path.basename(path)
-    os.makedirs(d, exist_ok=True)
-    run(["dcmdump", "-q", "+W", d, path], check=True)
-    raw = [f for f in os.listdir(d) if f.endswith(".raw")]
-    assert len(raw) == 1, (path, raw)
-    with open(os.path.join(d, raw[0]), "rb") as f:
-        return f.read()
 
 
 class Server:

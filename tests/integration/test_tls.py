@@ -4,18 +4,7 @@ import os
 import re
 
 import harness
-from harness import Bridge, Orthanc, StoreSCP, TestCase, counts_of, run, status_of
-
-
-def pixels(path):
-    """Pixel data (7FE0,0010) of a Part-10 file, as dcmdump writes it out (+W: raw value files)."""
-    d = os.path.dirname(path) + "/px-" + os.path.basename(path)
-    os.makedirs(d, exist_ok=True)
-    run(["dcmdump", "-q", "+W", d, path], check=True)
-    raw = [f for f in os.listdir(d) if f.endswith(".raw")]
-    assert len(raw) == 1, (path, raw)
-    with open(os.path.join(d, raw[0]), "rb") as f:
-        return f.read()
+from harness import Bridge, Orthanc, StoreSCP, TestCase, counts_of, pixels, run, status_of
 
 
 def make_pki(d):
