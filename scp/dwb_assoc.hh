@@ -77,9 +77,10 @@ enum : size_t { DWB_IDENTIFIER_MAX_BYTES = 1u << 20, DWB_NACTION_MAX_BYTES = 4u 
 /* Receives a request's data set as bytes (at most max_bytes kept, the rest read and dropped), refuses one nested
  * deeper than DWB_NESTING_MAX (dwb_nesting.h), then parses it. A bad condition is a network failure (the
  * caller aborts). Otherwise ds holds the data set, or is null with why filled (too large, too deep, does not
- * parse) and the association is still in step for the failure response. */
+ * parse) and the association is still in step for the failure response; *too_large (when given) says the refusal
+ * was the size. */
 OFCondition dwb_receive_dataset(dwb_assoc_ctx *ctx, T_ASC_PresentationContextID pid, size_t max_bytes,
-                                std::unique_ptr<DcmDataset> &ds, std::string &why);
+                                std::unique_ptr<DcmDataset> &ds, std::string &why, bool *too_large = nullptr);
 /* Counts a final DIMSE response for /metrics. */
 void dwb_count_response(const char *service, unsigned short status);
 /* Answers a request whose service this build does not provide yet with a failure and an ErrorComment. */

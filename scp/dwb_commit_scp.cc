@@ -205,15 +205,16 @@ OFCondition dwb_handle_naction(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_P
     const T_DIMSE_N_ActionRQ &rq = msg->msg.NActionRQ;
     std::unique_ptr<DcmDataset> ds;
     std::string why;
+    bool too_large = false;
     if (rq.DataSetType != DIMSE_DATASET_NULL) {
-        OFCondition c = dwb_receive_dataset(ctx, pid, DWB_NACTION_MAX_BYTES, ds, why);
+        OFCondition c = dwb_receive_dataset(ctx, pid, DWB_NACTION_MAX_BYTES, ds, why, &too_large);
         if (c.bad()) return c;
     }
     unsigned short status = STATUS_Success;
     auto job = std::make_shared<Job>();
     if (rq.DataSetType != DIMSE_DATASET_NULL && !ds) {
         // Too large (DWB_NACTION_MAX_BYTES), too deep or unparsable: refused as a whole, never half-read.
-        status = why.find("exceeds") != std::string::npos ? kResourceLimitation : kProcessingFailure;
+        status = too_large ? kResourceLimitation : kProcessingFailure;
     } else if (strcmp(rq.RequestedSOPClassUID, UID_StorageCommitmentPushModelSOPClass) != 0) {
         status = 0x0118; // No such SOP class
         why = "N-ACTION is offered for Storage Commitment Push Model only";

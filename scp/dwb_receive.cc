@@ -52,8 +52,9 @@ class CappedStream : public DcmOutputStream {
 } // namespace
 
 OFCondition dwb_receive_dataset(dwb_assoc_ctx *ctx, T_ASC_PresentationContextID pid, size_t max_bytes,
-                                std::unique_ptr<DcmDataset> &ds, std::string &why) {
+                                std::unique_ptr<DcmDataset> &ds, std::string &why, bool *too_large) {
     ds.reset();
+    if (too_large) *too_large = false;
     std::string buf;
     CappedConsumer consumer(buf, max_bytes);
     T_ASC_PresentationContextID dpid = pid;
@@ -64,6 +65,7 @@ OFCondition dwb_receive_dataset(dwb_assoc_ctx *ctx, T_ASC_PresentationContextID 
     }
     if (c.bad()) return c;
     if (consumer.total() > max_bytes) {
+        if (too_large) *too_large = true;
         why = "data set of " + std::to_string(consumer.total()) + " bytes exceeds the bridge's limit of " +
               std::to_string(max_bytes) + " for this request";
         return EC_Normal;
