@@ -2,6 +2,7 @@
  * so that an administrator knows where to look; unknown keys are errors because a typo in a PACS config must
  * not silently fall back to a default. */
 #include "dwb_config.h"
+#include "dwb_cidr.h"
 #include "dwb_google_key.h"
 #include "dwb_keywords.h"
 #include "dwb_tags.h"
@@ -626,9 +627,10 @@ static dwb_status get_str_array(loader *L, const char *path, json_t *obj, const 
                 return bad(L, pi, "expected a host name with an optional port such as \"viewer.example:8443\", "
                            "got \"%s\"", s);
         } else if (kind == STR_IP) {
-            unsigned char buf[16];
-            if (inet_pton(AF_INET, s, buf) != 1 && inet_pton(AF_INET6, s, buf) != 1)
-                return bad(L, pi, "expected an IPv4 or IPv6 address, got \"%s\"", s);
+            dwb_cidr range;
+            if (!dwb_cidr_parse(s, &range))
+                return bad(L, pi, "expected an IPv4 or IPv6 address or a network such as \"10.1.0.0/16\" (no host "
+                           "bits below the prefix), got \"%s\"", s);
         } else if (strlen(s) > DWB_AE_MAX) {
             return bad(L, pi, "AE title '%s' is longer than 16 characters", s);
         }

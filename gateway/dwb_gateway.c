@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "dwb_cidr.h"
 #include "dwb_gwpath.h"
 #include "dwb_http.h"
 #include "dwb_httpd.h"
@@ -422,10 +423,8 @@ static int is_v4_mapped(const unsigned char ip[16]) {
 static int listed_proxy(void *cls, const unsigned char ip[16]) {
     dwb_gateway *gw = cls;
     for (size_t i = 0; i < gw->cfg->gateway.n_trusted_proxies; i++) {
-        const char *t = gw->cfg->gateway.trusted_proxies[i];
-        unsigned char want[16] = {[10] = 0xff, [11] = 0xff};
-        if ((inet_pton(AF_INET, t, want + 12) == 1 || inet_pton(AF_INET6, t, want) == 1) && !memcmp(ip, want, 16))
-            return 1;
+        dwb_cidr range; /* an address or a network (the ingress controller's pods) */
+        if (dwb_cidr_parse(gw->cfg->gateway.trusted_proxies[i], &range) && dwb_cidr_contains(&range, ip)) return 1;
     }
     return 0;
 }

@@ -30,6 +30,7 @@
 #include <thread>
 #include <vector>
 
+#include "dwb_cidr.h"
 #include "dwb_dimse.hh"
 #include "dwb_listener.hh"
 
@@ -101,22 +102,6 @@ bool peer_is_numeric_ip(const char *host) {
     return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
 }
 
-// Compares two IP literals by their binary form so that "::ffff:127.0.0.1" style differences do not matter.
-bool same_ip(const char *a, const char *b) {
-    unsigned char ba[16] = {0}, bb[16] = {0};
-    auto parse = [](const char *s, unsigned char *out) -> bool {
-        struct in_addr v4;
-        if (inet_pton(AF_INET, s, &v4) == 1) { // as IPv4-mapped IPv6
-            memset(out, 0, 10);
-            out[10] = out[11] = 0xff;
-            memcpy(out + 12, &v4, 4);
-            return true;
-        }
-        return inet_pton(AF_INET6, s, out) == 1;
-    };
-    return parse(a, ba) && parse(b, bb) && memcmp(ba, bb, 16) == 0;
-}
-
 bool allowed(const dwb_config *cfg, const char *calling, const char *host, const char **why) {
     if (cfg->listen.n_allow_calling_ae > 0) {
         bool ok = false;
@@ -133,7 +118,7 @@ bool allowed(const dwb_config *cfg, const char *calling, const char *host, const
     if (cfg->listen.n_allow_hosts > 0) {
         bool ok = false;
         for (size_t i = 0; i < cfg->listen.n_allow_hosts && !ok; i++)
-            ok = peer_is_numeric_ip(host) && same_ip(cfg->listen.allow_hosts[i], host);
+            ok = peer_is_numeric_ip(host) && dwb_cidr_match(cfg->listen.allow_hosts[i], host);
         if (!ok) {
             *why = "peer address not in listen.allow_hosts";
             return false;

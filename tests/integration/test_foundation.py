@@ -63,6 +63,22 @@ class EchoTest(TestCase):
         self.assertNotEqual(p.returncode, 0, p.stdout)
         self.assertIn("allow_hosts", bridge.log())
 
+    def test_host_allow_list_takes_networks(self):
+        # Inside Kubernetes peers are known by network (the pod network), not by address.
+        for allow, ok in ((["10.1.0.0/16", "127.0.0.0/30"], True), (["127.0.0.4/30", "::1/128"], False)):
+            cfg = two_upstreams("http://127.0.0.1:9/dicom-web")
+            cfg["listen"]["allow_hosts"] = allow
+            work = os.path.join(self.workdir, "ok" if ok else "refused")
+            os.makedirs(work)
+            cfg["spool"] = {"dir": os.path.join(work, "spool")}
+            bridge = self.start(Bridge(work, cfg))
+            p = echoscu(bridge.port, "ORTHANC")
+            if ok:
+                self.assertEqual(p.returncode, 0, "127.0.0.1 is in %s:\n%s" % (allow, p.stdout))
+            else:
+                self.assertNotEqual(p.returncode, 0, "127.0.0.1 is not in %s:\n%s" % (allow, p.stdout))
+                self.assertIn("peer address not in listen.allow_hosts", bridge.log())
+
     def test_association_limit_and_sigterm_drain(self):
         # The association that holds the only slot is a C-FIND whose QIDO-RS request the store holds until the
         # test releases it: it is really in progress while the test checks the limit and sends SIGTERM.

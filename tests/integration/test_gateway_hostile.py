@@ -325,6 +325,15 @@ class SlowReaderTest(TestCase):
         self.assert_served(self.viewer(bridge.gw_port, "127.0.0.2", 60), 30, "a viewer from 127.0.0.2")
         self.healthy(bridge)
 
+    def test_trusted_proxy_networks_are_exempt(self):
+        # A reverse proxy in a pod network (Kaapana's Traefik) is listed by network; it speaks for many viewers.
+        bridge = self.bridge({"max_connections_per_ip": 2, "idle_timeout_s": 60, "trusted_proxies": ["127.0.0.16/28"]})
+        proxied = [self.hog(bridge.gw_port, "127.0.0.20") for _ in range(4)]
+        self.assertEqual(sum(proxied), 4, "a client inside trusted_proxies 127.0.0.16/28 is not limited")
+        other = [self.hog(bridge.gw_port, "127.0.0.40") for _ in range(4)]
+        self.assertEqual(sum(other), 2, "a client outside the network keeps max_connections_per_ip 2")
+        self.healthy(bridge)
+
     def test_a_viewer_that_stops_reading_loses_its_slot(self):
         bridge = self.bridge({"idle_timeout_s": 5})
         # Every slot held by clients from as many addresses, which the per-address limit does not stop.
