@@ -238,7 +238,7 @@ OFCondition dwb_handle_move_get(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_
         o.burst_dir = nullptr;
         st = dwb_send_run(&o, plan, &sink, &t, &err);
     }
-    if (st == DWB_E_CONNECT) {
+    if (st == DWB_E_CONNECT || st == DWB_E_LIMIT) {
         DWB_WARN(&ctx->log, "C-MOVE: %s", err.message);
         // The Failed SOP Instance UID List names every instance: a series planned by count is listed now.
         for (size_t sx = 0; sx < plan->n_series; sx++) {
@@ -250,7 +250,8 @@ OFCondition dwb_handle_move_get(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_
         }
         r.t.failed = r.t.total;
         dwb_rplan_free(plan);
-        return send_rsp(r, STATUS_MOVE_Refused_OutOfResourcesSubOperations, true, "destination unreachable");
+        return send_rsp(r, STATUS_MOVE_Refused_OutOfResourcesSubOperations, true,
+                        st == DWB_E_LIMIT ? "destination busy (max_associations)" : "destination unreachable");
     }
     dwb_rplan_free(plan);
     r.t = t;

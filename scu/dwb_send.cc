@@ -164,6 +164,51 @@ struct BudgetWaiter {
 };
 std::vector<BudgetWaiter *> g_budget_waiters; // oldest first; under g_budget_mu
 
+// ---- destinations[].max_associations: associations open at once towards one destination, all C-MOVE and import
+// runs of the process together ----
+
+// A run sends on one association at a time (associating again for a SOP class it did not propose closes the first),
+// so a run holds one slot from before it associates until its association is closed, and the limit bounds the
+// runs sending to that destination at once.
+struct SlotWaiter {
+    bool granted = false;
+    std::condition_variable cv;
+};
+struct DestSlots {
+    int busy = 0;
+    std::deque<SlotWaiter *> waiting; // oldest first: a slot that frees goes to the run that has waited longest
+};
+std::mutex g_slots_mu;
+std::map<std::string, DestSlots> g_slots; // by destinations[].ae_title (unique); under g_slots_mu
+
+int slot_limit(const dwb_destination_conf *d) { return d->max_associations > 0 ? d->max_associations : 1; }
+
+// Under g_slots_mu: hands free slots to the oldest waiters.
+void grant_slots(DestSlots &d, int max) {
+    while (d.busy < max && !d.waiting.empty()) {
+        SlotWaiter *w = d.waiting.front();
+        d.waiting.pop_front();
+        w->granted = true;
+        d.busy++;
+        w->cv.notify_one();
+    }
+}
+
+// A slot held by a run, given back when the run ends (after its association is closed).
+struct SlotHold {
+    const dwb_destination_conf *dest = nullptr;
+    SlotHold() = default;
+    SlotHold(const SlotHold &) = delete;
+    SlotHold &operator=(const SlotHold &) = delete;
+    ~SlotHold() {
+        if (!dest) return;
+        std::lock_guard<std::mutex> lk(g_slots_mu);
+        DestSlots &d = g_slots[dest->ae_title];
+        d.busy--;
+        grant_slots(d, slot_limit(dest));
+    }
+};
+
 // ---- destination association ----
 
 struct Dest {
@@ -359,6 +404,7 @@ struct Sender {
         std::string dest_why; // why the destination failed (dest_dead)
         std::vector<std::string> classes; // SOP classes proposed to an own destination
         bool halted = false;  // the sink's progress asked to stop (requester gone)
+        SlotHold slot;        // an own destination's max_associations slot, once taken (take_slot)
     } state;
 
     // Series bursts: each series is written to disk and sent at once when complete. Sending thread only.
@@ -417,6 +463,54 @@ bool stopping(Sender &s) {
 void report(Sender &s) {
     const dwb_send_sink *k = s.set.sink;
     if (k && k->progress && k->progress(k->ud, s.state.t)) s.state.halted = true;
+}
+
+// Takes one of the destination's max_associations slots, waiting while other runs hold them all: until one is
+// handed over (oldest waiter first), the run is cancelled or its requester is gone (DWB_E_CANCELLED), or
+// listen.dimse_timeout_s passes (DWB_E_LIMIT; 0 = no bound). The requester keeps getting a pending response every
+// second meanwhile (report). Called before the fetch threads start: a waiting run holds none of the retrieve budget.
+dwb_status take_slot(Sender &s, dwb_error *err) {
+    const dwb_destination_conf *dest = s.set.o->dest;
+    const int max = slot_limit(dest);
+    std::unique_lock<std::mutex> lk(g_slots_mu);
+    DestSlots &d = g_slots[dest->ae_title];
+    if (d.waiting.empty() && d.busy < max) {
+        d.busy++;
+        s.state.slot.dest = dest;
+        return DWB_OK;
+    }
+    SlotWaiter w;
+    d.waiting.push_back(&w);
+    const size_t ahead = d.waiting.size() - 1;
+    lk.unlock();
+    DWB_INFO(s.log(), "%s: the %d association(s) to %s allowed at once (destinations[].max_associations) are open: "
+             "waiting for one to close, %zu run(s) before this one", s.svc(), max, dest->ae_title, ahead);
+    const int tmo = rsp_timeout_s(s.set.o);
+    const auto t0 = std::chrono::steady_clock::now();
+    dwb_status st = DWB_OK;
+    lk.lock();
+    while (!w.granted) {
+        w.cv.wait_for(lk, std::chrono::milliseconds(100), [&] { return w.granted; });
+        if (w.granted) break;
+        lk.unlock();
+        report(s); // not under g_slots_mu: it writes to the requester
+        if (stopping(s)) st = DWB_E_CANCELLED;
+        else if (tmo > 0 && std::chrono::steady_clock::now() - t0 >= std::chrono::seconds(tmo)) st = DWB_E_LIMIT;
+        lk.lock();
+        if (st != DWB_OK && !w.granted) {
+            d.waiting.erase(std::find(d.waiting.begin(), d.waiting.end(), &w));
+            break;
+        }
+    }
+    if (w.granted) s.state.slot.dest = dest; // handed over meanwhile: SlotHold gives it back if the run stops now
+    lk.unlock();
+    long ms = (long)std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+    if (st == DWB_E_CANCELLED) return dwb_error_set(err, st, "cancelled while waiting for an association to %s", dest->ae_title);
+    if (st == DWB_E_LIMIT)
+        return dwb_error_set(err, st, "destination %s busy: its %d association(s) (destinations[].max_associations) "
+                             "stayed open for %d s (listen.dimse_timeout_s)", dest->ae_title, max, tmo);
+    DWB_INFO(s.log(), "%s: association to %s free after %ld ms", s.svc(), dest->ae_title, ms);
+    return DWB_OK;
 }
 
 // sop "" = an instance the store counted but never named (dwb_retrieve.h, on_missing).
@@ -1289,7 +1383,8 @@ extern "C" dwb_status dwb_send_run(const dwb_send_opts *o, const dwb_rplan *plan
     // destination without TLS, or a requester's plain TCP association.
     // Burst files are written from the received bytes whatever the transport.
     s.set.splice = !o->stow && (s.burst || (o->dest ? !o->dest->tls : dwb_encoded_send_fd(s.state.dest.assoc) >= 0));
-    dwb_status st = run_pipeline(s, err);
+    dwb_status st = o->dest && !o->stow ? take_slot(s, err) : DWB_OK; // given back when s goes, after close_dest
+    if (st == DWB_OK) st = run_pipeline(s, err);
     if (st != DWB_OK) {
         close_dest(s.state.dest, true);
         if (s.burst) rmdir(o->burst_dir);

@@ -61,9 +61,12 @@ typedef struct dwb_send_opts {
     const char *service;            /* "C-MOVE", "C-GET" or "import", for log lines */
 } dwb_send_opts;
 
-/* Sends every instance of the plan. totals->total = plan->total on entry. DWB_E_CONNECT (nothing sent) when the
- * destination cannot be reached or accepts none of the plan's SOP classes; DWB_E_IO when the burst folder cannot
- * be created; DWB_E_CANCELLED when stopped; DWB_OK otherwise (per-instance failures are in the totals). */
+/* Sends every instance of the plan. totals->total = plan->total on entry. An own destination (dest without
+ * stow_url) takes one of its max_associations slots first, shared by every run of the process, and waits while
+ * other runs hold them all. DWB_E_CONNECT (nothing sent) when the destination cannot be reached or accepts none of
+ * the plan's SOP classes; DWB_E_LIMIT (nothing sent) when no slot freed within listen.dimse_timeout_s; DWB_E_IO
+ * when the burst folder cannot be created; DWB_E_CANCELLED when stopped; DWB_OK otherwise (per-instance failures
+ * are in the totals). */
 dwb_status dwb_send_run(const dwb_send_opts *opts, const dwb_rplan *plan, const dwb_send_sink *sink,
                         dwb_send_totals *totals, dwb_error *err);
 

@@ -1,9 +1,10 @@
 """Claims about the DIMSE sockets and the destinations that the rest of the suite could not see fail (issue 27
 item 3): TCP_NODELAY on the accepted and on the outgoing socket of a C-MOVE, seen from outside with strace on a
 bridge whose environment does not carry TCP_NODELAY (the harness sets it for every peer, which hid whether the
-bridge sets it); `destinations[].max_associations` (associations open at once towards one destination, counted
-by a relay in front of storescp); `destinations[].transfer_syntax` (the syntax asked of the store from the start,
-and what the destination receives)."""
+bridge sets it); `destinations[].max_associations` (associations open at once towards one destination while
+several C-MOVEs run, counted by a relay in front of storescp, and the bounds of a move's wait for a slot);
+`destinations[].transfer_syntax` (the syntax asked of the store from the start, and what the destination
+receives)."""
 import os
 import re
 import select
@@ -12,11 +13,10 @@ import socket
 import subprocess
 import threading
 import time
-import unittest
 
 import harness
 import peers
-from harness import Bridge, Orthanc, StoreSCP, TestCase, run, status_of, counts_of
+from harness import Bridge, Orthanc, StoreSCP, TestCase, run, status_of, counts_of, comment_of
 
 # What the bridge's environment says about Nagle: absent by default. DWB_CLAIMS_NODELAY_ENV=0 makes DCMTK leave
 # Nagle on, so that only the bridge's own setsockopt (dwb_set_nodelay) is seen. Seen failing with an LD_PRELOAD
@@ -44,12 +44,13 @@ def tag(path, name):
 
 
 class Relay:
-    """A TCP relay on a free port in front of target_port that counts connections open at once (max_open) and
-    holds each connection's first byte from the bridge for delay seconds, so that associations overlap when the
-    bridge opens them in parallel."""
+    """A TCP relay on a free port in front of target_port that counts the connections open through it at once
+    (max_open) and in all (total). Each connection is held, its bytes from the bridge not passed on, until
+    release() is true (polled, for at most hold_max seconds) and extra seconds more: a connection the bridge opens
+    while another is held is then open at the relay at the same time, whatever the timing of the runs."""
 
-    def __init__(self, target_port, delay=0.3):
-        self.target_port, self.delay = target_port, delay
+    def __init__(self, target_port, release=lambda: True, extra=0.0, hold_max=60):
+        self.target_port, self.release, self.extra, self.hold_max = target_port, release, extra, hold_max
         self.lock = threading.Lock()
         self.open = self.max_open = self.total = 0
         self.sock = socket.socket()
@@ -75,7 +76,8 @@ class Relay:
             self.max_open = max(self.max_open, self.open)
         try:
             u = socket.create_connection(("127.0.0.1", self.target_port))
-            time.sleep(self.delay)
+            harness.wait_for(self.release, timeout=self.hold_max, step=0.02)
+            time.sleep(self.extra)
             socks = [c, u]
             while True:
                 r, _, _ = select.select(socks, [], [], 60)
@@ -185,9 +187,9 @@ class WireClaims(TestCase):
         self.orthanc.upload(list(self.files.values()))
         self.study = self.man["instances"][0]["StudyInstanceUID"]
 
-    def move(self, bridge, dest, keys=None):
+    def move(self, bridge, dest, keys=None, extra=None):
         keys = keys or ["QueryRetrieveLevel=STUDY", "StudyInstanceUID=" + self.study]
-        cmd = ["movescu", "-d", "-S", "-aec", "ORTHANC", "-aem", dest]
+        cmd = ["movescu", "-d", "-S", "-aec", "ORTHANC", "-aem", dest] + (extra or [])
         for k in keys:
             cmd += ["-k", k]
         return run(cmd + ["127.0.0.1", str(bridge.port)], timeout=120)
@@ -220,13 +222,22 @@ class WireClaims(TestCase):
                  for key, values in socks.items() if not (values and values[-1] == 1)]
         self.assertEqual(unset, [], "TCP_NODELAY=1 expected on every DIMSE socket\n" + trace[-3000:])
 
-    # destinations[].max_associations is parsed (conf/dwb_config.c) and never read: the sender opens one
-    # association per C-MOVE whatever it says. Remove the marker once it is implemented (an unexpected success
-    # fails the module).
-    @unittest.expectedFailure
     def test_destination_max_associations(self):
-        pacs = self.start(StoreSCP(self.workdir, aet="PACS", extra_args=["--fork"]))
-        one, two = Relay(pacs.port), Relay(pacs.port)
+        """Three C-MOVEs at once towards each of two destinations, each through a relay that holds every connection
+        until the bridge has planned all three moves (its log says so) and a second more: every association the
+        bridge would open in parallel is then open at the relay at once. ONE (max_associations absent: 1) sees one
+        at a time, TWO (max_associations 2) two; every move succeeds, the ones beyond the limit having waited for a
+        slot. Seen failing with the limit ignored (the build before it was read): three open at once at both."""
+        runs = 3
+        pacs = self.start(StoreSCP(self.workdir, aet="PACS", extra_args=["--fork", "+uf"]))
+        bridge = None
+
+        def planned(dest):
+            pattern = re.compile(r"C-MOVE: \d+ instance\(s\) in \d+ series to %s\b" % dest)
+            return lambda: bridge is not None and len(pattern.findall(bridge.log())) >= runs
+
+        one = Relay(pacs.port, release=planned("ONE"), extra=1.0)
+        two = Relay(pacs.port, release=planned("TWO"), extra=1.0)
         self.addCleanup(one.close)
         self.addCleanup(two.close)
         bridge = self.start(Bridge(self.workdir, {
@@ -235,17 +246,67 @@ class WireClaims(TestCase):
                              {"ae_title": "TWO", "called_ae_title": "PACS", "host": "127.0.0.1", "port": two.port,
                               "max_associations": 2}],
             "retrieve": {"parallel_series": 4},
-            "spool": {"dir": os.path.join(self.workdir, "spool")}}))
-        for relay, dest, want in ((one, "ONE", 1), (two, "TWO", 2)):
+            "spool": {"dir": os.path.join(self.workdir, "spool")},
+            "log": {"level": "info"}}))
+        for relay, dest, limit in ((one, "ONE", 1), (two, "TWO", 2)):
             for f in pacs.files():
                 os.unlink(f)
-            p = self.move(bridge, dest)
-            self.assertEqual(status_of(p), "0x0000", p.stdout[-1500:])
-            self.assertEqual(counts_of(p)[:2], (len(self.files), 0), p.stdout[-1500:])
+            results = [None] * runs
+
+            def mover(k):
+                results[k] = self.move(bridge, dest)
+            threads = [threading.Thread(target=mover, args=(k,)) for k in range(runs)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            for p in results:
+                self.assertEqual((status_of(p), counts_of(p)[:2]), ("0x0000", (len(self.files), 0)),
+                                 "%s: every move completes: %s" % (dest, p.stdout[-1500:]))
             got = sorted(tag(f, "SOPInstanceUID") for f in pacs.files())
-            self.assertEqual(got, sorted(self.files), "every instance once, through %s" % dest)
-            self.assertEqual(relay.max_open, want, "%s: associations open at once towards it (%d opened in all)" % (
-                dest, relay.total))
+            self.assertEqual(got, sorted(list(self.files) * runs), "every instance once per move, through %s" % dest)
+            self.assertEqual((relay.max_open, relay.total), (limit, runs),
+                             "%s: associations open at once at the destination, and in all" % dest)
+            waited = re.findall(r"associ\S* to %s allowed at once .* waiting for one to close" % dest, bridge.log())
+            self.assertEqual(len(waited), runs - limit, "%s: moves that waited for a slot" % dest)
+
+    def test_destination_max_associations_wait_is_bounded(self):
+        """A move waiting for a slot of a destination gives up after listen.dimse_timeout_s (0xA702, every instance
+        failed, an ErrorComment that names the limit) and stops on C-CANCEL (0xFE00); neither opens an association,
+        and the move holding the slot completes. Seen failing with the limit ignored: the second move associates
+        at once (two connections at the relay) and waits behind the held one instead of answering 0xA702."""
+        pacs = self.start(StoreSCP(self.workdir, aet="PACS"))
+        gate = threading.Event()
+        relay = Relay(pacs.port, release=gate.is_set, hold_max=90)
+        self.addCleanup(relay.close)
+        self.addCleanup(gate.set)
+        bridge = self.start(Bridge(self.workdir, {
+            "listen": {"dimse_timeout_s": 3},
+            "upstreams": [{"ae_title": "ORTHANC", "base_url": self.orthanc.dicomweb_url}],
+            "destinations": [{"ae_title": "ONE", "called_ae_title": "PACS", "host": "127.0.0.1",
+                              "port": relay.port}],
+            "spool": {"dir": os.path.join(self.workdir, "spool")},
+            "log": {"level": "info"}}))
+        first = {}
+        holder = threading.Thread(target=lambda: first.setdefault("p", self.move(bridge, "ONE")))
+        holder.start()
+        self.addCleanup(holder.join)
+        self.assertTrue(harness.wait_for(lambda: relay.total == 1, timeout=60, step=0.02),
+                        "the first move never associated")
+        t0 = time.time()
+        p = self.move(bridge, "ONE")
+        waited = time.time() - t0
+        self.assertEqual((status_of(p), counts_of(p)[:2]), ("0xa702", (0, len(self.files))), p.stdout[-1500:])
+        self.assertIn("destination busy", comment_of(p))
+        self.assertGreaterEqual(waited, 3, "gave up before listen.dimse_timeout_s")
+        p = self.move(bridge, "ONE", extra=["--cancel", "1"])
+        self.assertEqual(status_of(p), "0xfe00", p.stdout[-1500:])
+        self.assertEqual(relay.total, 1, "a move waiting for a slot opened an association")
+        gate.set()
+        holder.join(120)
+        self.assertEqual((status_of(first["p"]), counts_of(first["p"])[:2]), ("0x0000", (len(self.files), 0)),
+                         first["p"].stdout[-1500:])
+        self.assertEqual(len(pacs.files()), len(self.files))
 
     def test_destination_transfer_syntax_is_asked_from_the_start(self):
         proxy = peers.ProxyStore(self.orthanc.http_port)
