@@ -6,6 +6,7 @@
 #include "dwb_google_key.h"
 #include "dwb_keywords.h"
 #include "dwb_tags.h"
+#include "dwb_viewerpath.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -664,6 +665,61 @@ static dwb_status get_bind(loader *L, const char *path, json_t *obj, const char 
     return DWB_OK;
 }
 
+/* gateway.viewer: OHIF's dist/ served under a URL prefix on the gateway's listener, showing one upstream. */
+static dwb_status load_viewer(loader *L, json_t *v, dwb_config *c) {
+    static const char *const keys[] = {"path", "dir", "upstream", NULL};
+    if (!json_is_object(v)) return bad(L, "gateway.viewer", "expected an object");
+    dwb_status st = check_keys(L, "gateway.viewer", v, keys);
+    if (st != DWB_OK) return st;
+    if (!c->gateway.port)
+        return bad(L, "gateway.viewer", "needs gateway.port: the viewer is served on the gateway's listener");
+    const char *path = "/ohif-dicomweb-bridge", *dir = "/usr/share/dicomweb-bridge/ohif";
+    if ((st = get_str(L, "gateway.viewer", v, "path", 0, &path)) != DWB_OK) return st;
+    if ((st = get_str(L, "gateway.viewer", v, "dir", 0, &dir)) != DWB_OK) return st;
+    const char *why = dwb_viewerpath_check_prefix(path);
+    if (why) return bad(L, "gateway.viewer.path", "\"%s\" %s (e.g. \"/ohif-dicomweb-bridge\")", path, why);
+    if ((st = get_ae(L, "gateway.viewer", v, "upstream", 0, c->gateway.viewer.upstream)) != DWB_OK) return st;
+    if (!c->gateway.viewer.upstream[0]) {
+        snprintf(c->gateway.viewer.upstream, sizeof c->gateway.viewer.upstream, "%s", c->upstreams[0].ae_title);
+    } else if (!dwb_config_find_upstream(c, c->gateway.viewer.upstream)) {
+        char list[300] = "";
+        for (size_t i = 0; i < c->n_upstreams; i++) {
+            if (list[0]) strncat(list, ", ", sizeof list - strlen(list) - 1);
+            strncat(list, c->upstreams[i].ae_title, sizeof list - strlen(list) - 1);
+        }
+        return bad(L, "gateway.viewer.upstream", "no upstream has the AE title '%s' (upstreams: %s)",
+                   c->gateway.viewer.upstream, list);
+    }
+    /* The gateway matches the AE title in the URL as written; a browser would percent-encode a space in it. */
+    if (!dwb_viewerpath_url_safe(c->gateway.viewer.upstream))
+        return bad(L, json_object_get(v, "upstream") ? "gateway.viewer.upstream" : "gateway.viewer",
+                   "the AE title '%s'%s holds characters a browser percent-encodes in a URL, and the gateway matches "
+                   "AE titles as written: give an upstream whose AE title is only letters, digits, '.', '_', '-' "
+                   "or '~'", c->gateway.viewer.upstream,
+                   json_object_get(v, "upstream") ? "" : " (the first upstream, taken when upstream is not given)");
+    char *full = resolve_path(L, dir);
+    if (!full) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
+    /* The real path: files are opened below it without following any symbolic link. */
+    char *real = realpath(full, NULL);
+    struct stat sb;
+    if (!real || stat(real, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        st = bad(L, "gateway.viewer.dir", "%s: %s (the folder of OHIF's built dist/)", full,
+                 real ? "not a directory" : strerror(errno));
+        free(real);
+        free(full);
+        return st;
+    }
+    free(full);
+    c->gateway.viewer.dir = real;
+    char index[4200];
+    snprintf(index, sizeof index, "%.4000s/index.html", real);
+    if (lstat(index, &sb) != 0 || !S_ISREG(sb.st_mode))
+        return bad(L, "gateway.viewer.dir", "%s has no index.html (a regular file): not OHIF's built dist/", real);
+    if ((st = check_readable(L, "gateway.viewer.dir", index)) != DWB_OK) return st;
+    if (!(c->gateway.viewer.path = strdup(path))) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
+    return DWB_OK;
+}
+
 static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
     static const char *const keys[] = {"listen", "upstreams", "destinations", "spool", "http", "log",
                                        "provenance", "retrieve", "gateway", NULL};
@@ -826,7 +882,7 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
     if (gw) {
         static const char *const gw_keys[] = {"port", "bind", "cors_origins", "token", "token_file", "token_env",
                                               "allow_stow", "public_hosts", "trusted_proxies",
-                                              "max_connections_per_ip", "idle_timeout_s", NULL};
+                                              "max_connections_per_ip", "idle_timeout_s", "viewer", NULL};
         if (!json_is_object(gw)) return bad(L, "gateway", "expected an object");
         if ((st = check_keys(L, "gateway", gw, gw_keys)) != DWB_OK) return st;
         if ((st = get_int(L, "gateway", gw, "port", 0, 65535, &c->gateway.port)) != DWB_OK) return st;
@@ -846,6 +902,8 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
             return st;
         if ((st = get_int(L, "gateway", gw, "idle_timeout_s", 1, 3600, &c->gateway.idle_timeout_s)) != DWB_OK)
             return st;
+        json_t *viewer = json_object_get(gw, "viewer");
+        if (viewer && (st = load_viewer(L, viewer, c)) != DWB_OK) return st;
     }
     if ((st = get_bind(L, "gateway", gw, "127.0.0.1", &c->gateway.bind)) != DWB_OK) return st;
     /* STOW-RS writes into the store with the bridge's credentials: never for whoever reaches an open port. */
@@ -995,6 +1053,8 @@ void dwb_config_free(dwb_config *c) {
     for (size_t i = 0; i < c->gateway.n_trusted_proxies; i++) free(c->gateway.trusted_proxies[i]);
     free(c->gateway.trusted_proxies);
     secret_free(&c->gateway.token);
+    free(c->gateway.viewer.path);
+    free(c->gateway.viewer.dir);
     free(c->path);
     free(c);
 }

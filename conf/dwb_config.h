@@ -143,6 +143,11 @@ typedef struct dwb_config {
         char **trusted_proxies; size_t n_trusted_proxies; /* IPv4/IPv6 literals sending X-Forwarded-*; loopback too */
         int max_connections_per_ip; /* connections one client address may hold; trusted_proxies exempt; 0 = any. 8 */
         int idle_timeout_s;         /* a connection that sends nothing, or reads nothing of an answer, is closed; 60 */
+        struct {
+            char *path; /* URL prefix of the OHIF viewer served on the gateway's listener; NULL = no viewer */
+            char *dir;  /* OHIF's built dist/ (index.html, bundles), resolved to its real path */
+            char upstream[DWB_AE_MAX + 1]; /* the upstream the viewer shows; default the first one */
+        } viewer;
     } gateway;
     struct {
         dwb_log_level level;   /* default info */

@@ -6,6 +6,9 @@
 #include <cstdlib>
 #include <string>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 extern "C" {
 #include "dwb_config.h"
 }
@@ -214,6 +217,85 @@ TEST(Config, IdcPresetsFillBaseUrlAndBucket) {
     EXPECT_EQ(c->upstreams[3].idc_index, nullptr);
     EXPECT_EQ(c->retrieve.parallel_objects, 8);
     dwb_config_free(c);
+}
+
+// gateway.viewer: absent = no viewer; the prefix, a dist/ with index.html and a known, URL-safe upstream.
+TEST(Config, GatewayViewer) {
+    char dir[] = "/tmp/dwbviewerXXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    std::string dist = std::string(dir) + "/dist", empty = std::string(dir) + "/empty";
+    ASSERT_EQ(mkdir(dist.c_str(), 0755), 0);
+    ASSERT_EQ(mkdir(empty.c_str(), 0755), 0);
+    FILE *f = fopen((dist + "/index.html").c_str(), "w");
+    fputs("<html></html>", f);
+    fclose(f);
+    ASSERT_EQ(symlink("dist", (std::string(dir) + "/link").c_str()), 0);
+    const std::string ups = R"("upstreams": [{"ae_title": "IDC", "base_url": "https://h/a"},
+                                             {"ae_title": "ORTHANC", "base_url": "https://h/b"},
+                                             {"ae_title": "MY PACS", "base_url": "https://h/c"}])";
+    auto load = [&](const std::string &gateway, dwb_config **c, dwb_error *e) {
+        return dwb_config_load_string(("{" + ups + R"(, "gateway": )" + gateway + "}").c_str(), dir, c, e);
+    };
+
+    dwb_config *c = nullptr;
+    dwb_error e = {};
+    ASSERT_EQ(load(R"({"port": 8042})", &c, &e), DWB_OK) << e.message;
+    EXPECT_EQ(c->gateway.viewer.path, nullptr) << "no viewer unless asked";
+    dwb_config_free(c);
+
+    ASSERT_EQ(load(R"({"port": 8042, "viewer": {"dir": "link"}})", &c, &e), DWB_OK) << e.message;
+    EXPECT_STREQ(c->gateway.viewer.path, "/ohif-dicomweb-bridge");
+    EXPECT_EQ(std::string(c->gateway.viewer.dir), dist) << "relative to the config, symbolic links resolved";
+    EXPECT_STREQ(c->gateway.viewer.upstream, "IDC") << "the first upstream by default";
+    dwb_config_free(c);
+
+    ASSERT_EQ(load(R"({"port": 8042, "viewer": {"path": "/ohif/x.y_z-1", "dir": ")" + dist +
+                   R"(", "upstream": "ORTHANC"}})", &c, &e), DWB_OK) << e.message;
+    EXPECT_STREQ(c->gateway.viewer.path, "/ohif/x.y_z-1");
+    EXPECT_STREQ(c->gateway.viewer.upstream, "ORTHANC");
+    dwb_config_free(c);
+
+    const Bad cases[] = {
+        {R"({"port": 8042, "viewer": true})", "gateway.viewer: expected an object"},
+        {R"({"port": 8042, "viewer": {"dir": "dist", "root": "/"}})", "gateway.viewer.root: unknown key"},
+        {R"({"viewer": {"dir": "dist"}})", "gateway.viewer: needs gateway.port"},
+        {R"({"port": 8042, "viewer": {"dir": "dist", "path": "ohif"}})", "gateway.viewer.path: \"ohif\" must start with"},
+        {R"({"port": 8042, "viewer": {"dir": "dist", "path": "/ohif/"}})", "gateway.viewer.path: \"/ohif/\" must not end"},
+        {R"({"port": 8042, "viewer": {"dir": "dist", "path": "/"}})", "gateway.viewer.path: \"/\" must name a path"},
+        {R"({"port": 8042, "viewer": {"dir": "dist", "path": "/ohif/../x"}})", "gateway.viewer.path: \"/ohif/../x\" must not hold a \".\""},
+        {R"({"port": 8042, "viewer": {"dir": "dist", "path": "/oh%69f"}})", "gateway.viewer.path: \"/oh%69f\" may only hold"},
+        {R"({"port": 8042, "viewer": {"dir": "dist", "path": "/dicom-web"}})", "gateway.viewer.path: \"/dicom-web\" must not start with /dicom-web"},
+        {R"({"port": 8042, "viewer": {"dir": "dist", "path": ""}})", "gateway.viewer.path: expected a non-empty string"},
+        {R"({"port": 8042, "viewer": {"dir": "dist", "upstream": "PACS"}})", "gateway.viewer.upstream: no upstream has the AE title 'PACS' (upstreams: IDC, ORTHANC, MY PACS)"},
+        {R"({"port": 8042, "viewer": {"dir": "dist", "upstream": "MY PACS"}})", "gateway.viewer.upstream: the AE title 'MY PACS' holds characters"},
+        {R"({"port": 8042, "viewer": {"dir": "empty"}})", "gateway.viewer.dir: "},
+        {R"({"port": 8042, "viewer": {"dir": "nonexistent"}})", "gateway.viewer.dir: "},
+        {R"({"port": 8042, "viewer": {"dir": "dist/index.html"}})", "gateway.viewer.dir: "},
+        {R"({"port": 8042, "viewer": {}})", "gateway.viewer.dir: /usr/share/dicomweb-bridge/ohif"},
+    };
+    for (const Bad &b : cases) {
+        c = nullptr;
+        e = {};
+        EXPECT_NE(load(b.json, &c, &e), DWB_OK) << b.json;
+        EXPECT_EQ(c, nullptr);
+        EXPECT_EQ(std::string(e.message).rfind(b.prefix, 0), 0u)
+            << "config: " << b.json << "\n expected message starting with: " << b.prefix << "\n got: " << e.message;
+    }
+    e = {};
+    EXPECT_NE(load(R"({"port": 8042, "viewer": {"dir": "empty"}})", &c, &e), DWB_OK);
+    EXPECT_NE(std::string(e.message).find("has no index.html"), std::string::npos) << e.message;
+    e = {};
+    EXPECT_NE(load(R"({"port": 8042, "viewer": {"dir": "nonexistent"}})", &c, &e), DWB_OK);
+    EXPECT_NE(std::string(e.message).find("No such file or directory"), std::string::npos) << e.message;
+    e = {};
+    EXPECT_NE(load(R"({"port": 8042, "viewer": {"dir": "dist/index.html"}})", &c, &e), DWB_OK);
+    EXPECT_NE(std::string(e.message).find("not a directory"), std::string::npos) << e.message;
+
+    unlink((dist + "/index.html").c_str());
+    unlink((std::string(dir) + "/link").c_str());
+    rmdir(dist.c_str());
+    rmdir(empty.c_str());
+    rmdir(dir);
 }
 
 TEST(Config, MissingFileIsAClearError) {
