@@ -25,6 +25,8 @@
 #include "dwb_httpd.h"
 #include "dwb_log.h"
 #include "dwb_metrics.h"
+#include "dwb_viewer.h"
+#include "dwb_viewerpath.h"
 
 #define RING_SIZE (512 * 1024) /* body bytes buffered per request between store and viewer */
 #define BLOCK_SIZE (64 * 1024)  /* what MHD asks the reader for at once */
@@ -51,6 +53,7 @@ struct dwb_gateway {
     gw_upstream *ups;
     size_t n_ups;
     dwb_httpd *server;
+    dwb_viewer *viewer; /* gateway.viewer; NULL when not configured */
     atomic_int stopping;
 };
 
@@ -593,6 +596,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
         *upload_data_size = 0; /* request bodies are refused below; drop what arrives */
         return MHD_YES;
     }
+    /* The raw target: forwarded as the client encoded it, query string included. Under gateway.viewer.path it is
+     * the viewer's, except <path>/dicom-web/..., which is the gateway's exactly as /dicom-web/... is, and whose
+     * answers then name the gateway under the same prefix (mount). */
+    const char *raw = q->uri;
+    const char *mount = "";
+    if (gw->viewer) {
+        dwb_viewerpath_route vr = dwb_viewerpath_route_target(gw->cfg->gateway.viewer.path, raw, strlen(raw));
+        if (vr.kind == DWB_VIEWERPATH_DICOMWEB) {
+            raw = vr.rest;
+            mount = gw->cfg->gateway.viewer.path;
+        } else if (vr.kind != DWB_VIEWERPATH_NOT_MINE) {
+            return dwb_viewer_answer(gw->viewer, con, method, &vr, q->peer);
+        }
+    }
     int is_get = !strcmp(method, "GET"), is_head = !strcmp(method, "HEAD");
     const char *origin_ok = allowed_origin(gw, con);
     if (!strcmp(method, "OPTIONS")) {
@@ -619,8 +636,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
             return answer(gw, con, NULL, MHD_HTTP_UNAUTHORIZED, "text/plain", "a bearer token is required\n", extra);
         }
     }
-    /* The raw target: forwarded as the client encoded it, query string included. */
-    const char *raw = q->uri;
     if (strncmp(raw, PREFIX, strlen(PREFIX)) != 0)
         return plain(gw, con, NULL, MHD_HTTP_NOT_FOUND, "not found: the DICOMweb roots are /dicom-web/<AE title>\n");
     const char *ae = raw + strlen(PREFIX);
@@ -655,6 +670,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
     }
 
     q->gu = gu;
+    if (!(q->ring = malloc(RING_SIZE))) return MHD_NO; /* only requests relayed to a store hold one */
     const char *base = gu->up->conf->base_url;
     q->url = dup_printf("%s/%s", base, rest);
     /* The last segment says whether the answer can hold store URLs (QIDO and metadata do; pixels do not). */
@@ -672,7 +688,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
     if (markup) {
         char *root = public_root(gw, con);
         q->rewrite_from = strdup(base);
-        q->rewrite_to = root ? dup_printf("%s" PREFIX "%s", root, gu->up->conf->ae_title) : NULL;
+        q->rewrite_to = root ? dup_printf("%s%s" PREFIX "%s", root, mount, gu->up->conf->ae_title) : NULL;
         free(root);
         if (!q->rewrite_from || !q->rewrite_to) return MHD_NO;
     }
@@ -700,10 +716,9 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *con) {
     }
     atomic_init(&q->refs, 1);
     q->uri = strdup(uri);
-    q->ring = malloc(RING_SIZE);
     pthread_mutex_init(&q->mu, NULL);
     pthread_cond_init(&q->cv, NULL);
-    if (!q->uri || !q->ring) {
+    if (!q->uri) {
         req_unref(q);
         return NULL;
     }
@@ -766,6 +781,11 @@ dwb_status dwb_gateway_start(const dwb_config *cfg, dwb_upstream *const *upstrea
             return st;
         }
     }
+    dwb_status vst = dwb_viewer_open(cfg, &gw->viewer, err);
+    if (vst != DWB_OK) {
+        dwb_gateway_stop(gw);
+        return vst;
+    }
     dwb_httpd_handlers h = {.access = on_request,
                             .uri_log = on_uri,
                             .completed = on_completed,
@@ -786,6 +806,7 @@ void dwb_gateway_stop(dwb_gateway *gw) {
     if (!gw) return;
     atomic_store(&gw->stopping, 1);
     dwb_httpd_stop(gw->server);
+    dwb_viewer_close(gw->viewer);
     for (size_t i = 0; i < gw->n_ups; i++) dwb_http_client_free(gw->ups[i].http);
     free(gw->ups);
     free(gw);

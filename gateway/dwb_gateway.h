@@ -1,5 +1,6 @@
 /* The DICOMweb gateway for viewers (config `gateway`): a read-only QIDO-RS/WADO-RS pass-through to each
- * upstream at /dicom-web/<upstream AE title>, with the upstream's credentials injected and CORS for set origins. */
+ * upstream at /dicom-web/<upstream AE title>, with the upstream's credentials injected and CORS for set origins;
+ * with gateway.viewer, also the OHIF viewer and the same gateway under the viewer's URL prefix. */
 #ifndef DWB_GATEWAY_H
 #define DWB_GATEWAY_H
 
