@@ -1,6 +1,7 @@
 // Drives the OHIF viewer in headless chromium for test_ohif.py (playwright-core, no browser download: the
 // system's chromium). Prints one JSON object: the study list's text, the share of non-black pixels in the
-// centre of the first viewport (corners hold text overlays), the browser's console and failed requests.
+// centre of the first viewport (corners hold text overlays), the browser's console and failed requests, and
+// the URL of every request the page and its workers made.
 const { chromium } = require('playwright-core');
 
 async function nonBlank(page, png) {
@@ -23,13 +24,15 @@ async function nonBlank(page, png) {
 
 (async () => {
   const a = JSON.parse(process.argv[2]);
-  const out = { log: [] };
+  const out = { log: [], requests: [] };
   const browser = await chromium.launch({
     executablePath: a.chromium,
     headless: true,
     args: ['--no-sandbox', '--use-angle=swiftshader', '--enable-unsafe-swiftshader', '--ignore-gpu-blocklist'],
   });
   const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  // On the context, so that requests of the viewer's web workers are seen too.
+  page.context().on('request', (r) => out.requests.push(r.url()));
   page.on('console', (m) => out.log.push('console ' + m.type() + ': ' + m.text().slice(0, 300)));
   page.on('requestfailed', (r) => out.log.push('failed ' + r.url() + ' ' + (r.failure() || {}).errorText));
   page.on('response', (r) => { if (r.status() >= 400) out.log.push('HTTP ' + r.status() + ' ' + r.url()); });
