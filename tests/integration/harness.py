@@ -418,6 +418,63 @@ def value(ds, tag):
     return v
 
 
+def dt_seconds(dt):
+    """A DICOM DT value (PS3.5 6.2) with at least seconds, as seconds since the epoch; without a UTC offset it is
+    local time. None when the value is not such a DT (or names no real date)."""
+    import calendar
+    import datetime
+    import re
+    m = re.match(r"^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\.\d{1,6})?(?:([+-])(\d{2})(\d{2}))?$", dt or "")
+    if not m:
+        return None
+    try:
+        t = datetime.datetime(*[int(m.group(i)) for i in range(1, 7)])
+    except ValueError:
+        return None
+    frac = float(m.group(7)) if m.group(7) else 0.0
+    if not m.group(8):
+        return time.mktime(t.timetuple()) + frac
+    off = (int(m.group(9)) * 60 + int(m.group(10))) * 60 * (1 if m.group(8) == "+" else -1)
+    return calendar.timegm(t.timetuple()) - off + frac
+
+
+def stamp_of(path):
+    """The bridge's provenance stamp in a Part-10 file (conf/README.md, provenance), read with dcm2json: Retrieve
+    AE Title, Retrieve URL, and from the last Original Attributes Sequence item Attribute Modification DateTime,
+    Modifying System, Source of Previous Values and Reason for the Attribute Modification, by keyword (None when
+    absent), and "items", how many items the sequence holds."""
+    ds = dcm2json(path)
+    items = ds.get("04000561", {}).get("Value", [])
+    last = items[-1] if items else {}
+    return {"RetrieveAETitle": value(ds, "00080054"), "RetrieveURL": value(ds, "00081190"),
+            "AttributeModificationDateTime": value(last, "04000562"), "ModifyingSystem": value(last, "04000563"),
+            "SourceOfPreviousValues": value(last, "04000564"),
+            "ReasonForTheAttributeModification": value(last, "04000565"), "items": len(items)}
+
+
+def assert_stamp(tc, path, bridge_ae, upstream_ae, base_url, t0, t1):
+    """Checks the stamp of an instance the bridge forwarded between t0 and t1 (time.time() before and after the
+    run that sent it) from the upstream upstream_ae at base_url: one Original Attributes Sequence item whose
+    Attribute Modification DateTime is a valid DT within [t0, t1] (to the second the bridge writes), Modifying
+    System the bridge's AE title, Reason COERCE, Source of Previous Values "<upstream AE> <host[:port]>" of
+    base_url (LO, 64 characters at most), Retrieve AE Title the upstream's and Retrieve URL the instance's URL
+    under base_url. Returns the stamp."""
+    import urllib.parse
+    st = stamp_of(path)
+    what = "stamp of %s: %s" % (os.path.basename(path), st)
+    tc.assertEqual(st["items"], 1, what)
+    when = dt_seconds(st["AttributeModificationDateTime"])
+    tc.assertIsNotNone(when, "Attribute Modification DateTime is not a DT: " + what)
+    tc.assertTrue(int(t0) <= when <= t1, "Attribute Modification DateTime outside the run (%.3f to %.3f): %s" % (
+        t0, t1, what))
+    tc.assertEqual(st["ModifyingSystem"], bridge_ae, what)
+    tc.assertEqual(st["ReasonForTheAttributeModification"], "COERCE", what)
+    tc.assertEqual(st["SourceOfPreviousValues"], upstream_ae + " " + urllib.parse.urlsplit(base_url).netloc, what)
+    tc.assertEqual(st["RetrieveAETitle"], upstream_ae, what)
+    tc.assertTrue((st["RetrieveURL"] or "").startswith(base_url.rstrip("/") + "/studies/"), what)
+    return st
+
+
 def gencohort(workdir, name="cohort", **opts):
     """Generates a synthetic cohort with tests/tools/dwb_gencohort; returns (dir, manifest)."""
     tool = os.path.join(BUILD_DIR, "tests", "tools", "dwb_gencohort")

@@ -5,15 +5,20 @@ import os
 import re
 import signal
 import subprocess
+import time
 
 import harness
-from harness import Orthanc, StoreSCP, TestCase, run
+from harness import Orthanc, StoreSCP, TestCase, comment_of, run, status_of
 
 
 def dump(path, tag):
     p = run(["dcmdump", "-q", "+L", "+P", tag, path])
     m = re.search(r"\[(.*)\]", p.stdout)
     return m.group(1) if m else None
+
+
+# The bridge's own AE title (listen.ae_title), not the default: the stamp's Modifying System must come from it.
+BRIDGE_AE = "KP-BRIDGE"
 
 
 class ImportTest(TestCase):
@@ -31,7 +36,8 @@ class ImportTest(TestCase):
         path = os.path.join(self.workdir, "import.json")
         import json
         with open(path, "w") as f:
-            json.dump({"upstreams": [{"ae_title": "IDC", "base_url": self.orthanc.dicomweb_url}],
+            json.dump({"listen": {"ae_title": BRIDGE_AE},
+                       "upstreams": [{"ae_title": "IDC", "base_url": self.orthanc.dicomweb_url}],
                        "destinations": [{"ae_title": "KAAPANA", "host": "127.0.0.1", "port": pacs_port,
                                          "calling_ae_title": "kp-idc", "called_ae_title": "kp-admin"}],
                        "spool": {"dir": os.path.join(self.workdir, "spool")}}, f)
@@ -49,7 +55,9 @@ class ImportTest(TestCase):
         m = re.search(r"would send: (\d+) studies, (\d+) series, (\d+) instances", dry.stdout)
         self.assertTrue(m, dry.stdout)
         self.assertEqual(pacs.files(), [], "--dry-run sends nothing")
+        t0 = time.time()
         p = self.importer(cfg, "--studies", self.study_file)
+        t1 = time.time()
         self.assertEqual(p.returncode, 0, p.stdout)
         sent = int(re.search(r"sent (\d+)", p.stdout).group(1))
         self.assertEqual(sent, int(m.group(3)), "dry-run count equals what the real run sends")
@@ -59,8 +67,9 @@ class ImportTest(TestCase):
                          sorted(i["SOPInstanceUID"] for i in self.man["instances"]))
         for f in files:
             self.assertEqual(dump(f, "SourceApplicationEntityTitle"), "kp-idc", "calling AE override")
-            self.assertEqual(dump(f, "RetrieveAETitle"), "IDC")
-            self.assertEqual(dump(f, "SourceOfPreviousValues"), "IDC 127.0.0.1:%d" % self.orthanc.http_port)
+            st = harness.assert_stamp(self, f, BRIDGE_AE, "IDC", self.orthanc.dicomweb_url, t0, t1)
+            self.assertEqual(st["SourceOfPreviousValues"], "IDC 127.0.0.1:%d" % self.orthanc.http_port)
+            self.assertTrue(st["RetrieveURL"].endswith("/instances/" + dump(f, "SOPInstanceUID")), st)
         self.assertIn("kp-admin", pacs.log())
         again = self.importer(cfg, "--studies", self.study_file)
         self.assertEqual(again.returncode, 0, again.stdout)
@@ -123,8 +132,10 @@ class ImportTest(TestCase):
             json.dump({"upstreams": [{"ae_title": "IDC", "base_url": self.orthanc.dicomweb_url}],
                        "destinations": [{"ae_title": "CTPSTOW", "stow_url": target.dicomweb_url + "/studies"}],
                        "spool": {"dir": os.path.join(self.workdir, "spool")}}, f)
+        t0 = time.time()
         p = run([harness.BINARY, "import", "--config", cfg, "--upstream", "IDC", "--destination", "CTPSTOW",
                  "--studies", self.study_file], timeout=300)
+        t1 = time.time()
         self.assertEqual(p.returncode, 0, p.stdout)
         self.assertEqual(target.instance_uids(), sorted(i["SOPInstanceUID"] for i in self.man["instances"]))
         one = target.get_json("/instances")[0]
@@ -132,12 +143,14 @@ class ImportTest(TestCase):
         import urllib.request
         with urllib.request.urlopen(target.url + "/instances/%s/file" % one) as r, open(path, "wb") as f:
             f.write(r.read())
-        self.assertEqual(dump(path, "SourceOfPreviousValues"), "IDC 127.0.0.1:%d" % self.orthanc.http_port)
+        st = harness.assert_stamp(self, path, "DWBRIDGE", "IDC", self.orthanc.dicomweb_url, t0, t1)
+        self.assertEqual(st["SourceOfPreviousValues"], "IDC 127.0.0.1:%d" % self.orthanc.http_port)
         # C-MOVE cannot use a STOW-RS destination: a clear refusal, not a hang.
         bridge = self.start(harness.Bridge(self.workdir, json.load(open(cfg))))
         m = run(["movescu", "-d", "-S", "-aec", "IDC", "-aem", "CTPSTOW", "-k", "QueryRetrieveLevel=STUDY",
                  "-k", "StudyInstanceUID=" + self.studies[0], "127.0.0.1", str(bridge.port)])
-        self.assertIn("0xc000", m.stdout)
+        self.assertEqual((status_of(m), comment_of(m)), ("0xc000", "destination is STOW-RS (import only)"),
+                         m.stdout[-1500:])
 
 
 

@@ -13,6 +13,7 @@ import socketserver
 import subprocess
 import tempfile
 import threading
+import time
 import unittest
 
 import harness
@@ -168,7 +169,10 @@ class MoveTest(unittest.TestCase):
         for k in keys:
             cmd += ["-k", k]
         cmd += (extra or []) + ["127.0.0.1", str(self.bridge.port)]
-        return run(cmd, timeout=120)
+        t0 = time.time()
+        p = run(cmd, timeout=120)
+        self.window = (t0, time.time())  # when the instances of this move were stamped
+        return p
 
     def received(self):
         out = {}
@@ -180,15 +184,11 @@ class MoveTest(unittest.TestCase):
     def check_instance(self, uid, path):
         src = self.files[uid]
         self.assertEqual(pixels(self.workdir, path), pixels(self.workdir, src), "pixel data of %s differs" % uid)
-        self.assertEqual(tag_value(self.workdir, path, "RetrieveAETitle"), "ORTHANC")
-        url = tag_value(self.workdir, path, "RetrieveURL")
-        self.assertTrue(url and url.endswith("/instances/" + uid), url)
-        # LO, 64 characters at most: the AE title and the host; the full URL is in Retrieve URL.
-        self.assertEqual(tag_value(self.workdir, path, "SourceOfPreviousValues"),
-                         "ORTHANC 127.0.0.1:%d" % self.orthanc.http_port)
-        self.assertTrue(url.startswith(self.orthanc.dicomweb_url + "/studies/"), url)
-        self.assertEqual(tag_value(self.workdir, path, "ReasonForTheAttributeModification"), "COERCE")
-        self.assertEqual(tag_value(self.workdir, path, "ModifyingSystem"), "DWBRIDGE")
+        # Stamped during the last run (self.window) by DWBRIDGE; Source of Previous Values (LO, 64 characters at
+        # most) is the AE title and the host; the full URL is in Retrieve URL.
+        st = harness.assert_stamp(self, path, "DWBRIDGE", "ORTHANC", self.orthanc.dicomweb_url, *self.window)
+        self.assertEqual(st["SourceOfPreviousValues"], "ORTHANC 127.0.0.1:%d" % self.orthanc.http_port)
+        self.assertTrue(st["RetrieveURL"].endswith("/instances/" + uid), st["RetrieveURL"])
         self.assertEqual(tag_value(self.workdir, path, "PatientName"), tag_value(self.workdir, src, "PatientName"))
 
     def test_move_study_all_instances_stamped_with_ae_overrides(self):
@@ -235,9 +235,11 @@ class MoveTest(unittest.TestCase):
         i0 = self.manifest["instances"][0]
         exp = [i["SOPInstanceUID"] for i in self.manifest["instances"] if i["SeriesInstanceUID"] == i0["SeriesInstanceUID"]]
         out = tempfile.mkdtemp(dir=self.workdir)
+        t0 = time.time()
         p = run(["getscu", "-d", "-S", "-aec", "ORTHANC", "-od", out, "-k", "QueryRetrieveLevel=SERIES",
                  "-k", "StudyInstanceUID=" + i0["StudyInstanceUID"], "-k", "SeriesInstanceUID=" + i0["SeriesInstanceUID"],
                  "127.0.0.1", str(self.bridge.port)], timeout=120)
+        self.window = (t0, time.time())
         self.assertEqual(status_of(p), "0x0000", p.stdout[-1500:])
         files = glob.glob(os.path.join(out, "*"))
         self.assertEqual(sorted(tag_value(self.workdir, f, "SOPInstanceUID") for f in files), sorted(exp))
