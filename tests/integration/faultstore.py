@@ -41,6 +41,7 @@ def uids_in(body):
 class Exchange:
     def __init__(self, n, t, method, path, uids):
         self.n, self.t, self.method, self.path, self.uids = n, t, method, path, uids
+        self.request_bytes = 0 # the request body's bytes the store read
         self.code = None       # what the client was answered (None: connection cut)
         self.answer = b""
         self.t_end = None
@@ -144,6 +145,7 @@ class FaultStore:
         body = h.rfile.read(length) if length else b""
         uids = uids_in(body) if is_stow else []
         ex = Exchange(n, time.time(), h.command, h.path, uids)
+        ex.request_bytes = len(body)
         with self.lock:
             self.log.append(ex)
         action = self.policy(n, h.command, h.path, uids)
