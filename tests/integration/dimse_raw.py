@@ -181,9 +181,19 @@ class Association:
         self.command(pcid, [(0x0002, _uid(VERIFICATION)), (0x0100, struct.pack("<H", 0x0030)), (0x0110, self.next_id())])
         return status(self.response())
 
-    def find(self, pcid, identifier):
+    def find_start(self, pcid, identifier):
+        """Sends a Study Root C-FIND-RQ and returns its Message ID; the caller reads the responses."""
+        msg_id = self.next_id()
         self.command(pcid, [(0x0002, _uid(FIND_STUDY)), (0x0100, struct.pack("<H", 0x0020)),
-                            (0x0110, self.next_id()), (0x0700, struct.pack("<H", 0))], identifier)
+                            (0x0110, msg_id), (0x0700, struct.pack("<H", 0))], identifier)
+        return struct.unpack("<H", msg_id)[0]
+
+    def cancel(self, pcid, msg_id):
+        """A C-CANCEL-RQ for the request with that Message ID (PS3.7 9.3.2.3); it has no response of its own."""
+        self.command(pcid, [(0x0100, struct.pack("<H", 0x0FFF)), (0x0120, struct.pack("<H", msg_id))])
+
+    def find(self, pcid, identifier):
+        self.find_start(pcid, identifier)
         while True:
             r = self.response()
             if status(r) not in (0xFF00, 0xFF01):

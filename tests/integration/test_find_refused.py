@@ -12,6 +12,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+import dimse_raw as dr
 import harness
 from harness import comment_of, status_of
 from harness import Bridge, Orthanc, findscu, value
@@ -33,12 +34,17 @@ class RefusingStore:
     """A DICOMweb store in front of Orthanc that answers 400 to queries filtering on refused (resource, tag)
     pairs. message(tag) gives the body of the refusal (default: Google's, naming the attribute). With cap, pages
     are cut to cap results and a Warning header says so, as Google does. refuse_all answers every QIDO-RS query
-    with that body. Every request is logged: resource, filters sent, limit/offset, status."""
+    with that body. Every request is logged: resource, filters sent, limit/offset, status, and "t", its arrival
+    time. While hold (a function of such an entry) is set, a request it picks waits for the release event before it
+    is answered; arrived lists every entry as it arrives, answered or not."""
 
     def __init__(self, orthanc, refuse=(), message=google_refusal, cap=None, refuse_all=None):
         self.orthanc = orthanc
         self.refuse = set(refuse)
         self.log = []
+        self.arrived = []
+        self.hold = None
+        self.release = threading.Event()
         lock = threading.Lock()
         outer = self
 
@@ -52,7 +58,13 @@ class RefusingStore:
                 filters = {k: v[0] for k, v in params.items() if k not in NOT_FILTERS}
                 entry = {"resource": resource, "filters": filters,
                          "includefield": params.get("includefield", []),
-                         "limit": int(params.get("limit", ["-1"])[0]), "offset": int(params.get("offset", ["0"])[0])}
+                         "limit": int(params.get("limit", ["-1"])[0]), "offset": int(params.get("offset", ["0"])[0]),
+                         "t": time.time()}
+                with lock:
+                    outer.arrived.append(entry)
+                hold = outer.hold
+                if hold and hold(entry):
+                    outer.release.wait(60)
                 refused = [t for t in filters if (resource, t) in outer.refuse]
                 if refuse_all is not None or refused:
                     body = (refuse_all if refuse_all is not None else message(refused[0])).encode()
@@ -80,15 +92,18 @@ class RefusingStore:
                 entry["status"] = status
                 with lock:
                     outer.log.append(entry)
-                self.send_response(status)
-                if ctype:
-                    self.send_header("Content-Type", ctype)
-                if truncate and status == 200 and body and len(json.loads(body)) == cap:
-                    self.send_header("Warning", '299 refusing-store: "The number of results exceeded the maximum '
-                                                'allowed, so some results are not included"')
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.send_response(status)
+                    if ctype:
+                        self.send_header("Content-Type", ctype)
+                    if truncate and status == 200 and body and len(json.loads(body)) == cap:
+                        self.send_header("Warning", '299 refusing-store: "The number of results exceeded the '
+                                                    'maximum allowed, so some results are not included"')
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # a held request the bridge gave up on (C-CANCEL)
 
             def log_message(self, *a):
                 pass
@@ -110,6 +125,7 @@ class RefusingStore:
         return [e for e in self.log if e["status"] == 400]
 
     def close(self):
+        self.release.set()
         with open(self.log_path, "w") as f:
             for e in self.log:
                 f.write(json.dumps(e) + "\n")
@@ -202,16 +218,48 @@ class RefusedFilterTest(harness.TestCase):
         pages = [e for e in store.log if e["status"] == 200]
         self.assertEqual([e["offset"] for e in pages], [0, 2, 4, 6, 8],
                          "offsets follow what the capping store returned (Warning header)")
-        # C-CANCEL after the first answer: the wide query stops paging.
-        n = len(store.log)
-        p, res = self.find(bridge, ["QueryRetrieveLevel=STUDY", "StudyInstanceUID", "StudyID=S1"],
-                           extra=["--cancel", "1"])
-        self.assertLess(len(res), len(exp))
-        deadline = time.time() + 5
-        while "C-FIND cancelled" not in bridge.log() and time.time() < deadline:
-            time.sleep(0.1)
-        self.assertIn("C-FIND cancelled", bridge.log())
-        self.assertLess(len(store.log) - n, 5, "paging stops at the cancel: %s" % store.log[n:])
+        # C-CANCEL while the widened query's second page (offset 2) is at the store, held there: the bridge answers
+        # 0xFE00 while it is held and asks for nothing more; that page, in flight at the cancel, is the only request
+        # after the first. Before, "fewer than 5 requests" held whenever the bridge skipped only the last of the 5
+        # pages, and "C-FIND cancelled" in the log said nothing of what the requester got. Seen failing with a
+        # build whose QIDO-RS transfers do not look for C-CANCEL, only the gaps between pages (answered once the
+        # held page was let go), which the old check let pass.
+        n = len(store.arrived)
+        store.hold = lambda e: e["offset"] == 2
+        self.addCleanup(store.release.set)
+        a = dr.Association(bridge.port, "STORE", "FINDSCU",
+                           contexts=[(1, dr.FIND_STUDY, [dr.IMPLICIT_LE]), (3, dr.VERIFICATION, [dr.IMPLICIT_LE])])
+        self.addCleanup(a.close)
+        ident = (dr.el_implicit(0x0008, 0x0052, dr.padded("STUDY")) + dr.el_implicit(0x0020, 0x000D, b"") +
+                 dr.el_implicit(0x0020, 0x0010, dr.padded("S1")))
+        msg_id = a.find_start(1, ident)
+        self.assertTrue(harness.wait_for(lambda: any(e["offset"] == 2 for e in store.arrived[n:]), timeout=30,
+                                         step=0.01), "the second page never reached the store: %s" % store.arrived[n:])
+        t_cancel = time.time()
+        a.cancel(1, msg_id)
+        final, answered_while_held = None, True
+        a.sock.settimeout(15)
+        while final is None:
+            try:
+                r = a.response()
+            except OSError:  # no answer while the page is held: let it go, and see what the bridge does then
+                answered_while_held = False
+                store.release.set()
+                a.sock.settimeout(60)
+                continue
+            if dr.status(r) not in (0xFF00, 0xFF01):
+                final = r
+        store.release.set()
+        # The association serves its next request only once the C-FIND has returned: after this echo the bridge
+        # makes no further request for it.
+        self.assertEqual(a.echo(3), 0x0000)
+        a.release()
+        self.assertEqual(dr.status(final), 0xFE00, "C-FIND status after C-CANCEL")
+        self.assertTrue(answered_while_held, "the cancel was answered only after the held page was let go")
+        asked = store.arrived[n:]
+        self.assertEqual([e["offset"] for e in asked], [0, 2], "store requests for the cancelled C-FIND: the first "
+                         "page and the page in flight at the cancel, nothing after it: %s" % asked)
+        self.assertEqual([e for e in asked if e["t"] >= t_cancel], [], "requests that reached the store after the cancel")
         self.assertEqual(len(store.refusals()), 1)
 
     def test_sop_class_refused_at_image_level(self):

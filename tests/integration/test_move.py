@@ -352,7 +352,6 @@ class MoveTest(unittest.TestCase):
         self.assertEqual(len(got), completed, "completed instances are at the destination")
         self.assertTrue(set(got) <= set(not_held), "nothing of the held series was sent: %s" % sorted(got))
         self.assertLess(completed, len(rows))
-        self.assertIn("C-CANCEL", self.bridge.log())
         self.assertEqual(harness.echoscu(self.bridge.port, "HOLDING").returncode, 0, "still serving")
 
 
