@@ -5,24 +5,34 @@
            vs  Orthanc's own C-MOVE of the study to the same storescp
   C-FIND   bridge study-level query            vs  findscu straight to Orthanc's DICOM port
   C-STORE  storescu -> bridge -> STOW-RS, until all instances are in the store
-                                               vs  one curl STOW-RS of the same files straight to the store
+                                               vs  direct STOW-RS of the same files straight to the store, two
+                                                   ways: one curl request of all the files, and curl requests of
+                                                   STOW_BATCH files, STOW_PARALLEL at a time (the bridge's own
+                                                   default batches and parallelism, as bench/store.py posts them)
 
-Prints wall times (best of --repeat) and ratios. No assertion: the numbers are for people.
+Prints wall times (best of --repeat) and ratios; the bridge's C-STORE -> STOW-RS is compared with the faster of
+the two direct STOW-RS. No assertion: the numbers are for people.
 --markdown runs each measurement 5 times (unless --repeat says otherwise) and rewrites the performance table in
 README.md (between the bench:begin/bench:end markers) with min/median/max, the commit and the machine."""
 import argparse
-import glob
 import os
-import platform
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "integration"))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
+sys.path.insert(0, HERE)
 import harness  # noqa: E402
+from common import Run, curl_stow, fmt_s, table  # noqa: E402
+
+# The uploader's defaults (conf/README.md: stow_batch_instances, stow_parallel).
+STOW_BATCH = 50
+STOW_PARALLEL = 4
+STOW_ONE = "STOW-RS direct, one request (curl)"
+STOW_PAR = "STOW-RS direct, %d in parallel (curl)" % STOW_PARALLEL
 
 
 def timed(fn, repeat, setup=None):
@@ -37,82 +47,34 @@ def timed(fn, repeat, setup=None):
     return times
 
 
-def machine():
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            m = re.search(r"^model name\s*:\s*(.+)$", f.read(), re.M)
-            if m:
-                cpu = m.group(1).strip()
-    except OSError:
-        pass
-    mem = ""
-    try:
-        with open("/proc/meminfo") as f:
-            kb = int(re.search(r"^MemTotal:\s*(\d+)", f.read(), re.M).group(1))
-            mem = ", %.0f GB RAM" % (kb / 1048576)
-    except (OSError, AttributeError):
-        pass
-    return "%d × %s%s, %s %s" % (os.cpu_count() or 0, cpu, mem, platform.system(), platform.release())
-
-
-def commit():
-    root = harness.SOURCE_DIR
-    try:
-        rev = subprocess.run(["git", "-C", root, "rev-parse", "--short=12", "HEAD"], stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
-                               stdout=subprocess.PIPE, text=True).stdout.strip()
-        return rev + (" with uncommitted changes" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown commit"
-
-
-def fmt_s(v):
-    return "%.0f ms" % (v * 1000) if v < 1 else "%.2f s" % v
-
-
-def markdown_table(r, n_files, mb, repeat, load_before):
-    """The README's performance section body: one row per measurement, min / median / max of the runs."""
+def markdown_table(r, n_files, mb, repeat):
+    """The README's performance block: one row per measurement, min / median / max of the runs, and a summary
+    of the medians."""
     rows = [("storescu → bridge → STOW-RS, until all are in the store", "storescu -> bridge -> STOW", 1),
-            ("one curl STOW-RS of the same files, straight to the store", "STOW-RS direct (curl)", 1),
+            ("one curl STOW-RS request of all the files, straight to the store", STOW_ONE, 1),
+            ("curl STOW-RS requests of %d files, %d at a time, straight to the store" % (STOW_BATCH, STOW_PARALLEL),
+             STOW_PAR, 1),
             ("bridge C-MOVE (QIDO + WADO-RS + C-STORE)", "bridge C-MOVE", 1),
             ("Orthanc's own C-MOVE", "Orthanc C-MOVE", 1),
             ("WADO-RS of every series (curl)", "WADO-RS direct (curl)", 1),
             ("storescu → storescp of the same files", "storescu -> storescp direct", 1),
             ("bridge C-FIND, study level (per query, 20 queries a run)", "bridge C-FIND x20", 20),
             ("Orthanc's own C-FIND (per query)", "Orthanc C-FIND x20", 20)]
-    load_after, cpus = os.getloadavg()[0], os.cpu_count() or 1
-    out = ["<!-- bench:begin (written by bench/run --markdown; edits here are overwritten) -->",
-           "%d CT instances (%.0f MB), %d runs of each, on %s; commit %s, %s; load average %.1f before and "
-           "%.1f after the runs%s." % (
-               n_files, mb, repeat, machine(), commit(), time.strftime("%Y-%m-%d"), load_before, load_after,
-               " (above the CPU count: other work shared the machine)" if max(load_before, load_after) > cpus else ""),
-           "", "| | min | median | max |", "|---|---|---|---|"]
-    for label, key, per in rows:
-        v = sorted(x / per for x in r[key])
-        out.append("| %s | %s | %s | %s |" % (label, fmt_s(v[0]), fmt_s(statistics.median(v)), fmt_s(v[-1])))
+    lines = table(["", "min", "median", "max"], [
+        [label] + [fmt_s(x) for x in (v[0], statistics.median(v), v[-1])]
+        for label, key, per in rows for v in [sorted(x / per for x in r[key])]])
     med = {k: statistics.median(v) for k, v in r.items()}
-    out += ["", "Medians: bridge C-MOVE %.1f × Orthanc's C-MOVE, %.1f × WADO-RS + storescu; bridge C-STORE → STOW-RS "
-            "%.2f × one direct STOW-RS; bridge C-FIND %.1f × Orthanc's." % (
-                med["bridge C-MOVE"] / med["Orthanc C-MOVE"],
-                med["bridge C-MOVE"] / (med["WADO-RS direct (curl)"] + med["storescu -> storescp direct"]),
-                med["storescu -> bridge -> STOW"] / med["STOW-RS direct (curl)"],
-                med["bridge C-FIND x20"] / med["Orthanc C-FIND x20"]),
-            "<!-- bench:end -->"]
-    return "\n".join(out)
-
-
-def write_readme(table):
-    path = os.path.join(harness.SOURCE_DIR, "README.md")
-    with open(path) as f:
-        text = f.read()
-    new, n = re.subn(r"<!-- bench:begin.*?<!-- bench:end -->", lambda m: table, text, flags=re.S)
-    if n != 1:
-        raise SystemExit("README.md has no <!-- bench:begin --> ... <!-- bench:end --> section to rewrite")
-    with open(path, "w") as f:
-        f.write(new)
-    print("README.md performance table rewritten")
+    stow, other = sorted([STOW_ONE, STOW_PAR], key=lambda k: med[k])
+    how = {STOW_ONE: "one request of all the files",
+           STOW_PAR: "requests of %d files, %d at a time" % (STOW_BATCH, STOW_PARALLEL)}
+    lines += ["", "Medians: bridge C-MOVE %.1f × Orthanc's C-MOVE, %.1f × WADO-RS + storescu; bridge C-STORE → "
+              "STOW-RS %.2f × the faster direct STOW-RS, %s (%s took %.2f × as long); bridge C-FIND %.1f × "
+              "Orthanc's." % (
+                  med["bridge C-MOVE"] / med["Orthanc C-MOVE"],
+                  med["bridge C-MOVE"] / (med["WADO-RS direct (curl)"] + med["storescu -> storescp direct"]),
+                  med["storescu -> bridge -> STOW"] / med[stow], how[stow], how[other], med[other] / med[stow],
+                  med["bridge C-FIND x20"] / med["Orthanc C-FIND x20"])]
+    return "%d CT instances (%.0f MB)" % (n_files, mb), "%d runs of each, min / median / max" % repeat, lines
 
 
 def main():
@@ -126,7 +88,7 @@ def main():
     a = ap.parse_args()
     if a.repeat is None:
         a.repeat = 5 if a.markdown else 2
-    load_before = os.getloadavg()[0]
+    run = Run()
     work = tempfile.mkdtemp(prefix="dwb-bench-")
     per_series = max(1, a.instances // a.series)
     cohort, man = harness.gencohort(work, patients=1, studies=1, series=a.series, instances=per_series,
@@ -198,15 +160,11 @@ def main():
         # A second, empty store for the STOW comparison; each run starts from an empty store.
         store2 = harness.Orthanc(work, aet="STOW")
         servers.append(store2)
-        stow_dir = os.path.join(work, "stow")
-        os.makedirs(stow_dir, exist_ok=True)
-        body_path = os.path.join(work, "stow-body")
-        with open(body_path, "wb") as out:
-            for f in files:
-                out.write(b"\r\n--BENCHBOUNDARY\r\nContent-Type: application/dicom\r\n\r\n")
-                with open(f, "rb") as src:
-                    out.write(src.read())
-            out.write(b"\r\n--BENCHBOUNDARY--\r\n")
+        stow_cmds = {}
+        for key, parallel, batch in ((STOW_ONE, 1, len(files)), (STOW_PAR, STOW_PARALLEL, STOW_BATCH)):
+            d = os.path.join(work, "stow-%d" % parallel)
+            os.makedirs(d)
+            stow_cmds[key] = curl_stow(d, store2.dicomweb_url, files, parallel, batch)
 
         def empty_store():
             import urllib.request
@@ -216,12 +174,12 @@ def main():
         def store_count():
             return len(store2.get_json("/instances"))
 
-        def stow_direct():
-            subprocess.run(["curl", "-sf", "-o", "/dev/null", "-X", "POST", "-H",
-                            'Content-Type: multipart/related; type="application/dicom"; boundary=BENCHBOUNDARY',
-                            "--data-binary", "@" + body_path, store2.dicomweb_url + "/studies"], check=True)
-            if store_count() != len(files):
-                raise SystemExit("direct STOW stored %d of %d" % (store_count(), len(files)))
+        def stow_direct(key):
+            def fn():
+                subprocess.run(stow_cmds[key], check=True, stdout=subprocess.DEVNULL)
+                if store_count() != len(files):
+                    raise SystemExit("%s stored %d of %d" % (key, store_count(), len(files)))
+            return fn
 
         bridge_store = harness.Bridge(work, {
             "listen": {"port": harness.free_port()},
@@ -239,7 +197,8 @@ def main():
                 raise SystemExit("bridge STOW stored %d of %d" % (store_count(), len(files)))
 
         r = {}
-        for name, fn in [("STOW-RS direct (curl)", stow_direct), ("storescu -> bridge -> STOW", store_via_bridge),
+        for name, fn in [(STOW_ONE, stow_direct(STOW_ONE)), (STOW_PAR, stow_direct(STOW_PAR)),
+                         ("storescu -> bridge -> STOW", store_via_bridge),
                          ("WADO-RS direct (curl)", wado), ("storescu -> storescp direct", storescu),
                          ("bridge C-MOVE", bridge_move), ("Orthanc C-MOVE", orthanc_move),
                          ("bridge C-FIND x20", bridge_find), ("Orthanc C-FIND x20", orthanc_find)]:
@@ -251,7 +210,7 @@ def main():
         for k, v in r.items():
             extra = "  (%.0f MB/s, %.2f ms/instance)" % (mb / v, 1000 * v / len(files)) if "x20" not in k else \
                 "  (%.1f ms/query)" % (v * 50)
-            print("  %-30s %8.3f s%s" % (k, v, extra))
+            print("  %-38s %8.3f s%s" % (k, v, extra))
         legs = max(r["WADO-RS direct (curl)"], r["storescu -> storescp direct"])
         print("\nratios")
         print("  bridge C-MOVE / slower direct leg        %.2f" % (r["bridge C-MOVE"] / legs))
@@ -259,10 +218,11 @@ def main():
               (r["bridge C-MOVE"] / (r["WADO-RS direct (curl)"] + r["storescu -> storescp direct"])))
         print("  bridge C-MOVE / Orthanc C-MOVE            %.2f" % (r["bridge C-MOVE"] / r["Orthanc C-MOVE"]))
         print("  bridge C-FIND / Orthanc C-FIND            %.2f" % (r["bridge C-FIND x20"] / r["Orthanc C-FIND x20"]))
-        print("  bridge C-STORE->STOW / direct STOW        %.2f   (target <= 1.2)" %
-              (r["storescu -> bridge -> STOW"] / r["STOW-RS direct (curl)"]))
+        stow = min(STOW_ONE, STOW_PAR, key=lambda k: r[k])
+        print("  bridge C-STORE->STOW / best direct STOW   %.2f   (target <= 1.2; best: %s)" %
+              (r["storescu -> bridge -> STOW"] / r[stow], stow))
         if a.markdown:
-            write_readme(markdown_table(runs, len(files), mb, a.repeat, load_before))
+            run.write_block("bench", "bench/run", *markdown_table(runs, len(files), mb, a.repeat))
     finally:
         harness.stop_servers(servers, work, a.keep)
 

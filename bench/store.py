@@ -20,8 +20,11 @@ import threading
 import time
 import urllib.request
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "integration"))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
+sys.path.insert(0, HERE)
 import harness  # noqa: E402
+from common import curl_stow  # noqa: E402
 from faultstore import uids_in  # noqa: E402
 
 BATCH = 50
@@ -75,33 +78,6 @@ def drain(work, tag, orthanc_url, spool_root, n_expected, done, parallel, batch=
     cpu = cpu_of(b.proc.pid)
     b.stop()
     return dt, cpu
-
-
-def curl_stow(work, url, files, parallel):
-    """Multipart bodies of BATCH files, sent by one curl with the given parallelism."""
-    bodies = []
-    for k in range(0, len(files), BATCH):
-        path = os.path.join(work, "body-%04d" % (k // BATCH))
-        with open(path, "wb") as out:
-            for f in files[k:k + BATCH]:
-                out.write(b"--BENCH\r\nContent-Type: application/dicom\r\n\r\n")
-                with open(f, "rb") as inp:
-                    shutil.copyfileobj(inp, out)
-                out.write(b"\r\n")
-            out.write(b"--BENCH--\r\n")
-        bodies.append(path)
-    # No "Expect: 100-continue" (the bridge sends none either): Orthanc does not answer it, and curl would wait
-    # a second per request before sending the body.
-    cmd = ["curl", "-s", "--no-progress-meter", "-o", "/dev/null", "--fail"]
-    if parallel > 1:
-        cmd += ["-Z", "--parallel-max", str(parallel)]
-    for i, p in enumerate(bodies):
-        if i:
-            cmd.append("-:")
-        cmd += ["-X", "POST", "-H", "Expect:", "-H",
-                'Content-Type: multipart/related; type="application/dicom"; boundary=BENCH',
-                "-H", "Accept: application/dicom+json", "--data-binary", "@" + p, url + "/studies"]
-    return cmd
 
 
 class Sink:
@@ -223,7 +199,7 @@ def main():
                 od = os.path.join(work, "o-%d-%d-c" % (parallel, r))
                 os.makedirs(od)
                 o = harness.Orthanc(od)
-                cmd = curl_stow(od, o.dicomweb_url, files, parallel)
+                cmd = curl_stow(od, o.dicomweb_url, files, parallel, BATCH)
                 t0 = time.perf_counter()
                 subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
                 wait_count(o, len(files))
