@@ -23,7 +23,9 @@ of the bucket server (nginx: master and workers), the store (Orthanc), the bridg
 client (curl, storescu or movescu). No assertion: the numbers are for people.
 
   bench/run-bucket                                240 objects of 512 KB (123 MB) in 2 series
-  bench/run-bucket --instances 960 --parallel-objects 16"""
+  bench/run-bucket --instances 960 --parallel-objects 16
+
+--markdown rewrites README.md's bench-bucket block with the same figures."""
 import argparse
 import datetime
 import os
@@ -41,9 +43,12 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
 sys.path.insert(0, HERE)
 import harness  # noqa: E402
 from bucketstore import BucketStore  # noqa: E402
+from common import Run, table  # noqa: E402
 from move import children_cpu, cpu_of, peak_mb, reset_peak  # noqa: E402
 
 BUCKET = "idc-open-data"
+SERVED = {"python": "bucketstore.py (the tests' Python emulator)",
+          "nginx": "nginx (object GETs; listings by bucketstore.py)"}
 
 
 class Nginx(harness.Server):
@@ -104,7 +109,9 @@ def main():
     ap.add_argument("--perf", metavar="CASE", help="record the bridge with perf during the runs of this case (e.g. "
                     "'bridge C-MOVE, bucket nginx -> SINK') and print the hottest symbols")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--markdown", action="store_true", help="rewrite README.md's bench-bucket block")
     a = ap.parse_args()
+    run = Run()
     work = tempfile.mkdtemp(prefix="dwb-bench-bucket-")
     per_series = max(1, a.instances // a.series)
     cohort, man = harness.gencohort(work, patients=1, studies=1, series=a.series, instances=per_series,
@@ -281,25 +288,55 @@ def main():
                 cpu["store"], cpu["bridge"], cpu["PACS"] + cpu["SINK"], cpu["client"]))
         print()
         s, sk = best["storescu -> storescp"][0], best["storescu -> SINK"][0]
+        ratios = []  # (what, value, note)
         for name in endpoints:
             c, m = best["curl --parallel 8, %s" % name][0], best["bridge C-MOVE, bucket %s" % name][0]
             ms = best["bridge C-MOVE, bucket %s -> SINK" % name][0]
             moves = ("bridge C-MOVE, bucket %s" % name, "bridge C-MOVE, bucket %s -> SINK" % name)
             fetches = [cpu["fetch"] for n in moves for _, cpu in runs[n] if cpu["fetch"]]
             if fetches:
-                print("  bucket %-6s bridge fetch throughput / curl --parallel's        %.2f   (target >= 0.9; best "
-                      "fetch of %d runs %.3f s)" % (name, c / min(fetches), len(fetches), min(fetches)))
-            print("  bucket %-6s bridge C-MOVE -> SINK throughput / curl --parallel's   %.2f"
-                  % (name, c / ms))
-            print("  bucket %-6s bridge C-MOVE -> PACS throughput / curl --parallel's   %.2f" % (name, c / m))
-            print("  bucket %-6s bridge C-MOVE -> SINK / slower leg (curl, storescu)    %.2f" % (name, ms / max(c, sk)))
-            print("  bucket %-6s bridge C-MOVE -> PACS / slower leg (curl, storescu)    %.2f" % (name, m / max(c, s)))
+                ratios.append(("bucket %s: bridge fetch throughput / curl --parallel 8's" % name,
+                               "%.2f" % (c / min(fetches)), "target >= 0.9; best fetch of %d runs %.3f s"
+                               % (len(fetches), min(fetches))))
+            ratios += [("bucket %s: bridge C-MOVE -> SINK throughput / curl --parallel 8's" % name, "%.2f" % (c / ms),
+                        ""),
+                       ("bucket %s: bridge C-MOVE -> PACS throughput / curl --parallel 8's" % name, "%.2f" % (c / m),
+                        ""),
+                       ("bucket %s: bridge C-MOVE -> SINK / slower leg (curl, storescu -> SINK)" % name,
+                        "%.2f" % (ms / max(c, sk)), ""),
+                       ("bucket %s: bridge C-MOVE -> PACS / slower leg (curl, storescu -> storescp)" % name,
+                        "%.2f" % (m / max(c, s)), "")]
         w = best["bridge C-MOVE by WADO-RS"][0]
         for name in endpoints:
-            print("  bucket %-6s bridge C-MOVE from the bucket / by WADO-RS             %.2f"
-                  % (name, best["bridge C-MOVE, bucket %s" % name][0] / w))
-        print("  bridge peak resident during C-MOVE                                   %.0f MB (max of %d runs)"
-              % (max(peaks), len(peaks)))
+            ratios.append(("bucket %s: bridge C-MOVE from the bucket / by WADO-RS" % name,
+                           "%.2f" % (best["bridge C-MOVE, bucket %s" % name][0] / w), ""))
+        ratios.append(("bridge peak resident during C-MOVE", "%.0f MB" % max(peaks), "max of %d runs" % len(peaks)))
+        for what, v, note in ratios:
+            print("  %-72s %6s%s" % (what, v, "   (%s)" % note if note else ""))
+        if a.markdown:
+            def cpu_cell(name, srv, k, v):
+                """The CPU of the processes the case runs on; the others' cells stay blank."""
+                bridge = name.startswith("bridge")
+                on = {"bucket": srv is not None, "store": bridge, "bridge": bridge,
+                      "PACS/SINK": not name.startswith("curl"), "client": True}[k]
+                return "%.2f" % v if on else ""
+            rows = [[name.replace("->", "→"), "%.3f s" % wall, "%.0f" % (total_mb / wall),
+                     "%.3f s" % cpu["fetch"] if cpu["fetch"] else ""] +
+                    [cpu_cell(name, srv, k, v) for k, v in (("bucket", cpu["bucket"]), ("store", cpu["store"]),
+                                                            ("bridge", cpu["bridge"]),
+                                                            ("PACS/SINK", cpu["PACS"] + cpu["SINK"]),
+                                                            ("client", cpu["client"]))]
+                    for name, srv, _ in cases for wall, cpu in [best[name]]]
+            run.write_block(
+                "bench-bucket", "bench/run-bucket",
+                "%d objects of %.0f KB (%.0f MB) in %d series from a bucket served by %s; `parallel_objects` %s, "
+                "`max_in_flight_mb` 256" % (len(files), total_mb * 1e3 / len(files), total_mb, a.series,
+                                            " and by ".join(SERVED[n] for n in endpoints), a.parallel_objects or 8),
+                "best of %d interleaved runs by wall time, and the CPU seconds (user + system) of that run" % a.repeat,
+                table(["", "wall", "MB/s", "bridge fetch", "bucket CPU", "store CPU", "bridge CPU", "PACS/SINK CPU",
+                       "client CPU"], rows) + [""] +
+                table(["from the best runs", ""], [[what.replace("->", "→"), v + (" (%s)" % note if note else "")]
+                                                   for what, v, note in ratios]))
         if a.perf:
             rep = subprocess.run(["perf", "report", "-i", os.path.join(work, "perf.data"), "--stdio", "--no-children",
                                   "-g", "none", "--percent-limit", "1.5", "--sort", "dso,sym"],

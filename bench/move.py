@@ -11,7 +11,10 @@ time and the CPU seconds (user + system) of the store (Orthanc), the bridge, the
 and the bridge's peak resident memory during its C-MOVE runs. No assertion: the numbers are for people.
 
   bench/run-move                       300 CT instances of 512 KB (150 MB), 4 series
-  bench/run-move --instances 4000      2 GB"""
+  bench/run-move --instances 4000      2 GB
+  bench/run-move --instances 300,4000  both, one after the other
+
+--markdown rewrites README.md's bench-move block with the same figures, by default for 300 and 4000 instances."""
 import argparse
 import os
 import resource
@@ -20,10 +23,16 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "integration"))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
+sys.path.insert(0, HERE)
 import harness  # noqa: E402
+from common import Run, table  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
+# The processes each case runs on: the README table leaves the others' CPU blank.
+CPU_OF = {"WADO-RS of the study (curl)": ("store", "client"), "storescu -> storescp": ("PACS", "client"),
+          "bridge C-MOVE": ("store", "bridge", "PACS", "client"), "Orthanc C-MOVE": ("store", "PACS", "client")}
 
 
 def cpu_of(pid):
@@ -57,17 +66,10 @@ def peak_mb(pid):
     return 0.0
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--instances", type=int, default=300)
-    ap.add_argument("--series", type=int, default=4)
-    ap.add_argument("--rows", type=int, default=512, help="rows and columns of 16-bit pixels (512: 512 KB each)")
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--parallel-series", type=int, default=None, help="retrieve.parallel_series of the bridge")
-    ap.add_argument("--keep", action="store_true")
-    a = ap.parse_args()
+def measure(a, instances):
+    """Runs the cases on a study of instances; prints the figures and returns their markdown rows and summary."""
     work = tempfile.mkdtemp(prefix="dwb-bench-move-")
-    per_series = max(1, a.instances // a.series)
+    per_series = max(1, instances // a.series)
     cohort, man = harness.gencohort(work, patients=1, studies=1, series=a.series, instances=per_series,
                                     rows=a.rows, cols=a.rows, modalities="CT")
     files = [os.path.join(cohort, i["file"]) for i in man["instances"]]
@@ -161,8 +163,49 @@ def main():
         print("  bridge CPU / (curl + storescu CPU)              %.2f   (target <= 1.0)" %
               (m[1]["bridge"] / max(w[1]["client"] + s[1]["client"], 1e-9)))
         print("  bridge peak resident during C-MOVE              %.0f MB (max of %d runs)" % (max(peaks), len(peaks)))
+        size = "{:,} × {:.0f} KB ({:.0f} MB)".format(len(files), total_mb * 1e3 / len(files), total_mb)
+        labels = {"WADO-RS of the study (curl)": "%s: WADO-RS of the study (curl)" % size,
+                  "bridge C-MOVE": "bridge C-MOVE (peak resident %.0f MB)" % max(peaks)}
+        rows = [[labels.get(name, name.replace("->", "→")), "%.2f s" % wall] +
+                ["%.2f" % cpu[k] if k in CPU_OF[name] else "" for k in ("store", "bridge", "PACS", "client")]
+                for name, (wall, cpu) in best.items()]
+        summary = ("%s: bridge C-MOVE %.2f × the slower leg (per round: min %.2f, median %.2f, max %.2f), %.2f × "
+                   "Orthanc's C-MOVE; store CPU %.2f × one WADO-RS's; bridge CPU %.2f × curl's + storescu's" % (
+                       size, m[0] / legs, rounds[0], rounds[len(rounds) // 2], rounds[-1],
+                       m[0] / best["Orthanc C-MOVE"][0], m[1]["store"] / max(w[1]["store"], 1e-9),
+                       m[1]["bridge"] / max(w[1]["client"] + s[1]["client"], 1e-9)))
+        return rows, summary
     finally:
         harness.stop_servers(servers, work, a.keep)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--instances", default=None, help="instances in the study; several, comma separated, are run "
+                    "one after the other (default 300; 300,4000 with --markdown)")
+    ap.add_argument("--series", type=int, default=4)
+    ap.add_argument("--rows", type=int, default=512, help="rows and columns of 16-bit pixels (512: 512 KB each)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--parallel-series", type=int, default=None, help="retrieve.parallel_series of the bridge")
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--markdown", action="store_true", help="rewrite README.md's bench-move block")
+    a = ap.parse_args()
+    run = Run()
+    sizes = [int(x) for x in (a.instances or ("300,4000" if a.markdown else "300")).split(",") if x]
+    rows, summaries = [], []
+    for n in sizes:
+        r, summary = measure(a, n)
+        rows += r
+        summaries.append(summary)
+    if a.markdown:
+        run.write_block("bench-move", "bench/run-move",
+                        "C-MOVE of a %d-series study, %s CT instances of %d × %d 16-bit pixels%s" % (
+                            a.series, " and ".join("{:,}".format(n) for n in sizes), a.rows, a.rows,
+                            ", `parallel_series` %d" % a.parallel_series if a.parallel_series else ""),
+                        "best of %d interleaved runs by wall time, and the CPU seconds (user + system) of that run"
+                        % a.repeat,
+                        table(["", "wall", "store CPU", "bridge CPU", "PACS CPU", "client CPU"], rows) +
+                        [line for x in summaries for line in ("", "%s." % x)])
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@
   backlog     drain of a generated backlog of 10k / 50k / 100k small instances into a sink store that answers
               at once: seconds per 1,000 files at each size (must not grow with the backlog)
 
-Prints wall times, ratios and CPU seconds of the bridge. No assertion: the numbers are for people."""
+Prints wall times, ratios and CPU seconds of the bridge. No assertion: the numbers are for people.
+--markdown rewrites README.md's bench-store block with the same figures."""
 import argparse
 import http.server
 import json
@@ -24,10 +25,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
 sys.path.insert(0, HERE)
 import harness  # noqa: E402
-from common import curl_stow  # noqa: E402
+from common import Run, curl_stow, table  # noqa: E402
 from faultstore import uids_in  # noqa: E402
 
 BATCH = 50
+BACKLOG = "10000,50000,100000"
 
 
 def count(orthanc):
@@ -170,8 +172,10 @@ def main():
     ap.add_argument("--instances", type=int, default=500)
     ap.add_argument("--rows", type=int, default=256)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--backlog", default="10000,50000,100000", help="backlog sizes, comma separated; '' = skip")
+    ap.add_argument("--backlog", default=BACKLOG, help="backlog sizes, comma separated; '' = skip")
+    ap.add_argument("--markdown", action="store_true", help="rewrite README.md's bench-store block")
     a = ap.parse_args()
+    run = Run()
     work = tempfile.mkdtemp(prefix="dwb-bench-store-")
     try:
         cohort, man = harness.gencohort(work, patients=1, studies=1, series=4, instances=max(1, a.instances // 4),
@@ -228,13 +232,33 @@ def main():
             best = dt if best is None else min(best, dt)
         print("  end to end (storescu -> bridge -> Orthanc, stow_parallel 4): %.2f s; %.2f x curl STOW-RS x4" %
               (best, best / results[4][1]))
+        lines = table(["%d CT instances, %.0f MB" % (len(files), mb), "bridge", "curl STOW-RS", "ratio"], [
+            ["`stow_parallel` %d" % p, "%.2f s (bridge CPU %.2f s)" % (b, cpu), "%.2f s" % c, "%.2f" % (b / c)]
+            for p, (b, c, cpu) in sorted(results.items())] + [
+            ["storescu → bridge → Orthanc, end to end", "%.2f s" % best, "",
+             "%.2f × curl x4 (includes the DIMSE receive and an fsync per instance)" % (best / results[4][1])]])
         sizes = [int(x) for x in a.backlog.split(",") if x]
         if sizes:
             print("Backlog drain into a sink that answers at once (stow_parallel 4, batches of %d):" % BATCH)
             print("  %8s %9s %12s %14s %13s %10s" % ("backlog", "drain s", "s per 1000", "first 10%/1000",
                                                     "last 10%/1000", "bridge CPU"))
-            for size, dt, per, first, last, cpu, gen in backlog(work, files[0], sizes):
+            rows = backlog(work, files[0], sizes)
+            for size, dt, per, first, last, cpu, gen in rows:
                 print("  %8d %9.1f %12.3f %14.3f %13.3f %10.1f" % (size, dt, per, first, last, cpu))
+            lines += [""] + table(["backlog", "drain", "s per 1,000", "first 10 % per 1,000", "last 10 % per 1,000",
+                                   "bridge CPU"],
+                                  [["{:,}".format(size), "%.1f s" % dt, "%.2f" % per, "%.2f" % first, "%.2f" % last,
+                                    "%.1f s" % cpu] for size, dt, per, first, last, cpu, gen in rows])
+        if a.markdown:
+            def thousands(ns):
+                return " / ".join("{:,}".format(int(n)) for n in ns) or "none"
+            backlogs = "one drain of each backlog (%s instances%s)" % (
+                thousands(sizes), "" if a.backlog == BACKLOG else
+                ", not the default %s" % thousands(BACKLOG.split(",")))
+            run.write_block("bench-store", "bench/run-store",
+                            "%d CT instances (%.0f MB), STOW-RS batches of %d" % (len(files), mb, BATCH),
+                            "best of %d runs, bridge and curl interleaved, each into a fresh Orthanc; %s"
+                            % (a.repeat, backlogs), lines)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

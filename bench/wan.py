@@ -7,7 +7,8 @@ front of Orthanc), everything else on loopback, best of --repeat:
   C-FIND at study level through the bridge  vs  one QIDO-RS from the same far store; with the store's request
       count, i.e. round trips
 
-Prints wall times and ratios. No assertion: the numbers are for people."""
+Prints wall times and ratios. No assertion: the numbers are for people.
+--markdown rewrites README.md's bench-wan block with the same figures."""
 import argparse
 import glob
 import os
@@ -17,8 +18,11 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "integration"))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
+sys.path.insert(0, HERE)
 import harness  # noqa: E402
+from common import Run, table  # noqa: E402
 from faultstore import FaultStore  # noqa: E402
 
 
@@ -41,7 +45,9 @@ def main():
     ap.add_argument("--instances", type=int, default=20, help="per series")
     ap.add_argument("--rows", type=int, default=256)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--markdown", action="store_true", help="rewrite README.md's bench-wan block")
     a = ap.parse_args()
+    run = Run()
     work = tempfile.mkdtemp(prefix="dwb-bench-wan-")
     servers = []
     try:
@@ -76,6 +82,8 @@ def main():
               (a.rtt_ms, a.series, a.instances, mb, a.repeat))
         print("  one WADO-RS of the study (curl)        %6.2f s" % t_wado)
         print("  storescu -> storescp (DIMSE send)      %6.2f s" % t_dimse)
+        rows = [["one WADO-RS of the study (curl)", "%.2f s" % t_wado, "", "1"],
+                ["storescu → storescp of the same files (the DIMSE send alone)", "%.2f s" % t_dimse, "", ""]]
         for par in (1, 2, 4, 8):
             wd = os.path.join(work, "b%d" % par)
             os.makedirs(wd)
@@ -96,6 +104,8 @@ def main():
             reqs = (len(far.log) - before) / a.repeat
             print("  bridge C-MOVE, parallel_series %d     %6.2f s   %.2f x (WADO-RS + DIMSE send)   %.0f store "
                   "requests per move" % (par, t, t / (t_wado + t_dimse), reqs))
+            rows.append(["bridge C-MOVE, `parallel_series` %d%s" % (par, " (the default)" if par == 4 else ""),
+                         "%.2f s" % t, "%.2f × (WADO-RS + DIMSE send)" % (t / (t_wado + t_dimse)), "%.0f" % reqs])
             if par == 2:
                 def qido():
                     subprocess.run(["curl", "-sf", "-o", "/dev/null", "-H", "Accept: application/dicom+json",
@@ -111,8 +121,17 @@ def main():
                 t_qido = best(qido, a.repeat)
                 print("  bridge C-FIND (study level)            %6.2f s   %.1f x one QIDO-RS (%.2f s); %.0f store "
                       "round trips" % (t_find, t_find / t_qido, t_qido, rt))
+                find_rows = [["one QIDO-RS at study level (curl)", "%.2f s" % t_qido, "", "1"],
+                             ["bridge C-FIND at study level", "%.2f s" % t_find, "%.1f × one QIDO-RS" % (
+                                 t_find / t_qido), "%.0f" % rt]]
             b.stop()
         far.close()
+        if a.markdown:
+            run.write_block("bench-wan", "bench/run-wan",
+                            "Far store: %d ms per HTTP answer; a study of %d series × %d CT instances (%.1f MB)"
+                            % (a.rtt_ms, a.series, a.instances, mb),
+                            "best of %d runs of each" % a.repeat,
+                            table(["", "time", "ratio", "store requests"], rows + find_rows))
     finally:
         for s in servers:
             s.close()
