@@ -47,6 +47,7 @@ from common import Run, table  # noqa: E402
 from move import children_cpu, cpu_of, peak_mb, reset_peak  # noqa: E402
 
 BUCKET = "idc-open-data"
+PACS_LABEL = re.compile(r"^(bridge C-MOVE, bucket \w+)$")  # the moves into storescp: named so in the README
 SERVED = {"python": "bucketstore.py (the tests' Python emulator)",
           "nginx": "nginx (object GETs; listings by bucketstore.py)"}
 
@@ -320,8 +321,8 @@ def main():
                 on = {"bucket": srv is not None, "store": bridge, "bridge": bridge,
                       "PACS/SINK": not name.startswith("curl"), "client": True}[k]
                 return "%.2f" % v if on else ""
-            rows = [[name.replace("->", "→"), "%.3f s" % wall, "%.0f" % (total_mb / wall),
-                     "%.3f s" % cpu["fetch"] if cpu["fetch"] else ""] +
+            rows = [[PACS_LABEL.sub(r"\1 → PACS", name).replace("->", "→"), "%.3f s" % wall,
+                     "%.0f" % (total_mb / wall), "%.3f s" % cpu["fetch"] if cpu["fetch"] else ""] +
                     [cpu_cell(name, srv, k, v) for k, v in (("bucket", cpu["bucket"]), ("store", cpu["store"]),
                                                             ("bridge", cpu["bridge"]),
                                                             ("PACS/SINK", cpu["PACS"] + cpu["SINK"]),
