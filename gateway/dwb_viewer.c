@@ -258,40 +258,32 @@ typedef enum open_result {
 static open_result open_below(int dir_fd, const char *rel, size_t len, int *out, struct stat *st) {
     *out = -1;
     int cur = dir_fd;
-    size_t start = 0;
-    open_result res = OPENED;
-    while (start < len) {
+    for (size_t start = 0; start < len;) {
         const char *slash = memchr(rel + start, '/', len - start);
         size_t end = slash ? (size_t)(slash - rel) : len;
         char seg[NAME_MAX + 1];
-        if (end - start > NAME_MAX) {
-            res = MISSING;
-            break;
-        }
-        memcpy(seg, rel + start, end - start);
-        seg[end - start] = '\0';
-        int last = end == len;
-        int fd = openat(cur, seg, last ? O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY
-                                       : O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0) {
+        int fd = -1;
+        open_result why = MISSING; /* a name longer than any file's */
+        if (end - start <= NAME_MAX) {
+            memcpy(seg, rel + start, end - start);
+            seg[end - start] = '\0';
+            fd = openat(cur, seg, end == len ? O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY
+                                             : O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
             int e = errno;
             struct stat ls;
-            if (fstatat(cur, seg, &ls, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(ls.st_mode)) res = LINK;
-            else if (e == ENOENT || e == ENOTDIR || e == ENAMETOOLONG) res = MISSING;
-            else res = UNREADABLE;
+            /* A link met as a folder fails with ENOTDIR, as a file with ELOOP: ask what it is. */
+            if (fd < 0 && fstatat(cur, seg, &ls, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(ls.st_mode)) why = LINK;
+            else if (fd < 0 && e != ENOENT && e != ENOTDIR && e != ENAMETOOLONG) why = UNREADABLE;
         }
         if (cur != dir_fd) close(cur);
-        if (fd < 0) return res;
+        if (fd < 0) return why;
         cur = fd;
         start = end + 1;
     }
-    if (res != OPENED || cur == dir_fd) {
-        if (cur != dir_fd) close(cur);
-        return res == OPENED ? MISSING : res;
-    }
+    if (cur == dir_fd) return MISSING;
     if (fstat(cur, st) != 0 || !S_ISREG(st->st_mode)) {
         close(cur);
-        return MISSING;
+        return MISSING; /* a folder (or a device, a FIFO): an address of the app */
     }
     *out = cur;
     return OPENED;
