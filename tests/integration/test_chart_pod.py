@@ -105,9 +105,9 @@ class KaapanaPodTest(TestCase):
 
     def test_installed_as_kaapana_installs_it(self):
         orthanc = self.start(Orthanc(self.workdir))
-        cohort, man = harness.gencohort(self.workdir, patients=1, studies=2, series=2, instances=3, rows=64, cols=64)
+        cohort, man = harness.gencohort(self.workdir, patients=1, studies=3, series=2, instances=3, rows=64, cols=64)
         studies = sorted({i["StudyInstanceUID"] for i in man["instances"]})
-        moved, stored = studies[0], studies[1]
+        moved, stored, offline = studies
         orthanc.upload([os.path.join(cohort, i["file"]) for i in man["instances"] if i["StudyInstanceUID"] == moved])
         ctp = self.start(StoreSCP(self.workdir, aet="kp-study1", extra_args=["-d"]))
         dimse, http_port, gw = harness.free_port(), harness.free_port(), harness.free_port()
@@ -230,6 +230,20 @@ class KaapanaPodTest(TestCase):
         with urllib.request.urlopen(req, timeout=30) as r:
             listed = {s["0020000D"]["Value"][0] for s in json.load(r)}
         self.assertEqual(listed, {moved, stored})
+
+        # The store goes away: the probes keep the pod in service, and C-STOREs are still taken (spooled).
+        orthanc.stop()
+
+        def unavailable():
+            with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % http_port, timeout=5) as r:
+                return re.search(r'^dwb_upstream_available\{upstream="ORTHANC"\} 0$', r.read().decode(), re.M)
+        self.assertTrue(wait_for(unavailable, timeout=60), "the bridge never saw the store go")
+        self.assertEqual(self.readyz(http_port), (200, "ready"), "a store that is down must not make the pod unready")
+        late = [os.path.join(cohort, i["file"]) for i in man["instances"] if i["StudyInstanceUID"] == offline]
+        p = run(["storescu", "-aet", "MODALITY", "-aec", "ORTHANC", "127.0.0.1", str(dimse)] + late, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stdout[-2000:])
+        queued = podman("exec", self.ctr, "find", "/var/spool/dicomweb-bridge", "-name", "*.dcm", check=True).stdout
+        self.assertEqual(len(queued.split()), len(late), "the acknowledged instances wait in the spool: " + queued)
 
         logs = podman("logs", self.ctr).stdout
         self.assertNotRegex(logs, r'"level":\s*"(error|fatal)"', logs[-3000:])
