@@ -1,7 +1,8 @@
 /* The viewer's URL space: request targets are judged byte by byte as the client sent them (nothing is decoded,
  * so %2e%2e stays three harmless-looking bytes that are refused, not a dot segment), and a dist/ built for "/"
  * is moved under the prefix by inserting it before each root-relative URL in the few places a build writes
- * them: index.html's attributes and window.PUBLIC_URL, each bundle's webpack public path, CSS url(). */
+ * them: index.html's attributes and window.PUBLIC_URL, each bundle's webpack public path, CSS url(), and the
+ * icons of the web app manifests (browsers fetch those too). */
 #include "dwb_viewerpath.h"
 
 #include <stdio.h>
@@ -143,7 +144,7 @@ static const struct {
     {"css", "text/css; charset=utf-8", DWB_VIEWERPATH_CSS},
     {"html", "text/html; charset=utf-8", DWB_VIEWERPATH_HTML},
     {"wasm", "application/wasm", DWB_VIEWERPATH_PLAIN},
-    {"json", "application/json", DWB_VIEWERPATH_PLAIN},
+    {"json", "application/json", DWB_VIEWERPATH_JSON},
     {"map", "application/json", DWB_VIEWERPATH_PLAIN},
     {"png", "image/png", DWB_VIEWERPATH_PLAIN},
     {"jpg", "image/jpeg", DWB_VIEWERPATH_PLAIN},
@@ -155,8 +156,8 @@ static const struct {
     {"woff2", "font/woff2", DWB_VIEWERPATH_PLAIN},
     {"ttf", "font/ttf", DWB_VIEWERPATH_PLAIN},
     {"txt", "text/plain; charset=utf-8", DWB_VIEWERPATH_PLAIN},
-    {"xml", "application/xml", DWB_VIEWERPATH_PLAIN},
-    {"webmanifest", "application/manifest+json", DWB_VIEWERPATH_PLAIN},
+    {"xml", "application/xml", DWB_VIEWERPATH_HTML},
+    {"webmanifest", "application/manifest+json", DWB_VIEWERPATH_JSON},
 };
 
 static int type_of(const char *name, size_t n) {
@@ -216,6 +217,9 @@ static const char *assigned_root_url(const char *p, const char *end) {
 
 static const char k_public_path[] = "__webpack_require__.p";
 static const char k_public_url[] = "PUBLIC_URL";
+/* Members of web app manifests (manifest.json, browserconfig's yandex cousin) whose values are URLs. */
+static const char *const k_json_urls[] = {"\"src\"", "\"logo\"", "\"start_url\"", "\"scope\"", "\"url\"",
+                                          "\"href\""};
 
 /* The '/' a match starting at buf[i] names, or NULL. */
 static const char *match_at(dwb_viewerpath_asset kind, const char *buf, size_t i, const char *end) {
@@ -243,6 +247,18 @@ static const char *match_at(dwb_viewerpath_asset kind, const char *buf, size_t i
             p = skip_blanks(p + 4, end);
             if (p < end && (*p == '"' || *p == '\'')) p++;
             if (p + 1 < end && p[0] == '/' && p[1] != '/') return p;
+        }
+        return NULL;
+    case DWB_VIEWERPATH_JSON:
+        if (*p != '"') return NULL;
+        for (size_t k = 0; k < sizeof k_json_urls / sizeof k_json_urls[0]; k++) {
+            size_t kl = strlen(k_json_urls[k]);
+            if (left <= kl || memcmp(p, k_json_urls[k], kl) != 0) continue;
+            p = skip_blanks(p + kl, end);
+            if (p >= end || *p != ':') return NULL;
+            p = skip_blanks(p + 1, end);
+            if (p + 2 < end && p[0] == '"' && p[1] == '/' && p[2] != '/') return p + 1;
+            return NULL;
         }
         return NULL;
     case DWB_VIEWERPATH_PLAIN:

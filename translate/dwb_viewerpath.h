@@ -65,9 +65,10 @@ const char *dwb_viewerpath_reason(dwb_viewerpath_refusal why);
  * its own files by root-relative URLs; each one gets the prefix inserted before its leading '/'. */
 typedef enum dwb_viewerpath_asset {
     DWB_VIEWERPATH_PLAIN = 0, /* served as it is */
-    DWB_VIEWERPATH_HTML,      /* .html: href, src and content attributes, and window.PUBLIC_URL */
+    DWB_VIEWERPATH_HTML,      /* .html, .xml: href, src and content attributes, and window.PUBLIC_URL */
     DWB_VIEWERPATH_JS,        /* .js, .mjs: the webpack public path (__webpack_require__.p = "/") */
-    DWB_VIEWERPATH_CSS        /* .css: url(/...) */
+    DWB_VIEWERPATH_CSS,       /* .css: url(/...) */
+    DWB_VIEWERPATH_JSON       /* .json, .webmanifest: "src", "logo", "start_url", "scope", "url", "href" values */
 } dwb_viewerpath_asset;
 
 /* By the extension of name[0, n) (case-insensitive). */

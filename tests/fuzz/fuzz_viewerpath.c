@@ -92,7 +92,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     memcpy(t + strlen(PREFIX), d, tn - strlen(PREFIX));
     check_route(t, tn);
     check_route(d, size);
-    for (int k = DWB_VIEWERPATH_PLAIN; k <= DWB_VIEWERPATH_CSS; k++) check_inserts((dwb_viewerpath_asset)k, d, size);
+    for (int k = DWB_VIEWERPATH_PLAIN; k <= DWB_VIEWERPATH_JSON; k++) check_inserts((dwb_viewerpath_asset)k, d, size);
     (void)dwb_viewerpath_content_type(d, size);
     (void)dwb_viewerpath_asset_of(d, size);
     (void)dwb_viewerpath_hashed(d, size);

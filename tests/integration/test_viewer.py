@@ -31,6 +31,7 @@ INDEX = ('<!doctype html><html lang="en"><head><meta charset="UTF-8">'
          '<script defer src="/%s"></script><link href="/app.bundle.css" rel="stylesheet">'
          '<a href="//cdn.example/x.js"></a></head><body><div id="root"></div></body></html>' % BUNDLE)
 PUBLIC_PATH = b'__webpack_require__.p = "/";'
+MANIFEST = b'{"name": "OHIF Viewer", "icons": [{"src": "/assets/x.png", "sizes": "36x36"}], "start_url": "./index.html"}'
 CSS = b"@font-face{font-family:Inter;src:url(/a34f9d1faa5f3315.woff2) format(\"woff2\")}.x{background:url(//cdn/y)}"
 TYPES = {
     BUNDLE: "text/javascript; charset=utf-8", "app.bundle.css": "text/css; charset=utf-8",
@@ -57,7 +58,8 @@ def make_dist(workdir):
     dist = os.path.join(workdir, "dist")
     for d in ("assets", "dicom-microscopy-viewer", "empty-dir"):
         os.makedirs(os.path.join(dist, d))
-    files = {"index.html": INDEX.encode(), "app.bundle.css": CSS, "app-config.js": b"window.config = {stale: 1};"}
+    files = {"index.html": INDEX.encode(), "app.bundle.css": CSS, "app-config.js": b"window.config = {stale: 1};",
+             "manifest.json": MANIFEST}
     for name in TYPES:
         files.setdefault(name, ("contents of %s\n" % name).encode())
     files[".hidden"] = SECRET
@@ -173,8 +175,11 @@ class ViewerTest(ViewerFixture):
             self.assertEqual((code, h.get("content-type")), (200, ctype), name)
             self.assertEqual(h.get("x-content-type-options"), "nosniff", name)
             self.assertIn(h.get("cache-control"), ("no-cache", "public, max-age=31536000, immutable"), name)
-            if name not in (BUNDLE, WASM, "app.bundle.css"):
+            if name not in (BUNDLE, WASM, "app.bundle.css", "manifest.json"):
                 self.assertEqual(body, ("contents of %s\n" % name).encode(), name)
+        # The web app manifest's icons, which browsers fetch too.
+        code, h, body = self.get(bridge, P + "/manifest.json")
+        self.assertEqual((code, body), (200, MANIFEST.replace(b'"/assets', b'"' + P.encode() + b"/assets")))
 
         # HEAD: the same status and headers, no body.
         for name in ("", BUNDLE, WASM, "app-config.js", "viewer"):

@@ -1,6 +1,6 @@
 // The viewer's URL space (gateway.viewer): which prefixes the config accepts, how request targets under the
 // prefix are classified and refused, content types and caching by name, where the prefix goes into OHIF's
-// index.html, bundles and CSS, the output those insertions make, and the generated app-config.js.
+// index.html, bundles, CSS and manifests, the output those insertions make, and the generated app-config.js.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -197,6 +197,9 @@ TEST(ViewerPath, ContentTypesAndCaching) {
     EXPECT_EQ(dwb_viewerpath_asset_of("a.mjs", 5), DWB_VIEWERPATH_JS);
     EXPECT_EQ(dwb_viewerpath_asset_of("app.bundle.css", 14), DWB_VIEWERPATH_CSS);
     EXPECT_EQ(dwb_viewerpath_asset_of("a.wasm", 6), DWB_VIEWERPATH_PLAIN);
+    EXPECT_EQ(dwb_viewerpath_asset_of("manifest.json", 13), DWB_VIEWERPATH_JSON);
+    EXPECT_EQ(dwb_viewerpath_asset_of("site.webmanifest", 16), DWB_VIEWERPATH_JSON);
+    EXPECT_EQ(dwb_viewerpath_asset_of("assets/browserconfig.xml", 24), DWB_VIEWERPATH_HTML);
     EXPECT_EQ(dwb_viewerpath_asset_of("a.js.map", 8), DWB_VIEWERPATH_PLAIN);
 
     for (const char *h : {"app.bundle.0f6159c501addfe9.js", "0ddf166f7a343eda.wasm", "a34f9d1faa5f3315.woff2",
@@ -255,6 +258,18 @@ TEST(ViewerPath, WebpackPublicPathAndCssUrls) {
               "@font-face{src:url(/ohif-dicomweb-bridge/a34f9d1faa5f3315.woff2) format(\"woff2\")}"
               ".a{background:URL( \"/ohif-dicomweb-bridge/assets/x.png\")}.b{background:url('//cdn/x.png')}"
               ".c{background:url(data:image/png;base64,AAAA)}.d{background:url(rel.png)}");
+    // Web app manifests (browsers fetch their icons) and browserconfig.xml, as OHIF ships them.
+    const std::string manifest = "{\n  \"icons\": [\n    {\n      \"src\": \"/assets/android-chrome-36x36.png\",\n"
+                                 "      \"sizes\": \"36x36\"\n    }],\n  \"start_url\": \"./index.html\",\n"
+                                 "  \"layout\": {\"logo\" : \"/assets/y.png\", \"color\": \"/not-a-url-key\"},"
+                                 " \"scope\":\"/\", \"url\": \"//cdn/z\", \"list\": [\"src\", \"/x\"]}";
+    EXPECT_EQ(rewritten(DWB_VIEWERPATH_JSON, manifest),
+              "{\n  \"icons\": [\n    {\n      \"src\": \"/ohif-dicomweb-bridge/assets/android-chrome-36x36.png\",\n"
+              "      \"sizes\": \"36x36\"\n    }],\n  \"start_url\": \"./index.html\",\n"
+              "  \"layout\": {\"logo\" : \"/ohif-dicomweb-bridge/assets/y.png\", \"color\": \"/not-a-url-key\"},"
+              " \"scope\":\"/ohif-dicomweb-bridge/\", \"url\": \"//cdn/z\", \"list\": [\"src\", \"/x\"]}");
+    EXPECT_EQ(rewritten(DWB_VIEWERPATH_HTML, "<tile>\n  <square70x70logo src=\"/assets/mstile-70x70.png\"/>\n</tile>"),
+              "<tile>\n  <square70x70logo src=\"/ohif-dicomweb-bridge/assets/mstile-70x70.png\"/>\n</tile>");
     const std::string plain = "href=\"/x\" url(/y) __webpack_require__.p = \"/\"";
     EXPECT_EQ(rewritten(DWB_VIEWERPATH_PLAIN, plain), plain);
 }
