@@ -35,6 +35,9 @@ from faultstore import FaultStore
 from harness import Bridge, Orthanc, StoreSCP, TestCase, counts_of, run, status_of
 
 STAMP_TOP = ("(0008,0054)", "(0008,1190)", "(0400,0561)")
+STAMP_TAGS = (0x00080054, 0x00081190, 0x04000561)
+# The variants the bridge sends from the store's bytes to an explicit VR destination (the log's counter is 4).
+AS_RECEIVED = ("explicit", "jpegls", "retrieve", "undefined_sq")
 SEQ_TEXT = re.compile(r"\((Sequence|Item) with (explicit|undefined) length #=(\d+)\)")
 
 
@@ -72,6 +75,15 @@ def normalized(path):
         body = SEQ_TEXT.sub(r"(\1 #=\3)", body)
         out.append(" " * depth + body.split(" #")[0].rstrip())
     return out
+
+
+def raw_elements(path):
+    """The bytes of each top-level element of a Part 10 file's data set (Explicit VR Little Endian), without the
+    stamp's three elements: what went over the wire, for a file storescp wrote bit-preserving (+B)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    meta_end = 144 + struct.unpack_from("<I", data, 140)[0]
+    return [data[start:end] for tag, start, end in top_elements(data, meta_end) if tag not in STAMP_TAGS]
 
 
 def top_elements(data, at):
@@ -210,6 +222,11 @@ class SendAsReceived(TestCase):
             self.assertIn("(0400,0564) LO [%s]" % source, dump(path), name)
             self.assertRegex(dump(path), r"\(0008,1190\) UR \[%s/studies/[0-9.]+/series/[0-9.]+/instances/%s\]"
                              % (re.escape(orthanc.dicomweb_url), re.escape(self.uid(path))), name)
+        # Sent as received: every element but the stamp's is, byte for byte, what the store sent (the undefined-
+        # length sequence and the JPEG-LS fragments too, which a DCMTK re-encoding would rewrite).
+        for name in AS_RECEIVED:
+            self.assertEqual(raw_elements(got[name]), raw_elements(self.variants[name]),
+                             "%s: the bytes at the destination are not the store's" % name)
         self.assertIn("JPEGLSLossless", dump(got["jpegls"]))
         # The old values are kept in the stamp; the sequence that was there keeps its item, ours follows it.
         r = dump(got["retrieve"])
