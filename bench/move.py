@@ -163,7 +163,7 @@ def measure(a, instances):
         print("  bridge CPU / (curl + storescu CPU)              %.2f   (target <= 1.0)" %
               (m[1]["bridge"] / max(w[1]["client"] + s[1]["client"], 1e-9)))
         print("  bridge peak resident during C-MOVE              %.0f MB (max of %d runs)" % (max(peaks), len(peaks)))
-        size = "{:,} × {:.0f} KB ({:.0f} MB)".format(len(files), total_mb * 1e3 / len(files), total_mb)
+        size = "{:,} × {:.0f} KB ({:,.0f} MB)".format(len(files), total_mb * 1e3 / len(files), total_mb)
         labels = {"WADO-RS of the study (curl)": "%s: WADO-RS of the study (curl)" % size,
                   "bridge C-MOVE": "bridge C-MOVE (peak resident %.0f MB)" % max(peaks)}
         rows = [[labels.get(name, name.replace("->", "→")), "%.2f s" % wall] +
