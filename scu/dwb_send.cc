@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "dwb_dimse.hh"
+#include "dwb_j2k_codec.hh"
 
 extern "C" {
 #include "dwb_bufpool.h"
@@ -60,6 +61,7 @@ void register_codecs() {
         DJDecoderRegistration::registerCodecs();
         DJLSDecoderRegistration::registerCodecs();
         DcmRLEDecoderRegistration::registerCodecs();
+        dwb_j2k_register_codecs();
     });
 }
 
@@ -561,9 +563,10 @@ Sent reassociate(Sender &s, const char *cls, std::string &why) {
     return Sent::Ok;
 }
 
-// The destination takes none of the instance's syntax and the bridge cannot decode it (JPEG 2000 with Debian's
-// DCMTK): ask the store for it in Explicit VR Little Endian (Google and Orthanc with GDCM transcode), stamp the
-// new copy as the first one was, and send that.
+// The destination takes none of the instance's syntax and the bridge cannot decode it (a syntax no codec here
+// takes, or JPEG 2000 that the OpenJPEG decoder does not do, such as subsampled components): ask the store for it
+// in Explicit VR Little Endian (Google and Orthanc with GDCM transcode), stamp the new copy as the first one was,
+// and send that.
 Sent store_transcoded(Sender &s, DcmDataset *ds, const char *cls, const char *sop, const DcmXfer &have,
                       std::string &why) {
     static const char *const kExplicitLE = UID_LittleEndianExplicitTransferSyntax;
@@ -678,9 +681,16 @@ Sent store_one(Sender &s, DcmDataset *ds, const char *cls, const char *sop, std:
         }
         if (have.isEncapsulated()) {
             register_codecs();
-            if (ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr).bad() ||
-                !ds->canWriteXfer(EXS_LittleEndianExplicit))
+            OFCondition dc = ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
+            // A corrupt codestream stays corrupt in the store's transcoded copy: this instance fails, with why.
+            if (dwb_j2k_instance_bad(dc)) {
+                why = std::string(have.getXferName()) + " not decoded: " + dc.text();
+                return Sent::Failed;
+            }
+            if (dc.bad() || !ds->canWriteXfer(EXS_LittleEndianExplicit))
                 return store_transcoded(s, ds, cls, sop, have, why);
+            DWB_INFO(s.log(), "%s: %s decoded by the bridge for %s", sop, have.getXferName(),
+                     o->dest ? o->dest->ae_title : "the requester");
         }
     }
     T_DIMSE_C_StoreRQ req = store_request(s, cls, sop);

@@ -1,10 +1,11 @@
 """C-MOVE against a store that misbehaves like a remote cloud store (faultstore.py in front of a real Orthanc):
 series bodies cut part-way (resume asks only for what is missing), a 503 for one series, an instance the store
-always cuts (failed after retrieve.max_attempts, named in the failed list), and JPEG 2000 instances for a
-destination that takes only uncompressed syntaxes (the store transcodes on request: Orthanc with its GDCM
-plugin would be, but Debian's crashes: the fault store transcodes as Google does), with pixel data identical to
-the source; a store that cannot transcode fails those instances with a reason naming the syntax; C-CANCEL in the
-middle of a C-GET sub-operation; a store that streams the same part forever."""
+always cuts (failed after retrieve.max_attempts, named in the failed list), and instances in a syntax the bridge
+does not decode (JPEG 2000 Part 2, .92; Part 1 is decoded by the bridge, test_j2k_decode.py) for a destination
+that takes only uncompressed syntaxes (the store transcodes on request: Orthanc with its GDCM plugin would be, but
+Debian's crashes: the fault store transcodes as Google does), with pixel data identical to the source; a store
+that cannot transcode fails those instances with a reason naming the syntax; C-CANCEL in the middle of a C-GET
+sub-operation; a store that streams the same part forever."""
 import os
 import json
 import re
@@ -99,9 +100,9 @@ def pixel_data(path):
 
 class GdcmTranscoder:
     """The fault store's transcoder (FaultStore(transcoded=...)), working the way a store does: asked for an
-    instance in Explicit VR Little Endian, it takes the file the store holds (Orthanc's stored JPEG 2000 copy,
-    fetched by Orthanc's REST API) and decodes it with `gdcmconv --raw`. It never sees the uncompressed source,
-    so pixel data equal to the source's can only come from a real JPEG 2000 decode."""
+    instance in Explicit VR Little Endian, it takes the file the store holds (Orthanc's stored JPEG 2000 Part 2
+    copy, fetched by Orthanc's REST API) and decodes it with `gdcmconv --raw`. It never sees the uncompressed
+    source, so pixel data equal to the source's can only come from a real JPEG 2000 decode."""
 
     def __init__(self, orthanc, uids, workdir):
         self.orthanc, self.uids, self.workdir = orthanc, set(uids), workdir
@@ -403,13 +404,22 @@ class RetrieveFaultTest(TestCase):
         self.assertEqual(harness.echoscu(self.bridge.port, "CLOUD").returncode, 0)
 
     def jpeg2000_cohort(self):
+        """The cohort in JPEG 2000 Part 2 (multi-component, lossless; 1.2.840.10008.1.2.4.92), a syntax the bridge
+        leaves to the store: gdcmconv's Part 1 codestream (valid Part 2 too) under the Part 2 UID. Part 1 (.90,
+        .91) the bridge decodes itself, and would never ask the store."""
         d, man = harness.gencohort(self.workdir, name="plain", patients=1, studies=1, series=1, instances=4,
                                    rows=64, cols=64)
         j2k = []
         for i in man["instances"]:
             out = os.path.join(self.workdir, "j2k-" + i["SOPInstanceUID"] + ".dcm")
             run(["gdcmconv", "--j2k", os.path.join(d, i["file"]), out], check=True)
-            self.assertEqual(xfer_of(out), "JPEG2000LosslessOnly", out)
+            with open(out, "rb") as f:
+                data = f.read()
+            at = data.find(b"1.2.840.10008.1.2.4.90")
+            self.assertTrue(0 < at < data.find(b"\xe0\x7f\x10\x00"), out)
+            with open(out, "wb") as f:
+                f.write(data.replace(b"1.2.840.10008.1.2.4.90", b"1.2.840.10008.1.2.4.92", 1))
+            self.assertEqual(xfer_of(out), "JPEG2000MulticomponentLosslessOnly", out)
             j2k.append(out)
         return d, man, j2k
 
@@ -427,7 +437,7 @@ class RetrieveFaultTest(TestCase):
         self.assertEqual(status_of(p), "0x0000", p.stdout[-2000:])
         self.assertEqual(counts_of(p)[:2], (4, 0))
         # Every instance was decoded by the store from its JPEG 2000 copy: nothing came from the source files.
-        self.assertEqual(sorted(transcoder.served), sorted((u, "JPEG2000LosslessOnly") for u in plain))
+        self.assertEqual(sorted(transcoder.served), sorted((u, "JPEG2000MulticomponentLosslessOnly") for u in plain))
         got = {sop_of(f): f for f in self.pacs.files()}
         self.assertEqual(sorted(got), sorted(plain))
         for uid, src in plain.items():
@@ -447,7 +457,7 @@ class RetrieveFaultTest(TestCase):
         self.assertEqual(status_of(p), "0xa702", p.stdout[-2000:])
         self.assertEqual(counts_of(p)[:2], (0, 4))
         log = self.bridge.log()
-        self.assertIn("JPEG 2000 (Lossless only) (1.2.840.10008.1.2.4.90)", log)
+        self.assertIn("JPEG 2000 Part 2 Multicomponent Image Compression (Lossless only) (1.2.840.10008.1.2.4.92)", log)
         self.assertIn("406", log)
 
 
