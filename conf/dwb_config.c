@@ -5,6 +5,7 @@
 #include "dwb_cidr.h"
 #include "dwb_google_key.h"
 #include "dwb_keywords.h"
+#include "dwb_route.h"
 #include "dwb_tags.h"
 #include "dwb_viewerpath.h"
 
@@ -720,9 +721,74 @@ static dwb_status load_viewer(loader *L, json_t *v, dwb_config *c) {
     return DWB_OK;
 }
 
+/* routes, route_to, routing_ae_title (issue 28 item 2), after listen and upstreams: each route's filter parsed
+ * by the router's own parser, so that check-config refuses what the router could not apply. */
+static dwb_status load_routes(loader *L, json_t *root, dwb_config *c) {
+    static const char *const route_keys[] = {"filter", "upstreams", NULL};
+    json_t *routes = json_object_get(root, "routes");
+    dwb_status st;
+    if (!routes) {
+        if (json_object_get(root, "route_to")) return bad(L, "route_to", "given without routes");
+        if (json_object_get(root, "routing_ae_title")) return bad(L, "routing_ae_title", "given without routes");
+        return DWB_OK;
+    }
+    if (!json_is_array(routes)) return bad(L, "routes", "expected an array of objects");
+    if (json_array_size(routes) == 0)
+        return bad(L, "routes", "empty: give at least one route, or leave the key out (no routing)");
+    c->routes = calloc(json_array_size(routes), sizeof *c->routes);
+    if (!c->routes) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
+    for (size_t i = 0; i < json_array_size(routes); i++) {
+        char p[64], q[96];
+        snprintf(p, sizeof p, "routes[%zu]", i);
+        json_t *r = json_array_get(routes, i);
+        dwb_route_conf *rc = &c->routes[i];
+        c->n_routes = i + 1;
+        if (!json_is_object(r)) return bad(L, p, "expected an object with filter and upstreams");
+        if ((st = check_keys(L, p, r, route_keys)) != DWB_OK) return st;
+        const char *f = NULL;
+        if ((st = get_str(L, p, r, "filter", 1, &f)) != DWB_OK) return st;
+        join(q, sizeof q, p, "filter");
+        if (!(rc->filter = strdup(f))) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
+        dwb_error fe = {0};
+        if (dwb_route_filter_parse(f, &rc->keys, &fe) != DWB_OK) return bad(L, q, "%s", fe.message);
+        json_t *ups = json_object_get(r, "upstreams");
+        join(q, sizeof q, p, "upstreams");
+        if (!ups) return bad(L, q, "required: the AE titles of the upstreams this route sends to");
+        if (!json_is_array(ups) || json_array_size(ups) == 0)
+            return bad(L, q, "expected a non-empty array of upstream AE titles");
+        rc->upstreams = calloc(json_array_size(ups), sizeof *rc->upstreams);
+        if (!rc->upstreams) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
+        for (size_t j = 0; j < json_array_size(ups); j++) {
+            json_t *u = json_array_get(ups, j);
+            if (!json_is_string(u)) return bad(L, q, "element %zu: expected an upstream AE title (a string)", j);
+            const dwb_upstream_conf *uc = dwb_config_find_upstream(c, json_string_value(u));
+            if (!uc)
+                return bad(L, q, "'%.64s' is not the ae_title of any of upstreams[]", json_string_value(u));
+            size_t k = (size_t)(uc - c->upstreams);
+            for (size_t m = 0; m < rc->n_upstreams; m++)
+                if (rc->upstreams[m] == k) return bad(L, q, "'%s' is listed twice", uc->ae_title);
+            rc->upstreams[rc->n_upstreams++] = k;
+        }
+    }
+    const char *to = NULL;
+    if ((st = get_str(L, "", root, "route_to", 0, &to)) != DWB_OK) return st;
+    if (to) {
+        if (!strcmp(to, "first")) c->route_to_all = 0;
+        else if (!strcmp(to, "all")) c->route_to_all = 1;
+        else return bad(L, "route_to", "expected \"first\" or \"all\", got \"%.40s\"", to);
+    }
+    snprintf(c->routing_ae_title, sizeof c->routing_ae_title, "%s", c->listen.ae_title);
+    if ((st = get_ae(L, "", root, "routing_ae_title", 0, c->routing_ae_title)) != DWB_OK) return st;
+    if (dwb_config_find_upstream(c, c->routing_ae_title))
+        return bad(L, "routing_ae_title", "'%s' is an upstream's ae_title; C-STOREs to it go to that upstream only",
+                   c->routing_ae_title);
+    return DWB_OK;
+}
+
 static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
     static const char *const keys[] = {"listen", "upstreams", "destinations", "spool", "http", "log",
-                                       "provenance", "retrieve", "gateway", NULL};
+                                       "provenance", "retrieve", "gateway", "routes", "route_to", "routing_ae_title",
+                                       NULL};
     static const char *const listen_keys[] = {"port", "ae_title", "max_associations", "max_pdu", "acse_timeout_s",
                                               "max_pending", "dimse_timeout_s", "max_associations_per_host", "allow_calling_ae", "allow_hosts",
                                               "tls", NULL};
@@ -826,6 +892,7 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
                                c->destinations[i].ae_title, j);
         }
     }
+    if ((st = load_routes(L, root, c)) != DWB_OK) return st;
     /* One calling address may hold at most half the slots by default, so that a peer that opens associations
      * and never releases them cannot lock out every other. */
     if (c->listen.max_associations_per_host == 0)
@@ -1039,6 +1106,12 @@ void dwb_config_free(dwb_config *c) {
     free(c->listen.tls_key);
     free(c->listen.tls_ca);
     free(c->destinations);
+    for (size_t i = 0; i < c->n_routes; i++) {
+        free(c->routes[i].filter);
+        dwb_attrs_free(c->routes[i].keys);
+        free(c->routes[i].upstreams);
+    }
+    free(c->routes);
     for (size_t i = 0; i < c->listen.n_allow_calling_ae; i++) free(c->listen.allow_calling_ae[i]);
     free(c->listen.allow_calling_ae);
     for (size_t i = 0; i < c->listen.n_allow_hosts; i++) free(c->listen.allow_hosts[i]);

@@ -95,6 +95,14 @@ typedef struct dwb_destination_conf {
     char *tls_ca, *tls_certificate, *tls_key; /* trusted CA (verify the peer), optional client certificate */
 } dwb_destination_conf;
 
+/* One of routes[]: a C-STORE to routing_ae_title whose instance matches filter goes to these upstreams. */
+typedef struct dwb_route_conf {
+    char *filter;           /* the configured text, for messages */
+    struct dwb_attrs *keys; /* filter parsed by dwb_route_filter_parse (translate/dwb_route.h) */
+    size_t *upstreams;      /* indices into dwb_config.upstreams, each once */
+    size_t n_upstreams;
+} dwb_route_conf;
+
 typedef struct dwb_config {
     char *path; /* the file it was loaded from, NULL for strings */
     struct {
@@ -115,6 +123,10 @@ typedef struct dwb_config {
     size_t n_upstreams;
     dwb_destination_conf *destinations;
     size_t n_destinations;
+    dwb_route_conf *routes;                  /* routing C-STOREs by tag; none = no routing AE title */
+    size_t n_routes;
+    int route_to_all;                        /* "route_to": 1 = "all" matching routes, 0 = "first" (default) */
+    char routing_ae_title[DWB_AE_MAX + 1];   /* default listen.ae_title; "" when there are no routes */
     struct {
         char *dir;       /* default "/var/spool/dicomweb-bridge" */
         int min_free_mb; /* below this much free space C-STORE answers Out of Resources; default 512 */

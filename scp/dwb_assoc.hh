@@ -14,6 +14,7 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <vector>
 
 extern "C" {
 #include "dwb_config.h"
@@ -22,6 +23,16 @@ extern "C" {
 #include "dwb_uploader.h"
 #include "dwb_upstream.h"
 }
+
+/* What the routing AE title (routes[], issue 28) needs: every upstream's spool and uploader, the staging spool a
+ * routed instance is received into before it is linked into its targets' spools, and the tags the filters name. */
+struct dwb_router {
+    const dwb_config *cfg = nullptr;
+    dwb_spool *const *spools = nullptr; /* cfg->upstreams' order; NULL where a spool could not be opened */
+    dwb_uploader *const *uploaders = nullptr;
+    dwb_spool *staging = nullptr;       /* <spool.dir>/.routing; NULL = routed C-STOREs answer Out of Resources */
+    std::vector<uint32_t> tags;         /* every tag the routes' filters name */
+};
 
 struct dwb_assoc_ctx {
     T_ASC_Association *assoc;
@@ -37,6 +48,7 @@ struct dwb_assoc_ctx {
     const std::atomic<bool> *cancel_all; /* second SIGTERM: abandon in-flight work */
     unsigned long n_requests;
     struct dwb_commit_jobs *commit; /* storage commitment reports owed on this association */
+    const dwb_router *router;       /* set when the called AE is routing_ae_title: C-STOREs go by routes[] */
 };
 
 /* How a handler waits for the rest of a peer's message (a data set after its command): at most

@@ -11,6 +11,7 @@
 #include "dcmtk/dcmnet/dul.h"
 #include "dcmtk/oflog/oflog.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstring>
@@ -26,6 +27,7 @@ extern "C" {
 #include "dwb_gateway.h"
 #include "dwb_server.h"
 #include "dwb_idc.h"
+#include "dwb_route.h"
 }
 
 struct dwb_server {
@@ -35,6 +37,7 @@ struct dwb_server {
     std::vector<dwb_spool *> spools;       // same order; NULL where the spool could not be opened
     std::vector<dwb_uploader *> uploaders;
     dwb_gateway *gateway = nullptr;
+    dwb_router router;                    // used when cfg->n_routes > 0
     std::atomic<int> stop_level{0};       // 1 = drain, 2 = cancel in-flight work
     std::atomic<bool> cancel_all{false};
 };
@@ -188,7 +191,12 @@ void serve_admitted(void *ud, dwb_admitted *a) {
             ctx->uploader = srv->uploaders[i];
         }
     }
-    if (!up && strcmp(own, ctx->called) != 0) {
+    if (cfg->n_routes > 0) {
+        char routing[DWB_AE_MAX + 1];
+        dwb_trim_ae(cfg->routing_ae_title, routing);
+        if (strcmp(routing, ctx->called) == 0) ctx->router = &srv->router;
+    }
+    if (!up && !ctx->router && strcmp(own, ctx->called) != 0) {
         DWB_WARN(&ctx->log, "association rejected: called AE title '%s' is not an upstream of this bridge", ctx->called);
         dwb_reject(assoc, ASC_RESULT_REJECTEDPERMANENT, ASC_SOURCE_SERVICEUSER, ASC_REASON_SU_CALLEDAETITLENOTRECOGNIZED);
         return;
@@ -206,6 +214,8 @@ void serve_admitted(void *ud, dwb_admitted *a) {
         const char *commitment[] = {UID_StorageCommitmentPushModelSOPClass};
         ASC_acceptContextsWithPreferredTransferSyntaxes(assoc->params, commitment, 1, (const char **)kNonStorageSyntaxes,
                                                         3);
+    } else if (ctx->router) {
+        accept_storage_contexts(assoc->params); // C-STORE only: the instance's upstreams are chosen by routes[]
     }
     if (count_accepted(assoc->params) == 0) {
         DWB_WARN(&ctx->log, "association rejected: none of the proposed presentation contexts is supported%s",
@@ -270,6 +280,26 @@ extern "C" dwb_status dwb_server_new(const dwb_config *cfg, dwb_server **out, dw
         }
         srv->spools.push_back(sp);
         srv->uploaders.push_back(ul);
+    }
+    if (cfg->n_routes > 0) {
+        // Routed instances are received into a staging directory beside the upstreams' spools (one file system,
+        // so that they can be hard-linked into each). Its leftovers were never acknowledged: opening removes them.
+        srv->router.cfg = cfg;
+        srv->router.spools = srv->spools.data();
+        srv->router.uploaders = srv->uploaders.data();
+        for (size_t i = 0; i < cfg->n_routes; i++) {
+            std::vector<uint32_t> t(dwb_route_filter_tags(cfg->routes[i].keys, nullptr, 0));
+            dwb_route_filter_tags(cfg->routes[i].keys, t.data(), t.size());
+            for (uint32_t tag : t)
+                if (std::find(srv->router.tags.begin(), srv->router.tags.end(), tag) == srv->router.tags.end())
+                    srv->router.tags.push_back(tag);
+        }
+        dwb_error se = {};
+        if (dwb_spool_open(cfg->spool.dir, ".routing", &srv->router.staging, &se) != DWB_OK)
+            DWB_WARN(nullptr, "routing AE title %s: C-STORE disabled: %s", cfg->routing_ae_title, se.message);
+        else
+            DWB_INFO(nullptr, "C-STOREs to %s are routed by %zu route(s), route_to %s", cfg->routing_ae_title,
+                     cfg->n_routes, cfg->route_to_all ? "all" : "first");
     }
     if (cfg->gateway.port > 0) {
         dwb_error ge = {};
@@ -336,6 +366,7 @@ extern "C" void dwb_server_free(dwb_server *srv) {
     // Uploaders first: they use the upstreams' HTTP clients. Spooled files stay for the next start.
     for (dwb_uploader *u : srv->uploaders) dwb_uploader_stop(u);
     for (dwb_spool *sp : srv->spools) dwb_spool_close(sp);
+    dwb_spool_close(srv->router.staging);
     for (dwb_upstream *up : srv->upstreams) dwb_upstream_free(up);
     delete srv;
 }

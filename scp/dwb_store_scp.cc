@@ -21,11 +21,14 @@
 #include <thread>
 #include <unistd.h>
 #include <string>
+#include <vector>
 
 #include "dwb_assoc.hh"
 
 extern "C" {
+#include "dwb_attrs.h"
 #include "dwb_nesting.h"
+#include "dwb_route.h"
 #include "dwb_tags.h"
 }
 
@@ -123,7 +126,9 @@ OFCondition receive_durably(dwb_assoc_ctx *ctx, const T_DIMSE_C_StoreRQ &rq, con
 // Reads the SOP Class and Instance UIDs of a spooled file back from disk, with values longer than a few KiB left
 // on disk (DCMTK loads them on demand), so that checking a large instance costs no memory. False with why when the
 // file does not parse.
-bool read_uids(const char *path, OFString &cls, OFString &sop, std::string &why) {
+// With tags and attrs (routing), the top-level attributes of those tags go into attrs, as text with their VRs.
+bool read_uids(const char *path, OFString &cls, OFString &sop, std::string &why,
+               const std::vector<uint32_t> *tags = nullptr, dwb_attrs *attrs = nullptr) {
     // DCMTK's reader recurses once per sequence level: the file's nesting is checked from its bytes first,
     // mapped, not read into memory (a spooled instance may be gigabytes).
     int fd = ::open(path, O_RDONLY | O_CLOEXEC);
@@ -154,7 +159,50 @@ bool read_uids(const char *path, OFString &cls, OFString &sop, std::string &why)
     }
     ff.getDataset()->findAndGetOFString(DCM_SOPInstanceUID, sop);
     ff.getDataset()->findAndGetOFString(DCM_SOPClassUID, cls);
+    for (size_t i = 0; tags && attrs && i < tags->size(); i++) {
+        uint32_t t = (*tags)[i];
+        DcmElement *el = nullptr;
+        if (ff.getDataset()->findAndGetElement(DcmTagKey(DWB_TAG_GROUP(t), DWB_TAG_ELEMENT(t)), el).bad() || !el)
+            continue;
+        DcmVR vr(el->getVR());
+        // A sequence's items cannot be named by a filter's text: it is present, with nothing to compare.
+        dwb_attr *a = dwb_attrs_put(attrs, t, el->ident() == EVR_SQ ? "SQ" : vr.getValidVRName());
+        if (!a) {
+            why = "out of memory";
+            return false;
+        }
+        if (el->ident() == EVR_SQ) continue;
+        for (unsigned long k = 0; k < el->getVM(); k++) {
+            OFString v;
+            if (el->getOFString(v, k, OFTrue).good() && dwb_attr_add_value(a, v.c_str()) != DWB_OK) {
+                why = "out of memory";
+                return false;
+            }
+        }
+    }
     return true;
+}
+
+// Puts the received file into one target's spool as a hard link (copied when the spool is on another file
+// system), committed the spool's way: the data fsynced, renamed into the queue, the directory fsynced.
+dwb_status link_into(dwb_spool *sp, const char *received, const char *sop, dwb_error *err) {
+    char tmp[1300];
+    dwb_status st = dwb_spool_tmp_path(sp, sop, tmp, sizeof tmp, err);
+    if (st != DWB_OK) return st;
+    if (::link(received, tmp) != 0) {
+        if (errno != EXDEV) return dwb_error_set(err, DWB_E_IO, "cannot link into %s: %s", dwb_spool_dir(sp), strerror(errno));
+        std::ifstream in(received, std::ios::binary);
+        std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+        out << in.rdbuf();
+        out.close();
+        if (!in || !out) {
+            ::unlink(tmp);
+            return dwb_error_set(err, DWB_E_IO, "cannot copy into %s", dwb_spool_dir(sp));
+        }
+    }
+    st = dwb_spool_commit(sp, tmp, err); // fsync of the (shared) data, rename, fsync of the directory
+    if (st != DWB_OK) ::unlink(tmp);
+    return st;
 }
 
 OFCondition respond(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid, DIC_US status,
@@ -175,10 +223,130 @@ OFCondition respond(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_Presentation
     return DIMSE_sendMessageUsingMemoryData(ctx->assoc, pid, &rsp, nullptr, nullptr, nullptr, nullptr);
 }
 
+
+// No route for an instance: a permanent refusal of this instance, so a Failure, not Refused: Out of Resources
+// (A7xx), which tells the SCU to try again later and would make it re-send for ever; not A9xx either (the data
+// set does match its SOP Class). PS3.4 B.2.3's "Error: Cannot understand" (C000-CFFF) is the Failure an SCP gives
+// for an instance it will not process for its own reasons; the ErrorComment says which.
+const DIC_US kStatusNoRoute = STATUS_STORE_Error_CannotUnderstand;
+
+// A C-STORE to routing_ae_title: received once into the staging spool (the same checks and limits as any
+// C-STORE), its attributes matched against routes[] (translate/dwb_route.h), then hard-linked into the spool of
+// every target upstream and acknowledged only when the last link is durable. Each upstream's uploader sends its
+// own queue. A crash between two links leaves some: the SCU, unanswered, sends the instance again, and a spool that
+// still holds that SOP Instance UID is not given a second copy.
+OFCondition handle_routed_store(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid) {
+    const T_DIMSE_C_StoreRQ &rq = msg->msg.CStoreRQ;
+    const dwb_router *rt = ctx->router;
+    const dwb_config *cfg = rt->cfg;
+    OFCondition cond;
+    if (!rt->staging) {
+        if ((cond = drop_dataset(ctx)).bad()) return cond;
+        DWB_WARN(&ctx->log, "C-STORE %s refused: the routing spool is not available", rq.AffectedSOPInstanceUID);
+        return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources, "spool not available");
+    }
+    if (!dwb_uid_valid(rq.AffectedSOPInstanceUID)) {
+        if ((cond = drop_dataset(ctx)).bad()) return cond;
+        DWB_WARN(&ctx->log, "C-STORE refused: Affected SOP Instance UID is not a valid UID");
+        return respond(ctx, msg, pid, STATUS_STORE_Error_DataSetDoesNotMatchSOPClass,
+                       "Affected SOP Instance UID is not a valid UID");
+    }
+    T_ASC_PresentationContext pc;
+    if (ASC_findAcceptedPresentationContext(ctx->assoc->params, pid, &pc).bad()) {
+        if ((cond = drop_dataset(ctx)).bad()) return cond;
+        return respond(ctx, msg, pid, STATUS_STORE_Refused_SOPClassNotSupported, "no such presentation context");
+    }
+    dwb_error err = {};
+    dwb_spool_limits lim = {cfg->spool.min_free_mb, (long long)cfg->spool.max_instance_mb << 20};
+    dwb_spool_writer *w = nullptr;
+    if (dwb_spool_writer_open(rt->staging, rq.AffectedSOPInstanceUID, &lim, &w, &err) != DWB_OK) {
+        if ((cond = drop_dataset(ctx)).bad()) return cond;
+        DWB_ERROR(&ctx->log, "C-STORE %s refused: %s", rq.AffectedSOPInstanceUID, err.message);
+        return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources, err.message);
+    }
+    bool written = false, limit = false;
+    std::string werr;
+    cond = receive_durably(ctx, rq, pc.acceptedTransferSyntax, pid, w, &written, &limit, werr);
+    if (cond.bad()) {
+        dwb_spool_writer_discard(w);
+        return cond;
+    }
+    if (!written) {
+        dwb_spool_writer_discard(w);
+        DWB_WARN(&ctx->log, "C-STORE %s refused: %s; answered Out of Resources", rq.AffectedSOPInstanceUID, werr.c_str());
+        return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources, werr.c_str());
+    }
+    std::string received = dwb_spool_writer_path(w);
+    OFString sop, cls;
+    std::string why;
+    dwb_attrs *attrs = dwb_attrs_new();
+    if (!attrs || !read_uids(received.c_str(), cls, sop, why, &rt->tags, attrs)) {
+        dwb_attrs_free(attrs);
+        dwb_spool_writer_discard(w);
+        DWB_WARN(&ctx->log, "C-STORE %s refused: %s", rq.AffectedSOPInstanceUID, why.c_str());
+        return respond(ctx, msg, pid, STATUS_STORE_Error_CannotUnderstand, why.c_str());
+    }
+    if (sop.empty()) why = "data set has no SOP Instance UID";
+    else if (cls.empty()) why = "data set has no SOP Class UID";
+    else if (strcmp(sop.c_str(), rq.AffectedSOPInstanceUID) != 0) why = "SOP Instance UID differs from the command";
+    else if (strcmp(cls.c_str(), rq.AffectedSOPClassUID) != 0) why = "SOP Class UID differs from the command";
+    if (!why.empty()) {
+        dwb_attrs_free(attrs);
+        dwb_spool_writer_discard(w);
+        DWB_WARN(&ctx->log, "C-STORE %s refused: %s", rq.AffectedSOPInstanceUID, why.c_str());
+        return respond(ctx, msg, pid, STATUS_STORE_Error_DataSetDoesNotMatchSOPClass, why.c_str());
+    }
+    std::vector<const dwb_attrs *> filters(cfg->n_routes);
+    for (size_t i = 0; i < cfg->n_routes; i++) filters[i] = cfg->routes[i].keys;
+    std::vector<size_t> chosen(cfg->n_routes);
+    size_t n_chosen = dwb_route_select(filters.data(), filters.size(), attrs, cfg->route_to_all, chosen.data());
+    dwb_attrs_free(attrs);
+    if (n_chosen == 0) {
+        dwb_spool_writer_discard(w);
+        DWB_WARN(&ctx->log, "C-STORE %s refused: no route matches it (%zu route(s), route_to %s)", sop.c_str(),
+                 cfg->n_routes, cfg->route_to_all ? "all" : "first");
+        return respond(ctx, msg, pid, kStatusNoRoute, "no route for this instance");
+    }
+    // The union of the chosen routes' upstreams, each once, in the upstreams' order.
+    std::vector<char> target(cfg->n_upstreams, 0);
+    for (size_t i = 0; i < n_chosen; i++) {
+        const dwb_route_conf &r = cfg->routes[chosen[i]];
+        for (size_t k = 0; k < r.n_upstreams; k++) target[r.upstreams[k]] = 1;
+    }
+    for (size_t u = 0; u < cfg->n_upstreams; u++)
+        if (target[u] && !rt->spools[u]) {
+            dwb_spool_writer_discard(w);
+            DWB_WARN(&ctx->log, "C-STORE %s refused: the spool of upstream %s is not available", sop.c_str(),
+                     cfg->upstreams[u].ae_title);
+            return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources, "spool not available");
+        }
+    std::string to;
+    for (size_t u = 0; u < cfg->n_upstreams; u++) {
+        if (!target[u]) continue;
+        to += to.empty() ? "" : ",";
+        to += cfg->upstreams[u].ae_title;
+        // Already queued there (a link left by a crash before the answer, or an earlier send still waiting): one
+        // delivery is enough.
+        if (dwb_spool_holds(rt->spools[u], sop.c_str())) continue;
+        if (link_into(rt->spools[u], received.c_str(), sop.c_str(), &err) != DWB_OK) {
+            dwb_spool_writer_discard(w);
+            DWB_ERROR(&ctx->log, "C-STORE %s: upstream %s: %s", sop.c_str(), cfg->upstreams[u].ae_title, err.message);
+            return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources,
+                           err.status == DWB_E_LIMIT ? "spool full" : "spool not writable");
+        }
+    }
+    dwb_spool_writer_discard(w); // the staging name only: the data lives on in the targets' spools
+    for (size_t u = 0; u < cfg->n_upstreams; u++)
+        if (target[u] && rt->uploaders[u]) dwb_uploader_notify(rt->uploaders[u]);
+    DWB_DEBUG(&ctx->log, "C-STORE %s routed to %s", sop.c_str(), to.c_str());
+    return respond(ctx, msg, pid, STATUS_Success, nullptr);
+}
+
 } // namespace
 
 OFCondition dwb_handle_store(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid) {
     const T_DIMSE_C_StoreRQ &rq = msg->msg.CStoreRQ;
+    if (ctx->router) return handle_routed_store(ctx, msg, pid);
     // Everything that refuses without looking at the data set is decided before it is read, and the data set is
     // then dropped as it arrives.
     OFCondition cond;
