@@ -71,6 +71,54 @@ size_t dwb_j2k_frame_bytes(const dwb_j2k_frame *f) {
 
 static const unsigned char kJp2Signature[] = {0, 0, 0, 0x0C, 'j', 'P', ' ', ' ', 0x0D, 0x0A, 0x87, 0x0A};
 
+static uint32_t be32(const unsigned char *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* The codestream inside a JP2 file: the contents of its jp2c box (top-level boxes walked), NULL if none. */
+static const unsigned char *jp2_codestream(const unsigned char *p, size_t n, size_t *len) {
+    size_t at = 0;
+    while (n - at >= 8) {
+        uint64_t size = be32(p + at), head = 8;
+        if (size == 1) {
+            if (n - at < 16) return NULL;
+            size = (uint64_t)be32(p + at + 8) << 32 | be32(p + at + 12);
+            head = 16;
+        } else if (size == 0) {
+            size = n - at;
+        }
+        if (size < head || size > n - at) return NULL;
+        if (memcmp(p + at + 4, "jp2c", 4) == 0) {
+            *len = (size_t)(size - head);
+            return p + at + head;
+        }
+        at += (size_t)size;
+    }
+    return NULL;
+}
+
+/* The SIZ marker segment checked against the data set before OpenJPEG reads the header: OpenJPEG allocates for
+ * every tile the SIZ declares (a hostile one declares millions) before the image size can be compared. */
+static dwb_status check_siz(const unsigned char *cs, size_t n, const dwb_j2k_frame *f, dwb_error *err) {
+    if (n < 42 || cs[0] != 0xFF || cs[1] != 0x4F || cs[2] != 0xFF || cs[3] != 0x51)
+        return dwb_error_set(err, DWB_E_PARSE, "JPEG 2000 header unreadable: no SOC and SIZ at the start");
+    const unsigned char *siz = cs + 6; /* after SOC, the SIZ marker and Lsiz */
+    uint32_t x = be32(siz + 2), y = be32(siz + 6), x0 = be32(siz + 10), y0 = be32(siz + 14);
+    uint32_t tw = be32(siz + 18), th = be32(siz + 22), tx0 = be32(siz + 26), ty0 = be32(siz + 30);
+    unsigned comps = (unsigned)cs[6 + 34] << 8 | cs[6 + 35];
+    if (x <= x0 || y <= y0 || x - x0 != f->cols || y - y0 != f->rows || comps != f->samples)
+        return dwb_error_set(err, DWB_E_PARSE,
+                             "JPEG 2000 codestream is %ux%u with %u components, the data set says %ux%u with %u samples",
+                             x > x0 ? x - x0 : 0, y > y0 ? y - y0 : 0, comps, f->cols, f->rows, f->samples);
+    if (!tw || !th || tx0 > x0 || ty0 > y0)
+        return dwb_error_set(err, DWB_E_PARSE, "JPEG 2000 tiling %ux%u at %u,%u is invalid", tw, th, tx0, ty0);
+    uint64_t tiles = ((uint64_t)(x - tx0) + tw - 1) / tw * (((uint64_t)(y - ty0) + th - 1) / th);
+    if (tiles > (uint64_t)f->rows * f->cols || tiles > 65535)
+        return dwb_error_set(err, DWB_E_PARSE, "JPEG 2000 codestream declares %llu tiles for %ux%u pixels",
+                             (unsigned long long)tiles, f->cols, f->rows);
+    return DWB_OK;
+}
+
 dwb_status dwb_j2k_decode_frame(const unsigned char *cs, size_t n, const dwb_j2k_frame *f, unsigned char *out,
                                 size_t out_len, int *transformed, dwb_error *err) {
     if (transformed) *transformed = 0;
@@ -91,11 +139,18 @@ dwb_status dwb_j2k_decode_frame(const unsigned char *cs, size_t n, const dwb_j2k
                              out_len, (unsigned long long)want);
     if (!cs || n < 2) return dwb_error_set(err, DWB_E_PARSE, "empty JPEG 2000 codestream");
 
+    int jp2 = n >= sizeof kJp2Signature && memcmp(cs, kJp2Signature, sizeof kJp2Signature) == 0;
+    size_t cs_len = n;
+    const unsigned char *stream_start = jp2 ? jp2_codestream(cs, n, &cs_len) : cs;
+    if (!stream_start)
+        return dwb_error_set(err, DWB_E_PARSE, "JPEG 2000 header unreadable: a JP2 file without a codestream");
+    dwb_status checked = check_siz(stream_start, cs_len, f, err);
+    if (checked != DWB_OK) return checked;
+
     mem_stream m = {cs, n, 0};
     opj_msg msg = {{0}};
     dwb_status st = DWB_OK;
     opj_image_t *img = NULL;
-    int jp2 = n >= sizeof kJp2Signature && memcmp(cs, kJp2Signature, sizeof kJp2Signature) == 0;
     opj_codec_t *codec = opj_create_decompress(jp2 ? OPJ_CODEC_JP2 : OPJ_CODEC_J2K);
     opj_stream_t *stream = opj_stream_create(n < 65536 ? n : 65536, OPJ_TRUE);
     if (!codec || !stream) {
@@ -147,8 +202,20 @@ dwb_status dwb_j2k_decode_frame(const unsigned char *cs, size_t n, const dwb_j2k
         st = dwb_error_set(err, DWB_E_PARSE, "JPEG 2000 codestream corrupt: %s", msg.text[0] ? msg.text : "decoding failed");
         goto done;
     }
+    /* A JP2 box may change the components while decoding (a palette expanded, channels redefined): the header's
+     * checks are made again on what was decoded. */
+    if (img->numcomps != f->samples) {
+        st = dwb_error_set(err, DWB_E_PARSE, "JPEG 2000 decoded to %u components, the data set says %u samples",
+                           img->numcomps, f->samples);
+        goto done;
+    }
     for (unsigned c = 0; c < img->numcomps; c++) {
         const opj_image_comp_t *k = &img->comps[c];
+        if (k->dx != 1 || k->dy != 1 || k->prec < 1 || k->prec > f->bits_allocated) {
+            st = dwb_error_set(err, DWB_E_PARSE, "JPEG 2000 component %u decoded to %u bits, subsampled %ux%u", c,
+                               k->prec, k->dx, k->dy);
+            goto done;
+        }
         if (!k->data || k->w != f->cols || k->h != f->rows) {
             st = dwb_error_set(err, DWB_E_PARSE, "JPEG 2000 component %u decoded to %ux%u, not %ux%u", c, k->w, k->h,
                                f->cols, f->rows);

@@ -174,6 +174,44 @@ TEST(J2k, RefusesWhatItCannotOrMustNotDecode) {
     EXPECT_EQ(dwb_j2k_decode_frame(cs.data(), 1, &f8, out.data(), out.size(), nullptr, nullptr), DWB_E_PARSE);
 }
 
+void be32(std::vector<unsigned char> &v, uint32_t x) {
+    for (int i = 3; i >= 0; i--) v.push_back((unsigned char)(x >> (8 * i)));
+}
+
+std::vector<unsigned char> box(const char *type, const std::vector<unsigned char> &payload) {
+    std::vector<unsigned char> b;
+    be32(b, (uint32_t)(8 + payload.size()));
+    b.insert(b.end(), type, type + 4);
+    b.insert(b.end(), payload.begin(), payload.end());
+    return b;
+}
+
+// The codestream in a JP2 file (signature, ftyp, jp2h with ihdr and colr, jp2c), as some encoders store it.
+std::vector<unsigned char> jp2(const std::vector<unsigned char> &cs, unsigned rows, unsigned cols) {
+    std::vector<unsigned char> out = {0, 0, 0, 0x0C, 'j', 'P', ' ', ' ', 0x0D, 0x0A, 0x87, 0x0A};
+    std::vector<unsigned char> ftyp = {'j', 'p', '2', ' ', 0, 0, 0, 0, 'j', 'p', '2', ' '};
+    std::vector<unsigned char> ihdr;
+    be32(ihdr, rows);
+    be32(ihdr, cols);
+    ihdr.insert(ihdr.end(), {0, 1, 7, 7, 0, 0});
+    std::vector<unsigned char> colr = {1, 0, 0};
+    be32(colr, 17);
+    std::vector<unsigned char> h = box("ihdr", ihdr), c = box("colr", colr);
+    h.insert(h.end(), c.begin(), c.end());
+    for (auto &b : {box("ftyp", ftyp), box("jp2h", h), box("jp2c", cs)}) out.insert(out.end(), b.begin(), b.end());
+    return out;
+}
+
+TEST(J2k, CodestreamInAJp2File) {
+    std::vector<int> px = pattern(24, 16, 1, 0, 255, 5);
+    dwb_status st;
+    dwb_error err = {};
+    std::vector<unsigned char> out = decode(jp2(encode(px, 24, 16, 1, 8, false, false), 16, 24), {16, 24, 1, 8},
+                                            &st, nullptr, &err);
+    ASSERT_EQ(st, DWB_OK) << err.message;
+    EXPECT_EQ(out, native(px, 8));
+}
+
 // A data set with encapsulated JPEG 2000 frames, fragments as given (bot: Basic Offset Table or empty).
 void put_frames(DcmDataset &ds, unsigned rows, unsigned cols, unsigned frames, E_TransferSyntax xfer,
                 const std::vector<std::vector<unsigned char>> &fragments, const std::vector<Uint32> &bot,
