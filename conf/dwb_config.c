@@ -336,7 +336,7 @@ static dwb_status load_upstream(loader *L, const char *path, json_t *obj, dwb_up
                                        "tls_verify", "ca_bundle", "metadata_format", "max_concurrent_requests",
                                        "stow_batch_instances", "stow_batch_bytes", "stow_batch_delay_ms", "store_mode",
                                        "google", "stow_parallel", "max_attempts", "retry_max_wait_s", "commitment_timeout_s",
-                                       "local_match_keys", "bucket_endpoint", "idc_index", "idc", NULL};
+                                       "local_match_keys", "bucket_endpoint", "idc_index", "idc", "on_conflict", NULL};
     if (!json_is_object(obj)) return bad(L, path, "expected an object");
     dwb_status st = check_keys(L, path, obj, keys);
     if (st != DWB_OK) return st;
@@ -479,6 +479,14 @@ static dwb_status load_upstream(loader *L, const char *path, json_t *obj, dwb_up
         if (!strcmp(mode, "async")) u->store_sync = 0;
         else if (!strcmp(mode, "sync")) u->store_sync = 1;
         else return bad(L, p, "expected \"async\" or \"sync\", got \"%s\"", mode);
+    }
+    const char *oc = NULL;
+    if ((st = get_str(L, path, obj, "on_conflict", 0, &oc)) != DWB_OK) return st;
+    if (oc) {
+        join(p, sizeof p, path, "on_conflict");
+        if (!strcmp(oc, "keep")) u->on_conflict_overwrite = 0;
+        else if (!strcmp(oc, "overwrite")) u->on_conflict_overwrite = 1;
+        else return bad(L, p, "expected \"keep\" or \"overwrite\", got \"%s\"", oc);
     }
     if ((st = get_local_match_keys(L, path, obj, u)) != DWB_OK) return st;
     const char *bep = NULL, *ixp = NULL;

@@ -70,6 +70,7 @@ typedef struct dwb_upstream_conf {
     int max_attempts;                    /* refusals of one instance before it goes to failed/; default 10 */
     int retry_max_wait_s;                /* longest wait between STOW-RS retries (also caps Retry-After); 300 */
     int commitment_timeout_s;            /* storage commitment waits this long for queued instances; 600 */
+    int on_conflict_overwrite;           /* "on_conflict": 1 = "overwrite" (DELETE, then STOW again, once), 0 = "keep" */
     uint32_t *local_match_keys;          /* never sent to this store as QIDO filters, matched locally only */
     size_t n_local_match_keys;
     /* IDC (issue 16): bulk data from a public bucket, queries still by QIDO-RS on base_url */

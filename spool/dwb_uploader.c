@@ -7,26 +7,34 @@
  *               backoff (1 s doubling, capped by retry_max_wait_s) or Retry-After; its success makes the
  *               upstream AVAILABLE again. The state changes in one place, set_state(), which logs each change
  *               once and keeps dwb_upstream_stow_available. Only a client error (4xx) for a batch splits it, and
- *               only a client error for one instance alone, or a failure reason naming it, counts against it. */
+ *               only a client error for one instance alone, or a failure reason naming it, counts against it.
+ * A conflict (the store holds another instance with the same UID, dwb_stow_conflict) is settled by
+ * upstreams[].on_conflict: "keep" moves the file to failed/ with the store's answer, "overwrite" DELETEs the store's
+ * instance and sends the file again, once (see conflict()). */
 #define _GNU_SOURCE /* pthread_tryjoin_np */
 #include "dwb_uploader.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "dwb_http.h"
 #include "dwb_log.h"
 #include "dwb_metrics.h"
+#include "dwb_splice.h"
 #include "dwb_stow.h"
 #include "dwb_stow_send.h"
+#include "dwb_tags.h"
 
 #define MAX_WORKERS 64
 
@@ -141,10 +149,26 @@ static void progress(dwb_uploader *u) {
     DWB_INFO(&lc, "STOW-RS: %lu delivered, %lu failed, %zu queued, %zu retrying", d, f, s.queued, s.retrying);
 }
 
+/* The overwrite marker of an item (see conflict()): <spool file>.overwrite. */
+static void marker_path(dwb_uploader *u, const dwb_spool_item *it, char *path, size_t cap) {
+    char f[1400];
+    dwb_spool_item_path(u->spool, it, f, sizeof f);
+    snprintf(path, cap, "%s.overwrite", f);
+}
+
+/* Removes the marker of an item that is settled (delivered or in failed/); 1 if there was one. */
+static int marker_drop(dwb_uploader *u, const dwb_spool_item *it) {
+    if (!u->up->conf->on_conflict_overwrite) return 0;
+    char m[1500];
+    marker_path(u, it, m, sizeof m);
+    return unlink(m) == 0;
+}
+
 static void refuse(dwb_uploader *u, dwb_spool_item *it, const char *reason) {
     dwb_log_ctx lc = {NULL, u->up->conf->ae_title, NULL, NULL};
     char name[256];
     snprintf(name, sizeof name, "%s", it->name);
+    marker_drop(u, it);
     dwb_error e = {0};
     dwb_spool_refused(u->spool, it, reason, &e);
     atomic_fetch_add(&u->failed, 1);
@@ -161,6 +185,7 @@ static void retry_later(dwb_uploader *u, dwb_spool_item *it, const char *why) {
     snprintf(name, sizeof name, "%s", it->name);
     snprintf(uid, sizeof uid, "%s", it->sop_uid);
     int attempt = it->attempts + 1;
+    if (attempt >= u->up->conf->max_attempts) marker_drop(u, it); /* the item is freed if it goes to failed/ */
     if (dwb_spool_retry_later(u->spool, it, why, u->up->conf->max_attempts, dwb_spool_now_ms(), wait)) {
         atomic_fetch_add(&u->failed, 1);
         DWB_ERROR(&lc, "STOW-RS: gave up on SOP Instance %s after %d attempts (%s); moved to %s/failed/%s", uid,
@@ -173,6 +198,195 @@ static void retry_later(dwb_uploader *u, dwb_spool_item *it, const char *why) {
 }
 
 typedef enum sent { SENT_DECIDED = 0, SENT_UNAVAILABLE, SENT_STOPPED } sent;
+
+/* ---- upstreams[].on_conflict ---- */
+
+/* How far an overwrite went, in the marker next to the spooled file. The STOW after the DELETE goes only once
+ * "stow" is durable, so any other content (absent, "delete", a write torn by a crash) means the store does not
+ * hold this file's bytes from us yet and a DELETE is safe. */
+typedef enum ow_state { OW_NONE = 0, OW_DELETE, OW_STOW } ow_state;
+
+static ow_state marker_read(const char *path) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return OW_NONE;
+    char b[8] = {0};
+    ssize_t r = read(fd, b, sizeof b - 1);
+    close(fd);
+    return (r >= 4 && !strncmp(b, "stow", 4)) ? OW_STOW : OW_DELETE;
+}
+
+/* Writes the marker durably: the file and, when it is new, its directory. */
+static int marker_write(const char *path, const char *dir, const char *word) {
+    int existed = access(path, F_OK) == 0;
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return -1;
+    size_t n = strlen(word);
+    int ok = write(fd, word, n) == (ssize_t)n && fsync(fd) == 0;
+    if (close(fd) != 0) ok = 0;
+    if (ok && !existed) {
+        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0 || fsync(dfd) != 0) ok = 0;
+        if (dfd >= 0) close(dfd);
+    }
+    return ok ? 0 : -1;
+}
+
+static void copy_uid(char *out, const unsigned char *v, size_t n) {
+    while (n > 0 && (v[n - 1] == '\0' || v[n - 1] == ' ')) n--;
+    if (n > 64) n = 64;
+    memcpy(out, v, n);
+    out[n] = '\0';
+}
+
+/* The Study and Series Instance UIDs (for the DELETE's URL) and the SHA-256 of a spooled Part-10 file. */
+static dwb_status instance_facts(const char *path, char study[65], char series[65], char sha[65], dwb_error *err) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb) != 0 || sb.st_size < 132) {
+        dwb_status st = dwb_error_set(err, DWB_E_IO, "cannot read %s: %s", path, fd < 0 ? strerror(errno) : "too short");
+        if (fd >= 0) close(fd);
+        return st;
+    }
+    size_t n = (size_t)sb.st_size;
+    const unsigned char *p = mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) return dwb_error_set(err, DWB_E_IO, "cannot map %s: %s", path, strerror(errno));
+    unsigned char md[32];
+    unsigned mdl = 0;
+    dwb_status st = DWB_OK;
+    if (EVP_Digest(p, n, md, &mdl, EVP_sha256(), NULL) != 1 || mdl != 32)
+        st = dwb_error_set(err, DWB_E_INTERNAL, "SHA-256 of %s failed", path);
+    for (unsigned i = 0; st == DWB_OK && i < 32; i++) snprintf(sha + 2 * i, 3, "%02x", md[i]);
+    size_t off = 0, voff, vlen;
+    dwb_splice_slot ts, uids[2];
+    const uint32_t ts_tag = DWB_TAG(0x0002, 0x0010), uid_tags[2] = {DWB_TAG_STUDY_UID, DWB_TAG_SERIES_UID};
+    char xfer[65] = "";
+    if (st == DWB_OK && (st = dwb_splice_dataset_offset(p, n, &off, err)) == DWB_OK &&
+        (st = dwb_splice_find(p + 132, off - 132, 1, &ts_tag, 1, &ts, err)) == DWB_OK &&
+        (st = dwb_splice_value(p + 132, off - 132, 1, &ts, &voff, &vlen, err)) == DWB_OK) {
+        copy_uid(xfer, p + 132 + voff, vlen);
+        if (!strcmp(xfer, "1.2.840.10008.1.2.2") || !strcmp(xfer, "1.2.840.10008.1.2.1.99"))
+            st = dwb_error_set(err, DWB_E_UNSUPPORTED, "its UIDs are not read in transfer syntax %s", xfer);
+    }
+    int explicit_vr = strcmp(xfer, "1.2.840.10008.1.2") != 0;
+    if (st == DWB_OK && (st = dwb_splice_find(p + off, n - off, explicit_vr, uid_tags, 2, uids, err)) == DWB_OK) {
+        for (int i = 0; i < 2 && st == DWB_OK; i++)
+            if ((st = dwb_splice_value(p + off, n - off, explicit_vr, &uids[i], &voff, &vlen, err)) == DWB_OK)
+                copy_uid(i ? series : study, p + off + voff, vlen);
+        if (st == DWB_OK && (!study[0] || !series[0]))
+            st = dwb_error_set(err, DWB_E_PARSE, "no Study or Series Instance UID in the data set");
+    }
+    munmap((void *)p, n);
+    return st;
+}
+
+/* The store holds another instance with it->sop_uid (HTTP code, FailureReason reason, the store's answer body).
+ * "keep": failed/ with the answer. "overwrite": DELETE the store's instance, then put the item back in the queue so
+ * that the next request sends it again, once. The marker <file>.overwrite makes this exactly-once across a crash
+ * (kill -9) anywhere in it:
+ *   none     first conflict: write "delete", then DELETE;
+ *   delete   the DELETE may or may not have reached the store, and nothing of ours was sent since: DELETE again;
+ *   stow     the DELETE was answered and the STOW went (or goes) after it: this conflict is final, "conflict
+ *            after overwrite", and no second DELETE can remove what the first STOW stored.
+ * The DELETE's answer: 2xx or 404 (already gone) = go on; no answer, 5xx, 408, 429, 401, 407 = the store is
+ * unavailable (the item stays queued, no attempt counted, the STOW answers the conflict again after the backoff
+ * and the DELETE is repeated); any other 4xx (403, 405) = failed/, "store refused DELETE". Returns
+ * SENT_UNAVAILABLE when the store is unavailable, else SENT_DECIDED (or SENT_STOPPED on shutdown). */
+static sent conflict(dwb_uploader *u, dwb_spool_item *it, long code, unsigned reason, const char *body, int probe) {
+    const dwb_upstream *up = u->up;
+    dwb_log_ctx lc = {NULL, up->conf->ae_title, NULL, NULL};
+    char q[200] = "", what[480], msg[3200];
+    if (body) dwb_log_text(body, 190, q, sizeof q); /* redacted: the answer may echo patient data */
+    int nw = snprintf(what, sizeof what, "the store holds another instance with SOP Instance UID %s (HTTP %ld", it->sop_uid,
+                      code);
+    if (reason && nw > 0 && (size_t)nw < sizeof what)
+        snprintf(what + nw, sizeof what - (size_t)nw, ", FailureReason 0x%04X", reason);
+    snprintf(what + strlen(what), sizeof what - strlen(what), ")%s%s", q[0] ? ": " : "", q);
+    if (!up->conf->on_conflict_overwrite) {
+        snprintf(msg, sizeof msg, "conflict: %s; the store's instance is kept (on_conflict keep)", what);
+        refuse(u, it, msg);
+        return SENT_DECIDED;
+    }
+    char mpath[1500], fpath[1400];
+    marker_path(u, it, mpath, sizeof mpath);
+    dwb_spool_item_path(u->spool, it, fpath, sizeof fpath);
+    if (marker_read(mpath) == OW_STOW && reason == 0x0111) {
+        /* After our DELETE the store holds an instance with this UID: our STOW got there (its answer was lost). */
+        char uid[65];
+        snprintf(uid, sizeof uid, "%s", it->sop_uid);
+        marker_drop(u, it);
+        if (dwb_spool_delivered(u->spool, it, &(dwb_error){0}) != DWB_OK) DWB_WARN(&lc, "%s: not removed", fpath);
+        atomic_fetch_add(&u->delivered, 1);
+        DWB_INFO(&lc, "STOW-RS: SOP Instance %s overwritten: held by the store after its DELETE (0x0111)", uid);
+        return SENT_DECIDED;
+    }
+    if (marker_read(mpath) == OW_STOW) {
+        snprintf(msg, sizeof msg, "conflict after overwrite: %s, again after its DELETE", what);
+        refuse(u, it, msg);
+        return SENT_DECIDED;
+    }
+    pthread_mutex_lock(&u->mu);
+    int gated = u->state == UP_UNAVAILABLE && !probe;
+    pthread_mutex_unlock(&u->mu);
+    if (gated) { /* another conflict of the batch met the outage first */
+        dwb_spool_release(u->spool, &it, 1);
+        return SENT_UNAVAILABLE;
+    }
+    char study[65] = "", series[65] = "", sha[65] = "";
+    dwb_error e = {0};
+    if (instance_facts(fpath, study, series, sha, &e) != DWB_OK) {
+        snprintf(msg, sizeof msg, "conflict: %s; cannot overwrite it: %s", what, e.message);
+        refuse(u, it, msg);
+        return SENT_DECIDED;
+    }
+    if (marker_write(mpath, dwb_spool_dir(u->spool), "delete\n") != 0) {
+        snprintf(msg, sizeof msg, "conflict: %s; cannot overwrite it: writing %s: %s", what, mpath, strerror(errno));
+        refuse(u, it, msg);
+        return SENT_DECIDED;
+    }
+    char url[1400];
+    snprintf(url, sizeof url, "%s/studies/%s/series/%s/instances/%s", up->conf->base_url, study, series, it->sop_uid);
+    dwb_http_request req = {0};
+    req.method = "DELETE";
+    req.url = url;
+    req.no_retry = 1; /* the uploader owns the retry decision, as for its STOW-RS requests */
+    req.is_cancelled = is_stopped;
+    req.ud = u;
+    dwb_http_response hr = {0};
+    dwb_error herr = {0};
+    dwb_status hs = dwb_http_perform(up->http, &req, &hr, &herr);
+    long dc = (hs == DWB_E_CONNECT || hs == DWB_E_TIMEOUT || hs == DWB_E_CANCELLED || hs == DWB_E_NOMEM) ? 0 : hr.code;
+    long retry_after = hr.retry_after_ms;
+    dwb_http_response_cleanup(&hr);
+    if (hs == DWB_E_CANCELLED && atomic_load(&u->stop)) {
+        dwb_spool_release(u->spool, &it, 1);
+        return SENT_STOPPED;
+    }
+    if ((dc >= 200 && dc < 300) || dc == 404) {
+        if (marker_write(mpath, dwb_spool_dir(u->spool), "stow\n") != 0) {
+            snprintf(msg, sizeof msg, "conflict: %s; DELETE answered %ld, then writing %s failed: %s", what, dc, mpath,
+                     strerror(errno));
+            refuse(u, it, msg);
+            return SENT_DECIDED;
+        }
+        DWB_WARN(&lc, "STOW-RS: overwrite: %s; DELETE answered %ld, sending it again once; SHA-256 of the spooled "
+                 "instance %s, of the store's: unknown (its answer names no hash)", what, dc, sha);
+        dwb_spool_release(u->spool, &it, 1); /* due at once, no attempt counted */
+        return SENT_DECIDED;
+    }
+    if (dc == 0 || dc >= 500 || dc == 408 || dc == 429 || dc == 401 || dc == 407 || dc < 200 || (dc >= 300 && dc < 400)) {
+        char why[700];
+        if (dc == 0) snprintf(why, sizeof why, "DELETE of SOP Instance %s: %s", it->sop_uid, herr.message);
+        else snprintf(why, sizeof why, "DELETE of SOP Instance %s: HTTP %ld", it->sop_uid, dc);
+        dwb_spool_release(u->spool, &it, 1);
+        set_state(u, UP_UNAVAILABLE, why, retry_after, probe);
+        return SENT_UNAVAILABLE;
+    }
+    snprintf(msg, sizeof msg, "store refused DELETE: %ld (overwrite of SOP Instance %s after a conflict: %s)", dc,
+             it->sop_uid, what);
+    refuse(u, it, msg);
+    return SENT_DECIDED;
+}
 
 /* Sends items[0..n) as one request and settles every one of them, splitting a batch refused as a whole by a
  * client error. Returns SENT_UNAVAILABLE (every item not yet settled released, none charged an attempt) when the
@@ -245,11 +459,23 @@ static sent send_batch(dwb_uploader *u, dwb_spool_item **items, size_t n, int pr
         set_state(u, UP_AVAILABLE, NULL, -1, probe);
         for (size_t i = 0; i < n; i++) {
             unsigned reason = 0;
+            /* A duplicate (0x0111) is also the answer to a copy re-sent after a lost answer: "keep" counts it
+             * delivered, as before on_conflict existed. */
+            if (dwb_stow_conflict(code, &res, items[i]->sop_uid, n == 1, &reason) &&
+                (up->conf->on_conflict_overwrite || reason != 0x0111)) {
+                sent c = conflict(u, items[i], code, reason, post.body, probe);
+                if (c != SENT_DECIDED) out = c;
+                continue;
+            }
             dwb_stow_fate f = dwb_stow_instance_fate(code, &res, items[i]->sop_uid, &reason);
             char msg[300];
             if (f == DWB_STOW_F_DELIVERED) {
                 dwb_error e = {0};
+                char uid[65];
+                snprintf(uid, sizeof uid, "%s", items[i]->sop_uid);
+                int overwritten = marker_drop(u, items[i]);
                 if (dwb_spool_delivered(u->spool, items[i], &e) != DWB_OK) DWB_WARN(&lc, "%s", e.message);
+                if (overwritten) DWB_INFO(&lc, "STOW-RS: SOP Instance %s overwritten: stored again after its DELETE", uid);
                 atomic_fetch_add(&u->delivered, 1);
             } else if (f == DWB_STOW_F_REFUSED) {
                 snprintf(msg, sizeof msg, "store refused SOP Instance %s with FailureReason 0x%04X (HTTP %ld)",
@@ -277,7 +503,9 @@ static sent send_batch(dwb_uploader *u, dwb_spool_item **items, size_t n, int pr
         char msg[400];
         snprintf(msg, sizeof msg, "store refused SOP Instance %s: HTTP %ld%s%s", items[0]->sop_uid, code,
                  q[0] ? " " : "", q);
-        if (dwb_stow_single_fate(code) == DWB_STOW_F_REFUSED) refuse(u, items[0], msg);
+        unsigned creason = 0;
+        if (dwb_stow_conflict(code, NULL, items[0]->sop_uid, 1, &creason)) out = conflict(u, items[0], code, 0, post.body, probe);
+        else if (dwb_stow_single_fate(code) == DWB_STOW_F_REFUSED) refuse(u, items[0], msg);
         else retry_later(u, items[0], msg);
     }
     dwb_stow_result_free(&res);

@@ -221,6 +221,17 @@ dwb_stow_fate dwb_stow_instance_fate(long code, const dwb_stow_result *res, cons
     return dwb_stow_reason_transient(it->reason) ? DWB_STOW_F_RETRY : DWB_STOW_F_REFUSED;
 }
 
+int dwb_stow_conflict(long code, const dwb_stow_result *res, const char *uid, int single, unsigned *reason) {
+    *reason = 0;
+    const dwb_stow_item *it = res ? dwb_stow_find(res, uid) : NULL;
+    if (!it) return single && code == 409 && (!res || res->n == 0);
+    if (it->outcome != DWB_STOW_FAILED) return 0;
+    *reason = it->reason;
+    if (it->reason == 0x0111) return 1;
+    /* 0x0110 is a processing failure anywhere else (retried); only a 409 says it is about what the store holds. */
+    return code == 409 && (it->reason == 0x0110 || it->reason == 0xB00E);
+}
+
 dwb_stow_fate dwb_stow_single_fate(long code) {
     /* A client error for one instance alone is about its bytes: sending them again gets the same answer.
      * (Server errors are never SPLIT, so they never reach here; anything else is retried, counted.) */

@@ -66,6 +66,14 @@ dwb_stow_verdict dwb_stow_judge(long code, const char *content_type, const char 
 /* The fate of sop_uid after an ANSWERED exchange with status code; *reason gets the failure reason (0 if
  * none). */
 dwb_stow_fate dwb_stow_instance_fate(long code, const dwb_stow_result *res, const char *sop_uid, unsigned *reason);
+/* 1 if the answer says the store already holds another instance with sop_uid's UID, a conflict that
+ * upstreams[].on_conflict settles ("keep": failed/ with the store's answer; "overwrite": DELETE, then STOW again):
+ * FailureReason 0x0111 Duplicate SOP Instance in any answer; in a 409 answer, 0x0110 (the Google Healthcare API's
+ * "already exists with a different checksum") or 0xB00E (Azure's "instance already exists"); and a 409 without a
+ * per-instance answer to a request of this one instance alone (single: 1). *reason gets the failure reason, 0 if
+ * none. A duplicate (0x0111) is also what a store answers to a copy re-sent after a lost answer: "keep" counts it
+ * delivered, as dwb_stow_instance_fate does. */
+int dwb_stow_conflict(long code, const dwb_stow_result *res, const char *sop_uid, int single, unsigned *reason);
 /* The fate of the only instance of a request judged SPLIT (no smaller batch to try). */
 dwb_stow_fate dwb_stow_single_fate(long code);
 

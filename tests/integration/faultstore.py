@@ -7,13 +7,24 @@ policy(n, method, path, uids) -> action, where n counts STOW requests from 1 (0 
   ("answer", code, headers, body)   answer this without forwarding (429 + Retry-After, 503, a proxy's HTML page)
   ("cut", fraction)                 read that fraction of the request body, then reset the connection
   ("hold", event)                   forward, then hold the answer until event is set (kill -9 in that window)
-  ("fail", {uid: reason})           forward, then rewrite the answer: these instances failed with that reason
+  ("fail", {uid: reason}[, code])   forward, then rewrite the answer: these instances failed with that reason, in
+                                    an answer with that status (409 unless given)
   ("delay", seconds)                forward, answer after that delay (a far store)
   ("cut_answer", f)                 forward, then send the status line, the full Content-Length and only
                                     f(payload) bytes of the body (f: a fraction, 0 for the headers alone, or a
                                     function of the payload giving a byte count), and reset the connection: for a
                                     STOW-RS POST the store has stored the instances and the client never learns it
   ("rewrite", f)                    forward, then answer f(payload) instead of the payload (headers kept)
+
+google=True makes the store answer conflicts the way the Google Healthcare API does, which Orthanc does not (Debian's
+Orthanc 1.10 with DICOMweb 1.7 answers 200 to a second STOW-RS of a SOP Instance UID with other content and keeps
+the old one, or replaces it with OverwriteInstances; it answers 405 to a DICOMweb DELETE):
+  - a STOW-RS with an instance the store holds with other bytes is answered 409, that instance in the
+    FailedSOPSequence with FailureReason 0x0110 (272); nothing of the request is stored. The same bytes again are
+    forwarded (Orthanc answers 200, as Google does);
+  - DELETE <root>/studies/<s>/series/<r>/instances/<i> (DICOMweb, as Google has it) is done with Orthanc's REST API
+    (/tools/lookup, DELETE /instances/<id>): 200, or 404 when the store has no such instance.
+The policy still comes first: ("answer", ...) for a DELETE refuses it or makes it fail.
 """
 import http.client
 import http.server
@@ -60,8 +71,9 @@ def stored_uids(payload):
 
 
 class FaultStore:
-    def __init__(self, upstream_port, port=0, policy=None, transcoded=None):
+    def __init__(self, upstream_port, port=0, policy=None, transcoded=None, google=False):
         self.upstream_port = upstream_port
+        self.google = google
         # Store-side transcoding as the Google Healthcare API does it: an instance-level WADO-RS asking for
         # transfer-syntax=1.2.840.10008.1.2.1 is answered with transcoded[uid] (a Part-10 file in that syntax),
         # or 406 when the instance is not in the map. None = forward such requests like any other.
@@ -108,6 +120,10 @@ class FaultStore:
     def stows(self):
         with self.lock:
             return [e for e in self.log if e.method == "POST"]
+
+    def deletes(self):
+        with self.lock:
+            return [e for e in self.log if e.method == "DELETE"]
 
     def accepted(self):
         """{SOP Instance UID: [every STOW exchange in which the store behind stored it]}: the store keeps one copy
@@ -167,12 +183,24 @@ class FaultStore:
             _, code, headers, payload = action
             self._reply(h, ex, code, headers, payload)
             return
+        if self.google and h.command == "DELETE":
+            self._reply(h, ex, *self._delete(h.path))
+            return
+        if self.google and is_stow:
+            held = self._conflicts(h.headers.get("Content-Type", ""), body)
+            if held:
+                ex.upstream = 409
+                self._reply(h, ex, 409, [("Content-Type", "application/dicom+json")], json.dumps({
+                    "00081198": {"vr": "SQ", "Value": [{"00081155": {"vr": "UI", "Value": [u]},
+                                                        "00081197": {"vr": "US", "Value": [272]}} for u in held]}
+                }).encode())
+                return
         code, headers, payload = self._forward(h, body)
         ex.upstream = code
         if is_stow and (200 <= code < 300 or code == 409):
             ex.stored = stored_uids(payload)
         if isinstance(action, tuple) and action[0] == "fail" and code in (200, 202, 409):
-            code, payload = 409, self._rewrite_failed(payload, action[1])
+            code, payload = (action[2] if len(action) > 2 else 409), self._rewrite_failed(payload, action[1])
         if isinstance(action, tuple) and action[0] == "hold":
             action[1].wait(120)
         if isinstance(action, tuple) and action[0] == "delay":
@@ -185,6 +213,47 @@ class FaultStore:
             self._reply(h, ex, code, headers, payload, keep=keep)
             return
         self._reply(h, ex, code, headers, payload)
+
+    # ---- Google Healthcare API conflicts (google=True) ----
+    def _orthanc(self, method, path, body=None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=60)
+        try:
+            conn.request(method, path, body=body)
+            r = conn.getresponse()
+            return r.status, r.read()
+        finally:
+            conn.close()
+
+    def _orthanc_id(self, sop_uid):
+        code, payload = self._orthanc("POST", "/tools/lookup", sop_uid.encode())
+        found = [i["ID"] for i in json.loads(payload or b"[]") if i.get("Type") == "Instance"] if code == 200 else []
+        return found[0] if found else None
+
+    def _conflicts(self, content_type, body):
+        """SOP Instance UIDs of the parts the store already holds with other bytes."""
+        m = re.search(r'boundary="?([^";]+)"?', content_type)
+        if not m:
+            return []
+        held = []
+        for part in body.split(b"--" + m.group(1).encode())[1:]:
+            if part.startswith(b"--"):
+                break
+            data = part[part.index(b"\r\n\r\n") + 4:]
+            if data.endswith(b"\r\n"):
+                data = data[:-2]
+            uids = uids_in(data)
+            oid = self._orthanc_id(uids[0]) if uids else None
+            if oid and self._orthanc("GET", "/instances/%s/file" % oid)[1] != data:
+                held.append(uids[0])
+        return held
+
+    def _delete(self, path):
+        m = re.match(r"^/dicom-web/studies/[0-9.]+/series/[0-9.]+/instances/([0-9.]+)$", path.split("?")[0])
+        oid = self._orthanc_id(m.group(1)) if m else None
+        if not oid:
+            return 404, [("Content-Type", "text/plain")], b"no such instance"
+        code, _ = self._orthanc("DELETE", "/instances/%s" % oid)
+        return code, [("Content-Type", "application/json")], b"{}"
 
     def _forward(self, h, body):
         conn = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=120)

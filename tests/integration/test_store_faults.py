@@ -238,7 +238,8 @@ class FaultTest(TestCase):
     def test_processing_failure_forever_backs_off_then_fails(self):
         files, expected = self.cohort(patients=1, studies=1, series=1, instances=5)
         bad = expected[2]
-        fs = self.fault_store(lambda n, m, p, u: ("fail", {bad: 0x0110}) if m == "POST" else None)
+        # In a 202 (some stored, PS3.18): a processing failure. In a 409 it would be a conflict (test_store_conflict).
+        fs = self.fault_store(lambda n, m, p, u: ("fail", {bad: 0x0110}, 202) if m == "POST" else None)
         bridge = self.bridge(fs.url, max_attempts=4, retry_max_wait_s=30)
         self.storescu(bridge.port, files)
         self.assertTrue(wait_for(lambda: len(glob.glob(os.path.join(self.spool, "CLOUD", "failed", "*.reason.txt"))) == 1,

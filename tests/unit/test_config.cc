@@ -143,6 +143,7 @@ TEST(Config, BadConfigsNameTheKey) {
         {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h"}], "spool": {"max_instance_mb": -1}})", "spool.max_instance_mb: expected an integer"},
         {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h"}], "upstreams": []})", "line 1"},
         {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h", "store_mode": "later"}]})", "upstreams[0].store_mode: expected \"async\" or \"sync\""},
+        {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h", "on_conflict": "replace"}]})", "upstreams[0].on_conflict: expected \"keep\" or \"overwrite\""},
         {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h", "stow_batch_instances": 0}]})", "upstreams[0].stow_batch_instances: expected an integer 1-10000"},
         {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h"}], "retrieve": {"parallel_series": 0}})", "retrieve.parallel_series: expected an integer 1-16"},
         {R"({"upstreams": [{"ae_title": "A", "base_url": "http://h"}], "provenance": {"stamp": "yes"}})", "provenance.stamp: expected true or false"},
@@ -178,6 +179,18 @@ TEST(Config, SpoolMaxInstanceMb) {
                                      nullptr, &c, &e), DWB_OK) << e.message;
     EXPECT_EQ(c->spool.max_instance_mb, 2048);
     EXPECT_EQ(c->spool.min_free_mb, 100);
+    dwb_config_free(c);
+}
+
+TEST(Config, OnConflictKeepByDefault) {
+    dwb_config *c = nullptr;
+    dwb_error e = {};
+    ASSERT_EQ(dwb_config_load_string(R"({"upstreams": [{"ae_title": "A", "base_url": "http://h"},
+        {"ae_title": "B", "base_url": "http://h", "on_conflict": "overwrite"},
+        {"ae_title": "C", "base_url": "http://h", "on_conflict": "keep"}]})", nullptr, &c, &e), DWB_OK) << e.message;
+    EXPECT_EQ(c->upstreams[0].on_conflict_overwrite, 0);
+    EXPECT_EQ(c->upstreams[1].on_conflict_overwrite, 1);
+    EXPECT_EQ(c->upstreams[2].on_conflict_overwrite, 0);
     dwb_config_free(c);
 }
 

@@ -136,3 +136,36 @@ TEST(StowVerdict, ServerErrorsNeverChargeAnInstance) {
 }
 
 } // namespace
+
+// upstreams[].on_conflict: which answers say the store holds another instance with the same UID.
+TEST(StowVerdict, ConflictTable) {
+    dwb_stow_result res;
+    ASSERT_EQ(dwb_stow_judge(409, "application/dicom+json", kAnswer, strlen(kAnswer), &res, nullptr, 0),
+              DWB_STOW_V_ANSWERED);
+    struct Row {
+        long code;
+        const char *uid;
+        int want;
+        unsigned reason;
+    } rows[] = {
+        {409, "1.1", 0, 0},      // stored
+        {409, "1.2", 1, 0x0110}, // Google: 409 with a processing failure = already exists, other checksum
+        {202, "1.2", 0, 0x0110}, // outside a 409 a processing failure is retried, not a conflict
+        {409, "1.4", 1, 0x0111}, // duplicate SOP instance
+        {202, "1.4", 1, 0x0111},
+        {409, "1.3", 0, 0xA900}, // does not match: refused, not a conflict
+        {409, "1.5", 0, 0xA700}, // out of resources: retried
+        {409, "9.9", 0, 0},      // not named
+    };
+    for (const Row &r : rows) {
+        unsigned reason = 99;
+        EXPECT_EQ(dwb_stow_conflict(r.code, &res, r.uid, 0, &reason), r.want)
+            << "HTTP " << r.code << " " << r.uid << ": expected conflict " << r.want;
+        EXPECT_EQ(reason, r.reason) << r.uid;
+    }
+    dwb_stow_result_free(&res);
+    unsigned reason = 99;
+    EXPECT_EQ(dwb_stow_conflict(409, nullptr, "1.1", 1, &reason), 1) << "a 409 for one instance alone, no answer";
+    EXPECT_EQ(dwb_stow_conflict(409, nullptr, "1.1", 0, &reason), 0) << "a 409 for a batch: split first";
+    EXPECT_EQ(dwb_stow_conflict(400, nullptr, "1.1", 1, &reason), 0) << "a 400 is about the bytes";
+}
