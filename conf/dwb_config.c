@@ -3,6 +3,7 @@
  * not silently fall back to a default. */
 #include "dwb_config.h"
 #include "dwb_cidr.h"
+#include "dwb_deid.h"
 #include "dwb_google_key.h"
 #include "dwb_keywords.h"
 #include "dwb_route.h"
@@ -330,13 +331,88 @@ static dwb_status get_local_match_keys(loader *L, const char *path, json_t *obj,
     return DWB_OK;
 }
 
+/* A list of keywords or 8-hex tags (deidentify.keep / .remove). */
+static dwb_status get_tag_list(loader *L, const char *path, json_t *obj, const char *key, uint32_t **out, size_t *n) {
+    json_t *v = json_object_get(obj, key);
+    if (!v) return DWB_OK;
+    char p[200], pi[240];
+    join(p, sizeof p, path, key);
+    if (!json_is_array(v)) return bad(L, p, "expected an array of keywords (e.g. \"PatientName\") or 8-hex tags");
+    if (!(*out = calloc(json_array_size(v) + 1, sizeof **out))) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
+    for (size_t i = 0; i < json_array_size(v); i++) {
+        json_t *e = json_array_get(v, i);
+        snprintf(pi, sizeof pi, "%.200s[%zu]", p, i);
+        if (!json_is_string(e)) return bad(L, pi, "expected a keyword (e.g. \"PatientName\") or an 8-hex tag");
+        uint32_t tag = 0;
+        dwb_error te = {0};
+        if (dwb_tag_parse(json_string_value(e), &tag, &te) != DWB_OK) return bad(L, pi, "%s", te.message);
+        (*out)[(*n)++] = tag;
+    }
+    return DWB_OK;
+}
+
+/* upstreams[].deidentify (PS3.15 Annex E, translate/dwb_deid.h). */
+static dwb_status load_deidentify(loader *L, const char *path, json_t *obj, dwb_upstream_conf *u) {
+    static const char *const deid_keys[] = {"profile", "options", "keep", "remove", "uid_secret", "uid_secret_file",
+                                            "uid_secret_env", "allow_burned_in", NULL};
+    json_t *d = json_object_get(obj, "deidentify");
+    if (!d) return DWB_OK;
+    char p[200], q[240];
+    join(p, sizeof p, path, "deidentify");
+    if (!json_is_object(d)) return bad(L, p, "expected an object");
+    dwb_status st = check_keys(L, p, d, deid_keys);
+    if (st != DWB_OK) return st;
+    if (!(u->deid = calloc(1, sizeof *u->deid))) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
+    const char *profile = NULL;
+    if ((st = get_str(L, p, d, "profile", 1, &profile)) != DWB_OK) return st;
+    join(q, sizeof q, p, "profile");
+    if (strcmp(profile, "basic") != 0)
+        return bad(L, q, "expected \"basic\" (the Basic Application Level Confidentiality Profile), got \"%.40s\"",
+                   profile);
+    json_t *opts = json_object_get(d, "options");
+    join(q, sizeof q, p, "options");
+    if (opts && !json_is_array(opts)) return bad(L, q, "expected an array of option names");
+    for (size_t i = 0; opts && i < json_array_size(opts); i++) {
+        json_t *o = json_array_get(opts, i);
+        unsigned bit = json_is_string(o) ? dwb_deid_option(json_string_value(o)) : 0;
+        if (!bit)
+            return bad(L, q, "element %zu: \"%.60s\" is not supported; supported: retain-uids, retain-device-identity, "
+                             "retain-patient-characteristics, retain-longitudinal-full-dates, "
+                             "retain-longitudinal-modified-dates, clean-descriptors",
+                       i, json_is_string(o) ? json_string_value(o) : "(not a string)");
+        u->deid->options |= bit;
+    }
+    if ((u->deid->options & DWB_DEID_OPT_FULL_DATES) && (u->deid->options & DWB_DEID_OPT_MODIFIED_DATES))
+        return bad(L, q, "retain-longitudinal-full-dates and retain-longitudinal-modified-dates exclude each other");
+    if ((st = get_tag_list(L, p, d, "keep", &u->deid->keep, &u->deid->n_keep)) != DWB_OK) return st;
+    if ((st = get_tag_list(L, p, d, "remove", &u->deid->remove, &u->deid->n_remove)) != DWB_OK) return st;
+    if ((st = get_bool(L, p, d, "allow_burned_in", &u->deid->allow_burned_in)) != DWB_OK) return st;
+    dwb_secret sec = {0};
+    st = get_secret(L, p, d, "uid_secret", &sec);
+    if (st == DWB_OK && !sec.value) {
+        join(q, sizeof q, p, "uid_secret_file");
+        st = bad(L, q, "required (or uid_secret_env): the key of the UID mapping and the date shift");
+    } else if (st == DWB_OK && strlen(sec.value) < 16) {
+        join(q, sizeof q, p, "uid_secret_file");
+        st = bad(L, q, "the secret (%s) is shorter than 16 characters", sec.source);
+    } else if (st == DWB_OK) {
+        u->deid->secret_len = strlen(sec.value);
+        if (!(u->deid->secret = malloc(u->deid->secret_len))) st = dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
+        else memcpy(u->deid->secret, sec.value, u->deid->secret_len);
+    }
+    if (sec.value) memset(sec.value, 0, strlen(sec.value));
+    free(sec.value);
+    free(sec.source);
+    return st;
+}
+
 static dwb_status load_upstream(loader *L, const char *path, json_t *obj, dwb_upstream_conf *u) {
     static const char *const keys[] = {"ae_title", "base_url", "auth", "qido_page_size", "timeout_s",
                                        "connect_timeout_s", "low_speed_time_s", "max_retries", "retry_budget_s",
                                        "tls_verify", "ca_bundle", "metadata_format", "max_concurrent_requests",
                                        "stow_batch_instances", "stow_batch_bytes", "stow_batch_delay_ms", "store_mode",
                                        "google", "stow_parallel", "max_attempts", "retry_max_wait_s", "commitment_timeout_s",
-                                       "local_match_keys", "bucket_endpoint", "idc_index", "idc", "on_conflict", NULL};
+                                       "local_match_keys", "bucket_endpoint", "idc_index", "idc", "on_conflict", "deidentify", NULL};
     if (!json_is_object(obj)) return bad(L, path, "expected an object");
     dwb_status st = check_keys(L, path, obj, keys);
     if (st != DWB_OK) return st;
@@ -489,6 +565,7 @@ static dwb_status load_upstream(loader *L, const char *path, json_t *obj, dwb_up
         else return bad(L, p, "expected \"keep\" or \"overwrite\", got \"%s\"", oc);
     }
     if ((st = get_local_match_keys(L, path, obj, u)) != DWB_OK) return st;
+    if ((st = load_deidentify(L, path, obj, u)) != DWB_OK) return st;
     const char *bep = NULL, *ixp = NULL;
     if ((st = get_str(L, path, obj, "bucket_endpoint", 0, &bep)) != DWB_OK) return st;
     if (!bep && idc) bep = "https://s3.amazonaws.com"; /* IDC's buckets: AWS, anonymous, no egress fees */
@@ -775,6 +852,9 @@ static dwb_status load_routes(loader *L, json_t *root, dwb_config *c) {
             size_t k = (size_t)(uc - c->upstreams);
             for (size_t m = 0; m < rc->n_upstreams; m++)
                 if (rc->upstreams[m] == k) return bad(L, q, "'%s' is listed twice", uc->ae_title);
+            if (uc->deid)
+                return bad(L, q, "'%s' has deidentify, which routes[] do not apply yet: send its instances to its own "
+                                 "AE title", uc->ae_title);
             rc->upstreams[rc->n_upstreams++] = k;
         }
     }
@@ -1096,6 +1176,7 @@ void dwb_config_free(dwb_config *c) {
         free(u->ca_bundle);
         free(u->bucket_endpoint);
         free(u->idc_index);
+        dwb_deid_profile_free(u->deid);
         free(u->local_match_keys);
         auth_free(&u->auth);
     }

@@ -71,6 +71,7 @@ typedef struct dwb_upstream_conf {
     int retry_max_wait_s;                /* longest wait between STOW-RS retries (also caps Retry-After); 300 */
     int commitment_timeout_s;            /* storage commitment waits this long for queued instances; 600 */
     int on_conflict_overwrite;           /* "on_conflict": 1 = "overwrite" (DELETE, then STOW again, once), 0 = "keep" */
+    struct dwb_deid_profile *deid;       /* "deidentify": applied before spooling; NULL = sent as received */
     uint32_t *local_match_keys;          /* never sent to this store as QIDO filters, matched locally only */
     size_t n_local_match_keys;
     /* IDC (issue 16): bulk data from a public bucket, queries still by QIDO-RS on base_url */

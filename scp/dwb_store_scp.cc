@@ -6,6 +6,7 @@
 #include "dcmtk/dcmdata/dcdeftag.h"
 #include "dcmtk/dcmdata/dcfilefo.h"
 #include "dcmtk/dcmdata/dcmetinf.h"
+#include "dcmtk/dcmdata/dcistrmb.h"
 #include "dcmtk/dcmdata/dcostrma.h"
 #include "dcmtk/dcmdata/dcuid.h"
 #include "dcmtk/dcmdata/dcxfer.h"
@@ -24,6 +25,7 @@
 #include <vector>
 
 #include "dwb_assoc.hh"
+#include "dwb_deid.hh"
 
 extern "C" {
 #include "dwb_attrs.h"
@@ -57,7 +59,38 @@ class WriterConsumer : public DcmConsumer {
 
 class WriterOutputStream : public DcmOutputStream {
   public:
-    explicit WriterOutputStream(WriterConsumer *c) : DcmOutputStream(c) {}
+    explicit WriterOutputStream(DcmConsumer *c) : DcmOutputStream(c) {}
+};
+
+// A de-identifying upstream's instance is received into memory, never into a file, so that the spool only ever
+// holds its de-identified form. Bounded by cap: past it the bytes are dropped (the association stays in step) and
+// over() says so.
+class MemConsumer : public DcmConsumer {
+  public:
+    explicit MemConsumer(size_t cap) : cap_(cap) {}
+    OFBool good() const override { return OFTrue; }
+    OFCondition status() const override { return EC_Normal; }
+    OFBool isFlushed() const override { return OFTrue; }
+    offile_off_t avail() const override { return 1 << 30; }
+    offile_off_t write(const void *buf, offile_off_t len) override {
+        size_t n = static_cast<size_t>(len);
+        if (over_ || n > cap_ - data_.size()) {
+            over_ = true;
+            std::vector<unsigned char>().swap(data_);
+            return len;
+        }
+        const unsigned char *b = static_cast<const unsigned char *>(buf);
+        data_.insert(data_.end(), b, b + n);
+        return len;
+    }
+    void flush() override {}
+    bool over() const { return over_; }
+    std::vector<unsigned char> &data() { return data_; }
+
+  private:
+    size_t cap_;
+    bool over_ = false;
+    std::vector<unsigned char> data_;
 };
 
 // Reads and drops a data set the bridge will not keep, so that the association stays in step.
@@ -66,18 +99,12 @@ OFCondition drop_dataset(dwb_assoc_ctx *ctx) {
     return DIMSE_ignoreDataSet(ctx->assoc, dwb_peer_block(ctx), dwb_peer_timeout(ctx), &bytes, &pdvs);
 }
 
-// Receives the data set of a C-STORE straight into the spool writer's file as a Part-10 file, so that no data
-// set is ever held in memory: the file meta information first (from the command, the negotiated transfer syntax
-// and the calling AE title), then the data set's bytes as they arrive, in that transfer syntax. A bad returned
-// condition is a network failure (the caller aborts the association); a failed or refused write (the writer's
-// limits) leaves the association in step and returns false in *ok with why, *limit when it was a limit
-// (spool.max_instance_mb, spool.min_free_mb) rather than an I/O error. The caller commits or discards w.
-OFCondition receive_durably(dwb_assoc_ctx *ctx, const T_DIMSE_C_StoreRQ &rq, const char *xfer_uid,
-                            T_ASC_PresentationContextID pid, dwb_spool_writer *w, bool *ok, bool *limit,
-                            std::string &why) {
-    *ok = false;
-    *limit = false;
-    WriterConsumer consumer(w);
+// Receives the data set of a C-STORE into consumer as a Part-10 stream: the file meta information first (from the
+// command, the negotiated transfer syntax and the calling AE title), then the data set's bytes as they arrive, in
+// that transfer syntax. Returns the network's condition (bad: the caller aborts the association); *meta_c says
+// whether the meta header could be encoded (when not, the data set is read and dropped, the association in step).
+OFCondition receive_part10(dwb_assoc_ctx *ctx, const T_DIMSE_C_StoreRQ &rq, const char *xfer_uid,
+                           T_ASC_PresentationContextID pid, DcmConsumer &consumer, OFCondition *meta_c_out) {
     OFCondition net;
     OFCondition meta_c;
     {
@@ -108,6 +135,23 @@ OFCondition receive_durably(dwb_assoc_ctx *ctx, const T_DIMSE_C_StoreRQ &rq, con
             net = drop_dataset(ctx);
         }
     }
+    *meta_c_out = meta_c;
+    return net;
+}
+
+// Receives the data set of a C-STORE straight into the spool writer's file as a Part-10 file (receive_part10), so
+// that no data set is ever held in memory. A bad returned condition is a network failure (the caller aborts the
+// association); a failed or refused write (the writer's limits) leaves the association in step and returns false in
+// *ok with why, *limit when it was a limit (spool.max_instance_mb, spool.min_free_mb) rather than an I/O error. The
+// caller commits or discards w.
+OFCondition receive_durably(dwb_assoc_ctx *ctx, const T_DIMSE_C_StoreRQ &rq, const char *xfer_uid,
+                            T_ASC_PresentationContextID pid, dwb_spool_writer *w, bool *ok, bool *limit,
+                            std::string &why) {
+    *ok = false;
+    *limit = false;
+    WriterConsumer consumer(w);
+    OFCondition meta_c;
+    OFCondition net = receive_part10(ctx, rq, xfer_uid, pid, consumer, &meta_c);
     if (net.bad()) return net;
     dwb_error e = {};
     if (dwb_spool_writer_status(w, &e) != DWB_OK) {
@@ -342,6 +386,151 @@ OFCondition handle_routed_store(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_
     return respond(ctx, msg, pid, STATUS_Success, nullptr);
 }
 
+// The answer to a C-STORE whose file (spooled under the temporary name tmp) is committed: at once in store_mode
+// async; in sync, once the uploader has settled the file (deleted = delivered, failed/ = refused).
+OFCondition answer_spooled(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid,
+                           const std::string &tmp, const char *sop) {
+    if (!ctx->upstream->conf->store_sync) return respond(ctx, msg, pid, STATUS_Success, nullptr);
+
+    std::string final(tmp);
+    final.resize(final.size() - 4); // ".tmp"
+    std::string base = final.substr(final.rfind('/') + 1);
+    std::string failed = std::string(dwb_spool_dir(ctx->spool)) + "/failed/" + base;
+    int limit_s = ctx->upstream->conf->timeout_s > 0 ? ctx->upstream->conf->timeout_s : 60;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(limit_s);
+    while (access(final.c_str(), F_OK) == 0) {
+        if (std::chrono::steady_clock::now() > deadline || (ctx->cancel_all && ctx->cancel_all->load())) {
+            DWB_WARN(&ctx->log, "C-STORE %s: the store did not confirm within %d s; kept in the spool", sop,
+                     limit_s);
+            return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources, "store did not confirm in time");
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    if (access(failed.c_str(), F_OK) == 0) {
+        std::ifstream in(failed + ".reason.txt");
+        std::string reason;
+        std::getline(in, reason);
+        DWB_WARN(&ctx->log, "C-STORE %s refused by the store: %s", sop, reason.c_str());
+        return respond(ctx, msg, pid, STATUS_STORE_Error_CannotUnderstand, "refused by the store");
+    }
+    return respond(ctx, msg, pid, STATUS_Success, nullptr);
+}
+
+// Burned In Annotation YES on a de-identifying upstream without allow_burned_in: the profile cleans attributes, not
+// pixels, so the instance is refused for good. A Failure of the "Cannot understand" family (C000), as for an
+// instance without a route: not Out of Resources (A7xx), which invites the SCU to send it again for ever, and not
+// A900 (the data set does match its SOP Class); the ErrorComment says why.
+const DIC_US kStatusBurnedIn = STATUS_STORE_Error_CannotUnderstand;
+
+// A C-STORE to a de-identifying upstream: the instance is received into memory (bounded by spool.max_instance_mb,
+// or kDeidDefaultCapMb without it), its nesting checked, parsed by DCMTK, checked against the command,
+// de-identified (scp/dwb_deid.hh) and only then written into the spool by the spool's writer (checked writes,
+// fsync, rename, fsync of the directory) under its new SOP Instance UID, before the SCU hears success. Nothing of
+// the received form touches the disk.
+const long long kDeidDefaultCapMb = 1024;
+
+OFCondition handle_deid_store(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid,
+                              const char *xfer_uid) {
+    const T_DIMSE_C_StoreRQ &rq = msg->msg.CStoreRQ;
+    const dwb_deid_profile *prof = ctx->upstream->conf->deid;
+    long long cap_mb = ctx->cfg->spool.max_instance_mb > 0 ? ctx->cfg->spool.max_instance_mb : kDeidDefaultCapMb;
+    OFCondition meta_c;
+    OFCondition cond;
+    std::string why;
+    DcmFileFormat ff;
+    {
+        MemConsumer mem(static_cast<size_t>(cap_mb) << 20);
+        cond = receive_part10(ctx, rq, xfer_uid, pid, mem, &meta_c);
+        if (cond.bad()) return cond;
+        if (mem.over()) {
+            DWB_WARN(&ctx->log, "C-STORE %s refused: larger than %lld MiB (spool.max_instance_mb, de-identified in "
+                     "memory); answered Out of Resources", rq.AffectedSOPInstanceUID, cap_mb);
+            return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources, "instance over spool.max_instance_mb");
+        }
+        if (meta_c.bad()) {
+            why = std::string("cannot encode the file meta information: ") + meta_c.text();
+            DWB_ERROR(&ctx->log, "C-STORE %s: %s", rq.AffectedSOPInstanceUID, why.c_str());
+            return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources, why.c_str());
+        }
+        std::vector<unsigned char> &buf = mem.data();
+        dwb_error nerr = {};
+        // DCMTK's reader recurses once per sequence level: the nesting is checked from the bytes first.
+        if (dwb_nesting_check_file(buf.data(), buf.size(), DWB_NESTING_MAX, &nerr) != DWB_OK) {
+            DWB_WARN(&ctx->log, "C-STORE %s refused: %s", rq.AffectedSOPInstanceUID, nerr.message);
+            return respond(ctx, msg, pid, STATUS_STORE_Error_CannotUnderstand, nerr.message);
+        }
+        DcmInputBufferStream in;
+        in.setBuffer(buf.data(), static_cast<offile_off_t>(buf.size()));
+        in.setEos();
+        ff.transferInit();
+        OFCondition rc = ff.read(in, EXS_Unknown, EGL_noChange, DCM_MaxReadLength);
+        ff.transferEnd();
+        in.releaseBuffer();
+        if (rc.bad()) {
+            why = std::string("cannot parse the data set: ") + rc.text();
+            DWB_WARN(&ctx->log, "C-STORE %s refused: %s", rq.AffectedSOPInstanceUID, why.c_str());
+            return respond(ctx, msg, pid, STATUS_STORE_Error_CannotUnderstand, why.c_str());
+        }
+        ff.loadAllDataIntoMemory();
+    } // the received bytes are freed here
+    DcmDataset *ds = ff.getDataset();
+    OFString sop, cls, burned;
+    ds->findAndGetOFString(DCM_SOPInstanceUID, sop);
+    ds->findAndGetOFString(DCM_SOPClassUID, cls);
+    if (sop.empty()) why = "data set has no SOP Instance UID";
+    else if (cls.empty()) why = "data set has no SOP Class UID";
+    else if (strcmp(sop.c_str(), rq.AffectedSOPInstanceUID) != 0) why = "SOP Instance UID differs from the command";
+    else if (strcmp(cls.c_str(), rq.AffectedSOPClassUID) != 0) why = "SOP Class UID differs from the command";
+    if (!why.empty()) {
+        DWB_WARN(&ctx->log, "C-STORE %s refused: %s", rq.AffectedSOPInstanceUID, why.c_str());
+        return respond(ctx, msg, pid, STATUS_STORE_Error_DataSetDoesNotMatchSOPClass, why.c_str());
+    }
+    ds->findAndGetOFString(DCM_BurnedInAnnotation, burned);
+    if (!prof->allow_burned_in && burned == "YES") {
+        DWB_WARN(&ctx->log, "C-STORE %s refused: Burned In Annotation is YES and the profile cannot clean pixels "
+                 "(deidentify.allow_burned_in is false)", rq.AffectedSOPInstanceUID);
+        return respond(ctx, msg, pid, kStatusBurnedIn, "burned-in annotation: not de-identifiable");
+    }
+    if (!dwb_deid_apply(ff, prof, why)) {
+        DWB_WARN(&ctx->log, "C-STORE %s refused: de-identification failed: %s", rq.AffectedSOPInstanceUID, why.c_str());
+        return respond(ctx, msg, pid, STATUS_STORE_Error_CannotUnderstand, "de-identification failed");
+    }
+    OFString nsop;
+    ds->findAndGetOFString(DCM_SOPInstanceUID, nsop);
+    dwb_error err = {};
+    dwb_spool_limits lim = {ctx->cfg->spool.min_free_mb, (long long)ctx->cfg->spool.max_instance_mb << 20};
+    dwb_spool_writer *w = nullptr;
+    if (dwb_spool_writer_open(ctx->spool, nsop.c_str(), &lim, &w, &err) != DWB_OK) {
+        DWB_ERROR(&ctx->log, "C-STORE %s refused: %s", rq.AffectedSOPInstanceUID, err.message);
+        return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources, err.message);
+    }
+    OFCondition wc;
+    {
+        WriterConsumer consumer(w);
+        WriterOutputStream out(&consumer);
+        E_TransferSyntax xfer = DcmXfer(xfer_uid).getXfer();
+        ff.transferInit();
+        wc = ff.write(out, xfer, EET_ExplicitLength, nullptr, EGL_recalcGL, EPD_noChange, 0, 0, 0, EWM_fileformat);
+        ff.transferEnd();
+        out.flush();
+    }
+    if (dwb_spool_writer_status(w, &err) != DWB_OK || wc.bad()) {
+        std::string m = wc.bad() ? std::string("cannot encode the de-identified instance: ") + wc.text() : err.message;
+        dwb_spool_writer_discard(w);
+        DWB_ERROR(&ctx->log, "C-STORE %s: %s; answered Out of Resources", rq.AffectedSOPInstanceUID, m.c_str());
+        return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources, m.c_str());
+    }
+    std::string tmp = dwb_spool_writer_path(w);
+    if (dwb_spool_writer_commit(w, &err) != DWB_OK) {
+        DWB_ERROR(&ctx->log, "C-STORE %s: %s", nsop.c_str(), err.message);
+        return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources,
+                       err.status == DWB_E_LIMIT ? "spool full" : "spool not writable");
+    }
+    if (ctx->uploader) dwb_uploader_notify(ctx->uploader);
+    DWB_DEBUG(&ctx->log, "C-STORE %s de-identified and spooled as %s", rq.AffectedSOPInstanceUID, nsop.c_str());
+    return answer_spooled(ctx, msg, pid, tmp, nsop.c_str());
+}
+
 } // namespace
 
 OFCondition dwb_handle_store(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid) {
@@ -380,6 +569,7 @@ OFCondition dwb_handle_store(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_Pre
                   rq.AffectedSOPInstanceUID, free_mb, dwb_spool_dir(ctx->spool), min_free);
         return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources, "spool below min_free_mb");
     }
+    if (ctx->upstream->conf->deid) return handle_deid_store(ctx, msg, pid, pc.acceptedTransferSyntax);
     dwb_error err = {};
     dwb_spool_limits lim = {min_free, (long long)ctx->cfg->spool.max_instance_mb << 20};
     dwb_spool_writer *w = nullptr;
@@ -430,29 +620,5 @@ OFCondition dwb_handle_store(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_Pre
     }
     if (ctx->uploader) dwb_uploader_notify(ctx->uploader);
     DWB_DEBUG(&ctx->log, "C-STORE %s spooled", sop.c_str());
-    if (!ctx->upstream->conf->store_sync) return respond(ctx, msg, pid, STATUS_Success, nullptr);
-
-    // store_mode sync: answer once the uploader has settled this file (deleted = delivered, failed/ = refused).
-    std::string final(tmp);
-    final.resize(final.size() - 4); // ".tmp"
-    std::string base = final.substr(final.rfind('/') + 1);
-    std::string failed = std::string(dwb_spool_dir(ctx->spool)) + "/failed/" + base;
-    int limit_s = ctx->upstream->conf->timeout_s > 0 ? ctx->upstream->conf->timeout_s : 60;
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(limit_s);
-    while (access(final.c_str(), F_OK) == 0) {
-        if (std::chrono::steady_clock::now() > deadline || (ctx->cancel_all && ctx->cancel_all->load())) {
-            DWB_WARN(&ctx->log, "C-STORE %s: the store did not confirm within %d s; kept in the spool", sop.c_str(),
-                     limit_s);
-            return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources, "store did not confirm in time");
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    if (access(failed.c_str(), F_OK) == 0) {
-        std::ifstream in(failed + ".reason.txt");
-        std::string reason;
-        std::getline(in, reason);
-        DWB_WARN(&ctx->log, "C-STORE %s refused by the store: %s", sop.c_str(), reason.c_str());
-        return respond(ctx, msg, pid, STATUS_STORE_Error_CannotUnderstand, "refused by the store");
-    }
-    return respond(ctx, msg, pid, STATUS_Success, nullptr);
+    return answer_spooled(ctx, msg, pid, tmp, sop.c_str());
 }
