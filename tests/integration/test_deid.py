@@ -85,10 +85,11 @@ class DeidTest(TestCase):
              "-i", "(0008,1140)[0].(0008,1155)=%s" % other["SOPInstanceUID"], self.files[0]], check=True)
         self.source = {harness.value(harness.dcm2json(f), "00080018"): harness.dcm2json(f) for f in self.files}
 
-    def bridge(self, url=None, ae="CLOUD", **deid):
+    def bridge(self, url=None, ae="CLOUD", up=None, **deid):
         deid = dict({"profile": "basic", "uid_secret_file": self.secret_file}, **deid)
-        cfg = {"upstreams": [{"ae_title": ae, "base_url": url or self.orthanc.dicomweb_url,
-                              "stow_batch_delay_ms": 50, "retry_max_wait_s": 1, "deidentify": deid}],
+        cfg = {"upstreams": [dict({"ae_title": ae, "base_url": url or self.orthanc.dicomweb_url,
+                                   "stow_batch_delay_ms": 50, "retry_max_wait_s": 1, "deidentify": deid},
+                                  **(up or {}))],
                "spool": {"dir": self.spool}, "log": {"level": "debug"}}
         return self.start(Bridge(self.workdir, cfg))
 
@@ -225,6 +226,14 @@ class DeidTest(TestCase):
         self.assertEqual(self.send(b2, self.files[:1]).returncode, 0)
         self.assertTrue(wait_for(lambda: not glob.glob(os.path.join(self.spool, "CLOUD", "*.dcm")), 60))
         self.assertEqual(sorted(self.held(1)), sorted(first))
+
+    def test_sync_mode_answers_after_the_store_holds_the_new_uid(self):
+        bridge = self.bridge(up={"store_mode": "sync"})
+        p = self.send(bridge, self.files[:1])
+        self.assertEqual(harness.status_of(p), "0x0000", p.stdout[-1500:])
+        new = mapped(self.man[0]["SOPInstanceUID"])
+        got = self.orthanc.qido("/instances?SOPInstanceUID=%s" % new)
+        self.assertEqual(len(got), 1, "store_mode sync: the store holds %s when the C-STORE is answered" % new)
 
     def test_check_config_refuses_unsupported(self):
         ok = {"profile": "basic", "uid_secret_file": self.secret_file}
