@@ -57,7 +57,8 @@ bool shift_dates(Ctx &c, DcmElement *el) {
         std::vector<char> buf(v.size() + 1);
         dwb_error e = {};
         // A range or a value that is not a date cannot be shifted: it goes, rather than leaking a real date.
-        if (dwb_deid_shift_date(v.c_str(), c.day_offset, buf.data(), buf.size(), &e) != DWB_OK) return el->clear().good();
+        if (dwb_deid_shift_date(v.c_str(), c.day_offset, buf.data(), buf.size(), &e) != DWB_OK)
+            return el->clear().good();
         if (!out.empty()) out += '\\';
         out += buf.data();
     }
@@ -132,7 +133,8 @@ const Code kCodes[] = {{0, "113100", "Basic Application Confidentiality Profile"
                        {DWB_DEID_OPT_RETAIN_DEVICE, "113109", "Retain Device Identity Option"},
                        {DWB_DEID_OPT_RETAIN_UIDS, "113110", "Retain UIDs Option"},
                        {DWB_DEID_OPT_CLEAN_DESC, "113105", "Clean Descriptors Option"},
-                       {DWB_DEID_OPT_FULL_DATES, "113106", "Retain Longitudinal Temporal Information Full Dates Option"},
+                       {DWB_DEID_OPT_FULL_DATES, "113106",
+                        "Retain Longitudinal Temporal Information Full Dates Option"},
                        {DWB_DEID_OPT_MODIFIED_DATES, "113107",
                         "Retain Longitudinal Temporal Information Modified Dates Option"}};
 
@@ -163,7 +165,8 @@ bool dwb_deid_apply(DcmFileFormat &ff, const dwb_deid_profile *p, std::string &w
         return false;
     }
     OFCondition cond = ds->putAndInsertString(DCM_PatientIdentityRemoved, "YES");
-    if (cond.good()) cond = ds->putAndInsertString(DCM_DeidentificationMethod, dwb_deid_method_text(p->options).c_str());
+    if (cond.good())
+        cond = ds->putAndInsertString(DCM_DeidentificationMethod, dwb_deid_method_text(p->options).c_str());
     if (cond.good()) {
         ds->findAndDeleteElement(DCM_DeidentificationMethodCodeSequence);
         for (const Code &k : kCodes) {
