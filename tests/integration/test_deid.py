@@ -85,16 +85,16 @@ class DeidTest(TestCase):
              "-i", "(0008,1140)[0].(0008,1155)=%s" % other["SOPInstanceUID"], self.files[0]], check=True)
         self.source = {harness.value(harness.dcm2json(f), "00080018"): harness.dcm2json(f) for f in self.files}
 
-    def bridge(self, url=None, ae="CLOUD", up=None, **deid):
+    def bridge(self, url=None, ae="CLOUD", up=None, spool=None, **deid):
         deid = dict({"profile": "basic", "uid_secret_file": self.secret_file}, **deid)
         cfg = {"upstreams": [dict({"ae_title": ae, "base_url": url or self.orthanc.dicomweb_url,
                                    "stow_batch_delay_ms": 50, "retry_max_wait_s": 1, "deidentify": deid},
                                   **(up or {}))],
-               "spool": {"dir": self.spool}, "log": {"level": "debug"}}
+               "spool": dict({"dir": self.spool}, **(spool or {})), "log": {"level": "debug"}}
         return self.start(Bridge(self.workdir, cfg))
 
-    def send(self, bridge, files, ae="CLOUD"):
-        p = run(["storescu", "-d", "-aec", ae, "127.0.0.1", str(bridge.port)] + files, timeout=120)
+    def send(self, bridge, files, ae="CLOUD", extra=None):
+        p = run(["storescu", "-d", "-aec", ae] + (extra or []) + ["127.0.0.1", str(bridge.port)] + files, timeout=120)
         return p
 
     def held(self, n):
@@ -234,6 +234,20 @@ class DeidTest(TestCase):
         new = mapped(self.man[0]["SOPInstanceUID"])
         got = self.orthanc.qido("/instances?SOPInstanceUID=%s" % new)
         self.assertEqual(len(got), 1, "store_mode sync: the store holds %s when the C-STORE is answered" % new)
+
+    def test_instance_over_max_instance_mb_refused_association_in_step(self):
+        # Held in memory for de-identification: spool.max_instance_mb bounds it, the rest is read and dropped.
+        d, man = harness.gencohort(self.workdir, name="big", patients=1, studies=1, series=1, instances=1,
+                                   rows=1024, cols=1024)
+        big = os.path.join(d, man["instances"][0]["file"])
+        self.assertGreater(os.path.getsize(big), 1 << 20)
+        bridge = self.bridge(spool={"max_instance_mb": 1})
+        p = self.send(bridge, [big] + self.files[:1], extra=["--no-halt"])
+        statuses = re.findall(r"DIMSE Status\s*:\s*(0x[0-9a-fA-F]{4})", p.stdout)
+        self.assertEqual([x.lower() for x in statuses], ["0xa700", "0x0000"],
+                         "the large one Out of Resources, the association still in step: " + p.stdout[-1500:])
+        self.assertEqual(list(self.held(1)), [mapped(self.man[0]["SOPInstanceUID"])], "only the small one stored")
+        self.assertIn("spool.max_instance_mb", bridge.log())
 
     def test_check_config_refuses_unsupported(self):
         ok = {"profile": "basic", "uid_secret_file": self.secret_file}
