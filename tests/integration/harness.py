@@ -7,6 +7,7 @@ import atexit
 import http.client
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -51,16 +52,33 @@ def peer_env():
 _handed_out = set()
 
 
+def _port_range():
+    """Ports for the tests' servers: below the kernel's ephemeral range, which outgoing connections take their
+    source ports from (a port chosen by bind(0) lies inside it, and a test's own connections, dozens at once in
+    test_load, could take it before the server that was to listen there starts: "Address already in use")."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return (10000, low) if low > 12000 else (low + 30000, 65000)
+
+
 def free_port():
     """A port nothing listens on, never the same one twice in this process: a test that asks for several ports
     before any of them is bound (listen.port, http.port, gateway.port) must not get one port twice."""
+    lo, hi = _port_range()
     while True:
+        port = random.randrange(lo, hi)
+        if port in _handed_out:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
 
 
 def wait_port(port, proc=None, timeout=20.0, log=None):
