@@ -60,11 +60,13 @@ def renderer():
     if not os.path.exists(exe) or os.path.getmtime(exe) < os.path.getmtime(RENDERER_SRC):
         env = dict(os.environ, GO111MODULE="off", GOPATH="/usr/share/gocode", GOFLAGS="",
                    GOCACHE=os.path.join(harness.BUILD_DIR, "go-cache"))
-        p = run(["go", "build", "-o", exe + ".tmp", RENDERER_SRC], env=env, timeout=300)
+        # test_chart and test_chart_pod may build it at the same time: each into a file of its own, then renamed.
+        tmp = "%s.%d.tmp" % (exe, os.getpid())
+        p = run(["go", "build", "-o", tmp, RENDERER_SRC], env=env, timeout=300)
         if p.returncode != 0:
             raise AssertionError("building helmrender failed (golang-go, golang-github-masterminds-sprig-dev):\n" +
                                  p.stdout)
-        os.replace(exe + ".tmp", exe)
+        os.replace(tmp, exe)
     return exe
 
 
