@@ -852,9 +852,6 @@ static dwb_status load_routes(loader *L, json_t *root, dwb_config *c) {
             size_t k = (size_t)(uc - c->upstreams);
             for (size_t m = 0; m < rc->n_upstreams; m++)
                 if (rc->upstreams[m] == k) return bad(L, q, "'%s' is listed twice", uc->ae_title);
-            if (uc->deid)
-                return bad(L, q, "'%s' has deidentify, which routes[] do not apply yet: send its instances to its own "
-                                 "AE title", uc->ae_title);
             rc->upstreams[rc->n_upstreams++] = k;
         }
     }

@@ -358,6 +358,13 @@ OFCondition handle_routed_store(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_
         for (size_t k = 0; k < r.n_upstreams; k++) target[r.upstreams[k]] = 1;
     }
     for (size_t u = 0; u < cfg->n_upstreams; u++)
+        if (target[u] && cfg->upstreams[u].deid) { // never a link of the original into a de-identifying spool
+            dwb_spool_writer_discard(w);
+            DWB_WARN(&ctx->log, "C-STORE %s refused: upstream %s de-identifies, which routes do not do yet",
+                     sop.c_str(), cfg->upstreams[u].ae_title);
+            return respond(ctx, msg, pid, kStatusNoRoute, "route to a de-identifying upstream");
+        }
+    for (size_t u = 0; u < cfg->n_upstreams; u++)
         if (target[u] && !rt->spools[u]) {
             dwb_spool_writer_discard(w);
             DWB_WARN(&ctx->log, "C-STORE %s refused: the spool of upstream %s is not available", sop.c_str(),

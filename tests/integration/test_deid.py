@@ -251,17 +251,14 @@ class DeidTest(TestCase):
 
     def test_check_config_refuses_unsupported(self):
         ok = {"profile": "basic", "uid_secret_file": self.secret_file}
-        for deid, routes, msg in [
-                (dict(ok, options=["retain-safe-private"]), False, "\"retain-safe-private\" is not supported"),
-                (dict(ok, options=["retain-longitudinal-full-dates", "retain-longitudinal-modified-dates"]), False,
+        for deid, msg in [
+                (dict(ok, options=["retain-safe-private"]), "\"retain-safe-private\" is not supported"),
+                (dict(ok, options=["retain-longitudinal-full-dates", "retain-longitudinal-modified-dates"]),
                  "exclude each other"),
-                ({"profile": "basic"}, False, "uid_secret_file: required"),
-                ({"profile": "extended", "uid_secret_file": self.secret_file}, False, "expected \"basic\""),
-                (ok, True, "routes[] do not apply yet")]:
+                ({"profile": "basic"}, "uid_secret_file: required"),
+                ({"profile": "extended", "uid_secret_file": self.secret_file}, "expected \"basic\"")]:
             cfg = {"upstreams": [{"ae_title": "CLOUD", "base_url": "http://127.0.0.1:1/x", "deidentify": deid}],
                    "spool": {"dir": self.spool}}
-            if routes:
-                cfg["routes"] = [{"filter": "Modality=CT", "upstreams": ["CLOUD"]}]
             path = os.path.join(self.workdir, "c.json")
             with open(path, "w") as f:
                 json.dump(cfg, f)
