@@ -157,3 +157,12 @@ def curl_stow(work, url, files, parallel, batch):
                 'Content-Type: multipart/related; type="application/dicom"; boundary=BENCH',
                 "-H", "Accept: application/dicom+json", "--data-binary", "@" + p, url + "/studies"]
     return cmd
+
+
+def process_cpu(pid):
+    """User + system CPU seconds of a running process and its finished children, from /proc/PID/stat (fields
+    14-17): for servers the bench started, whose rusage it cannot read until they exit."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state).
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
