@@ -265,7 +265,7 @@ def main():
         move = measure_move(work, files, j2k, study, a.repeat)
 
         print("\nC-STORE -> bridge -> STOW-RS into Orthanc; best wall of %d runs, least bridge CPU" % a.repeat)
-        print("  %-32s %9s %9s %9s %9s %9s %7s" % ("", "C-STORE s", "stored s", "CPU s", "ms/inst", "s/MB",
+        print("  %-32s %9s %9s %9s %9s %9s %7s" % ("", "C-STORE s", "stored s", "CPU s", "ms/inst", "ms/MB",
                                                   "ratio"))
         base = min(x[2] for x in store["plain"])
         store_rows = []
@@ -273,33 +273,33 @@ def main():
             v = store[name]
             t_store, t_all = min(x[0] for x in v), min(x[1] for x in v)
             cpu = min(x[2] for x in v)
-            print("  %-32s %9.2f %9.2f %9.2f %9.2f %9.4f %7.2f" % (name, t_store, t_all, cpu, cpu / n * 1e3,
-                                                                  cpu / mb, cpu / base))
+            print("  %-32s %9.2f %9.2f %9.2f %9.2f %9.2f %7.2f" % (name, t_store, t_all, cpu, cpu / n * 1e3,
+                                                                  cpu / mb * 1e3, cpu / base))
             print("  %-32s every run (C-STORE / stored / CPU): %s" % ("", "  ".join(
                 "%.2f/%.2f/%.2f" % x for x in v)))
             label = "plain upstream" if name == "plain" else "`deidentify`: " + name.split(" ", 1)[1].replace(
                 "basic", "`basic`").replace("retain-uids", "`retain-uids`")
             store_rows.append([label, "%.2f s" % t_store, "%.2f s" % t_all, "%.2f s" % cpu, "%.1f" % (cpu / n * 1e3),
-                               "%.4f" % (cpu / mb), "%.2f" % (cpu / base)])
+                               "%.1f" % (cpu / mb * 1e3), "%.2f" % (cpu / base)])
 
         print("\nC-MOVE bridge -> storescp; best wall of %d runs, least bridge CPU" % a.repeat)
-        print("  %-42s %8s %8s %8s %9s %9s %7s" % ("", "wall s", "MB", "CPU s", "ms/inst", "s/MB", "ratio"))
+        print("  %-42s %8s %8s %8s %9s %9s %7s" % ("", "wall s", "MB", "CPU s", "ms/inst", "ms/MB", "ratio"))
         base = min(x[1] for x in move[MOVE_CASES[0]])
         move_rows = []
         for name in MOVE_CASES:
             v = move[name]
             wall, cpu, out_mb = min(x[0] for x in v), min(x[1] for x in v), v[0][2]
-            print("  %-42s %8.2f %8.1f %8.2f %9.2f %9.4f %7.2f" % (name, wall, out_mb, cpu, cpu / n * 1e3,
-                                                                  cpu / out_mb, cpu / base))
+            print("  %-42s %8.2f %8.1f %8.2f %9.2f %9.2f %7.2f" % (name, wall, out_mb, cpu, cpu / n * 1e3,
+                                                                  cpu / out_mb * 1e3, cpu / base))
             print("  %-42s every run (wall / CPU): %s" % ("", "  ".join("%.2f/%.2f" % x[:2] for x in v)))
             dest = "a destination taking JPEG 2000" if name == MOVE_CASES[2] else "an uncompressed-only destination"
             move_rows.append(["%s → %s" % (name, dest), "%.1f MB" % out_mb, "%.2f s" % wall, "%.2f s" % cpu,
-                              "%.1f" % (cpu / n * 1e3), "%.4f" % (cpu / out_mb), "%.2f" % (cpu / base)])
+                              "%.1f" % (cpu / n * 1e3), "%.1f" % (cpu / out_mb * 1e3), "%.2f" % (cpu / base)])
         if a.markdown:
             lines = table(["C-STORE → bridge → STOW-RS into Orthanc", "C-STORE done", "all in the store",
-                           "bridge CPU", "CPU ms / instance", "CPU s / MB", "CPU / plain"], store_rows)
+                           "bridge CPU", "CPU ms / instance", "CPU ms / MB", "CPU / plain"], store_rows)
             lines += [""] + table(["C-MOVE bridge → storescp", "delivered", "wall", "bridge CPU",
-                                   "CPU ms / instance", "CPU s / MB delivered", "CPU / plain"], move_rows)
+                                   "CPU ms / instance", "CPU ms / MB delivered", "CPU / plain"], move_rows)
             run.write_block("bench-cost", "bench/run-cost", size,
                             "best wall time of %d interleaved runs and the least CPU seconds (user + system) the "
                             "bridge spent in one of them" % a.repeat, lines)
