@@ -27,6 +27,7 @@ struct dwb_health {
     dwb_http_client **probe_http;   /* owned; NULL entries where a client could not be made */
     int *reachable;                 /* owned; per upstream, the last probe's answer: -1 before the first */
     atomic_bool stop;
+    dwb_console *console;           /* owned; NULL if it could not be made */
     dwb_ops *ops;
 };
 
@@ -148,6 +149,7 @@ static void refresh_gauges(void *ud) {
 }
 
 static void health_free(dwb_health *h) {
+    dwb_console_free(h->console);
     for (size_t i = 0; i < h->n; i++) dwb_http_client_free(h->probe_http[i]);
     free(h->probe_http);
     free(h->reachable);
@@ -155,7 +157,8 @@ static void health_free(dwb_health *h) {
 }
 
 dwb_status dwb_health_start(const dwb_config *cfg, dwb_upstream *const *upstreams, dwb_spool *const *spools,
-                            size_t n, dwb_health **out, dwb_error *err) {
+                            dwb_uploader *const *uploaders, dwb_activity *activity, size_t n, dwb_health **out,
+                            dwb_error *err) {
     *out = NULL;
     if (cfg->http.port <= 0) return DWB_OK;
     dwb_health *h = calloc(1, sizeof *h);
@@ -189,8 +192,14 @@ dwb_status dwb_health_start(const dwb_config *cfg, dwb_upstream *const *upstream
         if (dwb_http_client_new(&o, &h->probe_http[i], &pe) != DWB_OK)
             DWB_WARN(NULL, "upstream %s: no readiness probe: %s", cfg->upstreams[i].ae_title, pe.message);
     }
+    char jobs[1100];
+    dwb_console_jobs_dir(cfg, jobs, sizeof jobs);
+    dwb_console_sources cs = {cfg, upstreams, spools, uploaders, n, activity, jobs};
+    dwb_error ce = {0};
+    if (dwb_console_new(&cs, &h->console, &ce) != DWB_OK) DWB_WARN(NULL, "console not available: %s", ce.message);
     dwb_error oe = {0};
     dwb_ops_opts oo = {0};
+    oo.console = h->console;
     oo.bind = cfg->http.bind;
     oo.port = cfg->http.port;
     oo.ready = ready_probe;
@@ -201,8 +210,10 @@ dwb_status dwb_health_start(const dwb_config *cfg, dwb_upstream *const *upstream
         health_free(h);
         return DWB_OK;
     }
-    DWB_INFO(NULL, "health and metrics on http://%s:%d (/healthz, /readyz, /metrics)", cfg->http.bind,
-             cfg->http.port);
+    DWB_INFO(NULL, "health and metrics on http://%s:%d (/healthz, /readyz, /metrics), console at %s/ (%s)",
+             cfg->http.bind, cfg->http.port, cfg->http.console_path,
+             cfg->http.admin_token.value || cfg->http.n_admin_proxies ? "writes need the admin token or a trusted proxy"
+                                                                        : "read-only: no http.admin_token_file");
     *out = h;
     return DWB_OK;
 }

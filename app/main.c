@@ -210,7 +210,8 @@ static int cmd_serve(int argc, char **argv) {
         size_t n = dwb_server_stores(srv, &ups, &spools);
         dwb_health *health = NULL;
         dwb_error he = {0};
-        if (dwb_health_start(cfg, ups, spools, n, &health, &he) != DWB_OK)
+        if (dwb_health_start(cfg, ups, spools, dwb_server_uploaders(srv), dwb_server_activity(srv), n, &health, &he) !=
+            DWB_OK)
             DWB_WARN(NULL, "health and metrics endpoint not available: %s", he.message);
         g_server = srv;
         sa.sa_handler = on_signal;

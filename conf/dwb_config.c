@@ -1023,11 +1023,27 @@ static dwb_status load_root(loader *L, json_t *root, dwb_config *c) {
 
     json_t *http = json_object_get(root, "http");
     if (http) {
-        static const char *const http_keys[] = {"port", "bind", NULL};
+        static const char *const http_keys[] = {"port", "bind", "console_path", "admin_token", "admin_token_file",
+                                                "admin_token_env", "admin_proxies", NULL};
         if (!json_is_object(http)) return bad(L, "http", "expected an object");
         if ((st = check_keys(L, "http", http, http_keys)) != DWB_OK) return st;
         if ((st = get_int(L, "http", http, "port", 0, 65535, &c->http.port)) != DWB_OK) return st;
+        const char *cp = NULL;
+        if ((st = get_str(L, "http", http, "console_path", 0, &cp)) != DWB_OK) return st;
+        if (cp) {
+            const char *why = dwb_viewerpath_check_prefix(cp);
+            if (!why && (!strncmp(cp, "/healthz", 8) || !strncmp(cp, "/readyz", 7) || !strncmp(cp, "/metrics", 8)))
+                why = "is a path of the probes and metrics";
+            if (why) return bad(L, "http.console_path", "\"%s\" %s (e.g. \"/console\")", cp, why);
+            if (!(c->http.console_path = strdup(cp))) return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
+        }
+        if ((st = get_secret(L, "http", http, "admin_token", &c->http.admin_token)) != DWB_OK) return st;
+        if ((st = get_str_array(L, "http", http, "admin_proxies", STR_IP, &c->http.admin_proxies,
+                                &c->http.n_admin_proxies)) != DWB_OK)
+            return st;
     }
+    if (!c->http.console_path && !(c->http.console_path = strdup("/console")))
+        return dwb_error_set(L->err, DWB_E_NOMEM, "out of memory");
     if ((st = get_bind(L, "http", http, "0.0.0.0", &c->http.bind)) != DWB_OK) return st;
 
     json_t *gw = json_object_get(root, "gateway");
@@ -1204,6 +1220,10 @@ void dwb_config_free(dwb_config *c) {
     free(c->listen.allow_hosts);
     free(c->spool.dir);
     free(c->http.bind);
+    free(c->http.console_path);
+    secret_free(&c->http.admin_token);
+    for (size_t i = 0; i < c->http.n_admin_proxies; i++) free(c->http.admin_proxies[i]);
+    free(c->http.admin_proxies);
     free(c->gateway.bind);
     for (size_t i = 0; i < c->gateway.n_cors_origins; i++) free(c->gateway.cors_origins[i]);
     free(c->gateway.cors_origins);

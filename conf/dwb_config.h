@@ -146,6 +146,9 @@ typedef struct dwb_config {
     struct {
         int port;   /* default 8080; 0 = disabled */
         char *bind; /* IPv4/IPv6 literal; default "0.0.0.0" */
+        char *console_path;     /* URL prefix of the operator's console; default "/console" */
+        dwb_secret admin_token; /* console writes (Retry, Discard): admin_token | admin_token_file | admin_token_env */
+        char **admin_proxies; size_t n_admin_proxies; /* addresses/networks of authenticating proxies (X-Forwarded-User) */
     } http;
     struct {
         int port;                                   /* DICOMweb gateway for viewers; default 0 = disabled */

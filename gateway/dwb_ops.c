@@ -42,6 +42,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **req_cls) {
     dwb_ops *o = cls;
+    if (o->opts.console && dwb_console_owns(o->opts.console, url))
+        return dwb_console_handle(o->opts.console, con, url, method, upload_data, upload_data_size, req_cls);
     if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
         return dwb_httpd_reply(con, MHD_HTTP_BAD_REQUEST, "text/plain", "GET only\n", 9);
     if (!strcmp(url, "/healthz")) return dwb_httpd_reply(con, MHD_HTTP_OK, "text/plain", "ok\n", 3);
@@ -75,7 +77,26 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
         MHD_destroy_response(r);
         return ret;
     }
+    if (o->opts.console && !strcmp(url, "/")) {
+        /* the console's page is what a person opening the port wants */
+        char loc[300];
+        snprintf(loc, sizeof loc, "%s/", o->opts.console ? dwb_console_path(o->opts.console) : "");
+        struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+        if (!r) return MHD_NO;
+        MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, loc);
+        enum MHD_Result ret = MHD_queue_response(con, MHD_HTTP_FOUND, r);
+        MHD_destroy_response(r);
+        return ret;
+    }
     return dwb_httpd_reply(con, MHD_HTTP_NOT_FOUND, "text/plain", "try /healthz, /readyz or /metrics\n", 34);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *con, void **req_cls, enum MHD_RequestTerminationCode toe) {
+    (void)cls;
+    (void)con;
+    (void)toe;
+    dwb_console_completed(*req_cls);
+    *req_cls = NULL;
 }
 
 static void *probe_loop(void *arg) {
@@ -135,7 +156,8 @@ dwb_status dwb_ops_start(const dwb_ops_opts *opts, dwb_ops **out, dwb_error *err
     o->prober_started = 1;
     /* Probes and scrapes are short: 10 s without a byte moving closes a connection, and one address (a kubelet,
      * a Prometheus) never needs more than a few at once. */
-    dwb_httpd_handlers h = {.access = on_request, .cls = o, .connection_timeout_s = 10, .per_ip_limit = 16};
+    dwb_httpd_handlers h = {.access = on_request, .completed = on_completed, .cls = o, .connection_timeout_s = 10,
+                            .per_ip_limit = 16};
     dwb_status st = dwb_httpd_start("http", o->bind, opts->port, &h, &o->server, err);
     if (st != DWB_OK) {
         dwb_ops_stop(o);

@@ -1,10 +1,11 @@
 /* The operations HTTP endpoint (http.port, http.bind): /healthz, /readyz and /metrics for Kubernetes probes and
- * Prometheus, on libmicrohttpd. /healthz never waits on anything; /readyz answers from a cached probe. */
+ * Prometheus, and the operator's console (gateway/dwb_console.h), on libmicrohttpd. /healthz never waits on anything; /readyz answers from a cached probe. */
 #ifndef DWB_OPS_H
 #define DWB_OPS_H
 
 #include <stddef.h>
 
+#include "dwb_console.h"
 #include "dwb_status.h"
 
 #ifdef __cplusplus
@@ -26,6 +27,7 @@ typedef struct dwb_ops_opts {
     dwb_ops_refresh_fn refresh;
     void *ud;
     int probe_interval_ms;  /* how often the readiness probe runs; 0 = 5000 */
+    dwb_console *console;   /* borrowed: served under its path; NULL = none */
 } dwb_ops_opts;
 
 dwb_status dwb_ops_start(const dwb_ops_opts *opts, dwb_ops **out, dwb_error *err);

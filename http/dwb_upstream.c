@@ -91,6 +91,19 @@ int dwb_upstream_note_refused_filter(const dwb_upstream *up, const char *resourc
     return added;
 }
 
+size_t dwb_upstream_refused_list(const dwb_upstream *up, uint32_t *tags, char (*resources)[16], size_t cap) {
+    dwb_refused_filters *r = up->refused;
+    if (!r) return 0;
+    pthread_mutex_lock(&r->mu);
+    size_t n = r->n < cap ? r->n : cap;
+    for (size_t i = 0; i < n; i++) {
+        tags[i] = r->v[i].tag;
+        snprintf(resources[i], 16, "%s", r->v[i].resource);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return n;
+}
+
 int dwb_upstream_part_lengths_trusted(const dwb_upstream *up) {
     dwb_refused_filters *r = up->refused;
     pthread_mutex_lock(&r->mu);

@@ -39,6 +39,9 @@ int dwb_upstream_filter_refused(const dwb_upstream *up, const char *resource, ui
  * (a filter beyond DWB_UPSTREAM_MAX_REFUSED pays its 400 on each query). */
 int dwb_upstream_note_refused_filter(const dwb_upstream *up, const char *resource, uint32_t tag);
 
+/* The refused filters so far (for the console): up to cap of them into tags[] and resources[]; returns how many. */
+size_t dwb_upstream_refused_list(const dwb_upstream *up, uint32_t *tags, char (*resources)[16], size_t cap);
+
 /* Whether the Content-Length of a WADO-RS part is taken as its size (translate/dwb_multipart.h): yes until the
  * store answered one part whose length was wrong, then never again for the life of the process. The note
  * returns 1 the first time (the caller logs it once). Thread-safe. */

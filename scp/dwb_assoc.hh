@@ -17,6 +17,7 @@
 #include <vector>
 
 extern "C" {
+#include "dwb_activity.h"
 #include "dwb_config.h"
 #include "dwb_log.h"
 #include "dwb_spool.h"
@@ -49,6 +50,7 @@ struct dwb_assoc_ctx {
     unsigned long n_requests;
     struct dwb_commit_jobs *commit; /* storage commitment reports owed on this association */
     const dwb_router *router;       /* set when the called AE is routing_ae_title: C-STOREs go by routes[] */
+    dwb_activity *activity;         /* the console's registry of transfers and commitment jobs (the server's) */
 };
 
 /* How a handler waits for the rest of a peer's message (a data set after its command): at most

@@ -45,6 +45,7 @@ struct Job {
     const dwb_config *cfg = nullptr;
     const dwb_upstream *up = nullptr;
     dwb_spool *spool = nullptr;
+    dwb_activity *activity = nullptr; // the console's registry, NULL = not shown
     const std::atomic<bool> *cancel_all = nullptr;
     std::string calling, called, assoc_id, peer;
 };
@@ -178,8 +179,15 @@ void log_result(const Job &j, const char *how) {
 void run_job(std::shared_ptr<Job> j) {
     dwb_log_ctx lc = {j->assoc_id.c_str(), j->up->conf->ae_title, nullptr, j->peer.c_str()};
     dwb_error err = {};
-    dwb_commit_resolve(j->up->http, j->up->conf->base_url, j->spool, j->refs.data(), j->refs.size(),
-                       j->up->conf->commitment_timeout_s, job_cancelled, j.get(), &err);
+    unsigned long shown = dwb_activity_begin(j->activity, "commitment", j->peer.c_str(), j->up->conf->ae_title, "",
+                                             j->refs.size());
+    dwb_status st = dwb_commit_resolve(j->up->http, j->up->conf->base_url, j->spool, j->refs.data(), j->refs.size(),
+                                       j->up->conf->commitment_timeout_s, job_cancelled, j.get(), &err);
+    size_t done = 0;
+    for (const dwb_commit_ref &r : j->refs) done += r.state == DWB_COMMIT_DONE;
+    dwb_activity_progress(j->activity, shown, j->refs.size(), done, j->refs.size() - done, 0, 0);
+    dwb_activity_end(j->activity, shown, st == DWB_E_CANCELLED ? DWB_JOB_CANCELLED : DWB_JOB_DONE,
+                     st != DWB_OK ? err.message : "");
     std::unique_lock<std::mutex> lk(j->mu);
     j->ready = true;
     j->cv.notify_all();
@@ -280,6 +288,7 @@ OFCondition dwb_handle_naction(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_P
     job->cfg = ctx->cfg;
     job->up = ctx->upstream;
     job->spool = ctx->spool;
+    job->activity = ctx->activity;
     job->cancel_all = ctx->cancel_all;
     job->calling = ctx->calling;
     job->called = ctx->called;

@@ -230,6 +230,7 @@ OFCondition dwb_handle_move_get(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_
     }
     o.log = &ctx->log;
     o.service = name;
+    o.activity = ctx->activity;
     dwb_send_sink sink = {on_progress, on_failed, nullptr, check_cancel, &r};
     dwb_send_totals t = {};
     st = dwb_send_run(&o, plan, &sink, &t, &err);

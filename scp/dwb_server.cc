@@ -37,6 +37,7 @@ struct dwb_server {
     std::vector<dwb_spool *> spools;       // same order; NULL where the spool could not be opened
     std::vector<dwb_uploader *> uploaders;
     dwb_gateway *gateway = nullptr;
+    dwb_activity *activity = nullptr;      // transfers and commitment jobs, for the console
     dwb_router router;                    // used when cfg->n_routes > 0
     std::atomic<int> stop_level{0};       // 1 = drain, 2 = cancel in-flight work
     std::atomic<bool> cancel_all{false};
@@ -171,6 +172,7 @@ void serve_admitted(void *ud, dwb_admitted *a) {
     std::unique_ptr<dwb_assoc_ctx> ctx(new dwb_assoc_ctx());
     ctx->assoc = assoc;
     ctx->cfg = cfg;
+    ctx->activity = srv->activity;
     ctx->cancel_all = &srv->cancel_all;
     OFStandard::strlcpy(ctx->calling, a->calling, sizeof ctx->calling);
     OFStandard::strlcpy(ctx->called, a->called, sizeof ctx->called);
@@ -252,6 +254,7 @@ extern "C" dwb_status dwb_server_new(const dwb_config *cfg, dwb_server **out, dw
     dwb_server *srv = new (std::nothrow) dwb_server;
     if (!srv) return dwb_error_set(err, DWB_E_NOMEM, "out of memory");
     srv->cfg = cfg;
+    srv->activity = dwb_activity_new(50);
     for (size_t i = 0; i < cfg->n_upstreams; i++) {
         dwb_upstream *up = nullptr;
         dwb_status st = dwb_upstream_new(&cfg->upstreams[i], &up, err);
@@ -358,6 +361,10 @@ extern "C" dwb_status dwb_server_run(dwb_server *srv, dwb_error *err) {
     return DWB_OK;
 }
 
+extern "C" dwb_uploader *const *dwb_server_uploaders(dwb_server *srv) { return srv->uploaders.data(); }
+
+extern "C" dwb_activity *dwb_server_activity(dwb_server *srv) { return srv->activity; }
+
 extern "C" void dwb_server_free(dwb_server *srv) {
     if (!srv) return;
     dwb_gateway_stop(srv->gateway);
@@ -368,5 +375,6 @@ extern "C" void dwb_server_free(dwb_server *srv) {
     for (dwb_spool *sp : srv->spools) dwb_spool_close(sp);
     dwb_spool_close(srv->router.staging);
     for (dwb_upstream *up : srv->upstreams) dwb_upstream_free(up);
+    dwb_activity_free(srv->activity);
     delete srv;
 }

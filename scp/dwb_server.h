@@ -7,7 +7,9 @@
 
 #include "dwb_config.h"
 #include "dwb_spool.h"
+#include "dwb_activity.h"
 #include "dwb_status.h"
+#include "dwb_uploader.h"
 #include "dwb_upstream.h"
 
 #ifdef __cplusplus
@@ -23,6 +25,11 @@ dwb_status dwb_server_new(const dwb_config *cfg, dwb_server **out, dwb_error *er
 /* The stores the server opened, in cfg->upstreams order and owned by it until dwb_server_free(): upstreams[i],
  * and spools[i] (NULL where that spool could not be opened). Returns their number. */
 size_t dwb_server_stores(dwb_server *srv, dwb_upstream *const **upstreams, dwb_spool *const **spools);
+
+/* For the operator's console: the uploaders (same order and ownership as the stores; NULL where a spool could not
+ * be opened) and the registry of transfers and storage commitment jobs (owned by the server). */
+dwb_uploader *const *dwb_server_uploaders(dwb_server *srv);
+dwb_activity *dwb_server_activity(dwb_server *srv);
 
 /* Accepts associations until dwb_server_request_stop(), then lets in-flight operations finish,
  * closes idle associations and returns. */

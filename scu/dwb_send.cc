@@ -42,6 +42,7 @@
 #include "dwb_j2k_codec.hh"
 
 extern "C" {
+#include "dwb_activity.h"
 #include "dwb_bufpool.h"
 #include "dwb_nesting.h"
 #include "dwb_splice.h"
@@ -1352,8 +1353,55 @@ dwb_status run_pipeline(Sender &s, dwb_error *err) {
 
 } // namespace
 
+namespace {
+// The console's view of a run (opts->activity): the caller's sink, wrapped so that every progress report also
+// updates the run's job.
+struct Shown {
+    const dwb_send_sink *inner;
+    dwb_activity *a;
+    unsigned long id;
+};
+int shown_progress(void *ud, const dwb_send_totals *t) {
+    Shown *w = static_cast<Shown *>(ud);
+    dwb_activity_progress(w->a, w->id, t->total, t->completed, t->failed, t->warning, t->bytes);
+    return w->inner && w->inner->progress ? w->inner->progress(w->inner->ud, t) : 0;
+}
+void shown_failed(void *ud, const char *uid, const char *why) {
+    Shown *w = static_cast<Shown *>(ud);
+    if (w->inner && w->inner->instance_failed) w->inner->instance_failed(w->inner->ud, uid, why);
+}
+void shown_series(void *ud, const dwb_rseries *se, size_t failed) {
+    Shown *w = static_cast<Shown *>(ud);
+    if (w->inner && w->inner->series_done) w->inner->series_done(w->inner->ud, se, failed);
+}
+int shown_cancelled(void *ud) {
+    Shown *w = static_cast<Shown *>(ud);
+    return w->inner && w->inner->is_cancelled ? w->inner->is_cancelled(w->inner->ud) : 0;
+}
+dwb_status send_run(const dwb_send_opts *o, const dwb_rplan *plan, const dwb_send_sink *sink, dwb_send_totals *t,
+                    dwb_error *err);
+} // namespace
+
 extern "C" dwb_status dwb_send_run(const dwb_send_opts *o, const dwb_rplan *plan, const dwb_send_sink *sink,
                                    dwb_send_totals *t, dwb_error *err) {
+    if (!o->activity) return send_run(o, plan, sink, t, err);
+    const char *caller = o->caller ? o->caller : (o->log && o->log->peer ? o->log->peer : "");
+    const char *dest = o->dest ? o->dest->ae_title : caller;
+    Shown w = {sink, o->activity, 0};
+    w.id = dwb_activity_begin(o->activity, o->service, caller, o->up ? o->up->conf->ae_title : "", dest, plan->total);
+    dwb_send_sink wrapped = {shown_progress, shown_failed, shown_series, shown_cancelled, &w};
+    dwb_status st = send_run(o, plan, &wrapped, t, err);
+    dwb_activity_progress(o->activity, w.id, t->total, t->completed, t->failed, t->warning, t->bytes);
+    dwb_job_state js = st == DWB_OK ? DWB_JOB_DONE : st == DWB_E_CANCELLED || t->cancelled ? DWB_JOB_CANCELLED
+                                                                                          : DWB_JOB_FAILED;
+    const char *why = st != DWB_OK ? err->message : t->dest_dead ? "destination failed" : "";
+    dwb_activity_end(o->activity, w.id, js, why);
+    return st;
+}
+
+namespace {
+dwb_status send_run(const dwb_send_opts *o, const dwb_rplan *plan, const dwb_send_sink *sink, dwb_send_totals *t,
+                    dwb_error *err) {
     memset(t, 0, sizeof *t);
     t->total = plan->total;
     Sender s;
@@ -1410,3 +1458,4 @@ extern "C" dwb_status dwb_send_run(const dwb_send_opts *o, const dwb_rplan *plan
     if (t->cancelled) return dwb_error_set(err, DWB_E_CANCELLED, "cancelled");
     return DWB_OK;
 }
+} // namespace

@@ -58,7 +58,9 @@ typedef struct dwb_send_opts {
     const char *burst_dir;          /* non-NULL: write each series here and send it in one burst when complete;
                                      * created and removed by the sender */
     const dwb_log_ctx *log;
-    const char *service;            /* "C-MOVE", "C-GET" or "import", for log lines */
+    const char *service;            /* "C-MOVE", "C-GET" or "import", for log lines and the console */
+    struct dwb_activity *activity;  /* non-NULL: the run is shown there (core/dwb_activity.h) while it lasts */
+    const char *caller;             /* for the console: who asked (calling AE @ address); NULL = log->peer */
 } dwb_send_opts;
 
 /* Sends every instance of the plan. totals->total = plan->total on entry. An own destination (dest without

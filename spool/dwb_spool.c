@@ -39,6 +39,7 @@ struct dwb_spool {
     dwb_spool_item **heap;       /* retrying, earliest due first */
     size_t n_heap, cap_heap;
     size_t n_failed;
+    long long bytes;             /* of every indexed item: queued, retrying, taken */
     dwb_uidset queued_uids;      /* SOP Instance UIDs still to deliver */
     dwb_uidset ledger;           /* SOP Instance UIDs the store confirmed */
     int ledger_fd;
@@ -244,6 +245,7 @@ static dwb_status scan(dwb_spool *s, dwb_error *err) {
             if (!it) st = dwb_error_set(err, DWB_E_NOMEM, "spool: out of memory indexing %s", s->dir);
             else {
                 q_push_back(s, it);
+                s->bytes += it->size;
                 dwb_uidset_add(&s->queued_uids, it->sop_uid);
             }
         }
@@ -365,6 +367,7 @@ dwb_status dwb_spool_commit(dwb_spool *s, const char *tmp, dwb_error *err) {
     if (!it) return dwb_error_set(err, DWB_E_NOMEM, "spool: out of memory indexing %s", final);
     pthread_mutex_lock(&s->mu);
     q_push_back(s, it);
+    s->bytes += it->size;
     dwb_uidset_add(&s->queued_uids, it->sop_uid);
     pthread_mutex_unlock(&s->mu);
     return DWB_OK;
@@ -562,6 +565,7 @@ void dwb_spool_item_path(const dwb_spool *s, const dwb_spool_item *it, char *pat
 static void untake(dwb_spool *s, dwb_spool_item *it, int delivered) {
     pthread_mutex_lock(&s->mu);
     if (it->where == TAKEN) s->n_taken--;
+    s->bytes -= it->size;
     dwb_uidset_remove(&s->queued_uids, it->sop_uid);
     if (delivered) ledger_add(s, it->sop_uid);
     pthread_mutex_unlock(&s->mu);
@@ -601,6 +605,7 @@ dwb_status dwb_spool_refused(dwb_spool *s, dwb_spool_item *it, const char *reaso
     fsync_dir(s->dir);
     pthread_mutex_lock(&s->mu);
     if (it->where == TAKEN) s->n_taken--;
+    s->bytes -= it->size;
     if (st == DWB_OK) s->n_failed++;
     dwb_uidset_remove(&s->queued_uids, it->sop_uid);
     pthread_mutex_unlock(&s->mu);
@@ -652,6 +657,7 @@ void dwb_spool_stats_get(dwb_spool *s, dwb_spool_stats *out) {
     out->queued = s->n_queue + s->n_taken;
     out->retrying = s->n_heap;
     out->failed = s->n_failed;
+    out->bytes = s->bytes;
     long long oldest = s->head ? s->head->arrived_us : 0;
     for (size_t i = 0; i < s->n_heap; i++)
         if (!oldest || s->heap[i]->arrived_us < oldest) oldest = s->heap[i]->arrived_us;
@@ -690,4 +696,156 @@ int dwb_spool_confirmed(dwb_spool *s, const char *uid) {
     int r = dwb_uidset_has(&s->ledger, uid);
     pthread_mutex_unlock(&s->mu);
     return r;
+}
+
+/* ---- failed/, for the operator ---- */
+
+/* A name the spool itself gave an instance: no path, no hidden file, ends in .dcm. */
+static int failed_name_ok(const char *name) {
+    return name && queued_name(name) && !strchr(name, '/') && strcmp(name, "..") != 0;
+}
+
+static int cmp_failed_newest(const void *a, const void *b) {
+    const dwb_spool_failed *x = a, *y = b;
+    if (x->failed_at != y->failed_at) return x->failed_at < y->failed_at ? 1 : -1;
+    return strcmp(y->name, x->name);
+}
+
+/* The reason file's text, at most cap - 1 bytes. */
+static char *read_reason(const char *path, size_t cap) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *b = malloc(cap);
+    size_t n = b ? fread(b, 1, cap - 1, f) : 0;
+    fclose(f);
+    if (b) b[n] = '\0';
+    return b;
+}
+
+dwb_status dwb_spool_failed_list(dwb_spool *s, size_t max, dwb_spool_failed **out, size_t *n_out, size_t *total,
+                                 dwb_error *err) {
+    *out = NULL;
+    *n_out = 0;
+    *total = 0;
+    if (max == 0) max = 1;
+    DIR *d = opendir(s->failed);
+    if (!d) return dwb_error_set(err, DWB_E_IO, "spool: cannot read %s: %s", s->failed, strerror(errno));
+    size_t n = 0, cap = 0;
+    dwb_spool_failed *v = NULL;
+    struct dirent *e;
+    dwb_status st = DWB_OK;
+    /* Every entry is looked at (the total is exact), only the newest max are kept: the directory is listed on an
+     * operator's request, never by the uploader. */
+    while ((e = readdir(d))) {
+        if (!failed_name_ok(e->d_name) || strlen(e->d_name) >= sizeof v->name) continue;
+        char p[1400];
+        snprintf(p, sizeof p, "%s/%s", s->failed, e->d_name);
+        struct stat sb;
+        if (stat(p, &sb) != 0 || !S_ISREG(sb.st_mode)) continue;
+        (*total)++;
+        dwb_spool_failed f = {0};
+        snprintf(f.name, sizeof f.name, "%s", e->d_name);
+        f.size = (long long)sb.st_size;
+        f.failed_at = (long long)sb.st_mtime;
+        char rp[1500];
+        snprintf(rp, sizeof rp, "%s.reason.txt", p);
+        struct stat rb;
+        if (stat(rp, &rb) == 0) f.failed_at = (long long)rb.st_mtime;
+        if (n == cap && n >= max) {
+            /* full: replace the oldest kept if this one is newer */
+            size_t oldest = 0;
+            for (size_t i = 1; i < n; i++)
+                if (cmp_failed_newest(&v[i], &v[oldest]) > 0) oldest = i;
+            if (n == 0 || cmp_failed_newest(&f, &v[oldest]) >= 0) continue;
+            v[oldest] = f;
+            continue;
+        }
+        if (n == cap) {
+            size_t nc = cap ? cap * 2 : 64;
+            if (nc > max) nc = max;
+            dwb_spool_failed *nv = realloc(v, nc * sizeof *nv);
+            if (!nv) {
+                st = dwb_error_set(err, DWB_E_NOMEM, "out of memory listing %s", s->failed);
+                break;
+            }
+            v = nv;
+            cap = nc;
+        }
+        v[n++] = f;
+    }
+    closedir(d);
+    if (st != DWB_OK) {
+        free(v);
+        return st;
+    }
+    if (n) qsort(v, n, sizeof *v, cmp_failed_newest);
+    for (size_t i = 0; i < n; i++) {
+        char rp[1500];
+        snprintf(rp, sizeof rp, "%s/%s.reason.txt", s->failed, v[i].name);
+        v[i].reason = read_reason(rp, 16384);
+    }
+    *out = v;
+    *n_out = n;
+    return DWB_OK;
+}
+
+void dwb_spool_failed_free(dwb_spool_failed *v, size_t n) {
+    for (size_t i = 0; v && i < n; i++) free(v[i].reason);
+    free(v);
+}
+
+dwb_status dwb_spool_failed_retry(dwb_spool *s, const char *name, dwb_error *err) {
+    if (!failed_name_ok(name)) return dwb_error_set(err, DWB_E_INVALID, "not the name of a spooled instance");
+    char from[1400], to[1400], why[1500];
+    snprintf(from, sizeof from, "%s/%s", s->failed, name);
+    snprintf(to, sizeof to, "%s/%s", s->dir, name);
+    snprintf(why, sizeof why, "%s.reason.txt", from);
+    struct stat sb;
+    if (stat(from, &sb) != 0 || !S_ISREG(sb.st_mode))
+        return dwb_error_set(err, DWB_E_NOT_FOUND, "no failed instance %s", name);
+    /* link + unlink, not rename: a file of the same name already back in the queue is never replaced. */
+    if (link(from, to) != 0) {
+        if (errno == EEXIST) return dwb_error_set(err, DWB_E_REFUSED, "%s is already back in the queue", name);
+        if (errno == ENOENT) return dwb_error_set(err, DWB_E_NOT_FOUND, "no failed instance %s", name);
+        return dwb_error_set(err, DWB_E_IO, "spool: cannot move %s back: %s", from, strerror(errno));
+    }
+    if (fsync_dir(s->dir) != 0) {
+        unlink(to);
+        return dwb_error_set(err, DWB_E_IO, "spool: fsync %s: %s", s->dir, strerror(errno));
+    }
+    /* Queued and durable: failed/ may lose it now. A crash between leaves it in both places, and the instance is
+     * sent again (a store answers a copy it holds as already stored). */
+    if (unlink(from) != 0 && errno == ENOENT) {
+        /* a concurrent retry or discard won the race: undo ours */
+        unlink(to);
+        return dwb_error_set(err, DWB_E_NOT_FOUND, "no failed instance %s", name);
+    }
+    unlink(why);
+    fsync_dir(s->failed);
+    dwb_spool_item *it = item_new(name, (long long)sb.st_size);
+    if (!it) return dwb_error_set(err, DWB_E_NOMEM, "spool: out of memory indexing %s (queued at the next start)", to);
+    pthread_mutex_lock(&s->mu);
+    q_push_back(s, it);
+    s->bytes += it->size;
+    if (s->n_failed) s->n_failed--;
+    dwb_uidset_add(&s->queued_uids, it->sop_uid);
+    pthread_mutex_unlock(&s->mu);
+    return DWB_OK;
+}
+
+dwb_status dwb_spool_failed_discard(dwb_spool *s, const char *name, dwb_error *err) {
+    if (!failed_name_ok(name)) return dwb_error_set(err, DWB_E_INVALID, "not the name of a spooled instance");
+    char from[1400], why[1500];
+    snprintf(from, sizeof from, "%s/%s", s->failed, name);
+    snprintf(why, sizeof why, "%s.reason.txt", from);
+    if (unlink(from) != 0) {
+        if (errno == ENOENT) return dwb_error_set(err, DWB_E_NOT_FOUND, "no failed instance %s", name);
+        return dwb_error_set(err, DWB_E_IO, "spool: cannot delete %s: %s", from, strerror(errno));
+    }
+    unlink(why);
+    fsync_dir(s->failed);
+    pthread_mutex_lock(&s->mu);
+    if (s->n_failed) s->n_failed--;
+    pthread_mutex_unlock(&s->mu);
+    return DWB_OK;
 }

@@ -110,12 +110,34 @@ typedef struct dwb_spool_stats {
     size_t queued;            /* waiting or in flight, not yet refused once */
     size_t retrying;          /* waiting for their own retry time */
     size_t failed;            /* in failed/ */
+    long long bytes;          /* of the instances still to deliver */
     double oldest_age_s;      /* of the oldest instance still to deliver; 0 if none */
 } dwb_spool_stats;
 void dwb_spool_stats_get(dwb_spool *s, dwb_spool_stats *out);
 /* Queued + retrying + in flight. */
 size_t dwb_spool_count(dwb_spool *s);
 size_t dwb_spool_failed_count(dwb_spool *s);
+
+/* ---- failed/, for the operator's console ---- */
+
+typedef struct dwb_spool_failed {
+    char name[200];       /* file name in failed/: the handle for retry and discard */
+    long long size;
+    long long failed_at;  /* Unix time the instance was moved there (its reason file's mtime) */
+    char *reason;         /* the reason file: reason, then "history:" and one line per attempt; NULL if none */
+} dwb_spool_failed;
+
+/* The newest max instances of failed/, newest first, in a malloc'd array the caller frees with
+ * dwb_spool_failed_free; *total counts them all. Lists the directory: for an operator's request only. */
+dwb_status dwb_spool_failed_list(dwb_spool *s, size_t max, dwb_spool_failed **out, size_t *n, size_t *total,
+                                 dwb_error *err);
+void dwb_spool_failed_free(dwb_spool_failed *v, size_t n);
+/* Puts a failed instance back in the queue (durably, then indexed at its tail; its reason file goes, its attempt
+ * count starts afresh). DWB_E_INVALID for a name the spool would not give, DWB_E_NOT_FOUND if it is not in
+ * failed/, DWB_E_REFUSED if a file of that name is queued already. */
+dwb_status dwb_spool_failed_retry(dwb_spool *s, const char *name, dwb_error *err);
+/* Deletes a failed instance and its reason file. Same errors as retry (no DWB_E_REFUSED). */
+dwb_status dwb_spool_failed_discard(dwb_spool *s, const char *name, dwb_error *err);
 
 /* Storage commitment's view: 1 if an instance with this SOP Instance UID is still to deliver, and 1 if the
  * store confirmed one (a ledger kept beside the spool, <dir>/delivered.ledger; a cache of recent deliveries,

@@ -40,6 +40,16 @@
 
 typedef enum up_state { UP_AVAILABLE = 0, UP_UNAVAILABLE } up_state;
 
+/* Deliveries per second over the last minute and per minute over the last hour, for the console. */
+#define RATE_SECONDS 60
+#define RATE_MINUTES 60
+typedef struct rates {
+    long long sec_t[RATE_SECONDS]; /* which monotonic second a slot holds */
+    double sec_bytes[RATE_SECONDS];
+    long long min_t[RATE_MINUTES];
+    unsigned long min_count[RATE_MINUTES];
+} rates;
+
 struct dwb_uploader {
     /* set at start */
     const dwb_upstream *up;
@@ -55,6 +65,9 @@ struct dwb_uploader {
     int probing;                /* UNAVAILABLE: a worker's probe is in flight */
     int failures;               /* consecutive unavailable answers, for the backoff */
     unsigned long notifications;
+    char reason[300];           /* UNAVAILABLE: the answer that made it so */
+    int quota;                  /* UNAVAILABLE after a 429 */
+    rates rate;
     atomic_int stop;            /* 1 = finish the request in flight, 2 = cancel it */
     /* counters */
     atomic_ulong delivered, failed, retried;
@@ -108,6 +121,8 @@ static int set_state(dwb_uploader *u, up_state to, const char *why, long retry_a
         long long wait = retry_after_ms >= 0 ? retry_after_ms + (long long)(jitter() * 250) : backoff_ms(u->failures, cap);
         if (wait > cap) wait = cap;
         u->blocked_until_ms = now + wait;
+        snprintf(u->reason, sizeof u->reason, "%s", why ? why : "");
+        u->quota = why && !strncmp(why, "HTTP 429", 8);
         if (changed) {
             u->state = UP_UNAVAILABLE;
             u->state_since_ms = now;
@@ -129,6 +144,8 @@ static int set_state(dwb_uploader *u, up_state to, const char *why, long retry_a
     u->state = UP_AVAILABLE;
     u->failures = 0;
     u->blocked_until_ms = 0;
+    u->reason[0] = '\0';
+    u->quota = 0;
     if (was != UP_AVAILABLE) u->state_since_ms = now;
     pthread_cond_broadcast(&u->cv);
     pthread_mutex_unlock(&u->mu);
@@ -137,6 +154,43 @@ static int set_state(dwb_uploader *u, up_state to, const char *why, long retry_a
     DWB_INFO(&lc, "STOW-RS: store available again after %.0f s (%d unanswered tr%s)", (double)(now - since) / 1000.0,
              tries, tries == 1 ? "y" : "ies");
     return 1;
+}
+
+static void rate_add(dwb_uploader *u, long long bytes) {
+    long long now_s = dwb_spool_now_ms() / 1000, now_m = now_s / 60;
+    pthread_mutex_lock(&u->mu);
+    rates *r = &u->rate;
+    size_t i = (size_t)(now_s % RATE_SECONDS), j = (size_t)(now_m % RATE_MINUTES);
+    if (r->sec_t[i] != now_s) r->sec_t[i] = now_s, r->sec_bytes[i] = 0;
+    r->sec_bytes[i] += (double)bytes;
+    if (r->min_t[j] != now_m) r->min_t[j] = now_m, r->min_count[j] = 0;
+    r->min_count[j]++;
+    pthread_mutex_unlock(&u->mu);
+}
+
+void dwb_uploader_info_get(dwb_uploader *u, dwb_uploader_info *out) {
+    memset(out, 0, sizeof *out);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long long wall = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, mono = dwb_spool_now_ms();
+    long long now_s = mono / 1000, now_m = now_s / 60;
+    pthread_mutex_lock(&u->mu);
+    out->available = u->state == UP_AVAILABLE;
+    out->quota = !out->available && u->quota;
+    snprintf(out->reason, sizeof out->reason, "%s", out->available ? "" : u->reason);
+    out->since_ms = wall - (mono - u->state_since_ms);
+    if (!out->available) out->retry_at_ms = wall + (u->blocked_until_ms > mono ? u->blocked_until_ms - mono : 0);
+    double bytes = 0;
+    for (size_t i = 0; i < RATE_SECONDS; i++)
+        if (u->rate.sec_t[i] > now_s - RATE_SECONDS && u->rate.sec_t[i] <= now_s) bytes += u->rate.sec_bytes[i];
+    unsigned long hour = 0;
+    for (size_t j = 0; j < RATE_MINUTES; j++)
+        if (u->rate.min_t[j] > now_m - RATE_MINUTES && u->rate.min_t[j] <= now_m) hour += u->rate.min_count[j];
+    pthread_mutex_unlock(&u->mu);
+    out->bytes_per_s = bytes / RATE_SECONDS;
+    out->delivered_last_hour = hour;
+    out->delivered = atomic_load(&u->delivered);
+    out->failed = atomic_load(&u->failed);
 }
 
 static void progress(dwb_uploader *u) {
@@ -474,7 +528,9 @@ static sent send_batch(dwb_uploader *u, dwb_spool_item **items, size_t n, int pr
                 char uid[65];
                 snprintf(uid, sizeof uid, "%s", items[i]->sop_uid);
                 int overwritten = marker_drop(u, items[i]);
+                long long size = items[i]->size;
                 if (dwb_spool_delivered(u->spool, items[i], &e) != DWB_OK) DWB_WARN(&lc, "%s", e.message);
+                rate_add(u, size);
                 if (overwritten) DWB_INFO(&lc, "STOW-RS: SOP Instance %s overwritten: stored again after its DELETE", uid);
                 atomic_fetch_add(&u->delivered, 1);
             } else if (f == DWB_STOW_F_REFUSED) {

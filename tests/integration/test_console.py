@@ -1,0 +1,259 @@
+"""The operator's console's JSON API (gateway/console/API.md) on the ops port, against a real Orthanc behind a
+store that misbehaves (faultstore.py): an outage shows the upstream unavailable with its reason and the queue
+growing; a poisoned instance shows in failed/ with its reason and no patient data; Retry sends it again and it
+reaches Orthanc; Discard deletes it; writes without the admin token (or a trusted proxy's user) are refused by
+the server; a C-MOVE shows as a running transfer with progress, then done. The browser test is
+test_console_browser.py."""
+import glob
+import json
+import os
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import harness
+from faultstore import FaultStore
+from harness import Bridge, Orthanc, StoreSCP, TestCase, run, wait_for
+
+TOKEN = "s3cret-console-token"
+
+
+def call(port, path, body=None, token=None, headers=None, ctype="application/json", prefix="/console"):
+    h = dict(headers or {})
+    if token:
+        h["Authorization"] = "Bearer " + token
+    data = None
+    if body is not None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        h["Content-Type"] = ctype
+    req = urllib.request.Request("http://127.0.0.1:%d%s%s" % (port, prefix, path), data=data, headers=h,
+                                 method="POST" if data is not None else "GET")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.read().decode(), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(), dict(e.headers)
+
+
+def state(port):
+    code, body, _ = call(port, "/api/state")
+    assert code == 200, (code, body)
+    return json.loads(body)
+
+
+def upstream(st, ae):
+    return next(u for u in st["upstreams"] if u["ae_title"] == ae)
+
+
+class ConsoleTest(TestCase):
+    def setUp(self):
+        super().setUp()
+        self.orthanc = self.start(Orthanc(self.workdir))
+        self.spool = os.path.join(self.workdir, "spool")
+        self.outage = threading.Event()
+        self.poison = set()
+
+        def policy(n, method, path, uids):
+            if method == "POST" and self.outage.is_set():
+                return ("answer", 503, [("Content-Type", "text/plain")], b"maintenance")
+            if method == "POST" and uids and self.poison & set(uids):
+                return ("answer", 422, [("Content-Type", "text/plain")],
+                        b"cannot store that: PatientName=SECRET^NAME")
+            return None
+
+        self.fs = FaultStore(self.orthanc.http_port, policy=policy)
+        self.addCleanup(self.fs.close)
+        token_file = os.path.join(self.workdir, "admin.token")
+        with open(token_file, "w") as f:
+            f.write(TOKEN + "\n")
+        self.bridge = self.start(Bridge(self.workdir, {
+            "upstreams": [{"ae_title": "CLOUD", "base_url": self.fs.url, "stow_batch_delay_ms": 50,
+                           "max_attempts": 2, "retry_max_wait_s": 1}],
+            "spool": {"dir": self.spool},
+            "http": {"admin_token_file": token_file, "admin_proxies": ["127.0.0.2"]},
+            "log": {"level": "debug"}}))
+        d, man = harness.gencohort(self.workdir, patients=1, studies=1, series=1, instances=6, rows=32, cols=32)
+        self.files = {i["SOPInstanceUID"]: os.path.join(d, i["file"]) for i in man["instances"]}
+        self.uids = sorted(self.files)
+
+    def storescu(self, uids):
+        p = run(["storescu", "-aec", "CLOUD", "127.0.0.1", str(self.bridge.port)] + [self.files[u] for u in uids],
+                timeout=120)
+        self.assertEqual(p.returncode, 0, p.stdout[-2000:])
+
+    def failed_items(self):
+        code, body, _ = call(self.bridge.http_port, "/api/failed?upstream=CLOUD")
+        self.assertEqual(code, 200, body)
+        return json.loads(body)
+
+    def test_outage_failed_retry_discard(self):
+        port = self.bridge.http_port
+        # The page and its files are served, with a policy that allows only their own script.
+        code, html, hdr = call(port, "/")
+        self.assertEqual(code, 200)
+        self.assertIn("<html", html.lower())
+        self.assertIn("default-src 'self'", hdr.get("Content-Security-Policy", ""))
+        for f in ("/console.js", "/console.css"):
+            self.assertEqual(call(port, f)[0], 200, f)
+        st = state(port)
+        self.assertFalse(st["writable"], "no token sent: read-only")
+        self.assertTrue(st["token_configured"])
+        self.assertEqual(upstream(st, "CLOUD")["state"], "healthy")
+
+        # An outage: the queue grows, the upstream is unavailable with the store's answer, a retry time is set.
+        self.outage.set()
+        self.storescu(self.uids[:3])
+        up = wait_for(lambda: (lambda u: u if u["state"] == "unavailable" else None)(upstream(state(port), "CLOUD")), 30)
+        self.assertIsNotNone(up, state(port))
+        self.assertIn("HTTP 503", up["reason"])
+        self.assertIsNotNone(up["retry_at"])
+        self.assertEqual(up["queue"]["instances"], 3)
+        sizes = sum(os.path.getsize(self.files[u]) for u in self.uids[:3])
+        self.assertGreater(up["queue"]["bytes"], sizes * 0.9)
+        self.storescu(self.uids[3:5])
+        self.assertEqual(upstream(state(port), "CLOUD")["queue"]["instances"], 5, "the queue grows during the outage")
+
+        # The store is back, one instance is poisoned: 4 delivered, 1 in failed/ with its reason and no PHI.
+        bad = self.uids[1]
+        self.poison.add(bad)
+        self.outage.clear()
+        up = wait_for(lambda: (lambda u: u if u["failed"] == 1 and u["queue"]["instances"] == 0 else None)(
+            upstream(state(port), "CLOUD")), 60)
+        self.assertIsNotNone(up, state(port))
+        self.assertEqual(up["state"], "healthy")
+        self.assertEqual(up["delivered_total"], 4)
+        self.assertEqual(up["delivered_last_hour"], 4)
+        self.assertGreater(up["stow_bytes_per_s"], 0)
+        self.assertEqual(sorted(self.orthanc.instance_uids()), sorted(u for u in self.uids[:5] if u != bad))
+        f = self.failed_items()
+        self.assertEqual(f["total"], 1)
+        item = f["items"][0]
+        self.assertIn("HTTP 422", item["reason"])
+        self.assertEqual(item["sop_uid"], "***")
+        self.assertEqual(len(item["id"]), 16)
+        raw = call(port, "/api/failed?upstream=CLOUD")[1] + json.dumps(state(port))
+        self.assertNotIn(bad, raw, "log.phi is off: no UID on the console")
+        self.assertNotIn("SECRET", raw)
+
+        # Writes: refused without the token, with a wrong one, from an untrusted address with a user header, and
+        # as a form (a cross-site request cannot send application/json).
+        body = {"upstream": "CLOUD", "id": item["id"]}
+        for kw in ({}, {"token": "wrong"}, {"headers": {"X-Forwarded-User": "mallory"}}):
+            code, text, _ = call(port, "/api/failed/retry", body, **kw)
+            self.assertEqual(code, 403, (kw, text))
+            self.assertIn("not allowed", json.loads(text)["error"])
+        code, text, _ = call(port, "/api/failed/retry", b"upstream=CLOUD&id=" + item["id"].encode(), token=TOKEN,
+                             ctype="application/x-www-form-urlencoded")
+        self.assertEqual(code, 415, text)
+        for bogus in ({"upstream": "CLOUD", "id": "../../../etc/pa"}, {"upstream": "CLOUD"}, b"{not json"):
+            code, text, _ = call(port, "/api/failed/retry", bogus, token=TOKEN)
+            self.assertIn(code, (400, 404), (bogus, text))
+        self.assertEqual(call(port, "/api/failed/retry", {"upstream": "NOPE", "id": item["id"]}, token=TOKEN)[0], 404)
+        self.assertEqual(len(glob.glob(os.path.join(self.spool, "CLOUD", "failed", "*.dcm"))), 1, "nothing moved yet")
+        self.assertTrue(state(port)["writable"] is False)
+        code, text, _ = call(port, "/api/state", token=TOKEN)
+        self.assertTrue(json.loads(text)["writable"])
+
+        # Retry, once the store takes it: it reaches Orthanc and failed/ is empty.
+        self.poison.clear()
+        code, text, _ = call(port, "/api/failed/retry", body, token=TOKEN)
+        self.assertEqual(code, 200, text)
+        self.assertEqual(json.loads(text)["message"], "queued again")
+        self.assertTrue(wait_for(lambda: bad in self.orthanc.instance_uids(), 30), "the retried instance is stored")
+        up = wait_for(lambda: (lambda u: u if u["failed"] == 0 and u["delivered_total"] == 5 else None)(
+            upstream(state(port), "CLOUD")), 30)
+        self.assertIsNotNone(up, state(port))
+        self.assertEqual(glob.glob(os.path.join(self.spool, "CLOUD", "failed", "*")), [])
+        self.assertEqual(call(port, "/api/failed/retry", body, token=TOKEN)[0], 404, "gone from failed/")
+        self.assertRegex(self.bridge.log(), r"console: retry of failed instance %s asked by the token holder from "
+                                            r"127\.0\.0\.1" % item["id"])
+
+        # Discard: another poisoned instance, deleted with its reason file.
+        other = self.uids[5]
+        self.poison.add(other)
+        self.storescu([other])
+        self.assertTrue(wait_for(lambda: self.failed_items()["total"] == 1, 30), self.failed_items())
+        item = self.failed_items()["items"][0]
+        code, text, _ = call(port, "/api/failed/discard", {"upstream": "CLOUD", "id": item["id"]}, token=TOKEN)
+        self.assertEqual(code, 200, text)
+        self.assertEqual(glob.glob(os.path.join(self.spool, "CLOUD", "failed", "*")), [])
+        self.assertEqual(upstream(state(port), "CLOUD")["failed"], 0)
+        self.assertEqual(call(port, "/api/failed/discard", {"upstream": "CLOUD", "id": item["id"]}, token=TOKEN)[0], 404)
+        self.assertNotIn(other, self.orthanc.instance_uids())
+        self.assertIn("console: discard of failed instance %s asked by the token holder" % item["id"], self.bridge.log())
+        self.assertNotIn(other, self.bridge.log().split("console:")[-1].split("\n")[0], "no UID in the audit line")
+
+    def test_trusted_proxy_user_may_write(self):
+        port = self.bridge.http_port
+        body = {"upstream": "CLOUD", "id": "0123456789abcdef"}
+        # 127.0.0.2 is in http.admin_proxies: its user header is taken; 127.0.0.1 is not.
+        req = lambda ip, user: self._from(ip, port, body, user)
+        self.assertEqual(req("127.0.0.1", "alice")[0], 403)
+        self.assertEqual(req("127.0.0.2", None)[0], 403, "a trusted proxy without a user is no one")
+        code, text = req("127.0.0.2", "alice")
+        self.assertEqual(code, 404, text)  # allowed; there is no such failed instance
+        self.assertIn("asked by user alice via 127.0.0.2", self.bridge.log())
+
+    def _from(self, ip, port, body, user):
+        import http.client
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=30, source_address=(ip, 0))
+        h = {"Content-Type": "application/json"}
+        if user:
+            h["X-Forwarded-User"] = user
+        c.request("POST", "/console/api/failed/discard", json.dumps(body), h)
+        r = c.getresponse()
+        out = (r.status, r.read().decode())
+        c.close()
+        return out
+
+
+class ConsoleTransferTest(TestCase):
+    def test_move_progress_shown(self):
+        d, man = harness.gencohort(self.workdir, patients=1, studies=1, series=1, instances=12, rows=32, cols=32)
+        orthanc = self.start(Orthanc(self.workdir))
+        orthanc.upload([os.path.join(d, i["file"]) for i in man["instances"]])
+        # Every instance's WADO-RS is slowed: the move lasts a few seconds.
+        fs = FaultStore(orthanc.http_port, policy=lambda n, m, p, u: ("delay", 0.4) if m == "GET" and "/instances/" in p
+                        else None)
+        self.addCleanup(fs.close)
+        pacs = self.start(StoreSCP(self.workdir, aet="PACS"))
+        bridge = self.start(Bridge(self.workdir, {
+            "upstreams": [{"ae_title": "CLOUD", "base_url": fs.url}],
+            "destinations": [{"ae_title": "PACS", "host": "127.0.0.1", "port": pacs.port}],
+            "retrieve": {"parallel_series": 1},
+            "spool": {"dir": os.path.join(self.workdir, "spool")}}))
+        study = man["instances"][0]["StudyInstanceUID"]
+        p = subprocess.Popen(["movescu", "-S", "-aet", "OPERATOR", "-aec", "CLOUD", "-aem", "PACS", "-k",
+                              "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID=" + study, "127.0.0.1",
+                              str(bridge.port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.addCleanup(lambda: p.poll() is None and p.kill())
+        seen = []
+
+        def running():
+            for t in state(bridge.http_port)["transfers"]:
+                if t["service"] == "C-MOVE" and t["state"] == "running" and 0 < t["sent"] < t["total"]:
+                    seen.append(t)
+                    return t
+            return None
+
+        t = wait_for(running, 60, step=0.05)
+        self.assertIsNotNone(t, state(bridge.http_port))
+        self.assertEqual(t["total"], 12)
+        self.assertEqual(t["destination"], "PACS")
+        self.assertEqual(t["upstream"], "CLOUD")
+        self.assertTrue(t["caller"].startswith("OPERATOR@127.0.0.1"), t["caller"])
+        self.assertEqual(t["remaining"], t["total"] - t["sent"] - t["failed"])
+        out = p.communicate(timeout=120)[0].decode(errors="replace")
+        self.assertEqual(p.returncode, 0, out[-2000:])
+        done = [x for x in state(bridge.http_port)["transfers"] if x["id"] == t["id"]]
+        self.assertEqual(len(done), 1)
+        self.assertEqual((done[0]["state"], done[0]["sent"], done[0]["failed"], done[0]["remaining"]), ("done", 12, 0, 0))
+        self.assertGreater(done[0]["bytes"], 12 * 32 * 32 * 2)
+        self.assertIsNotNone(done[0]["ended"])
+        self.assertEqual(len(pacs.files()), 12)
+
+
+if __name__ == "__main__":
+    harness.main()
