@@ -268,6 +268,44 @@ OFCondition respond(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_Presentation
 }
 
 
+// The checks every C-STORE passes before its data set is read, so that a refusal costs neither disk nor memory: the
+// spool it is received into is open (whose names it in the log), the Affected SOP Instance UID can name a spool
+// file, the presentation context was accepted, the spool's file system is above spool.min_free_mb. On a refusal the
+// data set is read and dropped (the association stays in step), the SCU answered, and false returned with the
+// condition in *cond (bad: the caller aborts the association). True: *pc is the accepted presentation context.
+bool admit_store(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid, dwb_spool *sp,
+                 const char *whose, T_ASC_PresentationContext *pc, OFCondition *cond) {
+    const T_DIMSE_C_StoreRQ &rq = msg->msg.CStoreRQ;
+    DIC_US status = STATUS_Success;
+    const char *comment = nullptr;
+    int min_free = ctx->cfg ? ctx->cfg->spool.min_free_mb : 0;
+    long long free_mb = -1;
+    if (!sp) {
+        DWB_WARN(&ctx->log, "C-STORE %s refused: %s is not available", rq.AffectedSOPInstanceUID, whose);
+        status = STATUS_STORE_Refused_OutOfResources;
+        comment = "spool not available";
+    } else if (!dwb_uid_valid(rq.AffectedSOPInstanceUID)) {
+        // Refused for what it is (no spool file can be named after it), not Out of Resources, which invites the
+        // SCU to send it again for ever.
+        DWB_WARN(&ctx->log, "C-STORE refused: Affected SOP Instance UID is not a valid UID");
+        status = STATUS_STORE_Error_DataSetDoesNotMatchSOPClass;
+        comment = "Affected SOP Instance UID is not a valid UID";
+    } else if (ASC_findAcceptedPresentationContext(ctx->assoc->params, pid, pc).bad()) {
+        status = STATUS_STORE_Refused_SOPClassNotSupported;
+        comment = "no such presentation context";
+    } else if (min_free > 0 && (free_mb = dwb_spool_free_mb(sp)) >= 0 && free_mb < min_free) {
+        DWB_ERROR(&ctx->log, "C-STORE %s refused: %lld MiB free in %s, below spool.min_free_mb %d",
+                  rq.AffectedSOPInstanceUID, free_mb, dwb_spool_dir(sp), min_free);
+        status = STATUS_STORE_Refused_OutOfResources;
+        comment = "spool below min_free_mb";
+    } else {
+        return true;
+    }
+    if ((*cond = drop_dataset(ctx)).bad()) return false;
+    *cond = respond(ctx, msg, pid, status, comment);
+    return false;
+}
+
 // No route for an instance: a permanent refusal of this instance, so a Failure, not Refused: Out of Resources
 // (A7xx), which tells the SCU to try again later and would make it re-send for ever; not A9xx either (the data
 // set does match its SOP Class). PS3.4 B.2.3's "Error: Cannot understand" (C000-CFFF) is the Failure an SCP gives
@@ -284,22 +322,8 @@ OFCondition handle_routed_store(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_
     const dwb_router *rt = ctx->router;
     const dwb_config *cfg = rt->cfg;
     OFCondition cond;
-    if (!rt->staging) {
-        if ((cond = drop_dataset(ctx)).bad()) return cond;
-        DWB_WARN(&ctx->log, "C-STORE %s refused: the routing spool is not available", rq.AffectedSOPInstanceUID);
-        return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources, "spool not available");
-    }
-    if (!dwb_uid_valid(rq.AffectedSOPInstanceUID)) {
-        if ((cond = drop_dataset(ctx)).bad()) return cond;
-        DWB_WARN(&ctx->log, "C-STORE refused: Affected SOP Instance UID is not a valid UID");
-        return respond(ctx, msg, pid, STATUS_STORE_Error_DataSetDoesNotMatchSOPClass,
-                       "Affected SOP Instance UID is not a valid UID");
-    }
     T_ASC_PresentationContext pc;
-    if (ASC_findAcceptedPresentationContext(ctx->assoc->params, pid, &pc).bad()) {
-        if ((cond = drop_dataset(ctx)).bad()) return cond;
-        return respond(ctx, msg, pid, STATUS_STORE_Refused_SOPClassNotSupported, "no such presentation context");
-    }
+    if (!admit_store(ctx, msg, pid, rt->staging, "the routing spool", &pc, &cond)) return cond;
     dwb_error err = {};
     dwb_spool_limits lim = {cfg->spool.min_free_mb, (long long)cfg->spool.max_instance_mb << 20};
     dwb_spool_writer *w = nullptr;
@@ -550,35 +574,11 @@ OFCondition dwb_handle_store(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_Pre
         if ((cond = drop_dataset(ctx)).bad()) return cond;
         return respond(ctx, msg, pid, STATUS_STORE_Refused_SOPClassNotSupported, "C-STORE needs an upstream AE title");
     }
-    if (!ctx->spool) {
-        if ((cond = drop_dataset(ctx)).bad()) return cond;
-        DWB_WARN(&ctx->log, "C-STORE %s refused: the spool of this upstream is not available", rq.AffectedSOPInstanceUID);
-        return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources, "spool not available");
-    }
-    if (!dwb_uid_valid(rq.AffectedSOPInstanceUID)) {
-        // Refused for what it is (no spool file can be named after it), not Out of Resources, which invites the
-        // SCU to send it again for ever.
-        if ((cond = drop_dataset(ctx)).bad()) return cond;
-        DWB_WARN(&ctx->log, "C-STORE refused: Affected SOP Instance UID is not a valid UID");
-        return respond(ctx, msg, pid, STATUS_STORE_Error_DataSetDoesNotMatchSOPClass,
-                       "Affected SOP Instance UID is not a valid UID");
-    }
     T_ASC_PresentationContext pc;
-    if (ASC_findAcceptedPresentationContext(ctx->assoc->params, pid, &pc).bad()) {
-        if ((cond = drop_dataset(ctx)).bad()) return cond;
-        return respond(ctx, msg, pid, STATUS_STORE_Refused_SOPClassNotSupported, "no such presentation context");
-    }
-    int min_free = ctx->cfg ? ctx->cfg->spool.min_free_mb : 0;
-    long long free_mb = min_free > 0 ? dwb_spool_free_mb(ctx->spool) : -1;
-    if (min_free > 0 && free_mb >= 0 && free_mb < min_free) {
-        if ((cond = drop_dataset(ctx)).bad()) return cond;
-        DWB_ERROR(&ctx->log, "C-STORE %s refused: %lld MiB free in %s, below spool.min_free_mb %d",
-                  rq.AffectedSOPInstanceUID, free_mb, dwb_spool_dir(ctx->spool), min_free);
-        return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources, "spool below min_free_mb");
-    }
+    if (!admit_store(ctx, msg, pid, ctx->spool, "the spool of this upstream", &pc, &cond)) return cond;
     if (ctx->upstream->conf->deid) return handle_deid_store(ctx, msg, pid, pc.acceptedTransferSyntax);
     dwb_error err = {};
-    dwb_spool_limits lim = {min_free, (long long)ctx->cfg->spool.max_instance_mb << 20};
+    dwb_spool_limits lim = {ctx->cfg->spool.min_free_mb, (long long)ctx->cfg->spool.max_instance_mb << 20};
     dwb_spool_writer *w = nullptr;
     if (dwb_spool_writer_open(ctx->spool, rq.AffectedSOPInstanceUID, &lim, &w, &err) != DWB_OK) {
         if ((cond = drop_dataset(ctx)).bad()) return cond;
