@@ -227,11 +227,11 @@ bool read_uids(const char *path, OFString &cls, OFString &sop, std::string &why,
     return true;
 }
 
-// Puts the received file into one target's spool as a hard link (copied when the spool is on another file
-// system), committed the spool's way: the data fsynced, renamed into the queue, the directory fsynced.
-dwb_status link_into(dwb_spool *sp, const char *received, const char *sop, dwb_error *err) {
-    char tmp[1300];
-    dwb_status st = dwb_spool_tmp_path(sp, sop, tmp, sizeof tmp, err);
+// Puts the received file into one target's spool under a temporary name (tmp, room for cap), invisible to its
+// uploader until dwb_spool_commit: a hard link, or a copy when the spool is on another file system. On failure
+// nothing is left.
+dwb_status link_tmp(dwb_spool *sp, const char *received, const char *sop, char *tmp, size_t cap, dwb_error *err) {
+    dwb_status st = dwb_spool_tmp_path(sp, sop, tmp, cap, err);
     if (st != DWB_OK) return st;
     if (::link(received, tmp) != 0) {
         if (errno != EXDEV) return dwb_error_set(err, DWB_E_IO, "cannot link into %s: %s", dwb_spool_dir(sp), strerror(errno));
@@ -244,9 +244,7 @@ dwb_status link_into(dwb_spool *sp, const char *received, const char *sop, dwb_e
             return dwb_error_set(err, DWB_E_IO, "cannot copy into %s", dwb_spool_dir(sp));
         }
     }
-    st = dwb_spool_commit(sp, tmp, err); // fsync of the (shared) data, rename, fsync of the directory
-    if (st != DWB_OK) ::unlink(tmp);
-    return st;
+    return DWB_OK;
 }
 
 OFCondition respond(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid, DIC_US status,
@@ -306,6 +304,15 @@ bool admit_store(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationCon
     return false;
 }
 
+// Burned In Annotation YES on a de-identifying upstream without allow_burned_in: the profile cleans attributes, not
+// pixels, so the instance is refused for good. A Failure of the "Cannot understand" family (C000), as for an
+// instance without a route: not Out of Resources (A7xx), which invites the SCU to send it again for ever, and not
+// A900 (the data set does match its SOP Class); the ErrorComment says why.
+const DIC_US kStatusBurnedIn = STATUS_STORE_Error_CannotUnderstand;
+
+// The memory a de-identified instance may take when spool.max_instance_mb is 0 (no cap).
+const long long kDeidDefaultCapMb = 1024;
+
 // No route for an instance: a permanent refusal of this instance, so a Failure, not Refused: Out of Resources
 // (A7xx), which tells the SCU to try again later and would make it re-send for ever; not A9xx either (the data
 // set does match its SOP Class). PS3.4 B.2.3's "Error: Cannot understand" (C000-CFFF) is the Failure an SCP gives
@@ -313,10 +320,14 @@ bool admit_store(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationCon
 const DIC_US kStatusNoRoute = STATUS_STORE_Error_CannotUnderstand;
 
 // A C-STORE to routing_ae_title: received once into the staging spool (the same checks and limits as any
-// C-STORE), its attributes matched against routes[] (translate/dwb_route.h), then hard-linked into the spool of
-// every target upstream and acknowledged only when the last link is durable. Each upstream's uploader sends its
-// own queue. A crash between two links leaves some: the SCU, unanswered, sends the instance again, and a spool that
-// still holds that SOP Instance UID is not given a second copy.
+// C-STORE), its ORIGINAL attributes matched against routes[] (translate/dwb_route.h), then a copy made for every
+// target upstream under a temporary name in its spool: a hard link of the received file for a plain upstream, a
+// de-identified copy by that upstream's own profile (scp/dwb_deid.hh) for a de-identifying one, so that such a spool
+// never holds the original. A failure while making them removes them all; then each is committed (durable), and
+// the C-STORE acknowledged only when the last one is. Each upstream's uploader sends its own queue. A crash or a
+// failed commit between two commits leaves some queued: the SCU, unanswered or answered Out of Resources, sends the
+// instance again, and a spool that still holds its SOP Instance UID (a de-identifying spool: the mapped one, the
+// same for the same secret) is not given a second copy.
 OFCondition handle_routed_store(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid) {
     const T_DIMSE_C_StoreRQ &rq = msg->msg.CStoreRQ;
     const dwb_router *rt = ctx->router;
@@ -382,33 +393,137 @@ OFCondition handle_routed_store(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_
         for (size_t k = 0; k < r.n_upstreams; k++) target[r.upstreams[k]] = 1;
     }
     for (size_t u = 0; u < cfg->n_upstreams; u++)
-        if (target[u] && cfg->upstreams[u].deid) { // never a link of the original into a de-identifying spool
-            dwb_spool_writer_discard(w);
-            DWB_WARN(&ctx->log, "C-STORE %s refused: upstream %s de-identifies, which routes do not do yet",
-                     sop.c_str(), cfg->upstreams[u].ae_title);
-            return respond(ctx, msg, pid, kStatusNoRoute, "route to a de-identifying upstream");
-        }
-    for (size_t u = 0; u < cfg->n_upstreams; u++)
         if (target[u] && !rt->spools[u]) {
             dwb_spool_writer_discard(w);
             DWB_WARN(&ctx->log, "C-STORE %s refused: the spool of upstream %s is not available", sop.c_str(),
                      cfg->upstreams[u].ae_title);
             return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources, "spool not available");
         }
+    // A de-identifying target gets its own de-identified copy, made from the received file read back into memory
+    // (bounded as a C-STORE to its own AE title is), never a link of the original.
+    bool any_deid = false;
+    for (size_t u = 0; u < cfg->n_upstreams; u++) any_deid = any_deid || (target[u] && cfg->upstreams[u].deid);
+    DcmFileFormat original;
+    if (any_deid) {
+        long long cap_mb = cfg->spool.max_instance_mb > 0 ? cfg->spool.max_instance_mb : kDeidDefaultCapMb;
+        struct stat sb;
+        if (::stat(received.c_str(), &sb) == 0 && (long long)sb.st_size > (cap_mb << 20)) {
+            dwb_spool_writer_discard(w);
+            DWB_WARN(&ctx->log, "C-STORE %s refused: larger than %lld MiB (spool.max_instance_mb, de-identified in "
+                     "memory for a routed de-identifying upstream); answered Out of Resources", sop.c_str(), cap_mb);
+            return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources, "instance over spool.max_instance_mb");
+        }
+        OFCondition lc = original.loadFile(received.c_str(), EXS_Unknown, EGL_noChange, DCM_MaxReadLength,
+                                           ERM_autoDetect);
+        if (lc.good()) lc = original.loadAllDataIntoMemory();
+        if (lc.bad()) {
+            dwb_spool_writer_discard(w);
+            why = std::string("cannot parse the data set: ") + lc.text();
+            DWB_WARN(&ctx->log, "C-STORE %s refused: %s", sop.c_str(), why.c_str());
+            return respond(ctx, msg, pid, STATUS_STORE_Error_CannotUnderstand, why.c_str());
+        }
+        OFString burned;
+        original.getDataset()->findAndGetOFString(DCM_BurnedInAnnotation, burned);
+        for (size_t u = 0; u < cfg->n_upstreams; u++)
+            if (target[u] && cfg->upstreams[u].deid && !cfg->upstreams[u].deid->allow_burned_in && burned == "YES") {
+                dwb_spool_writer_discard(w);
+                DWB_WARN(&ctx->log, "C-STORE %s refused: Burned In Annotation is YES and upstream %s cannot clean "
+                         "pixels (deidentify.allow_burned_in is false); stored nowhere", sop.c_str(),
+                         cfg->upstreams[u].ae_title);
+                return respond(ctx, msg, pid, kStatusBurnedIn, "burned-in annotation: not de-identifiable");
+            }
+    }
+    // Every target's copy is first made under a temporary name in its spool (invisible to its uploader): a link of
+    // the received file, or the de-identified instance through the spool's writer. A failure there removes them
+    // all: nothing is queued anywhere. Only then are they committed, one by one.
+    struct Copy {
+        size_t u;
+        std::string uid;                    // the SOP Instance UID it is queued under
+        char tmp[1300];                     // a link's temporary name
+        dwb_spool_writer *dw;               // a de-identified copy's writer
+    };
+    std::vector<Copy> copies;
+    auto abandon = [&]() {
+        for (Copy &c : copies) {
+            if (c.dw) dwb_spool_writer_discard(c.dw);
+            else dwb_spool_discard(c.tmp);
+        }
+        copies.clear();
+        dwb_spool_writer_discard(w);
+    };
     std::string to;
     for (size_t u = 0; u < cfg->n_upstreams; u++) {
         if (!target[u]) continue;
+        const dwb_upstream_conf &uc = cfg->upstreams[u];
         to += to.empty() ? "" : ",";
-        to += cfg->upstreams[u].ae_title;
-        // Already queued there (a link left by a crash before the answer, or an earlier send still waiting): one
-        // delivery is enough.
-        if (dwb_spool_holds(rt->spools[u], sop.c_str())) continue;
-        if (link_into(rt->spools[u], received.c_str(), sop.c_str(), &err) != DWB_OK) {
-            dwb_spool_writer_discard(w);
+        to += uc.ae_title;
+        Copy c = {u, sop.c_str(), {0}, nullptr};
+        if (!uc.deid) {
+            // Already queued there (a link left by a crash before the answer, or an earlier send still waiting):
+            // one delivery is enough.
+            if (dwb_spool_holds(rt->spools[u], sop.c_str())) continue;
+            if (link_tmp(rt->spools[u], received.c_str(), sop.c_str(), c.tmp, sizeof c.tmp, &err) != DWB_OK) {
+                abandon();
+                DWB_ERROR(&ctx->log, "C-STORE %s: upstream %s: %s", sop.c_str(), uc.ae_title, err.message);
+                return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources,
+                               err.status == DWB_E_LIMIT ? "spool full" : "spool not writable");
+            }
+            copies.push_back(c);
+            continue;
+        }
+        DcmFileFormat ff(original);
+        if (!dwb_deid_apply(ff, uc.deid, why)) {
+            abandon();
+            DWB_WARN(&ctx->log, "C-STORE %s refused: upstream %s: de-identification failed: %s", sop.c_str(),
+                     uc.ae_title, why.c_str());
+            return respond(ctx, msg, pid, STATUS_STORE_Error_CannotUnderstand, "de-identification failed");
+        }
+        OFString nsop;
+        ff.getDataset()->findAndGetOFString(DCM_SOPInstanceUID, nsop);
+        c.uid = nsop.c_str();
+        if (dwb_spool_holds(rt->spools[u], c.uid.c_str())) continue; // the same secret maps to the same UID
+        dwb_status st = dwb_spool_writer_open(rt->spools[u], c.uid.c_str(), &lim, &c.dw, &err);
+        OFCondition wc;
+        if (st == DWB_OK) {
+            {
+                WriterConsumer consumer(c.dw);
+                WriterOutputStream out(&consumer);
+                ff.transferInit();
+                wc = ff.write(out, DcmXfer(pc.acceptedTransferSyntax).getXfer(), EET_ExplicitLength, nullptr,
+                              EGL_recalcGL, EPD_noChange, 0, 0, 0, EWM_fileformat);
+                ff.transferEnd();
+                out.flush();
+            }
+            copies.push_back(c); // abandon() discards it from here on
+            st = dwb_spool_writer_status(c.dw, &err);
+        }
+        if (st != DWB_OK || wc.bad()) {
+            std::string m = st != DWB_OK ? err.message
+                                         : std::string("cannot encode the de-identified instance: ") + wc.text();
+            abandon();
+            DWB_ERROR(&ctx->log, "C-STORE %s: upstream %s: %s; answered Out of Resources", sop.c_str(), uc.ae_title,
+                      m.c_str());
+            return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources, m.c_str());
+        }
+    }
+    // The commits: each one durable (fsync, rename, fsync of the directory). One failing leaves those committed
+    // before it queued, as a crash between two commits would; the SCU, answered Out of Resources, sends the
+    // instance again, and a spool that still holds it is not given a second copy.
+    for (size_t i = 0; i < copies.size(); i++) {
+        Copy &c = copies[i];
+        size_t u = c.u;
+        dwb_status st = c.dw ? dwb_spool_writer_commit(c.dw, &err) : dwb_spool_commit(rt->spools[u], c.tmp, &err);
+        if (!c.dw && st != DWB_OK) dwb_spool_discard(c.tmp); // a writer's commit removes its file itself
+        if (st != DWB_OK) {
+            copies.erase(copies.begin(), copies.begin() + (long)i + 1); // committed, or gone
+            abandon();
             DWB_ERROR(&ctx->log, "C-STORE %s: upstream %s: %s", sop.c_str(), cfg->upstreams[u].ae_title, err.message);
             return respond(ctx, msg, pid, STATUS_STORE_Refused_OutOfResources,
                            err.status == DWB_E_LIMIT ? "spool full" : "spool not writable");
         }
+        if (c.uid != sop.c_str())
+            DWB_DEBUG(&ctx->log, "C-STORE %s de-identified for %s as %s", sop.c_str(), cfg->upstreams[c.u].ae_title,
+                      c.uid.c_str());
     }
     dwb_spool_writer_discard(w); // the staging name only: the data lives on in the targets' spools
     for (size_t u = 0; u < cfg->n_upstreams; u++)
@@ -447,19 +562,11 @@ OFCondition answer_spooled(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_Prese
     return respond(ctx, msg, pid, STATUS_Success, nullptr);
 }
 
-// Burned In Annotation YES on a de-identifying upstream without allow_burned_in: the profile cleans attributes, not
-// pixels, so the instance is refused for good. A Failure of the "Cannot understand" family (C000), as for an
-// instance without a route: not Out of Resources (A7xx), which invites the SCU to send it again for ever, and not
-// A900 (the data set does match its SOP Class); the ErrorComment says why.
-const DIC_US kStatusBurnedIn = STATUS_STORE_Error_CannotUnderstand;
-
 // A C-STORE to a de-identifying upstream: the instance is received into memory (bounded by spool.max_instance_mb,
 // or kDeidDefaultCapMb without it), its nesting checked, parsed by DCMTK, checked against the command,
 // de-identified (scp/dwb_deid.hh) and only then written into the spool by the spool's writer (checked writes,
 // fsync, rename, fsync of the directory) under its new SOP Instance UID, before the SCU hears success. Nothing of
 // the received form touches the disk.
-const long long kDeidDefaultCapMb = 1024;
-
 OFCondition handle_deid_store(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_PresentationContextID pid,
                               const char *xfer_uid) {
     const T_DIMSE_C_StoreRQ &rq = msg->msg.CStoreRQ;

@@ -2,8 +2,12 @@
 routing AE title arrive in the stores their Modality and StudyDescription route them to (route_to "first" and
 "all"); an instance no route matches is refused with a Failure and lands nowhere; a store that is down holds back
 only its own queue and gets each of its instances exactly once when it is back; kill -9 of the bridge right after
-the acknowledgements, then a restart: everything delivered, once."""
+the acknowledgements, then a restart: everything delivered, once. A route to a plain and a de-identifying upstream:
+each store gets its own copy (the original, the de-identified one), and the de-identifying spool never holds the
+original's bytes."""
 import glob
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -13,6 +17,13 @@ import harness
 from harness import Bridge, Orthanc, TestCase, run, wait_for
 
 ROUTER = "ROUTER"
+DEID_SECRET = "route-deid-secret-0123456789"
+DEID_NAME = "ROUTEDSECRET^PATIENTNAME"
+
+
+def mapped(uid, secret=DEID_SECRET):
+    """The bridge's UID mapping (HMAC-SHA256, first 128 bits, after 2.25.), as test_deid computes it."""
+    return "2.25.%d" % int.from_bytes(hmac.new(secret.encode(), uid.encode(), hashlib.sha256).digest()[:16], "big")
 
 # Filters in the syntax of routes[].filter; upstreams by AE title.
 ROUTES = [
@@ -155,6 +166,98 @@ class RouteTest(TestCase):
         bridge.restart()
         self.assert_stores(stores, {"A": [u["liver1"], u["liver2"]], "B": sorted(u.values()),
                                     "C": [u["liver1"], u["liver2"], u["brain"]]})
+
+    def deid_setup(self, kinds, deid_up):
+        """Instances of kinds with DEID_NAME as PatientName, the PLAIN store up, DEID's store up or not (its port
+        fixed), and a bridge routing SEG to both, DEID de-identifying. Returns (instances, stores, DEID's port,
+        bridge)."""
+        inst = self.instances(kinds)
+        for path, _ in inst.values():
+            run(["dcmodify", "-nb", "-i", "(0010,0010)=" + DEID_NAME, path], check=True)
+        secret_file = os.path.join(self.workdir, "uid.secret")
+        with open(secret_file, "w") as f:
+            f.write(DEID_SECRET + "\n")
+        stores = self.stores(["PLAIN"])
+        deid_port = harness.free_port()
+        if deid_up:
+            stores["DEID"] = self.start(Orthanc(self.workdir, aet="DEID", http_port=deid_port))
+        cfg = self.config({"PLAIN": stores["PLAIN"].http_port, "DEID": deid_port}, "first",
+                          [{"filter": "Modality=SEG", "upstreams": ["PLAIN", "DEID"]}])
+        for up in cfg["upstreams"]:
+            if up["ae_title"] == "DEID":
+                up["deidentify"] = {"profile": "basic", "uid_secret_file": secret_file}
+        bridge = self.start(Bridge(self.workdir, cfg))
+        return inst, stores, deid_port, bridge
+
+    def spool_files(self, ae):
+        """Every file under a spool directory (queued, temporary, failed/), with its bytes."""
+        out = {}
+        for dirpath, _, names in os.walk(os.path.join(self.workdir, "spool", ae)):
+            for n in names:
+                with open(os.path.join(dirpath, n), "rb") as f:
+                    out[os.path.join(dirpath, n)] = f.read()
+        return out
+
+    def test_plain_and_deidentifying_upstream_each_get_their_copy(self):
+        inst, stores, deid_port, bridge = self.deid_setup([("seg1", "SEG", "liver"), ("seg2", "SEG", "lung")], False)
+        src = {uid: harness.dcm2json(path) for path, uid in inst.values()}
+        p = self.storescu(bridge.port, [v[0] for v in inst.values()])
+        self.assertEqual(p.returncode, 0, p.stdout[-2000:])
+        self.assertNotIn("Status: 0xc", p.stdout.lower())
+        self.assertNotIn("Status: 0xa", p.stdout.lower())
+        # DEID's store is down: its spool holds one file per instance, under the mapped UID, none with the name.
+        queued = self.spooled("DEID")
+        self.assertEqual(sorted(f.rsplit("-", 1)[-1][:-4] for f in queued), sorted(mapped(u) for u in src),
+                         "DEID's spool: the de-identified copies under their new UIDs, saw %s" % queued)
+        files = self.spool_files("DEID")
+        self.assertTrue(files)
+        for path, data in files.items():
+            self.assertNotIn(DEID_NAME.encode(), data, "the original PatientName in DEID's spool file %s" % path)
+            for uid in src:
+                self.assertNotIn(uid.encode(), data, "an original SOP Instance UID in DEID's spool file %s" % path)
+        # PLAIN has the originals, untouched.
+        self.assert_stores(stores, {"PLAIN": sorted(src)})
+        for uid, ds in src.items():
+            got = stores["PLAIN"].qido("/instances?SOPInstanceUID=%s&includefield=00100010&includefield=0020000D"
+                                       % uid)
+            self.assertEqual(len(got), 1)
+            self.assertEqual(harness.value(got[0], "00100010"), DEID_NAME, "PLAIN holds the original PatientName")
+            self.assertEqual(harness.value(got[0], "0020000D"), harness.value(ds, "0020000D"))
+        # DEID's store comes up and gets the de-identified copies.
+        stores["DEID"] = self.start(Orthanc(self.workdir, aet="DEID", http_port=deid_port))
+        self.assert_stores(stores, {"DEID": sorted(mapped(u) for u in src)}, timeout=90)
+        for uid, ds in src.items():
+            got = stores["DEID"].qido("/instances?SOPInstanceUID=%s&includefield=00100010&includefield=0020000D"
+                                      "&includefield=0020000E&includefield=00120062" % mapped(uid))
+            self.assertEqual(len(got), 1)
+            self.assertNotEqual(harness.value(got[0], "00100010"), DEID_NAME, "DEID: PatientName replaced")
+            for tag in ("0020000D", "0020000E"):
+                self.assertEqual(harness.value(got[0], tag), mapped(harness.value(ds, tag)), "DEID: %s mapped" % tag)
+                self.assertTrue(harness.value(got[0], tag).startswith("2.25."))
+        for oid in stores["DEID"].get_json("/instances"):
+            tags = stores["DEID"].get_json("/instances/%s/simplified-tags" % oid)
+            self.assertEqual(tags.get("PatientIdentityRemoved"), "YES", "DEID: Patient Identity Removed")
+            self.assertNotEqual(tags.get("PatientName"), DEID_NAME)
+        self.assertEqual(glob.glob(os.path.join(self.workdir, "spool", ".routing", "*.dcm*")), [],
+                         "nothing left in the staging directory")
+        self.assertIn("routed to DEID,PLAIN", bridge.log())  # upstreams[] order
+        # Sent again: no second copy anywhere (the DEID spool recognises the mapped UID).
+        p = self.storescu(bridge.port, [v[0] for v in inst.values()])
+        self.assertEqual(p.returncode, 0, p.stdout[-2000:])
+        self.assert_stores(stores, {"PLAIN": sorted(src), "DEID": sorted(mapped(u) for u in src)})
+
+    def test_burned_in_refused_for_every_target(self):
+        inst, stores, _, bridge = self.deid_setup([("seg", "SEG", "liver")], True)
+        run(["dcmodify", "-nb", "-i", "(0028,0301)=YES", inst["seg"][0]], check=True)
+        p = self.storescu(bridge.port, [inst["seg"][0]])
+        self.assertEqual(harness.status_of(p), "0xc000", "burned-in to a de-identifying target:\n" + p.stdout[-2000:])
+        self.assertEqual(harness.comment_of(p), "burned-in annotation: not de-identifiable")
+        time.sleep(1)
+        for ae in ("PLAIN", "DEID"):
+            self.assertEqual([f for f in self.spool_files(ae) if ".dcm" in f], [],
+                             "spool %s: nothing, not even the plain copy" % ae)
+            self.assertEqual(stores[ae].instance_uids(), [], "store %s" % ae)
+        self.assertEqual(glob.glob(os.path.join(self.workdir, "spool", ".routing", "*.dcm*")), [])
 
     def test_check_config_names_the_bad_route(self):
         cases = [
