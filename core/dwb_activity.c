@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define MAX_RUNNING 1024
 
@@ -200,5 +201,22 @@ int dwb_job_parse(const char *line, dwb_job *out) {
     out->warning = (size_t)strtoull(f[12], NULL, 10);
     out->bytes = strtoull(f[13], NULL, 10);
     copy(out->error, sizeof out->error, err);
+    return 0;
+}
+
+int dwb_activity_publish(dwb_activity *a, const char *path) {
+    dwb_job j;
+    if (!a || dwb_activity_list(a, &j, 1) != 1) return -1;
+    char line[1024], tmp[1100];
+    if (dwb_job_format(&j, line, sizeof line) != 0) return -1;
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return -1;
+    int ok = fputs(line, f) >= 0;
+    if (fclose(f) != 0) ok = 0;
+    if (!ok || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return -1;
+    }
     return 0;
 }

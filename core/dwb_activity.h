@@ -55,6 +55,10 @@ int dwb_job_parse(const char *line, dwb_job *out);
 
 const char *dwb_job_state_name(dwb_job_state s);
 
+/* Writes the registry's first job (the oldest running one, else the newest finished) as one record to path,
+ * through path.tmp and a rename, so that a reader never sees half a record. Returns 0 on success. */
+int dwb_activity_publish(dwb_activity *a, const char *path);
+
 #ifdef __cplusplus
 }
 #endif

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "dwb_activity.h"
 #include "dwb_attrs.h"
 #include "dwb_config.h"
 #include "dwb_dicomjson.h"
@@ -240,9 +241,11 @@ static int state_has(const state *s, const dwb_rseries *se) {
 
 typedef struct progress {
     int tty;
-    struct timespec t0, last;
+    struct timespec t0, last, published;
     state *st;
     size_t series_done, series_failed;
+    dwb_activity *activity; /* this import's job, published for the serving process's console */
+    char job_path[1200];    /* <spool.dir>/.jobs/import-<pid>.job; "" = not published */
 } progress;
 
 static double secs_since(const struct timespec *t) {
@@ -253,6 +256,10 @@ static double secs_since(const struct timespec *t) {
 
 static int on_progress(void *ud, const dwb_send_totals *t) {
     progress *p = ud;
+    if (p->job_path[0] && secs_since(&p->published) >= 0.5) {
+        clock_gettime(CLOCK_MONOTONIC, &p->published);
+        dwb_activity_publish(p->activity, p->job_path);
+    }
     double el = secs_since(&p->t0);
     size_t done = t->completed + t->failed + t->warning;
     double mb = (double)t->bytes / 1e6, rate = el > 0 ? mb / el : 0;
@@ -502,7 +509,20 @@ int dwb_import_main(int argc, char **argv) {
     so.burst_dir = burst_dir;
     so.log = &lc;
     so.service = "import";
+    /* The serving process's console shows this import: its job, published every half second and at the end into
+     * <spool.dir>/.jobs/ (best effort: an import runs the same without it). */
+    char caller[64], jobs_dir[1100];
+    snprintf(caller, sizeof caller, "import (pid %ld)", (long)getpid());
+    snprintf(jobs_dir, sizeof jobs_dir, "%s/.jobs", cfg->spool.dir);
+    pr.activity = dwb_activity_new(1);
+    if (pr.activity && (mkdir(jobs_dir, 0750) == 0 || errno == EEXIST))
+        snprintf(pr.job_path, sizeof pr.job_path, "%s/import-%ld.job", jobs_dir, (long)getpid());
+    so.activity = pr.activity;
+    so.caller = caller;
     s = dwb_send_run(&so, plan, &sink, &tot, &err);
+    if (pr.job_path[0]) dwb_activity_publish(pr.activity, pr.job_path);
+    dwb_activity_free(pr.activity);
+    pr.activity = NULL;
     dwb_upstream_free(stow);
     if (pr.tty) fputc('\n', stderr);
     double el = secs_since(&pr.t0);

@@ -210,35 +210,55 @@ class ConsoleTest(TestCase):
 
 
 class ConsoleTransferTest(TestCase):
-    def test_move_progress_shown(self):
-        d, man = harness.gencohort(self.workdir, patients=1, studies=1, series=1, instances=12, rows=32, cols=32)
+    def setUp(self):
+        super().setUp()
+        d, man = harness.gencohort(self.workdir, patients=1, studies=1, series=3, instances=4, rows=32, cols=32)
+        self.study = man["instances"][0]["StudyInstanceUID"]
         orthanc = self.start(Orthanc(self.workdir))
         orthanc.upload([os.path.join(d, i["file"]) for i in man["instances"]])
-        # Every instance's WADO-RS is slowed: the move lasts a few seconds.
-        fs = FaultStore(orthanc.http_port, policy=lambda n, m, p, u: ("delay", 0.4) if m == "GET" and "/instances/" in p
-                        else None)
+        # Every WADO-RS (a series' or an instance's retrieve, not a QIDO query) waits 1.5 s: with one series at a
+        # time, the transfer is seen between series.
+        fs = FaultStore(orthanc.http_port, policy=lambda n, m, p, u: ("delay", 1.5)
+                        if m == "GET" and "?" not in p and "/series/" in p else None)
         self.addCleanup(fs.close)
-        pacs = self.start(StoreSCP(self.workdir, aet="PACS"))
-        bridge = self.start(Bridge(self.workdir, {
+        self.pacs = self.start(StoreSCP(self.workdir, aet="PACS"))
+        self.bridge = self.start(Bridge(self.workdir, {
             "upstreams": [{"ae_title": "CLOUD", "base_url": fs.url}],
-            "destinations": [{"ae_title": "PACS", "host": "127.0.0.1", "port": pacs.port}],
+            "destinations": [{"ae_title": "PACS", "host": "127.0.0.1", "port": self.pacs.port}],
             "retrieve": {"parallel_series": 1},
             "spool": {"dir": os.path.join(self.workdir, "spool")}}))
-        study = man["instances"][0]["StudyInstanceUID"]
+
+    def running(self, service, seen):
+        for t in state(self.bridge.http_port)["transfers"]:
+            if t["service"] == service and t["state"] == "running" and 0 < t["sent"] < t["total"]:
+                seen.append(t)
+                return t
+        return None
+
+    def test_import_shown_by_the_serving_process(self):
+        # `import` is a process of its own (same config, same spool.dir): its job is published into
+        # <spool.dir>/.jobs/ and the serving bridge's console shows it.
+        p = subprocess.Popen([harness.BINARY, "import", "--config", self.bridge.config_path, "--upstream", "CLOUD",
+                              "--destination", "PACS", "--query", "StudyInstanceUID=" + self.study], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT)
+        self.addCleanup(lambda: p.poll() is None and p.kill())
+        t = wait_for(lambda: self.running("import", []), 60, step=0.05)
+        self.assertIsNotNone(t, state(self.bridge.http_port))
+        self.assertEqual(t["caller"], "import (pid %d)" % p.pid)
+        self.assertEqual((t["upstream"], t["destination"], t["total"]), ("CLOUD", "PACS", 12))
+        out = p.communicate(timeout=120)[0].decode(errors="replace")
+        self.assertEqual(p.returncode, 0, out[-2000:])
+        done = [x for x in state(self.bridge.http_port)["transfers"] if x["service"] == "import"]
+        self.assertEqual([(x["state"], x["sent"], x["remaining"]) for x in done], [("done", 12, 0)])
+        self.assertEqual(len(self.pacs.files()), 12)
+
+    def test_move_progress_shown(self):
+        bridge, pacs, study = self.bridge, self.pacs, self.study
         p = subprocess.Popen(["movescu", "-S", "-aet", "OPERATOR", "-aec", "CLOUD", "-aem", "PACS", "-k",
                               "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID=" + study, "127.0.0.1",
                               str(bridge.port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.addCleanup(lambda: p.poll() is None and p.kill())
-        seen = []
-
-        def running():
-            for t in state(bridge.http_port)["transfers"]:
-                if t["service"] == "C-MOVE" and t["state"] == "running" and 0 < t["sent"] < t["total"]:
-                    seen.append(t)
-                    return t
-            return None
-
-        t = wait_for(running, 60, step=0.05)
+        t = wait_for(lambda: self.running("C-MOVE", []), 60, step=0.05)
         self.assertIsNotNone(t, state(bridge.http_port))
         self.assertEqual(t["total"], 12)
         self.assertEqual(t["destination"], "PACS")
