@@ -269,11 +269,17 @@ class ChartTest(TestCase):
         ann = ing["metadata"].get("annotations", {})
         self.assertNotIn("traefik.ingress.kubernetes.io/router.middlewares", ann)
         self.assertEqual(ann["traefik.ingress.kubernetes.io/router.entrypoints"], "websecure")
-        path = ing["spec"]["rules"][0]["http"]["paths"][0]
+        console, path = ing["spec"]["rules"][0]["http"]["paths"]
         self.assertRegex(path["path"], r"^/ohif")
         self.assertEqual(path["backend"]["service"]["port"]["name"], "gateway")
         cfg = bridge_config(docs)
         self.assertEqual(cfg["gateway"]["viewer"]["path"], path["path"])
+        # The first path, which Kaapana's extension link opens: the operator's console on the ops port, outside
+        # ^/ohif.* (admins only), writes through the authenticated ingress (admin_proxies = the cluster networks).
+        self.assertEqual(console["path"], cfg["http"]["console_path"])
+        self.assertNotRegex(console["path"], r"^/ohif")
+        self.assertEqual(console["backend"]["service"]["port"]["name"], "http")
+        self.assertEqual(cfg["http"]["admin_proxies"], cfg["gateway"]["trusted_proxies"])
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
         self.assertEqual((ports["dimse"], ports["http"], ports["gateway"]),
                          (cfg["listen"]["port"], cfg["http"]["port"], cfg["gateway"]["port"]))

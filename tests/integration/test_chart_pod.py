@@ -245,6 +245,23 @@ class KaapanaPodTest(TestCase):
         queued = podman("exec", self.ctr, "find", "/var/spool/dicomweb-bridge", "-name", "*.dcm", check=True).stdout
         self.assertEqual(len(queued.split()), len(late), "the acknowledged instances wait in the spool: " + queued)
 
+        # The operator's console, the Ingress's first path, on the ops port: the page, and the outage as the page
+        # shows it (upstream unavailable, the instances queued); read-only from an address outside admin_proxies.
+        console = "http://127.0.0.1:%d/dicomweb-bridge" % http_port
+        with urllib.request.urlopen(console + "/", timeout=10) as r:
+            self.assertIn("text/html", r.headers["Content-Type"])
+            self.assertIn("<html", r.read().decode().lower())
+        with urllib.request.urlopen(console + "/api/state", timeout=10) as r:
+            st = json.load(r)
+        up = [u for u in st["upstreams"] if u["ae_title"] == "ORTHANC"][0]
+        self.assertEqual((up["state"], up["queue"]["instances"]), ("unavailable", len(late)), up)
+        self.assertFalse(st["writable"])
+        req = urllib.request.Request(console + "/api/failed/discard", data=b'{"upstream":"ORTHANC","id":"0000000000000000"}',
+                                     headers={"Content-Type": "application/json", "X-Forwarded-User": "mallory"})
+        with self.assertRaises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=10)
+        self.assertEqual(refused.exception.code, 403)
+
         logs = podman("logs", self.ctr).stdout
         self.assertNotRegex(logs, r'"level":\s*"(error|fatal)"', logs[-3000:])
 
