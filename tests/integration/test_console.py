@@ -196,6 +196,34 @@ class ConsoleTest(TestCase):
         self.assertEqual(code, 404, text)  # allowed; there is no such failed instance
         self.assertIn("asked by user alice via 127.0.0.2", self.bridge.log())
 
+    def test_hostile_requests(self):
+        # Whatever a client sends, the console answers with a clear status and keeps serving.
+        port = self.bridge.http_port
+        deep = b"[" * 2040 + b"]" * 2040  # within the 4 KiB body limit, deeper than any JSON the API takes
+        cases = [
+            (call(port, "/api/failed/retry", deep, token=TOKEN)[0], 400),
+            (call(port, "/api/failed/retry", b"{" + b'"a":1,' * 2000 + b"}", token=TOKEN)[0], 413),
+            (call(port, "/api/failed/retry", {"upstream": "CLOUD", "id": "0123456789abcdeg"}, token=TOKEN)[0], 404),
+            (call(port, "/api/failed/retry", {"upstream": 7, "id": []}, token=TOKEN)[0], 400),
+            (call(port, "/api/failed?upstream=" + "A" * 5000)[0], 404),
+            (call(port, "/api/failed?upstream=%00CLOUD")[0], 404),
+            (call(port, "/%2e%2e/%2e%2e/etc/passwd")[0], 404),
+            (call(port, "/../metrics")[0], 404),
+            (call(port, "/api/state/../../metrics")[0], 404),
+            (call(port, "/api/nothing")[0], 404),
+            (call(port, "/api/failed/retry")[0], 405),
+        ]
+        self.assertEqual([c[0] for c in cases], [c[1] for c in cases])
+        req = urllib.request.Request("http://127.0.0.1:%d/console/api/state" % port, method="DELETE")
+        with self.assertRaises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=10)
+        self.assertEqual(e.exception.code, 405)
+        # Elsewhere on the ops port only GET: the probes and metrics still answer.
+        self.assertEqual(call(port, "/healthz", prefix="")[0], 200)
+        code, _, hdr = call(port, "/", prefix="")
+        self.assertEqual(code, 200, "/ redirects to the console")
+        self.assertEqual(state(port)["upstreams"][0]["ae_title"], "CLOUD")
+
     def _from(self, ip, port, body, user):
         import http.client
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=30, source_address=(ip, 0))
