@@ -24,6 +24,8 @@
 
 extern "C" {
 #include "dwb_commit.h"
+#include "dwb_deid.h"
+#include "dwb_tags.h"
 }
 
 namespace {
@@ -181,8 +183,20 @@ void run_job(std::shared_ptr<Job> j) {
     dwb_error err = {};
     unsigned long shown = dwb_activity_begin(j->activity, "commitment", j->peer.c_str(), j->up->conf->ae_title, "",
                                              j->refs.size());
-    dwb_status st = dwb_commit_resolve(j->up->http, j->up->conf->base_url, j->spool, j->refs.data(), j->refs.size(),
+    // A de-identifying upstream (deidentify) holds the instances under their new UIDs, the keyed hash of the ones
+    // the requester sent and names here: the store is asked for those, the report names the requester's.
+    std::vector<dwb_commit_ref> mapped(j->refs);
+    const dwb_deid_profile *deid = j->up->conf->deid;
+    if (deid && dwb_deid_decide(deid, DWB_TAG(0x0008, 0x0018)) == DWB_DO_UID)
+        for (dwb_commit_ref &r : mapped) {
+            char uid[65];
+            dwb_error ue = {};
+            if (dwb_deid_uid(deid->secret, deid->secret_len, r.sop_uid, uid, sizeof uid, &ue) == DWB_OK)
+                snprintf(r.sop_uid, sizeof r.sop_uid, "%s", uid);
+        }
+    dwb_status st = dwb_commit_resolve(j->up->http, j->up->conf->base_url, j->spool, mapped.data(), mapped.size(),
                                        j->up->conf->commitment_timeout_s, job_cancelled, j.get(), &err);
+    for (size_t i = 0; i < mapped.size(); i++) j->refs[i].state = mapped[i].state;
     size_t done = 0;
     for (const dwb_commit_ref &r : j->refs) done += r.state == DWB_COMMIT_DONE;
     dwb_activity_progress(j->activity, shown, j->refs.size(), done, j->refs.size() - done, 0, 0);

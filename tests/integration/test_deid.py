@@ -235,6 +235,28 @@ class DeidTest(TestCase):
         got = self.orthanc.qido("/instances?SOPInstanceUID=%s" % new)
         self.assertEqual(len(got), 1, "store_mode sync: the store holds %s when the C-STORE is answered" % new)
 
+    def test_storage_commitment_names_the_original_uids(self):
+        # The modality asks commitment for the UIDs it sent; the store holds the de-identified ones: the bridge asks
+        # for those and reports the modality's. An instance never sent still fails with 0x0112.
+        bridge = self.bridge()
+        files = self.files[:3]
+        self.assertEqual(self.send(bridge, files).returncode, 0)
+        sent = [self.man[i]["SOPInstanceUID"] for i in range(3)]
+        sop_class = {self.man[i]["SOPInstanceUID"]: harness.value(harness.dcm2json(f), "00080016") for i, f in
+                     enumerate(files)}
+        never = "1.2.826.0.1.3680043.2.1143.424242"
+        self.held(3)
+        cmd = [os.path.join(harness.BUILD_DIR, "tests", "tools", "dwb_commitscu"), "127.0.0.1", str(bridge.port),
+               "CLOUD", "COMMITSCU"] + ["%s:%s" % (sop_class[u], u) for u in sent] + [
+               "%s:%s" % (sop_class[sent[0]], never)]
+        p = run(cmd, timeout=120, env=harness.peer_env())
+        out = p.stdout
+        self.assertIn("action status 0x0000", out)
+        self.assertEqual(sorted(re.findall(r"^committed (\S+)$", out, re.M)), sorted(sent), out)
+        self.assertEqual(dict(re.findall(r"^failed (\S+) reason (0x[0-9a-f]{4})$", out, re.M)), {never: "0x0112"})
+        for u in sent:
+            self.assertEqual(self.orthanc.qido("/instances?SOPInstanceUID=%s" % u), [], "the store never saw %s" % u)
+
     def test_instance_over_max_instance_mb_refused_association_in_step(self):
         # Held in memory for de-identification: spool.max_instance_mb bounds it, the rest is read and dropped.
         d, man = harness.gencohort(self.workdir, name="big", patients=1, studies=1, series=1, instances=1,
