@@ -53,7 +53,6 @@
     const t = Date.parse(iso), now = state ? Date.parse(state.now) : Date.now();
     return isFinite(t) && isFinite(now) ? (t - now) / 1000 : NaN;
   }
-  function mbps(x) { return typeof x === 'number' ? x.toFixed(x < 10 ? 2 : 1) : '–'; }
   function num(n) { return typeof n === 'number' ? n.toLocaleString('en-US') : '–'; }
   function count(n, what) { return num(n) + ' ' + what + (n === 1 ? '' : 's'); }
   function show(kind, text) {
@@ -238,7 +237,7 @@
       el('td', { class: 'num', text: t.id }), el('td', { text: t.service }),
       el('td', { 'data-field': 'state' }, el('span', { class: 'badge', text: t.state })),
       el('td', { text: t.caller }), el('td', { text: t.upstream }), el('td', { text: t.destination }),
-      progress(t), el('td', { class: 'num', 'data-field': 'mb-per-s', text: mbps(t.mb_per_s) }),
+      progress(t), el('td', { class: 'num', 'data-field': 'speed', text: bytes((t.mb_per_s || 0) * 1048576) + '/s' }),
       el('td', { text: when(t.started) }), el('td', { class: 'reason', 'data-field': 'error', text: t.error || '' })));
     $('transfers').tBodies[0].replaceChildren(...rows);
     $('transfers').hidden = !rows.length;
