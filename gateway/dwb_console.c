@@ -548,12 +548,7 @@ enum MHD_Result dwb_console_handle(dwb_console *c, struct MHD_Connection *con, c
     if (!*rel) {
         char loc[300];
         snprintf(loc, sizeof loc, "%s/", c->path);
-        struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-        if (!r) return MHD_NO;
-        MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, loc);
-        enum MHD_Result ret = MHD_queue_response(con, MHD_HTTP_MOVED_PERMANENTLY, r);
-        MHD_destroy_response(r);
-        return ret;
+        return dwb_httpd_redirect(con, MHD_HTTP_MOVED_PERMANENTLY, loc);
     }
     if (!strcmp(rel, "/") || !strcmp(rel, "/index.html")) return asset(con, "index.html");
     if (!strcmp(rel, "/console.css")) return asset(con, "console.css");

@@ -233,3 +233,12 @@ enum MHD_Result dwb_httpd_reply(struct MHD_Connection *con, unsigned int code, c
     MHD_destroy_response(r);
     return ret;
 }
+
+enum MHD_Result dwb_httpd_redirect(struct MHD_Connection *con, unsigned int code, const char *location) {
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    if (!r) return MHD_NO;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, location);
+    enum MHD_Result ret = MHD_queue_response(con, code, r);
+    MHD_destroy_response(r);
+    return ret;
+}

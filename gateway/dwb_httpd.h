@@ -38,4 +38,7 @@ void dwb_httpd_stop(dwb_httpd *s);
 enum MHD_Result dwb_httpd_reply(struct MHD_Connection *con, unsigned int code, const char *ctype, const char *body,
                                 size_t len);
 
+/* Queues an empty answer with code (a 3xx) and Location: location; returns MHD's verdict. */
+enum MHD_Result dwb_httpd_redirect(struct MHD_Connection *con, unsigned int code, const char *location);
+
 #endif

@@ -80,13 +80,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
     if (o->opts.console && !strcmp(url, "/")) {
         /* the console's page is what a person opening the port wants */
         char loc[300];
-        snprintf(loc, sizeof loc, "%s/", o->opts.console ? dwb_console_path(o->opts.console) : "");
-        struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-        if (!r) return MHD_NO;
-        MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, loc);
-        enum MHD_Result ret = MHD_queue_response(con, MHD_HTTP_FOUND, r);
-        MHD_destroy_response(r);
-        return ret;
+        snprintf(loc, sizeof loc, "%s/", dwb_console_path(o->opts.console));
+        return dwb_httpd_redirect(con, MHD_HTTP_FOUND, loc);
     }
     return dwb_httpd_reply(con, MHD_HTTP_NOT_FOUND, "text/plain", "try /healthz, /readyz or /metrics\n", 34);
 }
