@@ -167,6 +167,15 @@ OFCondition receive_durably(dwb_assoc_ctx *ctx, const T_DIMSE_C_StoreRQ &rq, con
     return net;
 }
 
+// The received data set's UIDs against its command: "" when they are there and agree, else why not.
+std::string uid_mismatch(const OFString &sop, const OFString &cls, const T_DIMSE_C_StoreRQ &rq) {
+    if (sop.empty()) return "data set has no SOP Instance UID";
+    if (cls.empty()) return "data set has no SOP Class UID";
+    if (strcmp(sop.c_str(), rq.AffectedSOPInstanceUID) != 0) return "SOP Instance UID differs from the command";
+    if (strcmp(cls.c_str(), rq.AffectedSOPClassUID) != 0) return "SOP Class UID differs from the command";
+    return "";
+}
+
 // Reads the SOP Class and Instance UIDs of a spooled file back from disk, with values longer than a few KiB left
 // on disk (DCMTK loads them on demand), so that checking a large instance costs no memory. False with why when the
 // file does not parse.
@@ -365,10 +374,7 @@ OFCondition handle_routed_store(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_
         DWB_WARN(&ctx->log, "C-STORE %s refused: %s", rq.AffectedSOPInstanceUID, why.c_str());
         return respond(ctx, msg, pid, STATUS_STORE_Error_CannotUnderstand, why.c_str());
     }
-    if (sop.empty()) why = "data set has no SOP Instance UID";
-    else if (cls.empty()) why = "data set has no SOP Class UID";
-    else if (strcmp(sop.c_str(), rq.AffectedSOPInstanceUID) != 0) why = "SOP Instance UID differs from the command";
-    else if (strcmp(cls.c_str(), rq.AffectedSOPClassUID) != 0) why = "SOP Class UID differs from the command";
+    why = uid_mismatch(sop, cls, rq);
     if (!why.empty()) {
         dwb_attrs_free(attrs);
         dwb_spool_writer_discard(w);
@@ -615,10 +621,7 @@ OFCondition handle_deid_store(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_Pr
     OFString sop, cls, burned;
     ds->findAndGetOFString(DCM_SOPInstanceUID, sop);
     ds->findAndGetOFString(DCM_SOPClassUID, cls);
-    if (sop.empty()) why = "data set has no SOP Instance UID";
-    else if (cls.empty()) why = "data set has no SOP Class UID";
-    else if (strcmp(sop.c_str(), rq.AffectedSOPInstanceUID) != 0) why = "SOP Instance UID differs from the command";
-    else if (strcmp(cls.c_str(), rq.AffectedSOPClassUID) != 0) why = "SOP Class UID differs from the command";
+    why = uid_mismatch(sop, cls, rq);
     if (!why.empty()) {
         DWB_WARN(&ctx->log, "C-STORE %s refused: %s", rq.AffectedSOPInstanceUID, why.c_str());
         return respond(ctx, msg, pid, STATUS_STORE_Error_DataSetDoesNotMatchSOPClass, why.c_str());
@@ -718,10 +721,7 @@ OFCondition dwb_handle_store(dwb_assoc_ctx *ctx, T_DIMSE_Message *msg, T_ASC_Pre
         DWB_WARN(&ctx->log, "C-STORE %s refused: %s", rq.AffectedSOPInstanceUID, why.c_str());
         return respond(ctx, msg, pid, STATUS_STORE_Error_CannotUnderstand, why.c_str());
     }
-    if (sop.empty()) why = "data set has no SOP Instance UID";
-    else if (cls.empty()) why = "data set has no SOP Class UID";
-    else if (strcmp(sop.c_str(), rq.AffectedSOPInstanceUID) != 0) why = "SOP Instance UID differs from the command";
-    else if (strcmp(cls.c_str(), rq.AffectedSOPClassUID) != 0) why = "SOP Class UID differs from the command";
+    why = uid_mismatch(sop, cls, rq);
     if (!why.empty()) {
         dwb_spool_writer_discard(w);
         DWB_WARN(&ctx->log, "C-STORE %s refused: %s", rq.AffectedSOPInstanceUID, why.c_str());
