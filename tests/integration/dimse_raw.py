@@ -192,6 +192,30 @@ class Association:
         """A C-CANCEL-RQ for the request with that Message ID (PS3.7 9.3.2.3); it has no response of its own."""
         self.command(pcid, [(0x0100, struct.pack("<H", 0x0FFF)), (0x0120, struct.pack("<H", msg_id))])
 
+    def cancel_held(self, pcid, msg_id, release, timeout=15, after=60):
+        """A C-CANCEL-RQ for the C-FIND with that Message ID, sent while the store holds one of its pages, and
+        the responses read up to the final one. Nothing answered within `timeout` seconds: release() lets the
+        held page go and the bridge gets `after` seconds more; release() is called once the final response is
+        in, in any case. Returns (the final response, how many pending responses came before it, whether it
+        came while the page was still held)."""
+        self.cancel(pcid, msg_id)
+        pending, final, answered_while_held = 0, None, True
+        self.sock.settimeout(timeout)
+        while final is None:
+            try:
+                r = self.response()
+            except OSError:  # no answer while the page is held: let it go, and see what the bridge does then
+                answered_while_held = False
+                release()
+                self.sock.settimeout(after)
+                continue
+            if status(r) in (0xFF00, 0xFF01):
+                pending += 1
+            else:
+                final = r
+        release()
+        return final, pending, answered_while_held
+
     def find(self, pcid, identifier):
         self.find_start(pcid, identifier)
         while True:

@@ -95,6 +95,24 @@ def wait_port(port, proc=None, timeout=20.0, log=None):
     raise RuntimeError("nothing listens on port %d after %.0f s%s" % (port, timeout, ("; log:\n" + tail(log)) if log else ""))
 
 
+def raw_request(port, method, target, headers=None, body=b""):
+    """One HTTP/1.1 request to 127.0.0.1:port on its own connection, the target sent byte for byte as given
+    (http.client would refuse control characters in it), headers in the order given (a Host for the port unless
+    one is given), then Connection: close and the body; (status, headers as a lower-cased dict, body)."""
+    hdrs = dict(headers or {})
+    if not any(k.lower() == "host" for k in hdrs):
+        hdrs["Host"] = "127.0.0.1:%d" % port
+    head = "%s %s HTTP/1.1\r\n" % (method, target) + "".join("%s: %s\r\n" % kv for kv in hdrs.items())
+    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+    try:
+        sock.sendall((head + "Connection: close\r\n\r\n").encode("latin-1") + body)
+        r = http.client.HTTPResponse(sock, method=method)
+        r.begin()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        sock.close()
+
+
 def tail(path, n=40):
     try:
         with open(path, "r", errors="replace") as f:

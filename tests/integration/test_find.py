@@ -241,22 +241,7 @@ class FindTest(unittest.TestCase):
         held = harness.wait_for(lambda: [e for e in fs.log[n0:] if "offset=3" in e.path], timeout=30, step=0.01)
         self.assertTrue(held, "the second page never reached the store: %s" % [e.path for e in fs.log[n0:]])
         t_cancel = time.time()
-        a.cancel(1, msg_id)
-        pending, final, answered_while_held = 0, None, True
-        a.sock.settimeout(15)
-        while final is None:
-            try:
-                r = a.response()
-            except OSError:  # no answer while the page is held: let it go, and see what the bridge does then
-                answered_while_held = False
-                self.release.set()
-                a.sock.settimeout(60)
-                continue
-            if dr.status(r) in (0xFF00, 0xFF01):
-                pending += 1
-            else:
-                final = r
-        self.release.set()
+        final, pending, answered_while_held = a.cancel_held(1, msg_id, self.release.set)
         # The association serves its next request only once the C-FIND has returned: after this echo the bridge
         # makes no further request for it.
         self.assertEqual(a.echo(3), 0x0000)

@@ -236,20 +236,7 @@ class RefusedFilterTest(harness.TestCase):
         self.assertTrue(harness.wait_for(lambda: any(e["offset"] == 2 for e in store.arrived[n:]), timeout=30,
                                          step=0.01), "the second page never reached the store: %s" % store.arrived[n:])
         t_cancel = time.time()
-        a.cancel(1, msg_id)
-        final, answered_while_held = None, True
-        a.sock.settimeout(15)
-        while final is None:
-            try:
-                r = a.response()
-            except OSError:  # no answer while the page is held: let it go, and see what the bridge does then
-                answered_while_held = False
-                store.release.set()
-                a.sock.settimeout(60)
-                continue
-            if dr.status(r) not in (0xFF00, 0xFF01):
-                final = r
-        store.release.set()
+        final, _, answered_while_held = a.cancel_held(1, msg_id, store.release.set)
         # The association serves its next request only once the C-FIND has returned: after this echo the bridge
         # makes no further request for it.
         self.assertEqual(a.echo(3), 0x0000)

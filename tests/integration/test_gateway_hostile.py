@@ -17,29 +17,12 @@ import time
 import urllib.request
 
 import harness
-from harness import Bridge, Orthanc, TestCase, run
+from harness import Bridge, Orthanc, TestCase, raw_request, run
 
 AE = "ORTHANC"
 ROOT = "/dicom-web/" + AE
 MULTIPART_DICOM = {"Accept": "multipart/related; type=\"application/dicom\""}
 MULTIPART_OCTET = {"Accept": "multipart/related; type=\"application/octet-stream\""}
-
-
-def request(port, method, target, headers=None):
-    """One request on its own connection, the target sent byte for byte as given (http.client would refuse
-    control characters in it); (status, headers as a lower-cased dict, body)."""
-    hdrs = dict(headers or {})
-    if not any(k.lower() == "host" for k in hdrs):
-        hdrs["Host"] = "127.0.0.1:%d" % port
-    head = "%s %s HTTP/1.1\r\n" % (method, target) + "".join("%s: %s\r\n" % kv for kv in hdrs.items())
-    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
-    try:
-        sock.sendall((head + "Connection: close\r\n\r\n").encode("latin-1"))
-        r = http.client.HTTPResponse(sock, method=method)
-        r.begin()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-    finally:
-        sock.close()
 
 
 def looks_like_orthanc_rest(body):
@@ -97,7 +80,7 @@ class GatewayHostileTest(TestCase):
             "/tools/find", "/studies/%s/metadata/x" % st, "/studies/%s/bulkdata/..%%5csystem" % st,
         ]
         for path in hostile:
-            code, h, body = request(bridge.gw_port, "GET", ROOT + path)
+            code, h, body = raw_request(bridge.gw_port, "GET", ROOT + path)
             self.assertEqual(code, 400, "GET %s%s: expected 400, saw %d %s" % (ROOT, path, code, body[:200]))
             self.assertFalse(looks_like_orthanc_rest(body), "Orthanc's REST API leaked for %s: %s" % (path, body[:200]))
             self.assertLess(len(body), 300, "a short refusal for %s" % path)
@@ -107,10 +90,11 @@ class GatewayHostileTest(TestCase):
 
         # A %-encoded thing in the query string cannot change the path the store sees.
         for q in ("?x=..%5c..%5csystem", "?%2F..%2F..%2Fsystem", "?includefield=..%2f..%2fsystem"):
-            code, _, body = request(bridge.gw_port, "GET", ROOT + "/studies" + q, {"Accept": "application/dicom+json"})
+            code, _, body = raw_request(bridge.gw_port, "GET", ROOT + "/studies" + q,
+                                        {"Accept": "application/dicom+json"})
             self.assertFalse(looks_like_orthanc_rest(body), "query %s reached Orthanc's REST API: %s" % (q, body[:200]))
         for q in ("?x=\x01", "?x=1#frag", "?x=\x7f"):
-            code, _, body = request(bridge.gw_port, "GET", ROOT + "/studies" + q)
+            code, _, body = raw_request(bridge.gw_port, "GET", ROOT + "/studies" + q)
             self.assertEqual(code, 400, "query %r: %d %s" % (q, code, body[:200]))
 
         # Every legitimate route still works.
@@ -129,23 +113,23 @@ class GatewayHostileTest(TestCase):
             ("/studies/%s/series/%s/instances/%s/thumbnail" % (st, se, sop), {"Accept": "image/jpeg"}),
         ]
         for path, hdrs in ok:
-            code, _, body = request(bridge.gw_port, "GET", ROOT + path, hdrs)
+            code, _, body = raw_request(bridge.gw_port, "GET", ROOT + path, hdrs)
             self.assertEqual(code, 200, "GET %s%s: expected 200, saw %d %s" % (ROOT, path, code, body[:200]))
-        meta = json.loads(request(bridge.gw_port, "GET", ROOT + "/studies/%s/series/%s/metadata" % (st, se),
-                                  json_accept)[2])
+        meta = json.loads(raw_request(bridge.gw_port, "GET", ROOT + "/studies/%s/series/%s/metadata" % (st, se),
+                                      json_accept)[2])
         bulk = [a["BulkDataURI"] for m in meta for a in m.values() if isinstance(a, dict) and "BulkDataURI" in a]
         self.assertTrue(bulk, "Orthanc gives pixel data as BulkDataURI")
         for uri in bulk[:3]:
             path = uri[len("http://127.0.0.1:%d" % bridge.gw_port):]
-            code, _, body = request(bridge.gw_port, "GET", path, MULTIPART_OCTET)
+            code, _, body = raw_request(bridge.gw_port, "GET", path, MULTIPART_OCTET)
             self.assertEqual(code, 200, "the rewritten BulkDataURI %s: %d %s" % (uri, code, body[:200]))
 
     def test_forged_host_is_not_reflected_into_retrieve_urls(self):
         accept = {"Accept": "application/dicom+json"}
 
         def retrieve_urls(bridge, headers):
-            code, _, body = request(bridge.gw_port, "GET", ROOT + "/studies?includefield=00081190",
-                                    dict(accept, **headers))
+            code, _, body = raw_request(bridge.gw_port, "GET", ROOT + "/studies?includefield=00081190",
+                                        dict(accept, **headers))
             self.assertEqual(code, 200, body[:200])
             urls = [harness.value(s, "00081190") for s in json.loads(body)]
             self.assertTrue(urls, "one study, with its RetrieveURL")
@@ -383,7 +367,7 @@ class PausingStoreTest(TestCase):
             "log": {"level": "debug"}}))
         harness.wait_port(gw_port, bridge.proc, log=bridge.log_path)
         t0 = time.monotonic()
-        code, _, body = request(gw_port, "GET", ROOT + "/studies", {"Accept": "application/dicom+json"})
+        code, _, body = raw_request(gw_port, "GET", ROOT + "/studies", {"Accept": "application/dicom+json"})
         print("a store pausing 5 s mid-answer, gateway.idle_timeout_s 2: %d, %d bytes in %.1f s"
               % (code, len(body), time.monotonic() - t0))
         self.assertEqual(code, 200)
