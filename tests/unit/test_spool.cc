@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -144,3 +145,98 @@ TEST(SpoolWriter, DiscardRemovesTheFile) {
 }
 
 } // namespace
+
+// ---- failed/, as the operator's console sees it (issue 29) ----
+
+namespace {
+
+// Commits an instance of n bytes and refuses it for good: it lands in failed/ with its reason.
+std::string commit_and_refuse(SpoolDir &sd, const char *uid, size_t n, const char *reason) {
+    dwb_spool_writer *w = nullptr;
+    dwb_error err = {};
+    EXPECT_EQ(dwb_spool_writer_open(sd.spool, uid, nullptr, &w, &err), DWB_OK) << err.message;
+    std::string body(n, 'x');
+    EXPECT_EQ(dwb_spool_writer_write(w, body.data(), body.size(), &err), DWB_OK);
+    EXPECT_EQ(dwb_spool_writer_commit(w, &err), DWB_OK) << err.message;
+    dwb_spool_item *it = nullptr;
+    EXPECT_EQ(dwb_spool_take(sd.spool, dwb_spool_now_ms(), 1, 1 << 30, &it, nullptr), 1u);
+    std::string name = it->name;
+    EXPECT_EQ(dwb_spool_refused(sd.spool, it, reason, &err), DWB_OK) << err.message;
+    return name;
+}
+
+} // namespace
+
+TEST(SpoolFailed, ListRetryDiscardKeepTheCountsRight) {
+    SpoolDir sd;
+    std::string a = commit_and_refuse(sd, "1.2.3.1", 100, "store refused SOP Instance 1.2.3.1: HTTP 422");
+    std::string b = commit_and_refuse(sd, "1.2.3.2", 200, "store refused SOP Instance 1.2.3.2: HTTP 400");
+    dwb_spool_stats st;
+    dwb_spool_stats_get(sd.spool, &st);
+    EXPECT_EQ(st.failed, 2u);
+    EXPECT_EQ(st.queued, 0u);
+    EXPECT_EQ(st.bytes, 0);
+
+    dwb_spool_failed *v = nullptr;
+    size_t n = 0, total = 0;
+    dwb_error err = {};
+    ASSERT_EQ(dwb_spool_failed_list(sd.spool, 10, &v, &n, &total, &err), DWB_OK) << err.message;
+    ASSERT_EQ(n, 2u);
+    EXPECT_EQ(total, 2u);
+    std::vector<std::string> names = {v[0].name, v[1].name};
+    std::sort(names.begin(), names.end());
+    EXPECT_EQ(names, (std::vector<std::string>{a, b}));
+    for (size_t i = 0; i < n; i++) {
+        ASSERT_NE(v[i].reason, nullptr);
+        EXPECT_NE(strstr(v[i].reason, "store refused SOP Instance"), nullptr) << v[i].reason;
+        EXPECT_EQ(v[i].size, std::string(v[i].name) == a ? 100 : 200);
+        EXPECT_GT(v[i].failed_at, 0);
+    }
+    dwb_spool_failed_free(v, n);
+    // At most max, the total still exact.
+    ASSERT_EQ(dwb_spool_failed_list(sd.spool, 1, &v, &n, &total, &err), DWB_OK);
+    EXPECT_EQ(n, 1u);
+    EXPECT_EQ(total, 2u);
+    dwb_spool_failed_free(v, n);
+
+    // Retry: back in the queue (indexed, counted, its bytes too), its reason file gone.
+    ASSERT_EQ(dwb_spool_failed_retry(sd.spool, a.c_str(), &err), DWB_OK) << err.message;
+    dwb_spool_stats_get(sd.spool, &st);
+    EXPECT_EQ(st.failed, 1u);
+    EXPECT_EQ(st.queued, 1u);
+    EXPECT_EQ(st.bytes, 100);
+    EXPECT_TRUE(dwb_spool_holds(sd.spool, "1.2.3.1"));
+    struct stat sb;
+    EXPECT_EQ(stat((sd.root + "/AE/" + a).c_str(), &sb), 0);
+    EXPECT_NE(stat((sd.root + "/AE/failed/" + a + ".reason.txt").c_str(), &sb), 0);
+    dwb_spool_item *it = nullptr;
+    ASSERT_EQ(dwb_spool_take(sd.spool, dwb_spool_now_ms(), 1, 1 << 30, &it, nullptr), 1u);
+    EXPECT_STREQ(it->name, a.c_str());
+    EXPECT_EQ(it->attempts, 0);
+    dwb_spool_release(sd.spool, &it, 1);
+    // Again: it is not in failed/ any more.
+    EXPECT_EQ(dwb_spool_failed_retry(sd.spool, a.c_str(), &err), DWB_E_NOT_FOUND);
+
+    // Discard: file and reason deleted.
+    ASSERT_EQ(dwb_spool_failed_discard(sd.spool, b.c_str(), &err), DWB_OK) << err.message;
+    EXPECT_EQ(dwb_spool_failed_count(sd.spool), 0u);
+    EXPECT_NE(stat((sd.root + "/AE/failed/" + b).c_str(), &sb), 0);
+    EXPECT_NE(stat((sd.root + "/AE/failed/" + b + ".reason.txt").c_str(), &sb), 0);
+    EXPECT_EQ(dwb_spool_failed_discard(sd.spool, b.c_str(), &err), DWB_E_NOT_FOUND);
+
+    // Names the spool would not give are refused before any file is touched.
+    for (const char *bad : {"../AE/x.dcm", "a/b.dcm", ".hidden.dcm", "x.txt", "", "delivered.ledger"})
+        EXPECT_EQ(dwb_spool_failed_retry(sd.spool, bad, &err), DWB_E_INVALID) << bad;
+}
+
+TEST(SpoolFailed, RetryNeverReplacesAQueuedFileOfTheSameName) {
+    SpoolDir sd;
+    std::string a = commit_and_refuse(sd, "1.2.3.9", 50, "refused");
+    // A file of that name is back in the queue already (a copy put there by hand, or a retry that raced).
+    std::string cmd = "cp '" + sd.root + "/AE/failed/" + a + "' '" + sd.root + "/AE/" + a + "'";
+    ASSERT_EQ(system(cmd.c_str()), 0);
+    dwb_error err = {};
+    EXPECT_EQ(dwb_spool_failed_retry(sd.spool, a.c_str(), &err), DWB_E_REFUSED);
+    struct stat sb;
+    EXPECT_EQ(stat((sd.root + "/AE/failed/" + a).c_str(), &sb), 0) << "left in failed/";
+}
