@@ -79,6 +79,15 @@ void dwb_console_completed(void *req_cls) { free(req_cls); }
 
 const char *dwb_console_path(const dwb_console *c) { return c->path; }
 
+int dwb_console_is_proxy(const dwb_console *c, const unsigned char ip[16]) {
+    const dwb_config *cfg = c->src.cfg;
+    for (size_t i = 0; i < cfg->http.n_admin_proxies; i++) {
+        dwb_cidr range;
+        if (dwb_cidr_parse(cfg->http.admin_proxies[i], &range) && dwb_cidr_contains(&range, ip)) return 1;
+    }
+    return 0;
+}
+
 /* ---- small helpers ---- */
 
 static void iso(long long ms, char out[32]) {
@@ -207,9 +216,7 @@ static int may_write(const dwb_console *c, struct MHD_Connection *con, char *who
     }
     static const char *const user_headers[] = {"X-Forwarded-User", "X-Forwarded-Preferred-Username",
                                                "X-Forwarded-Email", NULL};
-    for (size_t i = 0; i < cfg->http.n_admin_proxies; i++) {
-        dwb_cidr range;
-        if (!dwb_cidr_parse(cfg->http.admin_proxies[i], &range) || !dwb_cidr_contains(&range, ip)) continue;
+    if (dwb_console_is_proxy(c, ip)) {
         for (size_t h = 0; user_headers[h]; h++) {
             const char *u = MHD_lookup_connection_value(con, MHD_HEADER_KIND, user_headers[h]);
             if (u && *u) {

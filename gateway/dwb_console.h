@@ -42,6 +42,9 @@ int dwb_console_owns(const dwb_console *c, const char *url);
 enum MHD_Result dwb_console_handle(dwb_console *c, struct MHD_Connection *con, const char *url, const char *method,
                                    const char *upload_data, size_t *upload_data_size, void **req_cls);
 void dwb_console_completed(void *req_cls);
+/* 1 when ip (16 bytes, IPv4 as ::ffff:a.b.c.d) is in http.admin_proxies: a proxy speaks for many browsers, so the
+ * ops server exempts it from its per-address connection limit. */
+int dwb_console_is_proxy(const dwb_console *c, const unsigned char ip[16]);
 /* http.console_path. */
 const char *dwb_console_path(const dwb_console *c);
 

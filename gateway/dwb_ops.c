@@ -94,6 +94,12 @@ static void on_completed(void *cls, struct MHD_Connection *con, void **req_cls, 
     *req_cls = NULL;
 }
 
+/* The console's authenticating proxies speak for many browsers: not held to the per-address limit. */
+static int console_proxy(void *cls, const unsigned char ip[16]) {
+    dwb_ops *o = cls;
+    return dwb_console_is_proxy(o->opts.console, ip);
+}
+
 static void *probe_loop(void *arg) {
     dwb_ops *o = arg;
     char *summary = malloc(SUMMARY_MAX), *detail = malloc(DETAIL_MAX);
@@ -152,7 +158,7 @@ dwb_status dwb_ops_start(const dwb_ops_opts *opts, dwb_ops **out, dwb_error *err
     /* Probes and scrapes are short: 10 s without a byte moving closes a connection, and one address (a kubelet,
      * a Prometheus) never needs more than a few at once. */
     dwb_httpd_handlers h = {.access = on_request, .completed = on_completed, .cls = o, .connection_timeout_s = 10,
-                            .per_ip_limit = 16};
+                            .per_ip_limit = 16, .unlimited_peer = o->opts.console ? console_proxy : NULL};
     dwb_status st = dwb_httpd_start("http", o->bind, opts->port, &h, &o->server, err);
     if (st != DWB_OK) {
         dwb_ops_stop(o);
