@@ -151,6 +151,13 @@ static int cmd_check_config(int argc, char **argv) {
                d->calling_ae_title[0] ? d->calling_ae_title : cfg->listen.ae_title,
                d->called_ae_title[0] ? d->called_ae_title : d->ae_title);
     }
+    if (cfg->http.port > 0)
+        printf("  console: http://%s:%d%s/ (%s)\n", cfg->http.bind, cfg->http.port, cfg->http.console_path,
+               cfg->http.admin_token.value && cfg->http.n_admin_proxies
+                   ? "Retry/Discard with the admin token or through an authenticating proxy"
+               : cfg->http.admin_token.value ? "Retry/Discard with the admin token"
+               : cfg->http.n_admin_proxies   ? "Retry/Discard through an authenticating proxy"
+                                             : "read-only: no http.admin_token_file");
     free(idc_series);
     dwb_config_free(cfg);
     return EXIT_OK;

@@ -224,6 +224,26 @@ class ConsoleTest(TestCase):
         self.assertEqual(code, 200, "/ redirects to the console")
         self.assertEqual(state(port)["upstreams"][0]["ae_title"], "CLOUD")
 
+    def test_check_config_names_the_console_and_its_keys(self):
+        p = run([harness.BINARY, "check-config", "--config", self.bridge.config_path])
+        self.assertEqual(p.returncode, 0, p.stdout)
+        self.assertIn("console: http://0.0.0.0:%d/console/ (Retry/Discard with the admin token or through an "
+                      "authenticating proxy)" % self.bridge.http_port, p.stdout)
+        self.assertNotIn(TOKEN, p.stdout)
+        with open(self.bridge.config_path) as f:
+            cfg = json.load(f)
+        for key, value, why in (("console_path", "/metrics", "path of the probes"), ("console_path", "console/", ""),
+                                ("admin_proxies", ["10.1.2.3/8"], "network"), ("admin_token_file", "/nonexistent", "")):
+            bad = json.loads(json.dumps(cfg))
+            bad["http"][key] = value
+            path = os.path.join(self.workdir, "bad.json")
+            with open(path, "w") as f:
+                json.dump(bad, f)
+            p = run([harness.BINARY, "check-config", "--config", path])
+            self.assertEqual(p.returncode, 2, (key, value, p.stdout))
+            self.assertIn("http." + key, p.stdout)
+            self.assertIn(why, p.stdout)
+
     def _from(self, ip, port, body, user):
         import http.client
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=30, source_address=(ip, 0))
