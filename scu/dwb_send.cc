@@ -1,7 +1,9 @@
 // DCMTK adapter for the sender (dwb_send.h): fetch threads stream the plan from the store (dicomweb/
 // dwb_retrieve.c) and queue each instance; the calling thread stamps and sends them by C-STORE, or per series by
-// STOW-RS, and reports through the caller's sink. Shared by C-MOVE, C-GET and import.
+// STOW-RS, and reports through the caller's sink. Shared by C-MOVE, C-GET and import. Instances the destination
+// takes only decoded are decoded ahead of the sending thread by a few decoder threads, in queue order.
 #include "dcmtk/config/osconfig.h"
+#include "dcmtk/dcmdata/dccodec.h"
 #include "dcmtk/dcmdata/dcdeftag.h"
 #include "dcmtk/dcmdata/dcfilefo.h"
 #include "dcmtk/dcmdata/dcistrma.h"
@@ -166,6 +168,10 @@ struct BudgetWaiter {
     std::condition_variable cv;
 };
 std::vector<BudgetWaiter *> g_budget_waiters; // oldest first; under g_budget_mu
+// Of g_budget_held: native pixels decoded ahead of the sending threads (decode_ahead), all runs together. They may
+// go beyond the budget by a quarter of it (one instance per run always may), so that decoding, which the senders
+// wait for, is not starved by fetch threads that are already far ahead; the fetch threads then wait.
+size_t g_decoded_held = 0;
 
 // ---- destinations[].max_associations: associations open at once towards one destination, all C-MOVE and import
 // runs of the process together ----
@@ -436,6 +442,10 @@ struct Sender {
         const dwb_rseries *series = nullptr;
         size_t bytes = 0;
         bool reserved = false; // bytes were counted in the budget while the fetch thread assembled it (p_reserve)
+        // Decoding ahead of the sending thread (decode_worker). Fresh: not looked at; Busy: a decoder thread holds
+        // it (the sending thread waits before taking it, nobody else touches it); Done: looked at, decoded or not.
+        enum class Ahead { Fresh, Busy, Done } ahead = Ahead::Fresh;
+        size_t decoded = 0; // native pixel bytes counted in the budget, given back when it leaves the queue
     };
     struct {
         std::mutex mu;
@@ -449,6 +459,14 @@ struct Sender {
         std::thread::id exempt;
         int producers_left = 0;
         std::atomic<bool> stop{false};
+        // Decoding ahead: the destination's accepted presentation contexts (SOP class, transfer syntax) as the
+        // sending thread last associated (publish_contexts), and the decoder threads, started by the sending
+        // thread at the first instance it finds to decode. Under mu, except decoders (sending thread only).
+        std::vector<std::pair<std::string, std::string>> accepted;
+        bool decode_ahead = false; // publish_contexts was called: C-STORE without bursts
+        std::condition_variable cv_work;
+        std::vector<std::thread> decoders;
+        size_t decoded = 0; // this run's share of g_decoded_held; under g_budget_mu
     } q;
 
     const char *svc() const { return set.o->service ? set.o->service : "send"; }
@@ -549,6 +567,42 @@ bool proposed(const Sender &s, const char *cls) {
     return false;
 }
 
+// What the destination accepted, for the decoder threads (wants_decode): called by the sending thread whenever
+// its association to the destination (or the C-GET requester's) is new. Only for runs that send by C-STORE
+// without bursts: a burst writes each instance as received, and decodes it, if at all, when the series goes.
+void publish_contexts(Sender &s) {
+    if (s.set.o->stow || s.burst || !s.state.dest.assoc) return;
+    std::vector<std::pair<std::string, std::string>> acc;
+    T_ASC_Parameters *params = s.state.dest.assoc->params;
+    int n = ASC_countPresentationContexts(params);
+    for (int i = 0; i < n; i++) {
+        T_ASC_PresentationContext pc;
+        if (ASC_getPresentationContext(params, i, &pc).good() && pc.resultReason == ASC_P_ACCEPTANCE)
+            acc.emplace_back(pc.abstractSyntax, pc.acceptedTransferSyntax);
+    }
+    std::lock_guard<std::mutex> lk(s.q.mu);
+    s.q.accepted.swap(acc);
+    s.q.decode_ahead = true;
+}
+
+// Under s.q.mu: whether store_one will decode this queued instance: it is in a compressed syntax that a codec here
+// decodes, and the destination takes its SOP class uncompressed but not in that syntax.
+bool wants_decode(const Sender &s, const Sender::Item &it) {
+    if (!s.q.decode_ahead || it.cls.empty() || (!it.ff && !it.spliceable)) return false;
+    E_TransferSyntax x = it.spliceable ? DcmXfer(it.xfer.c_str()).getXfer() : it.ff->getDataset()->getOriginalXfer();
+    DcmXfer have(x);
+    if (!have.isEncapsulated()) return false;
+    bool uncompressed = false;
+    for (auto &c : s.q.accepted) {
+        if (c.first != it.cls) continue;
+        if (c.second == have.getXferID()) return false;
+        if (!DcmXfer(c.second.c_str()).isEncapsulated()) uncompressed = true;
+    }
+    if (!uncompressed) return false;
+    register_codecs();
+    return DcmCodecList::canChangeCoding(x, EXS_LittleEndianExplicit) != OFFalse;
+}
+
 Sent reassociate(Sender &s, const char *cls, std::string &why) {
     const dwb_send_opts *o = s.set.o;
     DWB_INFO(s.log(), "%s: an instance of SOP class %s, not proposed to %s: associating again", s.svc(), cls,
@@ -561,6 +615,7 @@ Sent reassociate(Sender &s, const char *cls, std::string &why) {
         why = "cannot associate again with the destination: " + w;
         return Sent::DestDead;
     }
+    publish_contexts(s);
     return Sent::Ok;
 }
 
@@ -656,7 +711,8 @@ Sent store_outcome(Sender &s, const OFCondition &c, const T_DIMSE_C_StoreRSP &rs
 Sent store_one(Sender &s, DcmDataset *ds, const char *cls, const char *sop, std::string &why) {
     const dwb_send_opts *o = s.set.o;
     T_ASC_Association *a = s.state.dest.assoc;
-    DcmXfer have(ds->getOriginalXfer());
+    // The current syntax: an instance decoded ahead (decode_ahead) is native already.
+    DcmXfer have(ds->getCurrentXfer());
     T_ASC_PresentationContextID pid = find_context(a, cls, have.getXferID(), nullptr);
     if (pid == 0) {
         std::string accepted;
@@ -1011,13 +1067,30 @@ void push(Sender &s, Sender::Item &&it) {
     std::lock_guard<std::mutex> lk(s.q.mu);
     s.q.items.push_back(std::move(it));
     s.q.cv_items.notify_one();
+    s.q.cv_work.notify_one();
 }
 
-void release_budget(Sender &s, size_t bytes) {
+// bytes left the queue, decoded of them native pixels decoded ahead.
+void release_budget(Sender &s, size_t bytes, size_t decoded = 0) {
     std::lock_guard<std::mutex> lk(g_budget_mu);
     s.q.bytes -= bytes;
     g_budget_held -= bytes;
+    s.q.decoded -= decoded;
+    g_decoded_held -= decoded;
     wake_budget_waiters();
+}
+
+// Counts the native pixels of a queued instance about to be decoded ahead in the budget (g_decoded_held says how
+// far beyond it). False: no room now; the instance stays for the sending thread or a later try.
+bool reserve_decoded(Sender &s, size_t bytes) {
+    std::lock_guard<std::mutex> lk(g_budget_mu);
+    if (s.q.stop.load()) return false;
+    if (s.q.decoded != 0 && g_decoded_held + bytes > s.set.budget / 4) return false;
+    g_budget_held += bytes;
+    g_decoded_held += bytes;
+    s.q.decoded += bytes;
+    s.q.bytes += bytes;
+    return true;
 }
 
 // The WADO-RS engine's ask before a part's buffer grows (dwb_retrieve_callbacks.reserve): instances being
@@ -1283,6 +1356,94 @@ void mark_bulk_thread() {
 #endif
 }
 
+// ---- decoding ahead of the sending thread ----
+
+// The native bytes of an instance's pixels once decoded; 0 when the data set does not say (store_one decides).
+size_t native_bytes(DcmItem *ds) {
+    Uint16 rows = 0, cols = 0, spp = 1, ba = 0;
+    Sint32 frames = 1;
+    if (ds->findAndGetUint16(DCM_Rows, rows).bad() || ds->findAndGetUint16(DCM_Columns, cols).bad() ||
+        ds->findAndGetUint16(DCM_BitsAllocated, ba).bad())
+        return 0;
+    ds->findAndGetUint16(DCM_SamplesPerPixel, spp);
+    if (ds->tagExistsWithValue(DCM_NumberOfFrames) && ds->findAndGetSint32(DCM_NumberOfFrames, frames).bad()) return 0;
+    uint64_t n = (uint64_t)rows * cols * (spp ? spp : 1) * ((ba + 7u) / 8u) * (uint64_t)(frames > 0 ? frames : 1);
+    return n <= kMaxInstanceBytes ? (size_t)n : 0;
+}
+
+// Decodes one queued instance that a decoder thread holds (Busy), as store_one would on the sending thread: parsed
+// whole, its native pixels counted in the budget, decoded. A corrupt codestream fails the instance here with
+// store_one's reason; whatever else does not decode is parsed again and left to store_one, which asks the store
+// for a transcoded copy. False: no room in the budget for its pixels yet (nothing decoded; try again later).
+bool decode_ahead(Sender &s, Sender::Item &it) {
+    if (parse_whole(it).bad()) return true; // the sending thread fails it with the parser's reason
+    it.spliceable = false;                  // parsed: sent from the data set now
+    DcmDataset *ds = it.ff->getDataset();
+    size_t n = native_bytes(ds);
+    if (!n) return true;
+    if (!reserve_decoded(s, n)) return false;
+    register_codecs();
+    DcmXfer have(ds->getOriginalXfer());
+    OFCondition dc = ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
+    if (dc.good() && ds->canWriteXfer(EXS_LittleEndianExplicit)) {
+        it.decoded = n;
+        const dwb_send_opts *o = s.set.o;
+        DWB_INFO(s.log(), "%s: %s decoded by the bridge for %s", it.sop.c_str(), have.getXferName(),
+                 o->dest ? o->dest->ae_title : "the requester");
+        return true;
+    }
+    release_budget(s, n, n);
+    if (dwb_j2k_instance_bad(dc)) {
+        it.why = std::string(have.getXferName()) + " not decoded: " + dc.text();
+        it.ff.reset(); // send_item fails it with why
+    } else if (parse(it.raw, it.ff).bad()) {
+        it.ff.reset();
+        it.why = "store sent an unreadable instance";
+    }
+    return true;
+}
+
+// A decoder thread: takes the first queued instance not looked at yet, decodes it when the destination needs it
+// (wants_decode), and lets the sending thread know; stops with the run. The sending thread waits only for an
+// instance a decoder holds: one it reaches first it decodes itself, so the order of the queue is the order sent.
+void decode_worker(Sender &s) {
+    using Ahead = Sender::Item::Ahead;
+    mark_bulk_thread();
+    std::unique_lock<std::mutex> lk(s.q.mu);
+    while (!s.q.stop.load()) {
+        Sender::Item *it = nullptr;
+        for (auto &x : s.q.items) { // a deque: elements stay where they are while others are pushed and popped
+            if (x.ahead != Ahead::Fresh) continue;
+            if (!wants_decode(s, x)) {
+                x.ahead = Ahead::Done;
+                continue;
+            }
+            x.ahead = Ahead::Busy;
+            it = &x;
+            break;
+        }
+        if (!it) {
+            s.q.cv_work.wait_for(lk, std::chrono::milliseconds(100));
+            continue;
+        }
+        lk.unlock();
+        bool done = decode_ahead(s, *it);
+        lk.lock();
+        it->ahead = done ? Ahead::Done : Ahead::Fresh;
+        s.q.cv_items.notify_all();
+        // No room for decoded pixels: until the sending thread takes an instance (or decodes this one itself).
+        if (!done) s.q.cv_work.wait_for(lk, std::chrono::milliseconds(100));
+    }
+}
+
+// One decoder thread per core (at most four): each decodes one whole instance at a time.
+void start_decoders(Sender &s) {
+    unsigned hw = std::thread::hardware_concurrency();
+    size_t n = hw == 0 ? 1 : std::min<size_t>(hw, 4);
+    DWB_INFO(s.log(), "%s: decoding ahead of the sending thread on %zu thread(s)", s.svc(), n);
+    for (size_t k = 0; k < n; k++) s.q.decoders.emplace_back([&s] { decode_worker(s); });
+}
+
 // The fetch threads start first; an own destination is associated with while the store answers the first
 // requests (an association costs a few round trips the first instance no longer waits for). DWB_E_CONNECT when
 // it cannot be reached: the fetchers are stopped and nothing is sent.
@@ -1314,25 +1475,36 @@ dwb_status run_pipeline(Sender &s, dwb_error *err) {
         if (!open_destination(o->cfg, o->dest, s.state.classes, s.state.dest, why))
             st = dwb_error_set(err, DWB_E_CONNECT, "destination %s: %s", o->dest->ae_title, why.c_str());
     }
+    if (st == DWB_OK) publish_contexts(s);
     for (; st == DWB_OK;) {
         Sender::Item it;
-        bool have = false, done = false;
+        bool have = false, done = false, decoders = false;
         {
             std::unique_lock<std::mutex> lk(s.q.mu);
+            // The next instance, unless a decoder thread holds it.
+            auto ready = [&] { return !s.q.items.empty() && s.q.items.front().ahead != Sender::Item::Ahead::Busy; };
             s.q.cv_items.wait_for(lk, std::chrono::milliseconds(100),
-                                  [&] { return !s.q.items.empty() || s.q.producers_left == 0; });
-            if (!s.q.items.empty()) {
+                                  [&] { return ready() || (s.q.items.empty() && s.q.producers_left == 0); });
+            if (ready()) {
                 it = std::move(s.q.items.front());
                 s.q.items.pop_front();
                 have = true;
-            } else if (s.q.producers_left == 0) {
+                decoders = s.q.decoders.empty() && wants_decode(s, it);
+                s.q.cv_work.notify_all();
+            } else if (s.q.items.empty() && s.q.producers_left == 0) {
                 done = true;
             }
         }
-        if (have) release_budget(s, it.bytes);
+        if (have) release_budget(s, it.bytes + it.decoded, it.decoded);
+        if (decoders) start_decoders(s);
         if (done) break;
         if (stopping(s)) break;
         if (have) send_item(s, it);
+        if (s.state.t->dest_dead && !s.q.decoders.empty()) {
+            // Every later instance fails without being sent: nothing more to decode.
+            std::lock_guard<std::mutex> lk(s.q.mu);
+            s.q.decode_ahead = false;
+        }
         report(s);
         if (s.state.halted) break;
     }
@@ -1342,12 +1514,20 @@ dwb_status run_pipeline(Sender &s, dwb_error *err) {
         std::lock_guard<std::mutex> lk(g_budget_mu);
         wake_budget_waiters();
     }
+    {
+        std::lock_guard<std::mutex> lk(s.q.mu);
+        s.q.cv_work.notify_all();
+    }
     for (auto &t : producers) t.join();
+    for (auto &t : s.q.decoders) t.join(); // each ends after the instance it is decoding, if any
     // What is still queued was never sent: give its share of the budget back.
-    size_t left = 0;
-    for (auto &it : s.q.items) left += it.bytes;
+    size_t left = 0, decoded = 0;
+    for (auto &it : s.q.items) {
+        left += it.bytes + it.decoded;
+        decoded += it.decoded;
+    }
     s.q.items.clear();
-    if (left) release_budget(s, left);
+    if (left) release_budget(s, left, decoded);
     return st;
 }
 
