@@ -138,6 +138,7 @@ def nodelay_after(trace, pick):
     set on it afterwards (before the fd is reused by another accept/connect): {(call, fd): [values]}.
     strace -f lines: "<pid> accept(3, ...) = 7", split calls as "<unfinished ...>" + "<... accept resumed>..."."""
     pending = {}  # pid -> call name of an unfinished accept/connect
+    pending_opt = {}  # pid -> (fd, value) of an unfinished setsockopt(TCP_NODELAY)
     fds = {}      # fd -> key in out, while that socket is the one we watch
     out = {}
     for line in trace.splitlines():
@@ -170,6 +171,18 @@ def nodelay_after(trace, pick):
                 key = (call, fd, len(out))
                 out[key] = []
                 fds[fd] = key
+            continue
+        # A setsockopt another thread's call interrupts is split too: "setsockopt(17, ..., 4 <unfinished ...>" and
+        # later "<... setsockopt resumed>) = 0" on the same pid.
+        mu = re.match(r"^setsockopt\((\d+), SOL_TCP, TCP_NODELAY, \[(\d+)\], \d+ <unfinished", rest)
+        if mu:
+            pending_opt[pid] = (int(mu.group(1)), int(mu.group(2)))
+            continue
+        mo = re.match(r"^<\.\.\. setsockopt resumed>.*= 0", rest)
+        if mo and pid in pending_opt:
+            fd, value = pending_opt.pop(pid)
+            if fd in fds:
+                out[fds[fd]].append(value)
             continue
         ms = re.match(r"^setsockopt\((\d+), SOL_TCP, TCP_NODELAY, \[(\d+)\], \d+\) = 0", rest)
         if ms and int(ms.group(1)) in fds:
