@@ -308,3 +308,26 @@ void dwb_log(dwb_log_level level, const dwb_log_ctx *ctx, const char *fmt, ...)
         off += w;
     }
 }
+
+void dwb_log_redact_uids(const char *s, size_t n, int keep_uids, char *o, size_t cap) {
+    if (!cap) return;
+    size_t k = 0;
+    for (size_t i = 0; i < n && k + 1 < cap;) {
+        size_t j = i, dots = 0;
+        while (j < n && ((s[j] >= '0' && s[j] <= '9') || s[j] == '.')) dots += s[j++] == '.';
+        int glued = i > 0 && (s[i - 1] | 0x20) >= 'a' && (s[i - 1] | 0x20) <= 'z';
+        const char *put = s + i;
+        size_t len = j - i;
+        if (!keep_uids && len >= 8 && dots >= 2 && !glued) put = "***", len = 3;
+        if (len) {
+            if (len > cap - 1 - k) len = cap - 1 - k;
+            memcpy(o + k, put, len);
+            k += len;
+            i = j;
+            continue;
+        }
+        unsigned char ch = (unsigned char)s[i++];
+        o[k++] = ch < 0x20 || ch == 0x7f ? ' ' : ch >= 0x80 ? '?' : (char)ch;
+    }
+    o[k] = '\0';
+}

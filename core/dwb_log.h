@@ -48,6 +48,10 @@ void dwb_log_url(const char *url, char *out, size_t cap);
  * n bytes of it, control characters as spaces, cut to cap. Unless log.phi, every value after '=' (up to '&',
  * white space, a quote or a bracket) and every word holding '^' (a person name) become "***". */
 void dwb_log_text(const char *text, size_t n, char *out, size_t cap);
+/* Text for a page (the operator's console): n bytes of text as printable ASCII (control characters as spaces, bytes
+ * >= 0x80 as '?'), every UID-like run (digits and dots, at least 8 characters with two dots, not glued to a letter)
+ * as "***" unless keep_uids. Never longer than the input: out needs n + 1 bytes, or is cut to cap. */
+void dwb_log_redact_uids(const char *text, size_t n, int keep_uids, char *out, size_t cap);
 /* An identifier value for a log line: the value itself with log.phi, "***" otherwise (NULL/empty as ""). */
 const char *dwb_log_value(const char *value);
 

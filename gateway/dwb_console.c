@@ -4,7 +4,6 @@
  * or from the spool's folders. */
 #include "dwb_console.h"
 
-#include <arpa/inet.h>
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -116,26 +115,7 @@ static long long now_ms(void) {
 static json_t *text_json(const char *s, size_t n, int phi) {
     char *o = malloc(n + 1);
     if (!o) return json_string("");
-    size_t k = 0;
-    for (size_t i = 0; i < n;) {
-        size_t j = i, dots = 0;
-        while (j < n && ((s[j] >= '0' && s[j] <= '9') || s[j] == '.')) dots += s[j++] == '.';
-        if (!phi && j - i >= 8 && dots >= 2 && (i == 0 || !((s[i - 1] | 0x20) >= 'a' && (s[i - 1] | 0x20) <= 'z'))) {
-            memcpy(o + k, "***", 3);
-            k += 3;
-            i = j;
-            continue;
-        }
-        if (j > i) {
-            memcpy(o + k, s + i, j - i);
-            k += j - i;
-            i = j;
-            continue;
-        }
-        unsigned char ch = (unsigned char)s[i++];
-        o[k++] = ch < 0x20 || ch == 0x7f ? ' ' : ch >= 0x80 ? '?' : (char)ch;
-    }
-    o[k] = '\0';
+    dwb_log_redact_uids(s, n, phi, o, n + 1);
     json_t *v = json_string(o);
     free(o);
     return v ? v : json_string("");
@@ -171,45 +151,17 @@ static enum MHD_Result reply_error(struct MHD_Connection *con, unsigned code, co
 
 /* ---- who may write ---- */
 
-static int peer_ip(struct MHD_Connection *con, unsigned char ip[16], char *text, size_t cap) {
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(con, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    if (!ci || !ci->client_addr) return 0;
-    const struct sockaddr *sa = ci->client_addr;
-    memset(ip, 0, 16);
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-        ip[10] = ip[11] = 0xff;
-        memcpy(ip + 12, &in->sin_addr, 4);
-        inet_ntop(AF_INET, &in->sin_addr, text, (socklen_t)cap);
-        return 1;
-    }
-    if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-        memcpy(ip, &in6->sin6_addr, 16);
-        inet_ntop(AF_INET6, &in6->sin6_addr, text, (socklen_t)cap);
-        return 1;
-    }
-    return 0;
-}
-
-static int same_secret(const char *a, size_t an, const char *b) {
-    size_t bn = strlen(b);
-    unsigned char d = (unsigned char)(an != bn);
-    for (size_t i = 0; i < an; i++) d |= (unsigned char)(a[i] ^ b[i % (bn ? bn : 1)]);
-    return d == 0;
-}
-
 /* 1 when this request may write; who says who asked, for the log line. */
 static int may_write(const dwb_console *c, struct MHD_Connection *con, char *who, size_t cap) {
     const dwb_config *cfg = c->src.cfg;
     unsigned char ip[16];
     char ipt[64] = "?";
-    if (!peer_ip(con, ip, ipt, sizeof ipt)) return 0;
+    if (!dwb_httpd_peer(con, ip, ipt, sizeof ipt)) return 0;
     const char *auth = MHD_lookup_connection_value(con, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
     if (cfg->http.admin_token.value && auth && !strncasecmp(auth, "Bearer ", 7)) {
         const char *t = auth + 7;
         while (*t == ' ') t++;
-        if (same_secret(t, strlen(t), cfg->http.admin_token.value)) {
+        if (dwb_httpd_same_secret(t, cfg->http.admin_token.value)) {
             snprintf(who, cap, "the token holder from %s", ipt);
             return 1;
         }

@@ -367,14 +367,6 @@ static enum MHD_Result plain(dwb_gateway *gw, struct MHD_Connection *con, const 
     return answer(gw, con, ae, code, "text/plain", msg, NULL);
 }
 
-/* Constant-time comparison, so that the token cannot be guessed byte by byte from answer times. */
-static int same_secret(const char *a, const char *b) {
-    size_t la = strlen(a), lb = strlen(b);
-    unsigned char d = la != lb;
-    for (size_t i = 0; i < la; i++) d |= (unsigned char)(a[i] ^ b[i % (lb ? lb : 1)]);
-    return d == 0;
-}
-
 static char *dup_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static char *dup_printf(const char *fmt, ...) {
     va_list ap;
@@ -631,7 +623,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
     }
     if (gw->cfg->gateway.token.value) {
         const char *auth = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Authorization");
-        if (!auth || strncmp(auth, "Bearer ", 7) != 0 || !same_secret(auth + 7, gw->cfg->gateway.token.value)) {
+        if (!auth || strncmp(auth, "Bearer ", 7) != 0 || !dwb_httpd_same_secret(auth + 7, gw->cfg->gateway.token.value)) {
             const char *extra[] = {"WWW-Authenticate", "Bearer realm=\"dicomweb-bridge\"", NULL};
             return answer(gw, con, NULL, MHD_HTTP_UNAUTHORIZED, "text/plain", "a bearer token is required\n", extra);
         }

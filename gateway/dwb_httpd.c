@@ -242,3 +242,17 @@ enum MHD_Result dwb_httpd_redirect(struct MHD_Connection *con, unsigned int code
     MHD_destroy_response(r);
     return ret;
 }
+
+int dwb_httpd_peer(struct MHD_Connection *con, unsigned char ip[16], char *text, size_t cap) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(con, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (!ci || !addr16(ci->client_addr, ip)) return 0;
+    if (text) ip_text(ip, text, cap);
+    return 1;
+}
+
+int dwb_httpd_same_secret(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    unsigned char d = la != lb;
+    for (size_t i = 0; i < la; i++) d |= (unsigned char)(a[i] ^ b[i % (lb ? lb : 1)]);
+    return d == 0;
+}

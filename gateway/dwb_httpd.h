@@ -38,6 +38,13 @@ void dwb_httpd_stop(dwb_httpd *s);
 enum MHD_Result dwb_httpd_reply(struct MHD_Connection *con, unsigned int code, const char *ctype, const char *body,
                                 size_t len);
 
+/* The client's address as 16 bytes (IPv4 as ::ffff:a.b.c.d) and, when text is not NULL, as text; 0 if unknown. */
+int dwb_httpd_peer(struct MHD_Connection *con, unsigned char ip[16], char *text, size_t cap);
+
+/* Constant-time comparison of a presented secret with the configured one, so that a token cannot be guessed byte
+ * by byte from answer times. 1 when equal. */
+int dwb_httpd_same_secret(const char *presented, const char *secret);
+
 /* Queues an empty answer with code (a 3xx) and Location: location; returns MHD's verdict. */
 enum MHD_Result dwb_httpd_redirect(struct MHD_Connection *con, unsigned int code, const char *location);
 

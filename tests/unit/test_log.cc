@@ -75,3 +75,28 @@ TEST(LogText, RedactsValuesAndNamesUnlessPhi) {
     dwb_log_text(body, strlen(body), out, 5);
     EXPECT_EQ(strlen(out), 4u);
 }
+
+// The console's text (issue 29): UID-like runs masked unless log.phi, printable ASCII, never longer than the input.
+TEST(LogRedactUids, TableOfCases) {
+    struct Case {
+        const char *in;
+        int keep;
+        const char *out;
+    } cases[] = {
+        {"store refused SOP Instance 1.2.840.113619.2.55: HTTP 422", 0, "store refused SOP Instance ***: HTTP 422"},
+        {"store refused SOP Instance 1.2.840.113619.2.55: HTTP 422", 1, "store refused SOP Instance 1.2.840.113619.2.55: HTTP 422"},
+        {"attempt 1 at 2026-12-04: HTTP 503", 0, "attempt 1 at 2026-12-04: HTTP 503"}, // a date is no UID
+        {"version 1.2.3 and 12345678", 0, "version 1.2.3 and 12345678"},            // too short / no dots
+        {"x1.2.3.4.5.6", 0, "x1.2.3.4.5.6"},                                        // glued to a word: kept
+        {"(2.25.123456789)", 0, "(***)"},
+        {"tab\there\nnew\x01line \xc3\xa9", 0, "tab here new line ??"},
+    };
+    for (const Case &c : cases) {
+        char out[256];
+        dwb_log_redact_uids(c.in, strlen(c.in), c.keep, out, sizeof out);
+        EXPECT_STREQ(out, c.out) << c.in;
+    }
+    char small[6];
+    dwb_log_redact_uids("abcdefghij", 10, 0, small, sizeof small);
+    EXPECT_STREQ(small, "abcde");
+}
