@@ -177,6 +177,9 @@ static int field(const char **p, char *dst, size_t cap) {
 
 int dwb_job_parse(const char *line, dwb_job *out) {
     memset(out, 0, sizeof *out);
+    /* One line: a line break may only end it (the writer turns any in a field into a space). */
+    size_t one = strcspn(line, "\r\n");
+    if (line[one] && (line[one] != '\n' || line[one + 1])) return -1;
     char f[14][200];
     const char *p = line;
     for (int i = 0; i < 14; i++)

@@ -92,7 +92,10 @@ TEST(Activity, RecordRoundTripAndPublish) {
     EXPECT_EQ(k.bytes, 1ULL << 33);
     EXPECT_STREQ(k.error, "a tab and a newline");
     for (const char *bad : {"", "dwbjob1", "dwbjob2\t1\ta\tb\tc\td\t0\t0\t0\t0\t0\t0\t0\t0\t\n",
-                            "dwbjob1\t1\ta\tb\tc\td\t9\t0\t0\t0\t0\t0\t0\t0\t\n"})
+                            "dwbjob1\t1\ta\tb\tc\td\t9\t0\t0\t0\t0\t0\t0\t0\t\n",
+                            // a line break inside a field (found by fuzz_console_text): not one record
+                            "dwbjob1\t1\ta\t\nb\tc\td\t0\t0\t0\t0\t0\t0\t0\t0\t\n",
+                            "dwbjob1\t1\ta\tb\tc\td\t0\t0\t0\t0\t0\t0\t0\t0\t\r\n"})
         EXPECT_NE(dwb_job_parse(bad, &k), 0) << bad;
 
     dwb_activity *a = dwb_activity_new(1);
