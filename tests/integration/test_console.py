@@ -53,9 +53,13 @@ class ConsoleTest(TestCase):
         self.orthanc = self.start(Orthanc(self.workdir))
         self.spool = os.path.join(self.workdir, "spool")
         self.outage = threading.Event()
+        self.quota = threading.Event()
         self.poison = set()
 
         def policy(n, method, path, uids):
+            if method == "POST" and self.quota.is_set():
+                return ("answer", 429, [("Content-Type", "application/json"), ("Retry-After", "3")],
+                        b'{"error": {"code": 429, "message": "Quota exceeded", "status": "RESOURCE_EXHAUSTED"}}')
             if method == "POST" and self.outage.is_set():
                 return ("answer", 503, [("Content-Type", "text/plain")], b"maintenance")
             if method == "POST" and uids and self.poison & set(uids):
@@ -184,6 +188,26 @@ class ConsoleTest(TestCase):
         self.assertNotIn(other, self.orthanc.instance_uids())
         self.assertIn("console: discard of failed instance %s asked by the token holder" % item["id"], self.bridge.log())
         self.assertNotIn(other, self.bridge.log().split("console:")[-1].split("\n")[0], "no UID in the audit line")
+
+    def test_quota_shown_with_its_retry_time_then_delivered(self):
+        # A store's quota (429 with Retry-After, as Google's Healthcare API answers): the upstream shows "quota",
+        # the answer and when the next try goes; nothing fails, and once the quota is back everything is delivered.
+        port = self.bridge.http_port
+        self.quota.set()
+        t0 = time.time()
+        self.storescu(self.uids[:2])
+        up = wait_for(lambda: (lambda u: u if u["state"] == "quota" else None)(upstream(state(port), "CLOUD")), 30)
+        self.assertIsNotNone(up, state(port))
+        self.assertIn("HTTP 429", up["reason"])
+        retry_at = time.mktime(time.strptime(up["retry_at"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+        self.assertGreaterEqual(retry_at, t0 - 1)
+        self.assertLessEqual(retry_at, time.time() + 5, "Retry-After 3 s, not the backoff cap")
+        self.assertEqual((up["queue"]["instances"], up["failed"]), (2, 0))
+        self.quota.clear()
+        up = wait_for(lambda: (lambda u: u if u["delivered_total"] == 2 else None)(upstream(state(port), "CLOUD")), 30)
+        self.assertIsNotNone(up, state(port))
+        self.assertEqual((up["state"], up["reason"], up["retry_at"], up["failed"]), ("healthy", "", None, 0))
+        self.assertEqual(sorted(self.orthanc.instance_uids()), sorted(self.uids[:2]))
 
     def test_trusted_proxy_user_may_write(self):
         port = self.bridge.http_port
